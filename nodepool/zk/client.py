@@ -1,0 +1,183 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Connection to ZooKeeper shared by the daemons, the CLI and the caches.
+
+Kazoo runs its state listeners on its connection thread, where they must
+not block.  :class:`ZooKeeperClient` therefore only queues state changes
+there and runs our own listeners on a dispatch thread, in order.  Two kinds
+of listener exist:
+
+* state listeners, called with every :class:`kazoo.protocol.states.KazooState`;
+* session listeners, called after a *new* session was established following
+  the loss of the previous one.  Ephemeral records (component registrations,
+  ephemeral requests) must be written again from there.
+"""
+
+import logging
+import queue
+import threading
+from typing import Callable, Iterable, Mapping, Optional
+
+from kazoo.client import KazooClient
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+
+from nodepool.exceptions import ZooKeeperConnectionError
+
+log = logging.getLogger("nodepool.zk.client")
+
+StateListener = Callable[[KazooState], None]
+SessionListener = Callable[[], None]
+
+
+def hosts_string(servers: Iterable[Mapping]) -> str:
+    """Build a kazoo hosts string from ``zookeeper-servers`` entries.
+
+    Each entry has ``host`` and optionally ``port`` (default 2181) and
+    ``chroot``.  ZooKeeper supports one chroot per connection string, so
+    the chroot of the first entry that has one applies to all.
+    """
+    parts = []
+    chroot = None
+    for server in servers:
+        host = server["host"]
+        if ":" in host and not host.startswith("["):
+            host = "[%s]" % host  # a bare IPv6 address
+        parts.append("%s:%s" % (host, server.get("port", 2181)))
+        if chroot is None and server.get("chroot"):
+            chroot = server["chroot"]
+    if not parts:
+        raise ValueError("no ZooKeeper servers given")
+    result = ",".join(parts)
+    if chroot:
+        result += "/" + chroot.strip("/")
+    return result
+
+
+class ZooKeeperClient:
+    """A kazoo client with TLS, ordered listeners and session tracking.
+
+    :param hosts: kazoo hosts string, optionally with a chroot suffix.
+    :param tls_ca, tls_cert, tls_key: PEM files; TLS is used when all
+        three are given (``zookeeper-tls`` in the config).
+    :param timeout: session timeout in seconds.
+    """
+
+    def __init__(self, hosts: str, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None, timeout: float = 10.0,
+                 read_only: bool = False):
+        self.hosts = hosts
+        self.timeout = timeout
+        kwargs = {}
+        if tls_ca or tls_cert or tls_key:
+            if not (tls_ca and tls_cert and tls_key):
+                raise ValueError("zookeeper-tls needs ca, cert and key")
+            kwargs.update(use_ssl=True, ca=tls_ca, certfile=tls_cert,
+                          keyfile=tls_key)
+        self.kazoo = KazooClient(hosts=hosts, timeout=timeout,
+                                 read_only=read_only, **kwargs)
+        self._state_listeners: list[StateListener] = []
+        self._session_listeners: list[SessionListener] = []
+        self._listener_lock = threading.Lock()
+        self._events: queue.Queue = queue.Queue()
+        self._dispatcher: Optional[threading.Thread] = None
+        self._session_lost = False
+        self._session_id = None
+        self.kazoo.add_listener(self._on_kazoo_state)
+
+    # Connection ---------------------------------------------------------
+
+    def connect(self, timeout: Optional[float] = None) -> None:
+        """Connect and wait for the session; raise on failure."""
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="ZooKeeperClientDispatch",
+                daemon=True)
+            self._dispatcher.start()
+        try:
+            self.kazoo.start(timeout=timeout or self.timeout)
+        except KazooTimeoutError as e:
+            self.kazoo.stop()
+            raise ZooKeeperConnectionError(
+                "could not connect to ZooKeeper at %s: %s" % (self.hosts, e))
+        self._session_id = self.kazoo.client_id
+
+    def disconnect(self) -> None:
+        """Close the session (ephemeral nodes go) and stop the dispatcher."""
+        try:
+            self.kazoo.stop()
+            self.kazoo.close()
+        finally:
+            if self._dispatcher is not None:
+                self._events.put(None)
+                self._dispatcher.join()
+                self._dispatcher = None
+
+    @property
+    def connected(self) -> bool:
+        return self.kazoo.state == KazooState.CONNECTED
+
+    @property
+    def session_id(self):
+        return self.kazoo.client_id[0] if self.kazoo.client_id else None
+
+    # Listeners ----------------------------------------------------------
+
+    def add_state_listener(self, listener: StateListener) -> None:
+        """Call ``listener(state)`` on every connection state change.
+
+        Listeners run on one dispatch thread in registration order; they may
+        block briefly (e.g. to talk to ZooKeeper) but hold up the others.
+        """
+        with self._listener_lock:
+            self._state_listeners.append(listener)
+
+    def remove_state_listener(self, listener: StateListener) -> None:
+        with self._listener_lock:
+            if listener in self._state_listeners:
+                self._state_listeners.remove(listener)
+
+    def add_session_listener(self, listener: SessionListener) -> None:
+        """Call ``listener()`` once a new session replaced a lost one."""
+        with self._listener_lock:
+            self._session_listeners.append(listener)
+
+    def remove_session_listener(self, listener: SessionListener) -> None:
+        with self._listener_lock:
+            if listener in self._session_listeners:
+                self._session_listeners.remove(listener)
+
+    def _on_kazoo_state(self, state: KazooState) -> None:
+        # Kazoo's connection thread: never block here.
+        self._events.put(state)
+
+    def _dispatch(self) -> None:
+        while True:
+            state = self._events.get()
+            if state is None:
+                return
+            if state == KazooState.LOST:
+                self._session_lost = True
+                log.warning("ZooKeeper session lost")
+            elif state == KazooState.SUSPENDED:
+                log.warning("ZooKeeper connection suspended")
+            else:
+                log.info("ZooKeeper connection established")
+            with self._listener_lock:
+                state_listeners = list(self._state_listeners)
+                session_listeners = list(self._session_listeners)
+            for listener in state_listeners:
+                self._call(listener, state)
+            if state == KazooState.CONNECTED and self._session_lost:
+                self._session_lost = False
+                for listener in session_listeners:
+                    self._call(listener)
+
+    @staticmethod
+    def _call(listener, *args) -> None:
+        try:
+            listener(*args)
+        except Exception:
+            log.exception("ZooKeeper listener %r failed", listener)
