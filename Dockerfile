@@ -1,0 +1,25 @@
+# Images for the nodepool CLI and its two daemons:
+#   docker build --target nodepool-launcher -t nodepool-launcher .
+FROM python:3.11-slim-bookworm AS nodepool
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openssh-client \
+    && rm -rf /var/lib/apt/lists/*
+COPY . /src
+RUN pip install --no-cache-dir /src && rm -rf /src \
+    && useradd -m -d /var/lib/nodepool nodepool \
+    && mkdir -p /etc/nodepool /var/log/nodepool \
+    && chown nodepool /var/log/nodepool
+USER nodepool
+ENTRYPOINT ["nodepool"]
+
+FROM nodepool AS nodepool-launcher
+ENTRYPOINT ["nodepool-launcher", "-f"]
+
+FROM nodepool AS nodepool-builder
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+       qemu-utils kpartx debootstrap git sudo \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir diskimage-builder
+ENTRYPOINT ["nodepool-builder", "-f"]
