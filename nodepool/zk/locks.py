@@ -1,0 +1,171 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Exclusive ZooKeeper locks built on kazoo's ``Lock`` recipe.
+
+Zuul, the ``nodepool`` CLI and older launchers take the very same locks, so
+the layout must stay exactly what kazoo's recipe produces: a lock is a
+directory whose children are ephemeral-sequential contenders named
+``<32 hex>__lock__<10 digits>``; the contender with the lowest sequence
+holds the lock.  We therefore use the recipe itself rather than our own
+protocol and only add what it lacks: our exceptions, a release that
+survives a lost session, and read-only inspection of a lock directory.
+
+All functions are thread-safe in the sense kazoo is: they may be called
+from any thread but never from a kazoo callback (they block on
+ZooKeeper round trips).  A kazoo ``Lock`` object itself must not be
+shared by threads that acquire it concurrently.
+"""
+
+import contextlib
+import logging
+import re
+from typing import Iterator, Optional
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, LockTimeout, NoNodeError
+from kazoo.recipe.lock import Lock
+
+from nodepool.exceptions import LockError, TimeoutException
+
+log = logging.getLogger("nodepool.zk.locks")
+
+# Same pattern kazoo's recipe uses to recognise contenders (the sequence
+# may be negative after the 32-bit counter wraps).
+CONTENDER_RE = re.compile(r"__lock__(-?\d{10})$")
+
+
+def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,
+                 timeout: Optional[float] = None,
+                 identifier: Optional[str] = None,
+                 ephemeral: bool = True) -> Lock:
+    """Take the exclusive lock at ``path`` and return the kazoo ``Lock``.
+
+    The lock directory is created if missing.  ``identifier`` is stored as
+    the contender's data (visible through ``Lock.contenders()``).
+
+    :raises LockError: ``blocking`` is false and someone else holds the
+        lock, or ZooKeeper failed during the attempt.
+    :raises TimeoutException: ``blocking`` with a ``timeout`` that expired.
+
+    On every failure our contender znode has been removed again, so a
+    failed attempt never leaves a waiter behind that would later grab the
+    lock without an owner.
+    """
+    lock = Lock(kazoo, path, identifier)
+    try:
+        acquired = lock.acquire(blocking=blocking, timeout=timeout,
+                                ephemeral=ephemeral)
+    except LockTimeout as e:
+        # Kazoo has already deleted our contender before re-raising.
+        raise TimeoutException(
+            "timed out after %ss waiting for lock %s" % (timeout, path)) from e
+    except KazooException as e:
+        raise LockError("failed to lock %s: %r" % (path, e)) from e
+    if not acquired:
+        # Kazoo returns False both for a busy non-blocking attempt and when
+        # its internal retry deadline (= timeout) ran out.
+        if blocking:
+            raise TimeoutException(
+                "timed out after %ss waiting for lock %s" % (timeout, path))
+        raise LockError("lock %s is held by another contender" % path)
+    return lock
+
+
+def release_lock(lock: Optional[Lock]) -> None:
+    """Release ``lock``; never raises.
+
+    ``None`` and already released locks are ignored.  If the session that
+    took the lock is gone, the ephemeral contender went with it and there
+    is nothing to release; we only log and forget the lock.
+    """
+    if lock is None:
+        return
+    try:
+        lock.release()
+    except KazooException as e:
+        # The contender znode is ephemeral: a failure here means the
+        # session (and with it the lock) is already lost or the client was
+        # stopped.  The caller can do nothing more about it.
+        log.warning("Could not release lock %s cleanly: %r", lock.path, e)
+        lock.is_acquired = False
+        lock.node = None
+
+
+@contextlib.contextmanager
+def locked(kazoo: KazooClient, path: str, blocking: bool = True,
+           timeout: Optional[float] = None,
+           identifier: Optional[str] = None) -> Iterator[Lock]:
+    """Context manager form of :func:`acquire_lock`; releases on exit.
+
+    Raises what :func:`acquire_lock` raises, before the body runs.
+    """
+    lock = acquire_lock(kazoo, path, blocking=blocking, timeout=timeout,
+                        identifier=identifier)
+    try:
+        yield lock
+    finally:
+        release_lock(lock)
+
+
+def _sorted_contenders(children) -> list[str]:
+    matches = [m for m in (CONTENDER_RE.search(c) for c in children) if m]
+    # Order exactly as kazoo's recipe does (by the sequence string), so the
+    # first entry is whoever kazoo considers the holder.
+    matches.sort(key=lambda m: m.group(1))
+    return [m.string for m in matches]
+
+
+def lock_contenders(kazoo: KazooClient, path: str) -> list[str]:
+    """Names of the contender znodes under ``path``, holder first.
+
+    Returns ``[]`` if the lock directory does not exist.  Non-contender
+    children are ignored.  This is a snapshot and may be stale at once.
+    """
+    try:
+        children = kazoo.get_children(path)
+    except NoNodeError:
+        return []
+    return _sorted_contenders(children)
+
+
+def lock_is_held(kazoo: KazooClient, path: str) -> bool:
+    """Whether anybody (this process included) holds the lock at ``path``.
+
+    With the recipe the lowest contender always holds the lock, so the
+    lock is held exactly when at least one contender exists.
+    """
+    return bool(lock_contenders(kazoo, path))
+
+
+def is_lock_holder(lock: Optional[Lock]) -> bool:
+    """Whether ``lock`` is still acquired *and* its contender still exists.
+
+    ``Lock.is_acquired`` stays true after the session expired; this checks
+    ZooKeeper, so it detects a lock that was silently lost.
+    """
+    if lock is None or not lock.is_acquired or not lock.node:
+        return False
+    try:
+        return lock.client.exists(lock.path + "/" + lock.node) is not None
+    except KazooException:
+        return False
+
+
+def force_unlock(kazoo: KazooClient, path: str) -> Optional[str]:
+    """Break the lock at ``path`` by deleting its holder's contender.
+
+    Meant for administrators (e.g. after a consumer died with a
+    non-ephemeral lock).  Waiting contenders are left alone; the next one
+    becomes the holder.  Returns the deleted contender name, or ``None``
+    if the lock was not held (or the holder vanished meanwhile).
+    """
+    contenders = lock_contenders(kazoo, path)
+    if not contenders:
+        return None
+    holder = contenders[0]
+    try:
+        kazoo.delete(path + "/" + holder)
+    except NoNodeError:
+        return None
+    return holder
