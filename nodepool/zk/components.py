@@ -1,0 +1,613 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Component registration, the component registry and the stats election.
+
+Every daemon process announces itself below ``/nodepool/components/<kind>``
+with an ephemeral sequential znode whose payload is a JSON object written
+with ``sort_keys=True`` (zk-schema.md §8).  Launchers register one
+``launcher`` record plus one ``pool`` record per provider pool worker;
+builders register a ``builder`` record.  Pool records are what request
+handling consults to know which pools exist, which labels they serve, their
+priority and whether they are paused.
+
+* :class:`BaseComponent` and its subclasses own *one* record each: they
+  create it, rewrite it on :meth:`BaseComponent.update` and create it again
+  after the ZooKeeper session was replaced.
+* :class:`ComponentRegistry` watches every record of every kind and keeps
+  read-only copies (:class:`ComponentInfo`).
+* :class:`StatsElection` elects the single launcher that emits the global
+  gauges.
+"""
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import types
+from typing import Any, Callable, Dict, List, Optional
+
+from kazoo.exceptions import BadVersionError, KazooException, NoNodeError
+from kazoo.protocol.states import EventType, KazooState
+
+from nodepool.version import __version__
+from nodepool.zk import paths
+from nodepool.zk.client import ZooKeeperClient
+
+log = logging.getLogger("nodepool.zk.components")
+
+# The data model version this code writes and understands.  The system's
+# version is the minimum over every registered component (see
+# ComponentRegistry.model_api); bump it only together with a compatibility
+# mode for older readers.
+MODEL_API = 0
+
+# Component states (the ``state`` key).
+INITIALIZING = "initializing"
+RUNNING = "running"
+PAUSED = "paused"
+STOPPED = "stopped"
+COMPONENT_STATES = (INITIALIZING, RUNNING, PAUSED, STOPPED)
+
+# Component kinds (the middle path segment and the ``kind`` key).
+LAUNCHER = paths.COMPONENT_LAUNCHER
+BUILDER = paths.COMPONENT_BUILDER
+POOL = paths.COMPONENT_POOL
+KINDS = (LAUNCHER, BUILDER, POOL)
+
+
+class BaseComponent:
+    """One component record owned by this process.
+
+    The record's content lives in memory and is mirrored to ZooKeeper once
+    :meth:`register` was called.  Attributes are readable as plain
+    attributes (``component.state``) and changed only with :meth:`update`,
+    so that every change is written.
+
+    Thread-safety: all methods may be called from any thread; an internal
+    lock serialises writes, including the rewrite done from the ZooKeeper
+    client's dispatch thread after a session loss.
+
+    :param zk_client: the connected client whose session owns the record.
+    :param hostname: defaults to ``socket.gethostname()``; it is also the
+        prefix of the znode name.
+    """
+
+    kind: str = ""
+    # Keys beyond the common ones, with their initial values.
+    extra_defaults: Dict[str, Any] = {}
+
+    def __init__(self, zk_client: ZooKeeperClient,
+                 hostname: Optional[str] = None):
+        if self.kind not in KINDS:
+            raise TypeError("%s has no valid component kind"
+                            % type(self).__name__)
+        content = {
+            "hostname": hostname or socket.gethostname(),
+            "state": STOPPED,
+            "kind": self.kind,
+            "version": __version__,
+            "model_api": MODEL_API,
+        }
+        for key, value in self.extra_defaults.items():
+            # Copy mutable defaults so instances never share them.
+            content[key] = list(value) if isinstance(value, list) else value
+        # Set through __dict__: __setattr__ below refuses content keys.
+        self.__dict__.update(
+            _zk=zk_client, _content=content, _lock=threading.RLock(),
+            _registered=False, _dirty=False, path=None, _version=-1)
+
+    # Attribute access ---------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names not found normally: the record's keys.
+        content = self.__dict__.get("_content", {})
+        if name in content:
+            return content[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__.get("_content", {}):
+            raise AttributeError(
+                "use update(%s=...) to change a component record" % name)
+        super().__setattr__(name, value)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A copy of the record's content."""
+        with self._lock:
+            return json.loads(self._serialize())
+
+    def _serialize(self) -> bytes:
+        return json.dumps(self._content, sort_keys=True).encode("utf8")
+
+    # Registration -------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
+
+    def register(self) -> str:
+        """Create the record; return its path.
+
+        Also arranges for the record to be created again, with the latest
+        content, whenever the client's session is replaced after a loss.
+        Calling it again while registered only makes sure the record
+        exists.
+
+        :raises kazoo.exceptions.KazooException: ZooKeeper errors
+            (connection loss etc.); the component then stays unregistered.
+        """
+        with self._lock:
+            first = not self._registered
+            self._registered = True
+            try:
+                self._ensure_record()
+            except Exception:
+                if first:
+                    self._registered = False
+                raise
+            if first:
+                self._zk.add_session_listener(self._on_new_session)
+                self._zk.add_state_listener(self._on_state)
+            return self.path
+
+    def unregister(self) -> None:
+        """Delete the record and stop re-registering it.
+
+        A record that is already gone (e.g. with an expired session) is not
+        an error.
+        """
+        with self._lock:
+            if not self._registered:
+                return
+            self._registered = False
+            self._zk.remove_session_listener(self._on_new_session)
+            self._zk.remove_state_listener(self._on_state)
+            path, self.path = self.path, None
+            self._version = -1
+            if path is not None:
+                try:
+                    self._zk.kazoo.delete(path)
+                except NoNodeError:
+                    pass
+
+    def update(self, **attrs: Any) -> None:
+        """Change attributes and write the record if registered.
+
+        The write uses the znode version last seen; if somebody else wrote
+        in between (``BadVersionError``) the version is re-read and our
+        content written again: this process is the record's only author.
+        If the record vanished it is created again.  If the connection is
+        down the new content is kept and written once it is back.
+
+        :raises TypeError: for a key this kind of record does not have.
+        :raises ValueError: for an unknown ``state``.
+        """
+        for key in attrs:
+            if key not in self._content:
+                raise TypeError("%s record has no key %r" % (self.kind, key))
+        if "state" in attrs and attrs["state"] not in COMPONENT_STATES:
+            raise ValueError("invalid component state %r" % attrs["state"])
+        with self._lock:
+            for key, value in attrs.items():
+                if isinstance(value, (list, tuple, set, frozenset)):
+                    value = list(value)
+                self._content[key] = value
+            if not self._registered:
+                return
+            self._dirty = True
+            try:
+                self._write()
+            except KazooException as e:
+                # Written again from _on_state once connected.
+                log.warning("Could not write component %s yet: %s",
+                            self.path, e)
+
+    # Internals; callers hold self._lock ---------------------------------
+
+    def _write(self) -> None:
+        data = self._serialize()
+        while True:
+            try:
+                stat = self._zk.kazoo.set(self.path, data,
+                                          version=self._version)
+            except BadVersionError:
+                _, stat = self._zk.kazoo.get(self.path)
+                self._version = stat.version
+                continue
+            except NoNodeError:
+                self._ensure_record()
+                return
+            self._version = stat.version
+            self._dirty = False
+            return
+
+    def _ensure_record(self) -> None:
+        """Create the record unless this session already owns it."""
+        kazoo = self._zk.kazoo
+        if self.path is not None:
+            stat = kazoo.exists(self.path)
+            # An ephemeral node of the current session is ours; one left
+            # by an expired session is about to vanish and must not count.
+            if stat is not None and \
+                    stat.ephemeralOwner == self._zk.session_id:
+                if self._dirty:
+                    self._write()
+                return
+        path = kazoo.create(
+            paths.component_path(self.kind, self._content["hostname"]),
+            self._serialize(), ephemeral=True, sequence=True, makepath=True)
+        self.path = path
+        self._version = 0
+        self._dirty = False
+        log.debug("Registered component %s", path)
+
+    def _on_new_session(self) -> None:
+        # Dispatch thread of the client, after the old session (and with
+        # it the ephemeral record) was lost.
+        with self._lock:
+            if not self._registered:
+                return
+            log.info("Registering component %s again after session loss",
+                     self.path)
+            self._ensure_record()
+
+    def _on_state(self, state: KazooState) -> None:
+        # Flush content that could not be written while disconnected.
+        if state != KazooState.CONNECTED:
+            return
+        with self._lock:
+            if self._registered and self._dirty:
+                try:
+                    self._write()
+                except KazooException as e:
+                    log.warning("Could not write component %s: %s",
+                                self.path, e)
+
+    def __repr__(self) -> str:
+        return "<%s %s %s>" % (type(self).__name__, self.path, self._content)
+
+
+class LauncherComponent(BaseComponent):
+    """The ``launcher`` record of a launcher daemon."""
+
+    kind = LAUNCHER
+
+
+class BuilderComponent(BaseComponent):
+    """The ``builder`` record of a builder daemon."""
+
+    kind = BUILDER
+
+
+class PoolComponent(BaseComponent):
+    """The ``pool`` record of one provider pool worker.
+
+    ``id`` is the pool worker's launcher id (what request handling writes
+    into ``declined_by``); ``priority`` defaults to 100 like the config.
+    """
+
+    kind = POOL
+    extra_defaults = {
+        "id": None,
+        "name": None,
+        "provider_name": None,
+        "supported_labels": [],
+        "priority": 100,
+        "paused": False,
+    }
+
+
+class ComponentInfo:
+    """Read-only copy of somebody's component record, as the registry saw it.
+
+    Record keys are attributes (``info.supported_labels``); lists are turned
+    into tuples so the copy cannot be changed in place.  A key missing from
+    the record reads as ``None``.
+    """
+
+    __slots__ = ("kind", "name", "path", "_content")
+
+    def __init__(self, kind: str, name: str, content: Dict[str, Any]):
+        frozen = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in content.items()}
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "path", paths.component_kind_path(kind)
+                           + "/" + name)
+        object.__setattr__(self, "_content", types.MappingProxyType(frozen))
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self._content.get(key)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("component records are read-only here")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in self._content.items()}
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ComponentInfo) and
+                (self.path, dict(self._content)) ==
+                (other.path, dict(other._content)))
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        return "<ComponentInfo %s %s>" % (self.path, dict(self._content))
+
+
+class ComponentRegistry:
+    """Watch every component record and keep read-only copies.
+
+    Kazoo calls our watch callbacks on its event thread, which must not
+    block, so they only queue the changed path; one thread of ours fetches
+    data and sets the next (one-shot) watch.  After every reconnection the
+    whole tree is read again, because change events may have been missed
+    while a fetch failed or the session was replaced.
+
+    The constructor returns once the first full read finished (or
+    ``timeout`` passed; then the copy fills in when it can).
+
+    Thread-safety: the readers may be called from any thread.  Call
+    :meth:`stop` to end the watcher thread.
+    """
+
+    def __init__(self, zk_client: ZooKeeperClient,
+                 timeout: Optional[float] = 30.0):
+        self._zk = zk_client
+        self._lock = threading.Lock()
+        self._components: Dict[str, Dict[str, ComponentInfo]] = {
+            kind: {} for kind in KINDS}
+        self._queue: queue.Queue = queue.Queue()
+        self._synced = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, name="ComponentRegistry", daemon=True)
+        self._zk.add_state_listener(self._on_state)
+        self._thread.start()
+        self._queue.put(("sync",))
+        self._synced.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop watching; the copies stay as they were."""
+        self._stopped = True
+        self._zk.remove_state_listener(self._on_state)
+        self._queue.put(None)
+        self._thread.join()
+
+    # Readers ------------------------------------------------------------
+
+    def all(self, kind: Optional[str] = None) -> List[ComponentInfo]:
+        """Records of one kind (or of every kind), ordered by znode name."""
+        with self._lock:
+            kinds = [kind] if kind else list(KINDS)
+            result = []
+            for k in kinds:
+                records = self._components.get(k, {})
+                result.extend(records[name] for name in sorted(records))
+            return result
+
+    def pools(self) -> List[ComponentInfo]:
+        """All registered ``pool`` records."""
+        return self.all(POOL)
+
+    @property
+    def model_api(self) -> int:
+        """The system's data model version.
+
+        The minimum of our own :data:`MODEL_API` and every registered
+        component's ``model_api``; records without a usable integer are
+        ignored.
+        """
+        result = MODEL_API
+        for info in self.all():
+            value = info.model_api
+            if isinstance(value, int) and not isinstance(value, bool):
+                result = min(result, value)
+        return result
+
+    # Watch plumbing -----------------------------------------------------
+
+    def _on_state(self, state: KazooState) -> None:
+        if state == KazooState.CONNECTED:
+            self._queue.put(("sync",))
+
+    def _on_children(self, event) -> None:
+        # Kazoo event thread: queue only.
+        if event.type == EventType.CHILD and event.path:
+            self._queue.put(("children", event.path))
+
+    def _on_data(self, event) -> None:
+        # Kazoo event thread: queue only.  Events without a path come from
+        # a lost session; the resync after reconnection covers them.
+        if event.path and event.type != EventType.NONE:
+            self._queue.put(("data", event.path))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._stopped:
+                return
+            try:
+                if item[0] == "sync":
+                    self._sync()
+                    self._synced.set()
+                elif item[0] == "children":
+                    self._fetch_children(self._kind_of(item[1]))
+                else:
+                    kind, _, name = item[1].rpartition("/")
+                    self._fetch_data(self._kind_of(kind), name)
+            except KazooException as e:
+                # The connection is down; the CONNECTED state change that
+                # follows queues a full sync.
+                log.warning("Component registry could not read %s: %s",
+                            item, e)
+            except Exception:
+                log.exception("Component registry failed on %s", item)
+
+    @staticmethod
+    def _kind_of(kind_path: str) -> str:
+        return kind_path.rstrip("/").rpartition("/")[2]
+
+    def _sync(self) -> None:
+        for kind in KINDS:
+            self._zk.kazoo.ensure_path(paths.component_kind_path(kind))
+            for name in self._fetch_children(kind):
+                self._fetch_data(kind, name)
+
+    def _fetch_children(self, kind: str) -> List[str]:
+        """Re-list one kind, drop vanished records and read new ones.
+
+        Returns every current child name.
+        """
+        names = self._zk.kazoo.get_children(
+            paths.component_kind_path(kind), watch=self._on_children)
+        with self._lock:
+            known = self._components[kind]
+            for gone in set(known) - set(names):
+                log.debug("Component %s/%s went away", kind, gone)
+                del known[gone]
+            new = [n for n in names if n not in known]
+        for name in new:
+            self._fetch_data(kind, name)
+        return names
+
+    def _fetch_data(self, kind: str, name: str) -> None:
+        path = paths.component_path(kind, name)
+        try:
+            data, _ = self._zk.kazoo.get(path, watch=self._on_data)
+        except NoNodeError:
+            data = None
+        info = None
+        if data:
+            try:
+                content = json.loads(data.decode("utf8"))
+                if not isinstance(content, dict):
+                    raise ValueError("not a JSON object")
+                info = ComponentInfo(kind, name, content)
+            except ValueError as e:
+                # One bad record must not hide the others.
+                log.warning("Ignoring invalid component record %s: %s",
+                            path, e)
+        with self._lock:
+            if info is None:
+                self._components[kind].pop(name, None)
+            else:
+                self._components[kind][name] = info
+
+
+class StatsElection:
+    """The launchers' election for who emits the global gauges.
+
+    A thin layer over kazoo's ``Election`` at ``/nodepool/elections/stats``.
+    :meth:`run` blocks until this process is elected, then calls the leader
+    function, which must return once :meth:`wait` reports that leadership
+    ended: either :meth:`cancel` was called or the ZooKeeper session was
+    lost (its ephemeral election znode is gone, so another launcher may
+    already lead).
+
+    Typical use from a dedicated thread::
+
+        election = StatsElection(zk_client)
+        def lead():
+            while not election.wait(interval):
+                emit_gauges()
+        while not stopping:
+            election.run(lead)
+
+    Thread-safety: :meth:`cancel` and :meth:`wait` may be called from any
+    thread; :meth:`run` from one thread at a time.
+    """
+
+    def __init__(self, zk_client: ZooKeeperClient,
+                 identifier: Optional[str] = None):
+        self._zk = zk_client
+        self.identifier = identifier or "%s-%d" % (socket.gethostname(),
+                                                   os.getpid())
+        self._lock = threading.Lock()
+        self._election = None
+        self._ended = threading.Event()
+        self._leading = False
+        self._cancelled = False
+        self._zk.add_state_listener(self._on_state)
+
+    @property
+    def is_leader(self) -> bool:
+        """True while the leader function runs and leadership holds."""
+        return self._leading and not self._ended.is_set()
+
+    def run(self, func: Callable[..., Any], *args: Any,
+            **kwargs: Any) -> bool:
+        """Contend; once elected call ``func(*args, **kwargs)``.
+
+        Returns True when ``func`` ran (leadership is given up when it
+        returns), False when cancelled before being elected.  Exceptions of
+        ``func`` propagate after the election znode was removed.
+
+        :raises kazoo.exceptions.KazooException: ZooKeeper errors while
+            contending.
+        """
+        ran = []
+
+        def lead():
+            self._leading = True
+            ran.append(True)
+            try:
+                func(*args, **kwargs)
+            finally:
+                self._leading = False
+
+        with self._lock:
+            if self._cancelled:
+                self._cancelled = False
+                return False
+            self._ended.clear()
+            self._election = self._zk.kazoo.Election(
+                paths.STATS_ELECTION, self.identifier)
+        try:
+            self._election.run(lead)
+        finally:
+            with self._lock:
+                self._election = None
+                self._cancelled = False
+        return bool(ran)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` for leadership to end; True if it did."""
+        return self._ended.wait(timeout)
+
+    def cancel(self) -> None:
+        """Stop contending, or end the current leadership.
+
+        A :meth:`run` that has not started yet returns False at once.
+        """
+        with self._lock:
+            self._ended.set()
+            if self._election is not None:
+                self._election.cancel()
+            else:
+                self._cancelled = True
+
+    def contenders(self) -> List[str]:
+        """Identifiers of all contenders, the leader first."""
+        return self._zk.kazoo.Election(
+            paths.STATS_ELECTION, self.identifier).contenders()
+
+    def close(self) -> None:
+        """Cancel and stop listening to connection changes."""
+        self.cancel()
+        self._zk.remove_state_listener(self._on_state)
+
+    def _on_state(self, state: KazooState) -> None:
+        # The election znode is ephemeral: once the session is lost
+        # somebody else may lead, so the leader function must stop.
+        if state == KazooState.LOST and self._leading:
+            log.warning("Lost the stats election with the session")
+            self._ended.set()
