@@ -1,0 +1,137 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Driver base class and the provider/pool/label config bases.
+
+A driver supplies, for now, two things: the schema of a provider using it
+(:meth:`Driver.provider_schema`, the common keys extended with its own) and
+the construction of its provider config object from the validated data
+(:meth:`Driver.build_provider`).  Runtime factories (adapter, state
+machines) will be added to :class:`Driver` later; driver modules must keep
+cloud SDK imports out of module level so that config validation stays cheap.
+"""
+
+from dataclasses import dataclass, field
+
+from nodepool.config import schema
+from nodepool.config.context import BuildContext  # noqa: F401 (re-export)
+from nodepool.config.models import ConfigObject, FrozenDict
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelConfig(ConfigObject):
+    """A label as offered by one pool."""
+
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig(ConfigObject):
+    """A pool of a provider; ``labels`` maps names to LabelConfig objects.
+
+    ``max_servers`` is ``math.inf`` when unlimited; <= 0 disables the pool.
+    ``priority``: lower is preferred (pool, else provider, else 100).
+    """
+
+    name: str
+    max_servers: float
+    priority: int
+    node_attributes: FrozenDict
+    labels: FrozenDict
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderConfig(ConfigObject):
+    """The config of one provider; drivers subclass it.
+
+    Equality (by value, same class only) decides whether a provider must be
+    restarted on reload.
+    """
+
+    name: str
+    driver: str
+    max_concurrency: int
+    priority: int | None
+    pools: FrozenDict
+
+    @property
+    def manage_images(self) -> bool:
+        """Whether nodepool uploads diskimages to this provider."""
+        return bool(getattr(self, "diskimages", None))
+
+    @property
+    def supported_labels(self) -> frozenset:
+        """Names of all labels offered by any pool of this provider."""
+        return frozenset(name for pool in self.pools.values()
+                         for name in pool.labels)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig(ConfigObject):
+    """What nodes booted from an image need to know to be reached."""
+
+    name: str
+    username: str | None
+    python_path: str
+    shell_type: str | None
+    connection_type: str
+    connection_port: int
+
+
+class Driver:
+    """Base of all drivers; one shared instance per registered name."""
+
+    #: The ``driver`` value selecting this driver in a provider.
+    name = ""
+
+    def provider_schema(self):
+        """The complete schema (a callable) for one provider mapping.
+
+        It must validate, fill defaults and return Python-named data, like
+        every :class:`nodepool.config.schema.Section`.
+        """
+        raise NotImplementedError
+
+    def build_provider(self, data: dict, ctx: BuildContext,
+                       path: tuple) -> ProviderConfig:
+        """Build the provider config object from validated ``data``.
+
+        ``path`` locates the provider in the file (``("providers", 3)``)
+        for problems reported through ``ctx``.
+        """
+        raise NotImplementedError
+
+
+# Helpers shared by the driver config modules.
+
+def image_connection(data: dict) -> dict:
+    """Fill ``connection_port`` from ``connection_type`` when unset."""
+    if data.get("connection_port") is None:
+        data = dict(data, connection_port=schema.default_connection_port(
+            data["connection_type"]))
+    return data
+
+
+def build_pools(provider_data, ctx, path, build_pool):
+    """Map pool names to objects made by ``build_pool(data, path)``."""
+    pools = {}
+    for index, pool in enumerate(provider_data["pools"]):
+        pool = dict(pool, priority=schema.pool_priority(
+            pool["priority"], provider_data["priority"]))
+        pools[pool["name"]] = build_pool(pool, path + ("pools", index))
+    return FrozenDict(pools)
+
+
+def build_labels(pool_data, ctx, path, build_label):
+    """Map label names to objects, checking they are top-level labels."""
+    labels = {}
+    for index, label in enumerate(pool_data["labels"]):
+        label_path = path + ("labels", index)
+        ctx.require_label(label["name"], label_path + ("name",))
+        labels[label["name"]] = build_label(label, label_path)
+    return FrozenDict(labels)
+
+
+def secret_field():
+    """A field kept out of repr (passwords and the like)."""
+    return field(repr=False)

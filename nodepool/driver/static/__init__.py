@@ -1,0 +1,19 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The static driver: hands out pre-existing hosts listed in the config."""
+
+from nodepool.driver.base import Driver
+from nodepool.driver.static import config
+
+
+class StaticDriver(Driver):
+    """Driver for ``driver: static`` providers."""
+
+    name = "static"
+
+    def provider_schema(self):
+        return config.PROVIDER
+
+    def build_provider(self, data, ctx, path):
+        return config.build_provider(data, ctx, path)
