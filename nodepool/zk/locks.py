@@ -77,7 +77,10 @@ def release_lock(lock: Optional[Lock]) -> None:
 
     ``None`` and already released locks are ignored.  If the session that
     took the lock is gone, the ephemeral contender went with it and there
-    is nothing to release; we only log and forget the lock.
+    is nothing to release; we only log and forget the lock.  While the
+    connection is merely suspended this waits (kazoo retries) until it is
+    back or the session has expired, so a live session never keeps a lock
+    we meant to give up.
     """
     if lock is None:
         return

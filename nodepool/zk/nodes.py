@@ -17,7 +17,13 @@ thread at a time.  No method may be called from a kazoo callback.
 import logging
 from typing import Iterable, Iterator, Optional
 
-from kazoo.exceptions import BadVersionError, NoNodeError, NotEmptyError
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NoNodeError,
+    NotEmptyError,
+)
 
 from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
@@ -45,7 +51,7 @@ class NodeStore:
         self.cache = cache
 
     @property
-    def kazoo(self):
+    def kazoo(self) -> KazooClient:
         return self.zk_client.kazoo
 
     # Reading ------------------------------------------------------------
@@ -227,8 +233,11 @@ class NodeStore:
             data, stat = self.kazoo.get(node_path(node.id))
         except NoNodeError:
             data, stat = None, None
-        except Exception:
+        except Exception as e:
             locks.release_lock(lock)
+            if isinstance(e, KazooException):
+                raise LockError("could not re-read node %s after locking: %r"
+                                % (node.id, e)) from e
             raise
         fresh = None
         if data:

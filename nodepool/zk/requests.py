@@ -1,0 +1,327 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Node request operations and the request state rules (schema §4, §10).
+
+Requests live at ``/nodepool/requests/<prio>-<seq>``; their locks live in a
+separate tree, ``/nodepool/requests-lock/<id>``, so that a consumer deleting
+a request does not pull the lock from under the launcher working on it.
+The price is that lock directories outlive their requests; the launcher's
+cleanup removes them with :meth:`RequestStore.delete_request_lock`.
+
+Every state transition a launcher makes (accept, decline, fulfil, requeue)
+is a method here, so the rules live in one place.  These methods require
+the caller to hold the request lock and write the request immediately.
+
+Thread-safety: a :class:`RequestStore` has no mutable state and may be
+shared by threads; a :class:`~nodepool.zk.models.NodeRequest` object must
+be used by one thread at a time.  Nothing here may run in a kazoo callback.
+"""
+
+import logging
+import uuid
+from typing import Iterable, Iterator, Optional, Union
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+
+from nodepool.exceptions import InvalidRecordError, LockError
+from nodepool.zk import locks
+from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.models import NodeRequest, RequestState
+from nodepool.zk.paths import (
+    PRIORITY_DEFAULT,
+    REQUEST_LOCK_ROOT,
+    REQUEST_ROOT,
+    request_lock_path,
+    request_path,
+    request_prefix,
+)
+
+log = logging.getLogger("nodepool.zk.requests")
+
+
+class RequestStore:
+    """Node request operations on one ZooKeeper connection.
+
+    :param zk_client: a connected :class:`ZooKeeperClient`.
+    :param cache: optional request tree cache (``get(id)``, ``values()``);
+        without one every read goes to ZooKeeper.
+    """
+
+    def __init__(self, zk_client: ZooKeeperClient, cache=None):
+        self.zk_client = zk_client
+        self.cache = cache
+
+    @property
+    def kazoo(self) -> KazooClient:
+        return self.zk_client.kazoo
+
+    # Submitting and reading ---------------------------------------------
+
+    def submit_request(self, request: NodeRequest,
+                       priority: Union[str, int] = PRIORITY_DEFAULT,
+                       ephemeral: Optional[bool] = None) -> str:
+        """Create ``request`` as a new sequential znode; return its id.
+
+        ``priority`` is the three-character id prefix (``"100"`` high …
+        ``"900"`` min-ready).  A missing ``event_id`` is generated and an
+        unset state becomes ``requested``.  Requests nodepool itself submits
+        (min-ready, tests) are ephemeral by default so that they vanish
+        with the launcher's session; pass ``ephemeral=False`` to create a
+        persistent one as current Zuul does.  Sets ``request.id`` and
+        ``request.stat``.
+
+        :raises ValueError: ``request`` already has an id.
+        """
+        if request.id is not None:
+            raise ValueError("request %s was already submitted" % request.id)
+        if ephemeral is None:
+            ephemeral = True
+        if not request.event_id:
+            request.event_id = uuid.uuid4().hex
+        if request.state is None:
+            request.state = RequestState.REQUESTED
+        path, stat = self.kazoo.create(
+            request_prefix(priority), request.serialize(),
+            ephemeral=ephemeral, sequence=True, makepath=True,
+            include_data=True)
+        request.id = path.rsplit("/", 1)[1]
+        request.stat = stat
+        return request.id
+
+    def get_request(self, request_id: str,
+                    cached: bool = True) -> Optional[NodeRequest]:
+        """Return request ``request_id`` or ``None`` if it does not exist.
+
+        A cache hit returns the shared cached object; a miss reads
+        ZooKeeper.  Unreadable payloads are logged and yield ``None``.
+        """
+        if cached and self.cache is not None:
+            request = self.cache.get(request_id)
+            if request is not None:
+                return request
+        return self._read_request(request_id)[0]
+
+    def _read_request(self, request_id: str):
+        """``(request or None, stat or None)`` straight from ZooKeeper."""
+        try:
+            data, stat = self.kazoo.get(request_path(request_id))
+        except NoNodeError:
+            return None, None
+        if not data:
+            return None, stat
+        try:
+            return NodeRequest.from_bytes(data, stat=stat,
+                                          id=request_id), stat
+        except InvalidRecordError as e:
+            log.warning("Ignoring request %s with invalid data: %s",
+                        request_id, e)
+            return None, stat
+
+    def get_request_ids(self) -> list[str]:
+        """Ids of all requests in ZooKeeper (never the cache), unsorted."""
+        try:
+            return self.kazoo.get_children(REQUEST_ROOT)
+        except NoNodeError:
+            return []
+
+    def iter_requests(self, cached: bool = True) -> Iterator[NodeRequest]:
+        """Yield every readable request (a cache snapshot when cached)."""
+        if cached and self.cache is not None:
+            yield from self.cache.values()
+            return
+        for request_id in self.get_request_ids():
+            request = self._read_request(request_id)[0]
+            if request is not None:
+                yield request
+
+    def sorted_requests(self, cached: bool = True) -> list[NodeRequest]:
+        """All requests in processing order (the ``priority`` sort key:
+        prefix, then relative priority, then sequence)."""
+        return sorted(self.iter_requests(cached=cached),
+                      key=lambda r: r.priority)
+
+    # Writing ------------------------------------------------------------
+
+    def store_request(self, request: NodeRequest) -> None:
+        """Overwrite an existing request; updates ``request.stat``.
+
+        Call with the request locked.
+
+        :raises ValueError: the request was never submitted.
+        :raises kazoo.exceptions.NoNodeError: the request was deleted.
+        """
+        if request.id is None:
+            raise ValueError("use submit_request() for a new request")
+        request.stat = self.kazoo.set(request_path(request.id),
+                                      request.serialize())
+
+    def delete_request(self, request: NodeRequest) -> None:
+        """Delete the request znode; a missing one is not an error.
+
+        The lock directory is left in place (the holder may still be
+        using it); orphaned lock directories are cleaned up separately.
+        """
+        try:
+            self.kazoo.delete(request_path(request.id), recursive=True)
+        except NoNodeError:
+            pass
+
+    # Locking ------------------------------------------------------------
+
+    def lock_request(self, request: NodeRequest, blocking: bool = True,
+                     timeout: Optional[float] = None,
+                     identifier: Optional[str] = None) -> None:
+        """Lock ``request`` and refresh it from ZooKeeper.
+
+        The refresh matters because the object (usually from the cache)
+        may be older than the last change made under the lock, e.g. a
+        decline by another launcher.  Sets ``request.lock`` on success.
+
+        :raises LockError: held elsewhere (non-blocking), ZooKeeper failed,
+            or the request was deleted (the lock is released again).
+        :raises TimeoutException: ``timeout`` expired.
+        """
+        lock = locks.acquire_lock(self.kazoo, request_lock_path(request.id),
+                                  blocking=blocking, timeout=timeout,
+                                  identifier=identifier)
+        try:
+            fresh, stat = self._read_request(request.id)
+        except Exception as e:
+            locks.release_lock(lock)
+            if isinstance(e, KazooException):
+                raise LockError("could not re-read request %s after "
+                                "locking: %r" % (request.id, e)) from e
+            raise
+        if fresh is None:
+            locks.release_lock(lock)
+            # Our attempt recreated the lock directory; drop it again
+            # rather than leave it for the 8 h orphan cleanup.
+            self.delete_request_lock(request.id)
+            raise LockError("request %s was deleted or is unreadable"
+                            % request.id)
+        request.update_from(fresh)
+        request.stat = stat
+        request.lock = lock
+
+    def unlock_request(self, request: NodeRequest) -> None:
+        """Release the lock taken by :meth:`lock_request`.
+
+        :raises LockError: ``request`` is not locked by this process.
+        """
+        if request.lock is None:
+            raise LockError("request %s is not locked" % request.id)
+        locks.release_lock(request.lock)
+        request.lock = None
+
+    def is_request_locked(self, request_id: str) -> bool:
+        """Whether anybody (this process included) holds the request lock.
+
+        A snapshot: use :meth:`lock_request` non-blocking to act on the
+        answer without a race.
+        """
+        return locks.lock_is_held(self.kazoo, request_lock_path(request_id))
+
+    def get_request_lock_ids(self) -> list[str]:
+        """Ids of all request lock directories (orphans included)."""
+        try:
+            return self.kazoo.get_children(REQUEST_LOCK_ROOT)
+        except NoNodeError:
+            return []
+
+    def request_lock_mtime(self, request_id: str) -> Optional[float]:
+        """Modification time (epoch seconds) of the request's lock
+        directory, or ``None`` if there is none.
+
+        The directory's mtime is set when it is created; adding or removing
+        contenders does not change it.
+        """
+        try:
+            stat = self.kazoo.exists(request_lock_path(request_id))
+        except NoNodeError:
+            return None
+        if stat is None:
+            return None
+        return stat.mtime / 1000.0
+
+    def delete_request_lock(self, request_id: str) -> bool:
+        """Remove the lock directory of ``request_id`` unless it is in use.
+
+        Returns ``True`` if it is gone afterwards.  We rely on ZooKeeper
+        refusing to delete a znode that has children: a non-recursive
+        delete atomically checks that nobody holds or waits for the lock,
+        where listing contenders first would leave a race window.  The
+        caller should only do this for requests that no longer exist.
+        """
+        try:
+            self.kazoo.delete(request_lock_path(request_id))
+        except NoNodeError:
+            return True
+        except NotEmptyError:
+            return False
+        return True
+
+    # State transitions (caller holds the request lock) ------------------
+
+    def accept_request(self, request: NodeRequest) -> None:
+        """Mark ``request`` pending (this launcher works on it) and store.
+
+        :raises ValueError: the request is not ``requested``.
+        """
+        self._require_state(request, RequestState.REQUESTED)
+        request.state = RequestState.PENDING
+        self.store_request(request)
+
+    def decline_request(self, request: NodeRequest, launcher_id: str,
+                        registered_pool_ids: Iterable[str]) -> RequestState:
+        """Record that pool ``launcher_id`` cannot satisfy ``request``.
+
+        The id is added to ``declined_by`` (once).  If every registered
+        pool has now declined, the request fails; otherwise it goes back
+        to ``requested`` for the others.  With no registered pools it
+        fails too.  The request is stored; the caller still unlocks it.
+        Returns the new state.
+        """
+        if launcher_id not in request.declined_by:
+            request.declined_by.append(launcher_id)
+        if set(registered_pool_ids) <= set(request.declined_by):
+            request.state = RequestState.FAILED
+        else:
+            request.state = RequestState.REQUESTED
+        self.store_request(request)
+        return request.state
+
+    def fulfill_request(self, request: NodeRequest,
+                        node_ids: Iterable[str]) -> None:
+        """Record the nodes for ``request`` and mark it fulfilled.
+
+        ``node_ids`` must be in the order of ``request.node_types``.
+        The nodes should already be allocated to the request and stored.
+
+        :raises ValueError: the number of nodes does not match.
+        """
+        node_ids = list(node_ids)
+        if len(node_ids) != len(request.node_types):
+            raise ValueError(
+                "request %s wants %d nodes, got %d"
+                % (request.id, len(request.node_types), len(node_ids)))
+        request.nodes = node_ids
+        request.state = RequestState.FULFILLED
+        self.store_request(request)
+
+    def requeue_request(self, request: NodeRequest) -> None:
+        """Return a pending request nobody works on to ``requested``.
+
+        Used by the lost-request cleanup: the assigned nodes are forgotten
+        (the caller de-allocates them).  Stored immediately.
+        """
+        request.nodes = []
+        request.state = RequestState.REQUESTED
+        self.store_request(request)
+
+    @staticmethod
+    def _require_state(request: NodeRequest, state: RequestState) -> None:
+        if request.state != state:
+            raise ValueError("request %s is %s, not %s"
+                             % (request.id, request.state, state.value))
