@@ -91,7 +91,7 @@ def _validate(path, raw, section, redact=False):
         return schema.validate(raw, section)
     except v.Invalid as exc:
         raise ConfigValidationError(
-            path, schema.problems_from(exc, raw, redact=redact))
+            path, schema.problems_from(exc, raw, redact=redact)) from None
 
 
 def load_config(path: str, secure_path: str | None = None,

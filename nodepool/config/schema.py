@@ -64,6 +64,8 @@ class Section:
 
     def __init__(self, keys, *checks, extra=v.PREVENT_EXTRA, drop=()):
         self.keys = dict(keys)
+        for key in drop:
+            self.keys.setdefault(v.Optional(key), object)
         self.checks = checks
         self.extra = extra
         self.drop = tuple(drop)
@@ -90,7 +92,8 @@ class Section:
         try:
             out = self._schema(data)
         except v.MultipleInvalid as exc:
-            raise v.MultipleInvalid([self._explain(e) for e in exc.errors])
+            raise v.MultipleInvalid(
+                [self._explain(e) for e in exc.errors]) from None
         for check in self.checks:
             result = check(out)
             if result is not None:

@@ -1,0 +1,319 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Schema and config objects of the Azure driver."""
+
+from dataclasses import dataclass
+
+import voluptuous as v
+
+from nodepool.config import schema
+from nodepool.config.models import ConfigObject, FrozenDict
+from nodepool.driver.base import (
+    ImageConfig, LabelConfig, PoolConfig, ProviderConfig, build_labels,
+    build_pools, image_connection, secret_field)
+
+_opt = v.Optional
+_str = schema.nullable(str)
+_int = schema.nullable(int)
+_bool = schema.nullable(bool)
+
+# Environment variable naming the auth file when auth-path is not given.
+AUTH_PATH_VARIABLE = "AZURE_AUTH_LOCATION"
+IMAGE_TYPE = "vhd"
+
+IMAGE_REFERENCE = schema.Section({
+    v.Required("sku"): str,
+    v.Required("publisher"): str,
+    v.Required("version"): str,
+    v.Required("offer"): str,
+})
+
+IMAGE_FILTER = schema.Section({
+    _opt("location", default=None): _str,
+    _opt("name", default=None): _str,
+    _opt("tags", default=dict): {str: schema.scalar_string},
+})
+
+GALLERY_IMAGE = schema.Section({
+    v.Required("gallery-name"): str,
+    v.Required("name"): str,
+    _opt("version", default=None): _str,
+})
+
+_IMAGE_SOURCES = ("image-reference", "image-filter", "image-id",
+                  "community-gallery-image", "shared-gallery-image")
+
+CLOUD_IMAGE = schema.Section({
+    v.Required("name"): str,
+    v.Required("username"): str,
+    _opt("password", default=None): _str,
+    _opt("generate-password", default=False): bool,
+    _opt("key", default=None): _str,
+    _opt("image-reference", default=None): schema.nullable(IMAGE_REFERENCE),
+    _opt("image-filter", default=None): schema.nullable(IMAGE_FILTER),
+    _opt("image-id", default=None): _str,
+    _opt("community-gallery-image", default=None): schema.nullable(
+        GALLERY_IMAGE),
+    _opt("shared-gallery-image", default=None): schema.nullable(
+        GALLERY_IMAGE),
+    _opt("connection-type", default="ssh"): str,
+    _opt("connection-port", default=None): _int,
+    _opt("python-path", default="auto"): str,
+    _opt("shell-type", default=None): _str,
+}, schema.one_of(*_IMAGE_SOURCES, required=True))
+
+PROVIDER_DISKIMAGE = schema.Section({
+    v.Required("name"): str,
+    _opt("username", default=None): _str,
+    _opt("password", default=None): _str,
+    _opt("generate-password", default=False): bool,
+    _opt("key", default=None): _str,
+    _opt("pause", default=False): bool,
+    _opt("connection-type", default="ssh"): str,
+    _opt("connection-port", default=None): _int,
+    _opt("python-path", default="auto"): str,
+    _opt("shell-type", default=None): _str,
+    _opt("tags", default=dict): {str: schema.scalar_string},
+})
+
+LABEL = schema.Section({
+    v.Required("name"): str,
+    _opt("cloud-image", default=None): _str,
+    _opt("diskimage", default=None): _str,
+    v.Required("hardware-profile"): schema.Section({
+        v.Required("vm-size"): str}),
+    _opt("tags", default=dict): {str: schema.scalar_string},
+    _opt("dynamic-tags", default=dict): {str: str},
+    _opt("user-data", default=None): _str,
+    _opt("custom-data", default=None): _str,
+    _opt("volume-size", default=None): _int,
+}, schema.at_least_one_of("cloud-image", "diskimage"))
+
+POOL = schema.POOL.extend({
+    v.Required("labels"): schema.each(LABEL, unique="name"),
+    # None: take the provider's value.
+    _opt("ipv4", default=None): _bool,
+    _opt("ipv6", default=None): _bool,
+    _opt("public-ipv4", default=None): _bool,
+    _opt("public-ipv6", default=None): _bool,
+    _opt("use-internal-ip", default=None): _bool,
+    _opt("host-key-checking", default=None): _bool,
+})
+
+NETWORK = schema.Section({
+    _opt("resource-group", default=None): _str,
+    v.Required("network"): str,
+    _opt("subnet", default="default"): str,
+})
+
+PROVIDER = schema.PROVIDER.extend({
+    v.Required("location"): str,
+    v.Required("resource-group"): str,
+    v.Required("resource-group-location"): str,
+    # Required unless AZURE_AUTH_LOCATION is set (checked when building).
+    _opt("auth-path", default=None): _str,
+    v.Required("pools"): schema.each(POOL, unique="name"),
+    _opt("subnet-id", default=None): _str,
+    _opt("network", default=None): schema.nullable(v.Any(str, NETWORK)),
+    _opt("ipv4", default=None): _bool,
+    _opt("ipv6", default=None): _bool,
+    _opt("public-ipv4", default=True): bool,
+    _opt("public-ipv6", default=False): bool,
+    _opt("use-internal-ip", default=False): bool,
+    _opt("host-key-checking", default=True): bool,
+    # Operations per second.
+    _opt("rate", default=1.0): schema.number,
+    _opt("boot-timeout", default=120): int,
+    _opt("launch-timeout", default=3600): int,
+    _opt("launch-retries", default=3): int,
+    _opt("post-upload-hook", default=None): _str,
+    _opt("zuul-public-key", default=None): _str,
+    _opt("cloud-images", default=list): schema.each(
+        CLOUD_IMAGE, unique="name"),
+    _opt("diskimages", default=list): schema.each(
+        PROVIDER_DISKIMAGE, unique="name"),
+})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureNetwork(ConfigObject):
+    """A virtual network and subnet (resource group resolved)."""
+
+    resource_group: str
+    network: str
+    subnet: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GalleryImage(ConfigObject):
+    """An image of a community or shared gallery."""
+
+    gallery_name: str
+    name: str
+    version: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureCloudImage(ImageConfig):
+    """An existing Azure image; exactly one source key is set.
+
+    ``password`` is a secret and kept out of repr.  ``key`` defaults to
+    the provider's ``zuul-public-key``.
+    """
+
+    password: str | None = secret_field()
+    generate_password: bool
+    key: str | None
+    image_reference: FrozenDict | None
+    image_filter: FrozenDict | None
+    image_id: str | None
+    community_gallery_image: GalleryImage | None
+    shared_gallery_image: GalleryImage | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureDiskImage(ImageConfig):
+    """A top-level diskimage as uploaded to one Azure provider."""
+
+    password: str | None = secret_field()
+    generate_password: bool
+    key: str | None
+    pause: bool
+    tags: FrozenDict
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureLabel(LabelConfig):
+    """A label of an Azure pool."""
+
+    cloud_image: str | None
+    diskimage: str | None
+    hardware_profile: FrozenDict
+    tags: FrozenDict
+    dynamic_tags: FrozenDict
+    user_data: str | None
+    custom_data: str | None
+    volume_size: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzurePool(PoolConfig):
+    """A pool of an Azure provider, addressing resolved.
+
+    ``ipv4``/``ipv6``: whether nodes get such addresses (pool, else
+    provider, or implied by the public flag; IPv4 when neither is on).
+    """
+
+    ipv4: bool
+    ipv6: bool
+    public_ipv4: bool
+    public_ipv6: bool
+    use_internal_ip: bool
+    host_key_checking: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureProviderConfig(ProviderConfig):
+    """An Azure provider.  ``rate`` is operations per second."""
+
+    location: str
+    resource_group: str
+    resource_group_location: str
+    auth_path: str
+    subnet_id: str | None
+    network: AzureNetwork | None
+    ipv4: bool | None
+    ipv6: bool | None
+    public_ipv4: bool
+    public_ipv6: bool
+    use_internal_ip: bool
+    host_key_checking: bool
+    rate: float
+    boot_timeout: int
+    launch_timeout: int
+    launch_retries: int
+    post_upload_hook: str | None
+    zuul_public_key: str | None
+    cloud_images: FrozenDict
+    diskimages: FrozenDict
+
+    @property
+    def image_type(self) -> str:
+        """The disk image format this provider uploads."""
+        return IMAGE_TYPE
+
+
+def _default(value, fallback):
+    return fallback if value is None else value
+
+
+def _build_pool(provider, pool, ctx, pool_path, images):
+    public_ipv4 = _default(pool["public_ipv4"], provider["public_ipv4"])
+    public_ipv6 = _default(pool["public_ipv6"], provider["public_ipv6"])
+    ipv4 = bool(_default(pool["ipv4"], provider["ipv4"]) or public_ipv4)
+    ipv6 = bool(_default(pool["ipv6"], provider["ipv6"]) or public_ipv6)
+    pool = dict(
+        pool, ipv4=ipv4 or not ipv6, ipv6=ipv6,
+        public_ipv4=public_ipv4, public_ipv6=public_ipv6,
+        use_internal_ip=_default(pool["use_internal_ip"],
+                                 provider["use_internal_ip"]),
+        host_key_checking=_default(pool["host_key_checking"],
+                                   provider["host_key_checking"]))
+
+    def build_label(label, label_path):
+        cloud_images, diskimages = images
+        if label["cloud_image"] is not None:
+            ctx.require_member(label["cloud_image"], cloud_images,
+                               "a cloud-image", label_path + ("cloud-image",))
+        if label["diskimage"] is not None:
+            ctx.require_member(label["diskimage"], diskimages,
+                               "a diskimage", label_path + ("diskimage",))
+        return AzureLabel(**label)
+
+    return AzurePool(**dict(
+        pool, labels=build_labels(pool, ctx, pool_path, build_label)))
+
+
+def _gallery(data):
+    return GalleryImage(**data) if data else None
+
+
+def _network(data):
+    network = data["network"]
+    if network is None:
+        return None
+    if isinstance(network, str):
+        network = {"network": network, "resource_group": None,
+                   "subnet": "default"}
+    return AzureNetwork(**dict(network, resource_group=_default(
+        network["resource_group"], data["resource_group"])))
+
+
+def build_provider(data, ctx, path):
+    """Build an AzureProviderConfig from validated provider data."""
+    auth_path = data["auth_path"] or ctx.env.get(AUTH_PATH_VARIABLE)
+    if not auth_path:
+        ctx.problem(path + ("auth-path",), "the path of the Azure auth file "
+                    "(or %s in the environment)" % AUTH_PATH_VARIABLE,
+                    "nothing")
+    diskimages = {}
+    for index, image in enumerate(data["diskimages"]):
+        top = ctx.require_diskimage(
+            image["name"], path + ("diskimages", index, "name"))
+        if top is not None:
+            diskimages[image["name"]] = AzureDiskImage(**image_connection(
+                dict(image, username=_default(image["username"], top.username),
+                     shell_type=_default(image["shell_type"], top.shell_type))))
+    cloud_images = {}
+    for image in data["cloud_images"]:
+        cloud_images[image["name"]] = AzureCloudImage(**image_connection(dict(
+            image, key=_default(image["key"], data["zuul_public_key"]),
+            community_gallery_image=_gallery(image["community_gallery_image"]),
+            shared_gallery_image=_gallery(image["shared_gallery_image"]))))
+    known = (cloud_images, [d["name"] for d in data["diskimages"]])
+    pools = build_pools(data, ctx, path, lambda pool, pool_path: _build_pool(
+        data, pool, ctx, pool_path, known))
+    return AzureProviderConfig(**dict(
+        data, auth_path=auth_path or "", network=_network(data), pools=pools,
+        cloud_images=cloud_images, diskimages=diskimages))

@@ -1,0 +1,19 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The OpenStack driver (clouds from clouds.yaml, through openstacksdk)."""
+
+from nodepool.driver.base import Driver
+from nodepool.driver.openstack import config
+
+
+class OpenStackDriver(Driver):
+    """Driver for ``driver: openstack`` providers (the default driver)."""
+
+    name = "openstack"
+
+    def provider_schema(self):
+        return config.PROVIDER
+
+    def build_provider(self, data, ctx, path):
+        return config.build_provider(data, ctx, path)

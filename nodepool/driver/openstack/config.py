@@ -1,0 +1,222 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Schema and config objects of the OpenStack driver."""
+
+from dataclasses import dataclass
+
+import voluptuous as v
+
+from nodepool.config import schema
+from nodepool.config.models import FrozenDict
+from nodepool.driver.base import (
+    ImageConfig, LabelConfig, PoolConfig, ProviderConfig, build_labels,
+    build_pools, image_connection)
+
+_opt = v.Optional
+
+PROVIDER_DISKIMAGE = schema.Section({
+    v.Required("name"): str,
+    _opt("pause", default=False): bool,
+    _opt("meta", default=dict): dict,
+    _opt("config-drive", default=None): schema.nullable(bool),
+    _opt("connection-type", default="ssh"): str,
+    _opt("connection-port", default=None): schema.nullable(int),
+})
+
+CLOUD_IMAGE = schema.Section({
+    v.Required("name"): str,
+    _opt("config-drive", default=None): schema.nullable(bool),
+    _opt("image-id", default=None): schema.nullable(str),
+    _opt("image-name", default=None): schema.nullable(str),
+    _opt("username", default=None): schema.nullable(str),
+    _opt("python-path", default="auto"): str,
+    _opt("shell-type", default=None): schema.nullable(str),
+    _opt("connection-type", default="ssh"): str,
+    _opt("connection-port", default=None): schema.nullable(int),
+}, schema.one_of("image-id", "image-name"))
+
+LABEL = schema.Section({
+    v.Required("name"): str,
+    _opt("diskimage", default=None): schema.nullable(str),
+    _opt("cloud-image", default=None): schema.nullable(str),
+    _opt("min-ram", default=None): schema.nullable(int),
+    _opt("flavor-name", default=None): schema.nullable(str),
+    _opt("key-name", default=None): schema.nullable(str),
+    _opt("console-log", default=False): bool,
+    _opt("boot-from-volume", default=False): bool,
+    _opt("volume-size", default=50): int,
+    _opt("instance-properties", default=dict): {str: object},
+    _opt("dynamic-instance-properties", default=dict): {str: str},
+    _opt("userdata", default=None): schema.nullable(str),
+    _opt("networks", default=None): schema.nullable(schema.each(str)),
+    _opt("host-key-checking", default=None): schema.nullable(bool),
+}, schema.one_of("diskimage", "cloud-image", required=True),
+    schema.at_least_one_of("min-ram", "flavor-name"))
+
+POOL = schema.POOL.extend({
+    _opt("networks", default=list): schema.each(str),
+    _opt("security-groups", default=list): schema.each(str),
+    _opt("availability-zones", default=None): schema.nullable(
+        schema.each(str)),
+    _opt("auto-floating-ip", default=True): bool,
+    _opt("host-key-checking", default=True): bool,
+    _opt("ignore-provider-quota", default=False): bool,
+    _opt("max-cores", default=schema.UNLIMITED): schema.limit,
+    _opt("max-ram", default=schema.UNLIMITED): schema.limit,
+    _opt("max-volumes", default=schema.UNLIMITED): schema.limit,
+    _opt("max-volume-gb", default=schema.UNLIMITED): schema.limit,
+    _opt("labels", default=list): schema.each(LABEL, unique="name"),
+})
+
+PROVIDER = schema.PROVIDER.extend({
+    v.Required("cloud"): str,
+    _opt("region-name", default=None): schema.nullable(str),
+    _opt("boot-timeout", default=60): int,
+    _opt("launch-timeout", default=3600): int,
+    _opt("launch-retries", default=3): int,
+    _opt("image-upload-timeout", default=3600): int,
+    # Seconds between API calls (the SDK gets 1/rate calls per second).
+    _opt("rate", default=1.0): schema.number,
+    _opt("image-name-format", default="{image_name}-{timestamp}"): str,
+    _opt("clean-floating-ips", default=None): schema.nullable(bool),
+    _opt("port-cleanup-interval", default=600): int,
+    _opt("post-upload-hook", default=None): schema.nullable(str),
+    _opt("diskimages", default=list): schema.each(
+        PROVIDER_DISKIMAGE, unique="name"),
+    _opt("cloud-images", default=list): schema.each(
+        CLOUD_IMAGE, unique="name"),
+    _opt("pools", default=list): schema.each(POOL, unique="name"),
+}, drop=("nodepool-id",))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenStackDiskImage(ImageConfig):
+    """A top-level diskimage as uploaded to one OpenStack provider.
+
+    ``username``, ``python_path`` and ``shell_type`` come from the
+    top-level diskimage; ``meta`` becomes glance image properties.
+    """
+
+    pause: bool
+    meta: FrozenDict
+    config_drive: bool | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenStackCloudImage(ImageConfig):
+    """An image that already exists in the cloud."""
+
+    config_drive: bool | None
+    image_id: str | None
+    image_name: str | None
+
+    @property
+    def external_name(self) -> str:
+        """What to look the image up by: id, else image name, else name."""
+        return self.image_id or self.image_name or self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenStackLabel(LabelConfig):
+    """A label of an OpenStack pool.
+
+    Exactly one of ``diskimage`` / ``cloud_image`` names the provider image.
+    ``networks`` and ``host_key_checking`` are already resolved against the
+    pool.  With ``min_ram`` the smallest flavor with enough RAM (whose name
+    contains ``flavor_name``, if given) is used, else ``flavor_name`` exactly.
+    """
+
+    diskimage: str | None
+    cloud_image: str | None
+    min_ram: int | None
+    flavor_name: str | None
+    key_name: str | None
+    console_log: bool
+    boot_from_volume: bool
+    volume_size: int
+    instance_properties: FrozenDict
+    dynamic_instance_properties: FrozenDict
+    userdata: str | None
+    networks: tuple
+    host_key_checking: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenStackPool(PoolConfig):
+    """A pool of an OpenStack provider."""
+
+    networks: tuple
+    security_groups: tuple
+    availability_zones: tuple | None
+    auto_floating_ip: bool
+    host_key_checking: bool
+    ignore_provider_quota: bool
+    max_cores: float
+    max_ram: float
+    max_volumes: float
+    max_volume_gb: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenStackProviderConfig(ProviderConfig):
+    """An OpenStack provider.  ``rate`` is seconds between API calls."""
+
+    cloud: str
+    region_name: str | None
+    boot_timeout: int
+    launch_timeout: int
+    launch_retries: int
+    image_upload_timeout: int
+    rate: float
+    image_name_format: str
+    clean_floating_ips: bool | None
+    port_cleanup_interval: int
+    post_upload_hook: str | None
+    diskimages: FrozenDict
+    cloud_images: FrozenDict
+
+
+def _build_diskimages(data, ctx, path):
+    images = {}
+    for index, image in enumerate(data["diskimages"]):
+        top = ctx.require_diskimage(
+            image["name"], path + ("diskimages", index, "name"))
+        if top is None:
+            continue
+        images[image["name"]] = OpenStackDiskImage(**image_connection(dict(
+            image, username=top.username, python_path=top.python_path,
+            shell_type=top.shell_type)))
+    return images
+
+
+def build_provider(data, ctx, path):
+    """Build an OpenStackProviderConfig from validated provider data."""
+    diskimages = _build_diskimages(data, ctx, path)
+    cloud_images = {image["name"]: OpenStackCloudImage(**image_connection(
+        image)) for image in data["cloud_images"]}
+
+    def build_label(label, label_path):
+        if label["diskimage"] is not None:
+            ctx.require_member(label["diskimage"],
+                               [d["name"] for d in data["diskimages"]],
+                               "a diskimage", label_path + ("diskimage",))
+        if label["cloud_image"] is not None:
+            ctx.require_member(label["cloud_image"], cloud_images,
+                               "a cloud-image", label_path + ("cloud-image",))
+        return OpenStackLabel(**label)
+
+    def build_pool(pool, pool_path):
+        def pool_label(label, label_path):
+            if label["networks"] is None:
+                label = dict(label, networks=pool["networks"])
+            if label["host_key_checking"] is None:
+                label = dict(label,
+                             host_key_checking=pool["host_key_checking"])
+            return build_label(label, label_path)
+        labels = build_labels(pool, ctx, pool_path, pool_label)
+        return OpenStackPool(**dict(pool, labels=labels))
+
+    return OpenStackProviderConfig(**dict(
+        data, diskimages=diskimages, cloud_images=cloud_images,
+        pools=build_pools(data, ctx, path, build_pool)))
