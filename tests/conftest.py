@@ -83,10 +83,11 @@ def zk_server(tmp_path_factory, zk_certs):
 def zk_chroot(zk_server):
     """A fresh random chroot; removed with everything below it afterwards."""
     chroot = "/nodepool-test-%s" % uuid.uuid4().hex
-    yield chroot
     admin = KazooClient(hosts=zk_server.plain_hosts)
     admin.start(timeout=30)
     try:
+        admin.create(chroot)
+        yield chroot
         admin.delete(chroot, recursive=True)
     finally:
         admin.stop()
@@ -100,7 +101,6 @@ def _make_client(zk_server, chroot, tls=True, **kwargs):
     else:
         client = ZooKeeperClient(zk_server.plain_hosts + chroot, **kwargs)
     client.connect()
-    client.kazoo.ensure_path("/")
     return client
 
 
