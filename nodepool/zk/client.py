@@ -84,7 +84,7 @@ class ZooKeeperClient:
         self._events: queue.Queue = queue.Queue()
         self._dispatcher: Optional[threading.Thread] = None
         self._session_lost = False
-        self._session_id = None
+        self._closing = False
         self.kazoo.add_listener(self._on_kazoo_state)
 
     # Connection ---------------------------------------------------------
@@ -102,10 +102,11 @@ class ZooKeeperClient:
             self.kazoo.stop()
             raise ZooKeeperConnectionError(
                 "could not connect to ZooKeeper at %s: %s" % (self.hosts, e))
-        self._session_id = self.kazoo.client_id
+        self._closing = False
 
     def disconnect(self) -> None:
         """Close the session (ephemeral nodes go) and stop the dispatcher."""
+        self._closing = True
         try:
             self.kazoo.stop()
             self.kazoo.close()
@@ -160,7 +161,10 @@ class ZooKeeperClient:
                 return
             if state == KazooState.LOST:
                 self._session_lost = True
-                log.warning("ZooKeeper session lost")
+                if self._closing:
+                    log.debug("ZooKeeper session closed")
+                else:
+                    log.warning("ZooKeeper session lost")
             elif state == KazooState.SUSPENDED:
                 log.warning("ZooKeeper connection suspended")
             else:
