@@ -8,13 +8,10 @@ There is deliberately no separate validation code: this runs the loader
 passes here is exactly what the launcher and builder accept.
 """
 
-import logging
 import sys
 
 from nodepool.config import load_config
 from nodepool.exceptions import ConfigError
-
-log = logging.getLogger("nodepool.ConfigValidator")
 
 
 class ConfigValidator:
@@ -40,5 +37,4 @@ class ConfigValidator:
             self.error = exc
             stream.write("Configuration is invalid:\n%s\n" % exc)
             return 1
-        log.info("Configuration %s is valid", self.config_path)
         return 0

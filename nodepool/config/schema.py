@@ -225,7 +225,8 @@ def one_of(*keys, required=False):
         if len(present) > 1:
             raise ConfigInvalid(
                 "only one of %s" % ", ".join(keys), path=[present[1]],
-                found="%s given too" % " and ".join(present))
+                found="%s all given" % ", ".join(present) if len(present) > 2
+                else "both %s and %s" % tuple(present))
         if required and not present:
             raise ConfigInvalid("one of the keys %s" % ", ".join(keys),
                                 found="none of them")
