@@ -20,6 +20,7 @@ priority and whether they are paused.
   gauges.
 """
 
+import enum
 import json
 import logging
 import os
@@ -44,12 +45,23 @@ log = logging.getLogger("nodepool.zk.components")
 # mode for older readers.
 MODEL_API = 0
 
-# Component states (the ``state`` key).
-INITIALIZING = "initializing"
-RUNNING = "running"
-PAUSED = "paused"
-STOPPED = "stopped"
-COMPONENT_STATES = (INITIALIZING, RUNNING, PAUSED, STOPPED)
+
+class ComponentState(str, enum.Enum):
+    """Values of a component record's ``state`` key."""
+
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+INITIALIZING = ComponentState.INITIALIZING.value
+RUNNING = ComponentState.RUNNING.value
+PAUSED = ComponentState.PAUSED.value
+STOPPED = ComponentState.STOPPED.value
 
 # Component kinds (the middle path segment and the ``kind`` key).
 LAUNCHER = paths.COMPONENT_LAUNCHER
@@ -157,7 +169,8 @@ class BaseComponent:
         """Delete the record and stop re-registering it.
 
         A record that is already gone (e.g. with an expired session) is not
-        an error.
+        an error; neither is a connection failure (logged; the ephemeral
+        record then goes with the session).
         """
         with self._lock:
             if not self._registered:
@@ -172,6 +185,11 @@ class BaseComponent:
                     self._zk.kazoo.delete(path)
                 except NoNodeError:
                     pass
+                except KazooException as e:
+                    # The record is ephemeral: at worst it stays until the
+                    # session ends (disconnect or expiry).
+                    log.warning("Could not delete component %s: %s",
+                                path, e)
 
     def update(self, **attrs: Any) -> None:
         """Change attributes and write the record if registered.
@@ -183,13 +201,16 @@ class BaseComponent:
         down the new content is kept and written once it is back.
 
         :raises TypeError: for a key this kind of record does not have.
-        :raises ValueError: for an unknown ``state``.
+        :raises ValueError: for an unknown ``state`` (a
+            :class:`ComponentState` or its string).
         """
         for key in attrs:
             if key not in self._content:
                 raise TypeError("%s record has no key %r" % (self.kind, key))
-        if "state" in attrs and attrs["state"] not in COMPONENT_STATES:
-            raise ValueError("invalid component state %r" % attrs["state"])
+        if "state" in attrs:
+            # Store the plain string: records are compared and dumped as
+            # JSON values.
+            attrs["state"] = ComponentState(attrs["state"]).value
         with self._lock:
             for key, value in attrs.items():
                 if isinstance(value, (list, tuple, set, frozenset)):

@@ -10,8 +10,8 @@ import pytest
 from nodepool.version import __version__
 from nodepool.zk import paths
 from nodepool.zk.components import (BuilderComponent, ComponentRegistry,
-                                    LauncherComponent, PoolComponent,
-                                    StatsElection)
+                                    ComponentState, LauncherComponent,
+                                    PoolComponent, StatsElection)
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 
@@ -71,10 +71,13 @@ def test_pool_record_keys_and_update(zk_client):
         pool.update(nonsense=1)
     with pytest.raises(ValueError):
         pool.update(state="dancing")
+    pool.update(state=ComponentState.PAUSED)
+    assert json.loads(raw(zk_client, pool.path))["state"] == "paused"
+    assert type(pool.state) is str
     with pytest.raises(AttributeError):
         pool.state = "running"
-    # Not written: nothing changed in ZooKeeper.
-    assert zk_client.kazoo.exists(pool.path).version == 1
+    # Rejected updates wrote nothing.
+    assert zk_client.kazoo.exists(pool.path).version == 2
 
 
 def test_pool_defaults_not_shared(zk_client):
