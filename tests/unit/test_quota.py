@@ -1,0 +1,269 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from nodepool.driver.quota import (
+    QuotaInformation,
+    pool_limits,
+    tenant_limits_quota,
+    tenant_usage,
+    usage_of_nodes,
+)
+
+INF = math.inf
+
+
+def node(provider="p1", pool="main", labels=("small",), resources=None,
+         tenant_name=None):
+    return SimpleNamespace(provider=provider, pool=pool, type=list(labels),
+                           resources=resources, tenant_name=tenant_name)
+
+
+LABELS = {
+    "small": QuotaInformation(cores=2, instances=1, ram=2048),
+    "large": QuotaInformation(cores=8, instances=1, ram=16384,
+                              **{"volume-gb": 80}),
+}
+
+
+def label_quota(name):
+    return LABELS[name]
+
+
+def test_none_takes_default():
+    q = QuotaInformation(cores=4, default=INF)
+    assert q.get_resources() == {"cores": 4, "instances": INF, "ram": INF}
+    assert QuotaInformation().get_resources() == {
+        "cores": 0, "instances": 0, "ram": 0}
+
+
+def test_reference_example():
+    limits = QuotaInformation(cores=8, ram=8192, default=INF)
+    limits.subtract(QuotaInformation(cores=2, instances=1))
+    assert limits.get_resources() == {"cores": 6, "instances": INF,
+                                      "ram": 8192}
+    assert limits == QuotaInformation(cores=6, ram=8192, default=INF)
+    assert limits.non_negative()
+
+
+def test_add_in_place():
+    q = QuotaInformation(cores=1, instances=1, ram=512)
+    result = q.add(QuotaInformation(cores=2, instances=1, ram=1024))
+    assert result is None
+    assert q.get_resources() == {"cores": 3, "instances": 2, "ram": 1536}
+
+
+def test_union_of_names_with_each_sides_default():
+    limits = QuotaInformation(default=INF, volumes=10)
+    needed = QuotaInformation(cores=2, instances=1, ram=1024,
+                              **{"volume-gb": 50})
+    remaining = limits - needed
+    # "volume-gb" is missing on the left: the left default (inf) applies.
+    # "volumes" is missing on the right: the right default (0) applies.
+    assert remaining.get_resources() == {
+        "cores": INF, "instances": INF, "ram": INF, "volumes": 10,
+        "volume-gb": INF}
+    assert remaining.default == INF
+
+    usage = QuotaInformation(cores=1)
+    usage.add(QuotaInformation(**{"L-1216C47A": 4}))
+    assert usage.get_resources() == {"cores": 1, "instances": 0, "ram": 0,
+                                     "L-1216C47A": 4}
+
+
+def test_operators_do_not_modify_operands():
+    a = QuotaInformation(cores=4)
+    b = QuotaInformation(cores=1)
+    assert (a + b).get("cores") == 5
+    assert (a - b).get("cores") == 3
+    assert a.get("cores") == 4 and b.get("cores") == 1
+
+
+def test_extra_resources_and_get():
+    q = QuotaInformation(cores=1, default=INF, volumes=3,
+                         **{"volume-gb": 100})
+    assert q.get("volumes") == 3
+    assert q.get("volume-gb") == 100
+    assert q.get("unknown") == INF
+    assert q.names() == ["cores", "instances", "ram", "volumes", "volume-gb"]
+
+
+def test_non_negative():
+    assert QuotaInformation().non_negative()
+    assert QuotaInformation(default=INF).non_negative()
+    q = QuotaInformation(cores=1, instances=5)
+    q.subtract(QuotaInformation(cores=2))
+    assert not q.non_negative()
+    q = QuotaInformation(default=INF)
+    q.subtract(QuotaInformation(**{"L-1": 1}))
+    assert q.non_negative()
+    q = QuotaInformation(volumes=0)
+    q.subtract(QuotaInformation(volumes=1))
+    assert not q.non_negative()
+
+
+def test_inf_minus_inf_is_exhausted():
+    q = QuotaInformation(default=INF)
+    q.subtract(QuotaInformation(default=INF))
+    assert not q.non_negative()
+
+
+def test_resources_round_trip_through_json():
+    q = QuotaInformation(cores=4, instances=1, ram=8192, **{"volume-gb": 40})
+    resources = q.get_resources()
+    assert resources == {"cores": 4, "instances": 1, "ram": 8192,
+                         "volume-gb": 40}
+    back = QuotaInformation.from_resources(json.loads(json.dumps(resources)))
+    assert back == q
+    assert back.default == 0
+    # The dict handed out is a copy.
+    resources["cores"] = 99
+    assert q.get("cores") == 4
+
+
+def test_from_resources_missing_names_take_default():
+    q = QuotaInformation.from_resources({"cores": 2})
+    assert q.get_resources() == {"cores": 2, "instances": 0, "ram": 0}
+    q = QuotaInformation.from_resources({"ram": None}, default=INF)
+    assert q.get("ram") == INF
+
+
+def test_copy_is_independent():
+    q = QuotaInformation(cores=2, default=INF, volumes=1)
+    c = q.copy()
+    assert c == q and c is not q
+    c.subtract(QuotaInformation(cores=1))
+    assert q.get("cores") == 2
+    assert c.default == INF
+
+
+def test_equality():
+    assert QuotaInformation(cores=1) == QuotaInformation(cores=1)
+    # Listing a name at its default value changes nothing.
+    assert QuotaInformation(cores=1) == QuotaInformation(cores=1, volumes=0)
+    assert QuotaInformation(cores=1) != QuotaInformation(cores=2)
+    assert QuotaInformation() != QuotaInformation(default=INF)
+    assert QuotaInformation() != {"cores": 0}
+    with pytest.raises(TypeError):
+        hash(QuotaInformation())
+
+
+def test_repr():
+    r = repr(QuotaInformation(cores=1, default=INF))
+    assert r == ("QuotaInformation({'cores': 1, 'instances': inf, "
+                 "'ram': inf}, default=inf)")
+
+
+def test_pool_limits_full():
+    pool = SimpleNamespace(max_servers=10, max_cores=40, max_ram=65536,
+                           max_volumes=5, max_volume_gb=500,
+                           max_resources={"L-1216C47A": 64})
+    limits = pool_limits(pool)
+    assert limits.get_resources() == {
+        "cores": 40, "instances": 10, "ram": 65536, "volumes": 5,
+        "volume-gb": 500, "L-1216C47A": 64}
+    assert limits.default == INF
+
+
+def test_pool_limits_absent_or_none_are_unlimited():
+    limits = pool_limits(SimpleNamespace(max_servers=INF, max_cores=None))
+    assert limits.get_resources() == {"cores": INF, "instances": INF,
+                                      "ram": INF}
+    assert limits.get("volume-gb") == INF
+    limits = pool_limits(SimpleNamespace(max_servers=2))
+    assert limits.get("instances") == 2
+    assert limits.get("cores") == INF
+
+
+def test_pool_limits_check():
+    pool = SimpleNamespace(max_servers=2, max_cores=10)
+    nodes = [node(labels=["small"]), node(labels=["small"])]
+    remaining = pool_limits(pool) - usage_of_nodes(nodes, label_quota)
+    assert remaining.get("cores") == 6
+    assert not (remaining - LABELS["small"]).non_negative()  # instances
+
+
+def test_usage_sums_resources_and_label_quota():
+    nodes = [
+        node(resources={"cores": 4, "instances": 1, "ram": 4096}),
+        node(labels=["large"]),
+        node(resources={"cores": 1, "instances": 1, "ram": 1,
+                        "L-1216C47A": 1}),
+    ]
+    usage = usage_of_nodes(nodes, label_quota)
+    assert usage.get_resources() == {
+        "cores": 13, "instances": 3, "ram": 4096 + 16384 + 1,
+        "volume-gb": 80, "L-1216C47A": 1}
+    assert usage.default == 0
+
+
+def test_usage_filters_by_provider_and_pool():
+    nodes = [
+        node(provider="p1", pool="main"),
+        node(provider="p1", pool="other"),
+        node(provider="p2", pool="main"),
+    ]
+    assert usage_of_nodes(nodes, label_quota).get("instances") == 3
+    assert usage_of_nodes(nodes, label_quota,
+                          provider="p1").get("instances") == 2
+    assert usage_of_nodes(nodes, label_quota, provider="p1",
+                          pool="main").get("instances") == 1
+    assert usage_of_nodes(nodes, label_quota,
+                          pool="main").get("instances") == 2
+
+
+def test_usage_skips_unknown_labels():
+    nodes = [node(labels=["gone"]), node(labels=[]), node(labels=["small"])]
+    usage = usage_of_nodes(nodes, label_quota)
+    assert usage == LABELS["small"]
+
+    def returns_none(name):
+        return None
+    assert usage_of_nodes([node()], returns_none) == QuotaInformation()
+
+
+def test_usage_of_no_nodes():
+    assert usage_of_nodes([], label_quota) == QuotaInformation()
+
+
+def test_usage_does_not_modify_label_quota():
+    usage_of_nodes([node(), node()], label_quota)
+    assert LABELS["small"].get("cores") == 2
+
+
+def test_tenant_usage():
+    nodes = [
+        node(provider="p1", tenant_name="t1",
+             resources={"cores": 2, "instances": 1, "ram": 100}),
+        node(provider="p2", tenant_name="t1",
+             resources={"cores": 3, "instances": 1, "ram": 200}),
+        node(tenant_name="t2",
+             resources={"cores": 50, "instances": 1, "ram": 1}),
+        node(tenant_name="t1", resources=None),
+    ]
+    assert tenant_usage(nodes, "t1").get_resources() == {
+        "cores": 5, "instances": 2, "ram": 300}
+    assert tenant_usage(nodes, "nobody") == QuotaInformation()
+
+
+def test_tenant_limits_quota():
+    limits = tenant_limits_quota({"cores": 8, "instances": 2,
+                                  "volume-gb": 100, "L-1216C47A": 4})
+    assert limits.default == INF
+    assert limits.get_resources() == {
+        "cores": 8, "instances": 2, "ram": INF, "volume-gb": 100,
+        "L-1216C47A": 4}
+    assert tenant_limits_quota({}) == QuotaInformation(default=INF)
+
+
+def test_tenant_limit_check():
+    limits = tenant_limits_quota({"cores": 8})
+    used = QuotaInformation(cores=6, instances=3)
+    needed = LABELS["small"]
+    assert (limits - used - needed).non_negative()
+    assert not (limits - used - needed - needed).non_negative()
