@@ -26,3 +26,56 @@ class TimeoutException(LockError):
 
 class ConfigError(NodepoolError):
     """A configuration file is invalid."""
+
+
+class LaunchError(NodepoolError):
+    """A node launch attempt failed; ``statsd_key`` names the stat."""
+
+    statsd_key = "error.unknown"
+
+
+class LaunchNodepoolException(LaunchError):
+    statsd_key = "error.nodepool"
+
+
+class LaunchStatusException(LaunchError):
+    statsd_key = "error.status"
+
+
+class LaunchNetworkException(LaunchError):
+    statsd_key = "error.network"
+
+
+class CapacityException(LaunchError):
+    statsd_key = "error.capacity"
+
+
+class IPAddTimeoutException(LaunchError):
+    statsd_key = "error.ipadd"
+
+
+class ServerCreateTimeoutException(LaunchError):
+    statsd_key = "error.servercreatetimeout"
+
+
+class ServerDeleteTimeoutException(LaunchError):
+    statsd_key = "error.serverdeletetimeout"
+
+
+class ImageCreateException(LaunchError):
+    statsd_key = "error.imagetimeout"
+
+
+class QuotaException(LaunchError):
+    """The cloud refused for lack of quota: the node is aborted and the
+    request handler pauses, instead of counting a failed attempt."""
+
+    statsd_key = "error.quota"
+
+
+class RuntimeConfigurationException(NodepoolError):
+    """A label can never be served by a provider (e.g. unknown flavor)."""
+
+
+class NotFound(NodepoolError):
+    """A cloud resource does not exist (any more)."""

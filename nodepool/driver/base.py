@@ -6,9 +6,9 @@
 A driver supplies, for now, two things: the schema of a provider using it
 (:meth:`Driver.provider_schema`, the common keys extended with its own) and
 the construction of its provider config object from the validated data
-(:meth:`Driver.build_provider`).  Runtime factories (adapter, state
-machines) will be added to :class:`Driver` later; driver modules must keep
-cloud SDK imports out of module level so that config validation stays cheap.
+(:meth:`Driver.build_provider`), and at run time the adapter to its cloud
+(:meth:`Driver.get_adapter`).  Driver modules keep cloud SDK imports out of
+module level so that config validation stays cheap.
 """
 
 from dataclasses import dataclass, field
@@ -100,6 +100,20 @@ class Driver:
         for problems reported through ``ctx``.
         """
         raise NotImplementedError
+
+    def get_adapter(self, provider_config: ProviderConfig):
+        """The :class:`nodepool.driver.statemachine.adapter.Adapter` that
+        talks to this provider's cloud."""
+        raise NotImplementedError
+
+    def get_provider(self, provider_config: ProviderConfig, services,
+                     interval: float = 1.0):
+        """The launcher's runtime for one provider (runners, quota, leak
+        cleanup) around this driver's adapter."""
+        from nodepool.driver.statemachine.provider import StateMachineProvider
+        return StateMachineProvider(provider_config,
+                                    self.get_adapter(provider_config),
+                                    services, interval=interval)
 
 
 # Helpers shared by the driver config modules.

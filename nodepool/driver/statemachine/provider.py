@@ -1,0 +1,345 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Per-provider runtime: the runners that drive every state machine of one
+provider, its quota accounting and its leak cleanup."""
+
+import logging
+import threading
+import time
+from typing import Optional
+
+import cachetools
+
+from nodepool import exceptions
+from nodepool.driver.quota import QuotaInformation, pool_limits
+from nodepool.driver.statemachine.deleter import NodeDeleter
+from nodepool.driver.statemachine.launcher import NodeLauncher
+from nodepool.zk.models import UploadState
+
+PROVIDER_QUOTA_TTL = 300.0
+
+
+class Runner:
+    """A named thread that steps a list of work items until each is done.
+
+    Items have ``step()`` and ``complete``.  The thread sleeps ``interval``
+    between passes, or until :meth:`add` wakes it.
+    """
+
+    def __init__(self, name: str, interval: float, log):
+        self.name = name
+        self.interval = interval
+        self.log = log
+        self._items: list = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name,
+                                        daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def add(self, item) -> None:
+        with self._lock:
+            self._items.append(item)
+        self._wake.set()
+
+    def items(self) -> list:
+        with self._lock:
+            return list(self._items)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout=None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            start = time.monotonic()
+            for item in self.items():
+                if self._stop.is_set():
+                    return
+                try:
+                    item.step()
+                except Exception:
+                    self.log.exception("%s: unhandled error stepping %r",
+                                       self.name, item)
+                    item.complete = True
+            with self._lock:
+                self._items = [i for i in self._items if not i.complete]
+                busy = bool(self._items)
+            delay = self.interval - (time.monotonic() - start)
+            if busy and delay > 0:
+                self._wake.wait(delay)
+            elif not busy:
+                self._wake.wait(max(self.interval, 1.0))
+
+
+class StateMachineProvider:
+    """Everything one provider config needs at run time.
+
+    :param config: the provider's config object.
+    :param adapter: the driver's :class:`Adapter` for it.
+    :param services: the launcher's shared services (``nodes`` NodeStore,
+        ``node_cache``, ``image_cache``, ``scanner``, ``stats``).
+    """
+
+    def __init__(self, config, adapter, services, interval: float = 1.0):
+        self.config = config
+        self.name = config.name
+        self.adapter = adapter
+        self.services = services
+        self.nodes = services.nodes
+        self.log = logging.getLogger("nodepool.driver.%s" % self.name)
+        self.create_runner = Runner("CreateRunner.%s" % self.name, interval,
+                                    self.log)
+        self.delete_runner = Runner("DeleteRunner.%s" % self.name, interval,
+                                    self.log)
+        self._quota_cache = cachetools.TTLCache(1, PROVIDER_QUOTA_TTL)
+        self._quota_lock = threading.Lock()
+        self._label_quota: dict = {}
+        self.error_labels: set = set()
+        self._possibly_leaked: set = set()
+
+    # Settings with driver-neutral defaults ------------------------------
+
+    @property
+    def launch_timeout(self) -> float:
+        return getattr(self.config, "launch_timeout", 3600)
+
+    @property
+    def boot_timeout(self) -> float:
+        return getattr(self.config, "boot_timeout", 60)
+
+    @property
+    def launch_retries(self) -> int:
+        return max(1, getattr(self.config, "launch_retries", 3))
+
+    # Life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.create_runner.start()
+        self.delete_runner.start()
+
+    def stop(self) -> None:
+        self.create_runner.stop()
+        self.delete_runner.stop()
+
+    def join(self, timeout=None) -> None:
+        self.create_runner.join(timeout)
+        self.delete_runner.join(timeout)
+        self.adapter.stop()
+
+    def idle(self) -> bool:
+        return not (self.create_runner.items() or self.delete_runner.items())
+
+    # Launch and delete --------------------------------------------------
+
+    def launch(self, node, label, pool, request, log) -> NodeLauncher:
+        """Start launching a locked ``building`` node; returns its tracker."""
+        launcher = NodeLauncher(self, node, label, pool, request, log)
+        self.create_runner.add(launcher)
+        return launcher
+
+    def start_node_cleanup(self, node, log=None) -> NodeDeleter:
+        """Start deleting a locked node; returns its tracker."""
+        deleter = NodeDeleter(self, node, log or self.log)
+        self.delete_runner.add(deleter)
+        return deleter
+
+    def node_deleted(self, node) -> None:
+        """Called by a deleter once the node record is gone."""
+
+    def start_scan(self, node, label, pool):
+        """Begin the host-key scan of a freshly created instance."""
+        checking = getattr(label, "host_key_checking", None)
+        if checking is None:
+            checking = getattr(pool, "host_key_checking", True)
+        return self.services.scanner.submit(
+            node.interface_ip, node.connection_port, self.boot_timeout,
+            gather_keys=checking,
+            connection_type=node.connection_type or "ssh")
+
+    def report_launch(self, launcher: NodeLauncher, result_key: str) -> None:
+        stats = self.services.stats
+        if stats is None:
+            return
+        try:
+            stats.record_node_launch(launcher.node, result_key,
+                                     launcher.duration)
+        except Exception:
+            self.log.exception("Launch stats failed")
+
+    # Images -------------------------------------------------------------
+
+    def label_image(self, label):
+        """The provider image config (cloud image or diskimage) of a label."""
+        for attr, table in (("diskimage", "diskimages"),
+                            ("cloud_image", "cloud_images")):
+            name = getattr(label, attr, None)
+            if name:
+                return getattr(self.config, table, {}).get(name)
+        return None
+
+    def current_upload(self, image_name: str):
+        """Newest READY upload of a diskimage to this provider, or None."""
+        uploads = [u for u in self.services.image_cache.uploads(
+            image_name, provider=self.name) if u.state == UploadState.READY]
+        if not uploads:
+            return None
+        return max(uploads, key=lambda u: u.state_time or 0)
+
+    def images_available(self, label) -> bool:
+        diskimage = getattr(label, "diskimage", None)
+        if diskimage:
+            return self.current_upload(diskimage) is not None
+        return self.adapter.label_ready(label)
+
+    # Quota --------------------------------------------------------------
+
+    def quota_for_label(self, label_name: str, pool_name: str
+                        ) -> QuotaInformation:
+        """Resources one node of the label needs (cached per label)."""
+        key = (pool_name, label_name)
+        quota = self._label_quota.get(key)
+        if quota is None:
+            label = self.config.pools[pool_name].labels[label_name]
+            try:
+                quota = self.adapter.get_quota_for_label(label)
+            except exceptions.RuntimeConfigurationException:
+                self.error_labels.add(label_name)
+                raise
+            self._label_quota[key] = quota
+        return quota.copy()
+
+    def invalidate_quota_cache(self) -> None:
+        with self._quota_lock:
+            self._quota_cache.clear()
+
+    def provider_quota(self) -> QuotaInformation:
+        """Provider limits minus what others use, cached for 5 minutes."""
+        with self._quota_lock:
+            cached = self._quota_cache.get("quota")
+            if cached is not None:
+                return cached.copy()
+        try:
+            quota = self.adapter.get_quota_limits()
+            quota.subtract(self._unmanaged_quota_used())
+        except Exception:
+            self.log.exception("Could not compute provider quota")
+            return QuotaInformation(default=float("inf"))
+        with self._quota_lock:
+            self._quota_cache["quota"] = quota
+        return quota.copy()
+
+    def _unmanaged_quota_used(self) -> QuotaInformation:
+        used = QuotaInformation()
+        known = set(self.services.node_cache.ids())
+        for instance in self.adapter.list_instances():
+            meta = instance.metadata or {}
+            if (meta.get("nodepool_provider_name") == self.name
+                    and meta.get("nodepool_node_id") in known):
+                continue
+            used.add(instance.get_quota_information())
+        return used
+
+    def _nodes_used(self, pool_name: Optional[str] = None
+                    ) -> QuotaInformation:
+        used = QuotaInformation()
+        for node in self.services.node_cache.values():
+            if node.provider != self.name:
+                continue
+            if pool_name is not None and node.pool != pool_name:
+                continue
+            if node.resources:
+                used.add(QuotaInformation.from_resources(node.resources))
+                continue
+            pool = self.config.pools.get(node.pool)
+            if pool is None:
+                continue
+            for label in node.type:
+                if label in pool.labels:
+                    used.add(self.quota_for_label(label, node.pool))
+        return used
+
+    def _needed(self, labels, pool) -> QuotaInformation:
+        needed = QuotaInformation()
+        for label in labels:
+            needed.add(self.quota_for_label(label, pool.name))
+        return needed
+
+    def has_provider_quota(self, labels, pool) -> bool:
+        """Could the pool ever hold these labels at once (ignoring usage)?"""
+        needed = self._needed(labels, pool)
+        if not getattr(pool, "ignore_provider_quota", False):
+            remaining = self.provider_quota()
+            remaining.subtract(needed)
+            if not remaining.non_negative():
+                return False
+        limits = pool_limits(pool)
+        limits.subtract(needed)
+        return limits.non_negative()
+
+    def has_remaining_quota(self, label_name: str, pool) -> bool:
+        """Is there room right now for one more node of the label?"""
+        needed = self.quota_for_label(label_name, pool.name)
+        if not getattr(pool, "ignore_provider_quota", False):
+            remaining = self.provider_quota()
+            remaining.subtract(self._nodes_used())
+            remaining.subtract(needed)
+            if not remaining.non_negative():
+                return False
+        limits = pool_limits(pool)
+        limits.subtract(self._nodes_used(pool.name))
+        limits.subtract(needed)
+        return limits.non_negative()
+
+    # Leak cleanup -------------------------------------------------------
+
+    def cleanup_leaked_resources(self, known_node_ids: set,
+                                 known_uploads: set) -> int:
+        """Delete resources tagged for this provider whose node or upload is
+        gone; each only once two consecutive passes found it leaked.
+
+        ``known_uploads`` holds ``"<build_id>-<upload_id>"`` strings.
+        Returns the number of resources deleted.
+        """
+        leaked = set()
+        deleted = 0
+        for resource in self.adapter.list_resources():
+            meta = resource.metadata or {}
+            if meta.get("nodepool_provider_name") != self.name:
+                continue
+            node_id = meta.get("nodepool_node_id")
+            build_id = meta.get("nodepool_build_id")
+            upload_id = meta.get("nodepool_upload_id")
+            if node_id is not None:
+                if node_id in known_node_ids:
+                    continue
+            elif build_id is not None and upload_id is not None:
+                if "%s-%s" % (build_id, upload_id) in known_uploads:
+                    continue
+            else:
+                continue
+            key = (resource.type, resource.id, node_id, build_id, upload_id)
+            leaked.add(key)
+            if key not in self._possibly_leaked:
+                continue
+            try:
+                self.log.info("Deleting leaked %s %s", resource.type,
+                              resource.id)
+                self.adapter.delete_resource(resource)
+                deleted += 1
+                if self.services.stats is not None:
+                    self.services.stats.record_leaked(
+                        self.name, resource.plural_metric_name)
+            except Exception:
+                self.log.exception("Deleting leaked %r failed", resource)
+        self._possibly_leaked = leaked
+        return deleted

@@ -1,0 +1,248 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The launcher's housekeeping threads.
+
+* :class:`DeletedNodeWorker` (every few seconds) deletes nodes nobody
+  holds any more: used, failed, aborted, orphaned building/in-use nodes;
+  and frees ready nodes allocated to requests that are gone.
+* :class:`CleanupWorker` (every minute) runs independent tasks, each
+  isolated from the others' failures: orphan request locks, lost
+  requests, leaked cloud resources, max-ready-age, max-hold-age and empty
+  node records.
+"""
+
+import logging
+import threading
+import time
+
+from kazoo.exceptions import KazooException
+
+from nodepool import exceptions
+from nodepool.zk.models import NodeState, RequestState
+
+DELETABLE_STATES = frozenset((
+    NodeState.USED, NodeState.IN_USE, NodeState.BUILDING, NodeState.FAILED,
+    NodeState.DELETING, NodeState.DELETED, NodeState.ABORTED))
+REQUEST_LOCK_MAX_AGE = 8 * 3600
+
+
+class _PeriodicWorker:
+    """A named thread calling :meth:`run_once` every ``interval`` seconds."""
+
+    name = "PeriodicWorker"
+
+    def __init__(self, server, interval: float):
+        self.server = server
+        self.services = server.services
+        self.interval = interval
+        self.log = logging.getLogger("nodepool.%s" % self.name)
+        self._stop = threading.Event()
+        self.wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name,
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+
+    def join(self, timeout=None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.clear()
+            if self.services.zk_client.connected:
+                try:
+                    self.run_once()
+                except Exception:
+                    self.log.exception("Error in %s pass", self.name)
+            self.wake.wait(self.interval)
+
+    def run_once(self) -> None:
+        raise NotImplementedError
+
+
+class DeletedNodeWorker(_PeriodicWorker):
+    """Starts the deletion of every node that is done with."""
+
+    name = "DeletedNodeWorker"
+
+    def run_once(self) -> None:
+        providers = self.server.providers
+        for node in self.services.node_cache.values():
+            provider = providers.get(node.provider)
+            if provider is None:
+                continue  # another launcher's provider
+            if node.state == NodeState.READY and node.allocated_to:
+                self._check_allocation(node)
+                continue
+            if node.state not in DELETABLE_STATES:
+                continue
+            if node.lock_contenders or node.is_locked:
+                continue
+            if self._deleting(provider, node):
+                continue
+            try:
+                self.services.nodes.lock_node(node, blocking=False)
+            except exceptions.LockError:
+                continue
+            if node.state not in DELETABLE_STATES:
+                self.services.nodes.unlock_node(node)
+                continue
+            self.log.info("Deleting %s node %s", node.state, node.id)
+            provider.start_node_cleanup(node)
+
+    @staticmethod
+    def _deleting(provider, node) -> bool:
+        return any(d.node.id == node.id
+                   for d in provider.delete_runner.items())
+
+    def _check_allocation(self, node) -> None:
+        if self.services.request_cache.get(node.allocated_to) is not None:
+            return
+        if self.services.requests.get_request(node.allocated_to,
+                                              cached=False) is not None:
+            return
+        try:
+            self.services.nodes.lock_node(node, blocking=False)
+        except exceptions.LockError:
+            return
+        try:
+            if (node.state == NodeState.READY and node.allocated_to
+                    and self.services.requests.get_request(
+                        node.allocated_to, cached=False) is None):
+                self.log.info("Freeing node %s allocated to vanished "
+                              "request %s", node.id, node.allocated_to)
+                node.allocated_to = None
+                self.services.nodes.store_node(node)
+        finally:
+            self.services.nodes.unlock_node(node)
+
+
+class CleanupWorker(_PeriodicWorker):
+    """Runs the slow housekeeping tasks, each isolated."""
+
+    name = "CleanupWorker"
+
+    def run_once(self) -> None:
+        for task in (self.cleanup_request_locks, self.cleanup_lost_requests,
+                     self.cleanup_leaked_resources, self.cleanup_max_ready_age,
+                     self.cleanup_max_hold_age, self.cleanup_empty_nodes):
+            if self._stop.is_set():
+                return
+            try:
+                task()
+            except Exception:
+                self.log.exception("Cleanup task %s failed", task.__name__)
+
+    def cleanup_request_locks(self) -> None:
+        requests = self.services.requests
+        existing = set(requests.get_request_ids())
+        now = time.time()
+        for request_id in requests.get_request_lock_ids():
+            if request_id in existing:
+                continue
+            mtime = requests.request_lock_mtime(request_id)
+            if mtime is not None and now - mtime > REQUEST_LOCK_MAX_AGE:
+                if requests.delete_request_lock(request_id):
+                    self.log.info("Deleted orphan request lock %s",
+                                  request_id)
+
+    def cleanup_lost_requests(self) -> None:
+        """Put pending requests nobody works on back to requested."""
+        requests = self.services.requests
+        for request in self.services.request_cache.values():
+            if request.state != RequestState.PENDING or request.is_locked:
+                continue
+            if requests.is_request_locked(request.id):
+                continue
+            try:
+                requests.lock_request(request, blocking=False)
+            except exceptions.LockError:
+                continue
+            try:
+                if request.state != RequestState.PENDING:
+                    continue
+                self.log.info("Resetting lost request %s", request.id)
+                self._deallocate(request.id)
+                requests.requeue_request(request)
+            finally:
+                requests.unlock_request(request)
+
+    def _deallocate(self, request_id: str) -> None:
+        nodes = self.services.nodes
+        for node in self.services.node_cache.values():
+            if node.allocated_to != request_id:
+                continue
+            try:
+                nodes.lock_node(node, blocking=False)
+            except exceptions.LockError:
+                continue
+            try:
+                node.allocated_to = None
+                if node.state == NodeState.INIT:
+                    node.state = NodeState.DELETING
+                nodes.store_node(node)
+            finally:
+                nodes.unlock_node(node)
+
+    def cleanup_leaked_resources(self) -> None:
+        known_nodes = set(self.services.node_cache.ids())
+        known_uploads = {"%s-%s" % (u.build_id, u.id)
+                         for u in self.services.image_cache.uploads()}
+        for provider in list(self.server.providers.values()):
+            try:
+                provider.cleanup_leaked_resources(known_nodes, known_uploads)
+            except Exception:
+                self.log.exception("Leak cleanup of %s failed",
+                                   provider.name)
+
+    def cleanup_max_ready_age(self) -> None:
+        labels = self.server.config.labels
+        now = time.time()
+        for node in self.services.node_cache.values():
+            label = labels.get(node.type[0]) if node.type else None
+            if (label is None or not label.max_ready_age
+                    or node.state != NodeState.READY or node.allocated_to
+                    or node.provider not in self.server.providers):
+                continue
+            if now - (node.state_time or now) > label.max_ready_age:
+                self._delete_unlocked(node, "exceeded max-ready-age")
+
+    def cleanup_max_hold_age(self) -> None:
+        max_hold_age = self.server.config.max_hold_age
+        now = time.time()
+        for node in self.services.node_cache.values():
+            if node.state != NodeState.HOLD:
+                continue
+            limits = [x for x in (max_hold_age, node.hold_expiration) if x]
+            if not limits:
+                continue
+            if now - (node.state_time or now) > min(limits):
+                self._delete_unlocked(node, "hold expired")
+
+    def _delete_unlocked(self, node, why: str) -> None:
+        nodes = self.services.nodes
+        try:
+            nodes.lock_node(node, blocking=False)
+        except exceptions.LockError:
+            return
+        try:
+            self.log.info("Deleting node %s: %s", node.id, why)
+            node.state = NodeState.DELETING
+            nodes.store_node(node)
+        finally:
+            nodes.unlock_node(node)
+
+    def cleanup_empty_nodes(self) -> None:
+        nodes = self.services.nodes
+        for node_id in nodes.empty_node_ids():
+            try:
+                nodes.delete_raw_node(node_id)
+                self.log.info("Removed empty node record %s", node_id)
+            except KazooException:
+                self.log.exception("Removing empty node %s failed", node_id)

@@ -1,0 +1,209 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""One thread per provider pool: pick requests, hand them to handlers."""
+
+import logging
+import socket
+import threading
+import uuid
+
+from nodepool import exceptions
+from nodepool.driver.quota import tenant_limits_quota, tenant_usage
+from nodepool.launcher.request_handler import RequestHandler
+from nodepool.zk.components import PoolComponent
+from nodepool.zk.models import RequestState
+
+
+class PoolWorker:
+    """Serves node requests for one pool of one provider.
+
+    Every ``interval`` seconds (or sooner, when the request cache changes)
+    it refreshes its ``pool`` component record, lets paused handlers retry,
+    takes new requests it should serve and polls its handlers.
+    """
+
+    def __init__(self, server, provider, pool, interval: float = 1.0):
+        self.server = server
+        self.services = server.services
+        self.provider = provider
+        self.pool = pool
+        self.interval = interval
+        self.name = "PoolWorker.%s-%s" % (provider.name, pool.name)
+        self.launcher_id = "%s-%s-%s" % (socket.getfqdn(), self.name,
+                                         uuid.uuid4().hex)
+        self.log = logging.getLogger("nodepool.%s" % self.name)
+        self.handlers: list[RequestHandler] = []
+        self.component = PoolComponent(self.services.zk_client)
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._draining = False
+        self._thread = threading.Thread(target=self._run, name=self.name,
+                                        daemon=True)
+
+    # Life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop; with ``drain`` only after the current handlers finished."""
+        self._draining = drain
+        self._stop.set()
+        self.wake.set()
+
+    def join(self, timeout=None) -> None:
+        self._thread.join(timeout)
+        try:
+            self.component.unregister()
+        except Exception:
+            self.log.exception("Could not unregister pool component")
+
+    @property
+    def paused(self) -> bool:
+        return any(h.paused for h in self.handlers)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.clear()
+            try:
+                self._pass()
+            except Exception:
+                self.log.exception("Error in pool worker pass")
+            self.wake.wait(self.interval)
+        while self._draining and self.handlers:
+            try:
+                self._poll_handlers()
+            except Exception:
+                self.log.exception("Error finishing handlers")
+            self.wake.clear()
+            self.wake.wait(self.interval)
+
+    def _pass(self) -> None:
+        self._update_component()
+        if self.services.zk_client.connected:
+            if not self.paused:
+                self._assign_requests()
+            self._poll_handlers()
+
+    def _update_component(self) -> None:
+        attrs = dict(
+            id=self.launcher_id, name=self.pool.name,
+            provider_name=self.provider.name,
+            supported_labels=sorted(self.pool.labels),
+            priority=self.pool.priority, paused=self.paused,
+            state="running")
+        if not self.component.registered:
+            self.component.register()
+        current = self.component.to_dict()
+        if any(current.get(k) != v for k, v in attrs.items()):
+            self.component.update(**attrs)
+
+    def _poll_handlers(self) -> None:
+        for handler in list(self.handlers):
+            if handler.poll():
+                self.handlers.remove(handler)
+
+    # Request selection --------------------------------------------------
+
+    def registered_pool_ids(self) -> set:
+        return {p.id for p in self.services.registry.pools() if p.id}
+
+    def _active_launches(self) -> int:
+        return sum(1 for h in self.handlers for launcher in
+                   h.launchers.values() if not launcher.complete)
+
+    def _assign_requests(self) -> None:
+        labels = set(self.pool.labels)
+        requests = [r for r in self.services.request_cache.values()
+                    if r.state == RequestState.REQUESTED]
+        requests.sort(key=lambda r: (
+            len(set(r.node_types) - labels), r.priority))
+        for request in requests:
+            if self._stop.is_set() or self.paused:
+                return
+            if self.launcher_id in request.declined_by:
+                continue
+            if any(h.request.id == request.id for h in self.handlers):
+                continue
+            if not self._should_take(request, labels):
+                continue
+            try:
+                self.services.requests.lock_request(request, blocking=False)
+            except exceptions.LockError:
+                continue
+            if (request.state != RequestState.REQUESTED
+                    or self.launcher_id in request.declined_by):
+                self.services.requests.unlock_request(request)
+                continue
+            handler = RequestHandler(self, request)
+            reason = self._decline_reason(request)
+            if reason:
+                handler._decline(reason)
+                continue
+            self.handlers.append(handler)
+            try:
+                handler.start()
+            except Exception:
+                handler.log.exception("Could not start request")
+                handler._decline("an error occurred")
+                self.handlers.remove(handler)
+
+    def _should_take(self, request, labels) -> bool:
+        """Apply the yielding rules: who else could serve this better."""
+        wanted = set(request.node_types)
+        candidates = [
+            p for p in self.services.registry.pools()
+            if p.id and p.id != self.launcher_id
+            and p.id not in request.declined_by
+            and wanted <= set(p.supported_labels or ())]
+        if request.provider and request.provider != self.provider.name:
+            if any(p.provider_name == request.provider for p in candidates):
+                return False
+        my_priority = self.pool.priority
+        for p in candidates:
+            if not p.paused and (p.priority or 100) < my_priority:
+                return False
+        if not wanted <= labels and candidates:
+            return False
+        if wanted <= labels and not self._tenant_allows(request):
+            return False
+        max_concurrency = getattr(self.provider.config, "max_concurrency", 0)
+        if max_concurrency and max_concurrency > 0 and \
+                self._active_launches() >= max_concurrency:
+            return False
+        return True
+
+    def _tenant_allows(self, request) -> bool:
+        """Whether the request fits in its tenant's resource limits."""
+        limits = self.server.config.tenant_resource_limits.get(
+            request.tenant_name) if request.tenant_name else None
+        if limits is None:
+            return True
+        remaining = tenant_limits_quota(limits.limits)
+        remaining.subtract(tenant_usage(self.services.node_cache.values(),
+                                        request.tenant_name))
+        for label in request.node_types:
+            remaining.subtract(self.provider.quota_for_label(
+                label, self.pool.name))
+        return remaining.non_negative()
+
+    def _decline_reason(self, request):
+        max_servers = getattr(self.pool, "max_servers", None)
+        if max_servers is not None and max_servers <= 0:
+            return "pool is disabled by max_servers"
+        missing = [t for t in request.node_types
+                   if t not in self.pool.labels
+                   or t in self.provider.error_labels]
+        if missing:
+            return "node type(s) %s not available" % sorted(set(missing))
+        if not all(self.provider.images_available(self.pool.labels[t])
+                   for t in request.node_types):
+            return "images are not available"
+        try:
+            if not self.provider.has_provider_quota(request.node_types,
+                                                    self.pool):
+                return "it would exceed quota"
+        except exceptions.RuntimeConfigurationException as e:
+            return "node type(s) not available: %s" % e
+        return None

@@ -1,0 +1,251 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The launcher daemon's core: configuration, providers and threads.
+
+:class:`NodePoolLauncher` owns every thread of the launcher:
+
+* its main loop (reload the config when the file changes, restart the
+  providers whose config changed, keep one pool worker per provider pool,
+  submit min-ready requests);
+* one :class:`PoolWorker` per provider pool;
+* per provider, the create and delete runners;
+* the deleted-node, cleanup and stats workers and the node scanner.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from nodepool import driver
+from nodepool.config.loader import ConfigWatcher, changed_providers
+from nodepool.launcher.cleanup import CleanupWorker, DeletedNodeWorker
+from nodepool.launcher.min_ready import MinReadyManager
+from nodepool.launcher.pool_worker import PoolWorker
+from nodepool.launcher.stats_worker import StatsWorker
+from nodepool.nodescan import NodeScanner
+from nodepool.stats import StatsReporter
+from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
+from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.components import ComponentRegistry, LauncherComponent
+from nodepool.zk.images import ImageStore
+from nodepool.zk.nodes import NodeStore
+from nodepool.zk.requests import RequestStore
+
+log = logging.getLogger("nodepool.NodePool")
+
+
+@dataclass
+class Intervals:
+    """How often each loop runs, in seconds (tests shorten them)."""
+
+    main: float = 1.0
+    pool: float = 1.0
+    runner: float = 1.0
+    deleted_nodes: float = 5.0
+    cleanup: float = 60.0
+    stats: float = 5.0
+
+
+class LauncherServices:
+    """The ZooKeeper views and services shared by the launcher's parts."""
+
+    def __init__(self, zk_client: ZooKeeperClient, scanner, stats):
+        self.zk_client = zk_client
+        self.node_cache = NodeCache(zk_client)
+        self.request_cache = RequestCache(zk_client)
+        self.image_cache = ImageCache(zk_client)
+        self.nodes = NodeStore(zk_client, cache=self.node_cache)
+        self.requests = RequestStore(zk_client, cache=self.request_cache)
+        self.images = ImageStore(zk_client)
+        self.registry: Optional[ComponentRegistry] = None
+        self.scanner = scanner
+        self.stats = stats
+
+    def start(self, timeout: float = 60.0) -> None:
+        for cache in (self.node_cache, self.request_cache, self.image_cache):
+            cache.start()
+        for cache in (self.node_cache, self.request_cache, self.image_cache):
+            if not cache.ensure_ready(timeout):
+                raise TimeoutError("%s not ready" % cache.name)
+        self.registry = ComponentRegistry(self.zk_client)
+
+    def stop(self) -> None:
+        if self.registry is not None:
+            self.registry.stop()
+        for cache in (self.node_cache, self.request_cache, self.image_cache):
+            cache.stop()
+
+
+class NodePoolLauncher:
+    """The launcher: start it, let it run, stop and join it.
+
+    :param config_path, secure_path: config files (reloaded on change).
+    :param zk_client: an already connected client (tests); by default one
+        is made from the config's ``zookeeper-*`` keys.
+    """
+
+    def __init__(self, config_path: str, secure_path: Optional[str] = None,
+                 zk_client: Optional[ZooKeeperClient] = None,
+                 intervals: Optional[Intervals] = None,
+                 scanner: Optional[NodeScanner] = None):
+        self.watcher = ConfigWatcher(config_path, secure_path)
+        self.config = None
+        self.intervals = intervals or Intervals()
+        self._own_client = zk_client is None
+        self.zk_client = zk_client
+        self.scanner = scanner or NodeScanner()
+        self.services: Optional[LauncherServices] = None
+        self.providers: dict = {}
+        self.pool_workers: dict = {}
+        self.component: Optional[LauncherComponent] = None
+        self.ready = threading.Event()  # set after the first main pass
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="NodePool",
+                                        daemon=True)
+        self.workers: list = []
+        self.retiring: list = []
+
+    # Life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.config = self.watcher.load()
+        if self.zk_client is None:
+            tls = self.config.zookeeper_tls
+            self.zk_client = ZooKeeperClient(
+                self.config.zookeeper_hosts,
+                tls_ca=tls.ca if tls else None,
+                tls_cert=tls.cert if tls else None,
+                tls_key=tls.key if tls else None,
+                timeout=self.config.zookeeper_timeout)
+            self.zk_client.connect()
+        self.scanner.start()
+        self.services = LauncherServices(
+            self.zk_client, self.scanner, StatsReporter.from_environment())
+        self.services.start()
+        self.component = LauncherComponent(self.zk_client)
+        self.component.register()
+        self.min_ready = MinReadyManager(self)
+        intervals = self.intervals
+        self.workers = [
+            DeletedNodeWorker(self, intervals.deleted_nodes),
+            CleanupWorker(self, intervals.cleanup),
+            StatsWorker(self, intervals.stats),
+        ]
+        for worker in self.workers:
+            worker.start()
+        # Wake the pool workers as soon as requests change.
+        self.services.request_cache.add_listener(self._on_request_event)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask every thread to stop; :meth:`join` waits for them."""
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float = 60.0) -> None:
+        self._thread.join(timeout)
+        for worker in self.workers:
+            worker.stop()
+        for worker in list(self.pool_workers.values()):
+            worker.stop()
+        for worker in list(self.pool_workers.values()):
+            worker.join(timeout)
+        for worker in self.workers:
+            worker.join(timeout)
+        for provider in list(self.providers.values()):
+            provider.stop()
+        for provider in list(self.providers.values()):
+            provider.join(timeout)
+        for thread in self.retiring:
+            thread.join(timeout)
+        self.scanner.stop()
+        if self.component is not None:
+            self.component.unregister()
+        if self.services is not None:
+            self.services.stop()
+        if self._own_client and self.zk_client is not None:
+            self.zk_client.disconnect()
+
+    def _on_request_event(self, key, obj, event_type) -> None:
+        for worker in list(self.pool_workers.values()):
+            worker.wake.set()
+
+    # Main loop ----------------------------------------------------------
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._pass(first)
+                first = False
+                self.ready.set()
+            except Exception:
+                log.exception("Error in main loop")
+            self._wake.wait(self.intervals.main)
+
+    def _pass(self, first: bool) -> None:
+        config, changed = self.watcher.reload()
+        if first or changed:
+            old = None if first else self.config
+            self.config = config
+            self._reconfigure(old, config)
+        if not self.zk_client.connected:
+            return
+        if self.component.to_dict().get("state") != "running":
+            self.component.update(state="running")
+        self.min_ready.run()
+
+    def _reconfigure(self, old, new) -> None:
+        restart = changed_providers(old, new) if old is not None \
+            else set(new.providers)
+        for name in sorted(restart):
+            self._stop_provider(name)
+        for name in sorted(restart):
+            if name in new.providers:
+                self._start_provider(new.providers[name])
+
+    def _start_provider(self, config) -> None:
+        try:
+            provider = driver.get_driver(config.driver).get_provider(
+                config, self.services, interval=self.intervals.runner)
+        except Exception:
+            log.exception("Could not start provider %s", config.name)
+            return
+        provider.start()
+        self.providers[config.name] = provider
+        for pool in config.pools.values():
+            worker = PoolWorker(self, provider, pool,
+                                interval=self.intervals.pool)
+            self.pool_workers[(config.name, pool.name)] = worker
+            worker.start()
+        log.info("Started provider %s", config.name)
+
+    def _stop_provider(self, name: str) -> None:
+        workers = [w for key, w in self.pool_workers.items()
+                   if key[0] == name]
+        for worker in workers:
+            del self.pool_workers[(name, worker.pool.name)]
+            # Serve what was accepted, take nothing new.
+            worker.stop(drain=True)
+        provider = self.providers.pop(name, None)
+        if provider is not None:
+            log.info("Retiring provider %s", name)
+            thread = threading.Thread(
+                target=self._retire, args=(provider, workers),
+                name="Retire.%s" % name, daemon=True)
+            self.retiring.append(thread)
+            thread.start()
+
+    def _retire(self, provider, workers) -> None:
+        for worker in workers:
+            worker.join()
+        while not provider.idle() and not self._stop.wait(1.0):
+            pass
+        provider.stop()
+        provider.join()
+        log.info("Provider %s retired", provider.name)

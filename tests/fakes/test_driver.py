@@ -1,0 +1,251 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""A driver for tests: an in-memory cloud with controllable behaviour.
+
+Registered as ``driver: test`` by :func:`register`.  Each provider talks to
+the :class:`FakeCloud` of its name (``FakeCloud.get(name)``), which tests
+use to add latency (state machine steps before an instance is running),
+inject failures (create errors, quota refusals, delete errors), set
+provider limits and inspect or plant instances (leaks, unmanaged usage).
+"""
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+import voluptuous as v
+
+from nodepool import driver, exceptions
+from nodepool.config import schema
+from nodepool.driver.base import (
+    Driver, LabelConfig, PoolConfig, ProviderConfig, build_labels,
+    build_pools)
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.statemachine.adapter import (
+    Adapter, Instance, Resource, StateMachine)
+
+LABEL = schema.Section({
+    v.Required("name"): str,
+    v.Optional("cores", default=1): int,
+    v.Optional("ram", default=1024): int,
+    v.Optional("host-key-checking", default=False): bool,
+})
+
+POOL = schema.POOL.extend({
+    v.Optional("labels", default=list): schema.each(LABEL, unique="name"),
+    v.Optional("max-cores", default=schema.UNLIMITED): schema.limit,
+    v.Optional("max-ram", default=schema.UNLIMITED): schema.limit,
+})
+
+PROVIDER = schema.PROVIDER.extend({
+    v.Required("pools"): schema.each(POOL, unique="name"),
+    v.Optional("launch-timeout", default=60): int,
+    v.Optional("boot-timeout", default=10): int,
+    v.Optional("launch-retries", default=3): int,
+})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeLabel(LabelConfig):
+    cores: int
+    ram: int
+    host_key_checking: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakePool(PoolConfig):
+    max_cores: float
+    max_ram: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeProviderConfig(ProviderConfig):
+    launch_timeout: int
+    boot_timeout: int
+    launch_retries: int
+
+
+class FakeInstance(Instance):
+    def __init__(self, external_id, metadata, cores, ram, az="az1"):
+        super().__init__()
+        self.external_id = external_id
+        self.metadata = dict(metadata)
+        self.cores = cores
+        self.ram = ram
+        self.cloud = "fake-cloud"
+        self.region = "fake-region"
+        self.az = az
+        self.private_ipv4 = "10.0.0.%d" % (int(external_id.split("-")[1])
+                                           % 250 + 1)
+        # "fake" in the address makes the scanner skip the network.
+        self.interface_ip = "fake-%s" % external_id
+        self.public_ipv4 = self.interface_ip
+        self.running = False
+
+    def get_quota_information(self):
+        return QuotaInformation(cores=self.cores, instances=1, ram=self.ram)
+
+
+class FakeCloud:
+    """Shared, thread-safe state of one fake provider's cloud."""
+
+    _clouds: dict = {}
+    _registry_lock = threading.Lock()
+
+    @classmethod
+    def get(cls, name: str) -> "FakeCloud":
+        with cls._registry_lock:
+            cloud = cls._clouds.get(name)
+            if cloud is None:
+                cloud = cls._clouds[name] = FakeCloud(name)
+            return cloud
+
+    @classmethod
+    def reset_all(cls) -> None:
+        with cls._registry_lock:
+            cls._clouds.clear()
+
+    def __init__(self, name):
+        self.name = name
+        self.lock = threading.Lock()
+        self.instances: dict = {}
+        self.resources: list = []
+        self.ids = itertools.count(1)
+        self.create_steps = 2      # advance() calls before running
+        self.fail_creates = 0      # next N creates raise
+        self.quota_failures = 0    # next N creates raise QuotaException
+        self.fail_deletes = 0      # next N deletes raise
+        self.limits = QuotaInformation(default=float("inf"))
+        self.bad_labels: set = set()
+        self.created = 0
+        self.deleted = 0
+        self.paused = threading.Event()  # set: creates do not progress
+
+    def create(self, label, metadata) -> FakeInstance:
+        with self.lock:
+            if self.quota_failures > 0:
+                self.quota_failures -= 1
+                raise exceptions.QuotaException("fake quota exceeded")
+            if self.fail_creates > 0:
+                self.fail_creates -= 1
+                raise exceptions.LaunchStatusException("fake create failed")
+            instance = FakeInstance("i-%d" % next(self.ids), metadata,
+                                    label.cores, label.ram)
+            self.instances[instance.external_id] = instance
+            self.created += 1
+            return instance
+
+    def delete(self, external_id) -> None:
+        with self.lock:
+            if self.fail_deletes > 0:
+                self.fail_deletes -= 1
+                raise RuntimeError("fake delete failed")
+            if external_id not in self.instances:
+                raise exceptions.NotFound(external_id)
+            del self.instances[external_id]
+            self.deleted += 1
+
+    def list(self) -> list:
+        with self.lock:
+            return list(self.instances.values())
+
+
+class FakeCreateStateMachine(StateMachine):
+    def __init__(self, cloud, label, metadata):
+        super().__init__()
+        self.cloud = cloud
+        self.label = label
+        self.metadata = metadata
+        self.instance = None
+        self.steps = 0
+
+    def advance(self):
+        if self.cloud.paused.is_set():
+            return None
+        if self.instance is None:
+            self.instance = self.cloud.create(self.label, self.metadata)
+            self.external_id = self.instance.external_id
+            self.state = "creating"
+        self.steps += 1
+        if self.steps >= self.cloud.create_steps:
+            self.instance.running = True
+            self.state = self.COMPLETE
+            self.complete = True
+            return self.instance
+        return None
+
+
+class FakeDeleteStateMachine(StateMachine):
+    def __init__(self, cloud, external_id):
+        super().__init__()
+        self.cloud = cloud
+        self.external_id = external_id
+
+    def advance(self):
+        self.cloud.delete(self.external_id)
+        self.state = self.COMPLETE
+        self.complete = True
+
+
+class FakeAdapter(Adapter):
+    def __init__(self, provider_config):
+        super().__init__(provider_config)
+        self.cloud = FakeCloud.get(provider_config.name)
+
+    def get_create_state_machine(self, hostname, label, image_external_id,
+                                 metadata, request, az, log):
+        return FakeCreateStateMachine(self.cloud, label, metadata)
+
+    def get_delete_state_machine(self, external_id, log):
+        return FakeDeleteStateMachine(self.cloud, external_id)
+
+    def list_instances(self):
+        return self.cloud.list()
+
+    def list_resources(self):
+        resources = [Resource(i.metadata, "instance", i.external_id)
+                     for i in self.cloud.list()]
+        with self.cloud.lock:
+            resources.extend(self.cloud.resources)
+        return resources
+
+    def delete_resource(self, resource):
+        if resource.type == "instance":
+            self.cloud.delete(resource.id)
+        else:
+            with self.cloud.lock:
+                self.cloud.resources.remove(resource)
+
+    def get_quota_limits(self):
+        return self.cloud.limits.copy()
+
+    def get_quota_for_label(self, label):
+        if label.name in self.cloud.bad_labels:
+            raise exceptions.RuntimeConfigurationException(
+                "label %s can not work" % label.name)
+        return QuotaInformation(cores=label.cores, instances=1,
+                                ram=label.ram)
+
+
+class FakeDriver(Driver):
+    name = "test"
+
+    def provider_schema(self):
+        return PROVIDER
+
+    def build_provider(self, data, ctx, path):
+        def build_pool(pool, pool_path):
+            labels = build_labels(pool, ctx, pool_path,
+                                  lambda d, p: FakeLabel(**d))
+            return FakePool(**dict(pool, labels=labels))
+        return FakeProviderConfig(**dict(
+            data, pools=build_pools(data, ctx, path, build_pool)))
+
+    def get_adapter(self, provider_config):
+        return FakeAdapter(provider_config)
+
+
+def register() -> None:
+    """Make ``driver: test`` available (idempotent)."""
+    driver.register_driver("test", "tests.fakes.test_driver:FakeDriver")
