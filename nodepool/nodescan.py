@@ -159,19 +159,35 @@ def _connect_until(host, port, deadline):
                                 deadline - time.monotonic())))
 
 
-def _gather_keys(sock, address, host, port, negotiation_timeout,
-                 is_cancelled=None):
+class _Unwatched:
+    """The watch of a synchronous scan: never cancelled."""
+
+    complete = False
+
+    def _track(self, sock):
+        pass
+
+    def _untrack(self, sock):
+        pass
+
+
+def _gather_keys(sock, address, host, port, negotiation_timeout, watch=None):
     """Read every host key ``host`` offers; ``sock`` is connected to it.
 
     ``sock`` is consumed (closed).  ``address`` is ``(family, sockaddr)``
-    for the extra connections, one per key type.
+    for the extra connections, one per key type.  ``watch`` (a
+    :class:`ScanRequest`) is told about every socket in use so that a
+    cancellation can shut them down, and is checked between connections.
     """
+    watch = watch or _Unwatched()
+    watch._track(sock)
     try:
         offered = _read_offered_key_types(sock, negotiation_timeout)
     except (OSError, ValueError) as e:
         raise LaunchKeyscanException(
             "Can't scan host key of %s port %s: %s" % (host, port, e)) from e
     finally:
+        watch._untrack(sock)
         sock.close()
     algorithms = _choose_algorithms(offered)
     if not algorithms:
@@ -180,11 +196,11 @@ def _gather_keys(sock, address, host, port, negotiation_timeout,
             "among %s" % (host, port, ",".join(offered)))
     keys = []
     for algorithm in algorithms:
-        if is_cancelled is not None and is_cancelled():
+        if watch.complete:
             raise ScanCancelledException(
                 "Scan of %s port %s cancelled" % (host, port))
         try:
-            key = _fetch_key(address, algorithm, negotiation_timeout)
+            key = _fetch_key(address, algorithm, negotiation_timeout, watch)
         except Exception as e:
             raise LaunchKeyscanException(
                 "Can't scan %s host key of %s port %s: %s"
@@ -214,7 +230,7 @@ def _choose_algorithms(offered):
     return chosen
 
 
-def _fetch_key(address, algorithm, timeout):
+def _fetch_key(address, algorithm, timeout, watch):
     """Negotiate with ``address`` allowing only ``algorithm``; return the key.
 
     Returns ``None`` when this paramiko does not know ``algorithm`` or the
@@ -222,6 +238,7 @@ def _fetch_key(address, algorithm, timeout):
     """
     family, sockaddr = address
     sock = socket.socket(family, socket.SOCK_STREAM)
+    watch._track(sock)
     transport = None
     try:
         sock.settimeout(timeout)
@@ -252,6 +269,7 @@ def _fetch_key(address, algorithm, timeout):
         if transport is not None:
             transport.close()
         # Transport.close() skips the socket when negotiation never started.
+        watch._untrack(sock)
         sock.close()
 
 
@@ -335,6 +353,14 @@ def _parse_kexinit(payload):
     return [n for n in names.decode("ascii", "replace").split(",") if n]
 
 
+def _shutdown(sock):
+    """Wake whoever is blocked on ``sock``; the owner still closes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected yet, or already closed
+
+
 class ScanRequest:
     """One scan submitted to a :class:`NodeScanner`.
 
@@ -354,6 +380,7 @@ class ScanRequest:
         self._scanner = scanner
         self._done = threading.Event()
         self._cancelled = False
+        self._pool_sockets = set()  # sockets of a running keyscan
         self._deadline = time.monotonic() + timeout
         # Connect-phase state, owned by the scanner thread.
         self._address = None      # (family, sockaddr) once resolved
@@ -377,11 +404,10 @@ class ScanRequest:
     def cancel(self) -> None:
         """Abandon the scan; it completes with ScanCancelledException.
 
-        A keyscan already running in the pool stops after its current
-        negotiation.  Does nothing to a completed scan.
+        Sockets of a keyscan already running in the pool are shut down so
+        it ends promptly.  Does nothing to a completed scan.
         """
-        self._cancelled = True
-        self._finish(exception=ScanCancelledException(
+        self._abort(ScanCancelledException(
             "Scan of %s port %s cancelled" % (self.host, self.port)))
         self._scanner._wake()
 
@@ -389,10 +415,31 @@ class ScanRequest:
         """Block until complete or ``timeout``; return :attr:`complete`."""
         return self._done.wait(timeout)
 
-    def _finish(self, result=None, exception=None):
+    def _abort(self, exception):
+        if not self._finish(exception=exception, cancel=True):
+            return
+        with self._scanner._lock:
+            sockets = list(self._pool_sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def _track(self, sock):
+        """Record a socket the keyscan uses (called by the pool job)."""
+        with self._scanner._lock:
+            self._pool_sockets.add(sock)
+            cancelled = self._cancelled
+        if cancelled:
+            _shutdown(sock)
+
+    def _untrack(self, sock):
+        with self._scanner._lock:
+            self._pool_sockets.discard(sock)
+
+    def _finish(self, result=None, exception=None, cancel=False):
         with self._scanner._lock:
             if self._done.is_set():
                 return False
+            self._cancelled = cancel
             self.result = result if result is not None else []
             self.exception = exception
             self._done.set()
@@ -461,8 +508,7 @@ class NodeScanner:
             unfinished = list(self._live)
             self._queue.clear()
         for request in unfinished:
-            request._cancelled = True
-            request._finish(exception=ScanCancelledException(
+            request._abort(ScanCancelledException(
                 "%s stopped before scanning %s port %s"
                 % (self.name, request.host, request.port)))
         if self._pool is not None:
@@ -684,8 +730,7 @@ class NodeScanner:
                 return
             timeout = min(KEYSCAN_TIMEOUT, request.timeout)
             keys = _gather_keys(sock, request._address, request.host,
-                                request.port, timeout,
-                                is_cancelled=lambda: request.complete)
+                                request.port, timeout, watch=request)
             request._finish(keys)
         except NodepoolError as e:
             request._finish(exception=e)
