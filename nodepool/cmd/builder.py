@@ -3,32 +3,17 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Entry point of ``nodepool-builder``."""
 
-import argparse
 import sys
 
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="nodepool-builder",
-        description="Run the nodepool builder daemon.")
-    parser.add_argument("-c", dest="config",
-                        default="/etc/nodepool/nodepool.yaml",
-                        help="path to the config file")
-    parser.add_argument("-s", dest="secure",
-                        help="path to the secure file")
-    parser.add_argument("-l", dest="logconfig",
-                        help="path to the logging config file")
-    parser.add_argument("-p", dest="pidfile",
-                        default="/var/run/nodepool/builder.pid",
-                        help="path to the pid file")
-    parser.add_argument("-d", "-f", "--nodaemon", dest="nodaemon",
-                        action="store_true", help="run in the foreground")
-    return parser.parse_args(argv)
+from nodepool.cmd import daemon_parser
 
 
-def main(argv=None):
-    parse_args(argv)
-    print("nodepool-builder: the daemon is not implemented yet", file=sys.stderr)
+def main(argv=None) -> int:
+    daemon_parser("nodepool-builder",
+                  "Build disk images and upload them to providers.",
+                  "/var/run/nodepool/builder.pid").parse_args(argv)
+    print("nodepool-builder: the builder is not implemented yet",
+          file=sys.stderr)
     return 1
 
 

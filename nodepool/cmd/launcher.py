@@ -3,33 +3,20 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Entry point of ``nodepool-launcher``."""
 
-import argparse
 import sys
 
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="nodepool-launcher",
-        description="Run the nodepool launcher daemon.")
-    parser.add_argument("-c", dest="config",
-                        default="/etc/nodepool/nodepool.yaml",
-                        help="path to the config file")
-    parser.add_argument("-s", dest="secure",
-                        help="path to the secure file")
-    parser.add_argument("-l", dest="logconfig",
-                        help="path to the logging config file")
-    parser.add_argument("-p", dest="pidfile",
-                        default="/var/run/nodepool/launcher.pid",
-                        help="path to the pid file")
-    parser.add_argument("-d", "-f", "--nodaemon", dest="nodaemon",
-                        action="store_true", help="run in the foreground")
-    return parser.parse_args(argv)
+from nodepool.cmd import daemon_parser, run_daemon
 
 
-def main(argv=None):
-    parse_args(argv)
-    print("nodepool-launcher: the daemon is not implemented yet", file=sys.stderr)
-    return 1
+def main(argv=None) -> int:
+    args = daemon_parser(
+        "nodepool-launcher", "Serve node requests from ZooKeeper.",
+        "/var/run/nodepool/launcher.pid").parse_args(argv)
+
+    def make():
+        from nodepool.launcher.server import NodePoolLauncher
+        return NodePoolLauncher(args.config, args.secure)
+    return run_daemon(args, make)
 
 
 if __name__ == "__main__":
