@@ -327,7 +327,7 @@ def _read_offered_key_types(sock, timeout):
     # uint32 length, byte padding length, payload, padding.
     for _ in range(10):
         length, padding = struct.unpack(">IB", reader.exactly(5))
-        if not padding < length <= _MAX_PACKET:
+        if not padding + 1 < length <= _MAX_PACKET:
             raise ValueError("malformed packet")
         payload = reader.exactly(length - 1)[:length - 1 - padding]
         if payload[0] == _MSG_KEXINIT:
@@ -453,7 +453,9 @@ class NodeScanner:
     ``start()`` it, ``submit()`` scans, poll their :class:`ScanRequest`, and
     ``stop()`` it (which joins its threads).  At most ``max_active`` scans
     are in progress (connecting or keyscanning); the rest wait in FIFO order.
-    All public methods are thread-safe.
+    All public methods are thread-safe.  ``keyscan_workers`` bounds the
+    threads that run paramiko negotiations (each takes tens of
+    milliseconds against a healthy server).
     """
 
     def __init__(self, max_active: int = 100, name: str = "NodeScanner",
@@ -467,7 +469,9 @@ class NodeScanner:
         self._lock = threading.Lock()
         self._queue = collections.deque()   # submitted, not yet admitted
         self._live = set()                  # submitted, not yet complete
-        self._inbox = collections.deque()   # (callable, request) from pool
+        # (handler, request, value) posted by pool jobs for the scanner
+        # thread, which alone touches the connect-phase state.
+        self._inbox = collections.deque()
         self._stop_event = threading.Event()
         self._started = False
         self._thread = None
@@ -497,8 +501,9 @@ class NodeScanner:
     def stop(self) -> None:
         """Cancel unfinished scans and join every thread of the scanner.
 
-        Keyscans already running finish their current negotiation first, so
-        this can take up to :data:`KEYSCAN_TIMEOUT` seconds.
+        Unfinished scans complete with :class:`ScanCancelledException`;
+        running keyscans have their sockets shut down, so this returns
+        promptly (a pending host-name lookup is the exception).
         """
         self._stop_event.set()
         self._wake()
@@ -523,18 +528,21 @@ class NodeScanner:
 
         Never blocks.  A fake address completes before this returns.
         """
-        if self._stop_event.is_set():
-            raise RuntimeError("%s is stopped" % self.name)
         gather = wants_keys(gather_keys, connection_type)
         request = ScanRequest(self, ip, port, timeout, gather)
+        fake = "fake" in ip
         with self._lock:
+            # stop() sets the event before it collects the live requests
+            # under this lock, so none slips past it.
+            if self._stop_event.is_set():
+                raise RuntimeError("%s is stopped" % self.name)
             self._live.add(request)
-        if "fake" in ip:
+            if not fake:
+                self._queue.append(request)
+        if fake:
             request._finish([FAKE_HOST_KEY] if gather else [])
-            return request
-        with self._lock:
-            self._queue.append(request)
-        self._wake()
+        else:
+            self._wake()
         return request
 
     # -- scanner thread -------------------------------------------------
