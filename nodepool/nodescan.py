@@ -110,6 +110,8 @@ def scan_host_keys(ip: str, port: int = 22, timeout: float = 60,
     (``gather_keys`` false, or a connection type other than ``ssh`` and
     ``network_cli``); then a TCP connection is all that is checked.  An
     ``ip`` containing ``fake`` returns at once without touching the network.
+    IPv6 addresses work; a host name is looked up on every attempt and its
+    first address used.
 
     :raises ConnectionTimeoutException: no TCP connection within ``timeout``.
     :raises LaunchKeyscanException: connected, but no host key could be read.
