@@ -12,6 +12,8 @@ from kazoo.client import KazooClient
 
 from nodepool.zk.client import ZooKeeperClient
 from tests.fixtures import zkserver
+from tests.fixtures.sshd import sshd, sshd_factory  # noqa: F401
+from tests.fixtures.statsd import statsd  # noqa: F401
 
 # tools/test-setup.sh starts one long-lived server and records it here; when
 # it is absent (or dead) each pytest worker starts its own.

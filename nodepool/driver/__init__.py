@@ -31,6 +31,13 @@ def register_driver(name: str, target: str) -> None:
         _instances.pop(name, None)
 
 
+def unregister_driver(name: str) -> None:
+    """Forget a registered driver (tests register their own)."""
+    with _lock:
+        _REGISTRY.pop(name, None)
+        _instances.pop(name, None)
+
+
 def driver_names() -> list:
     """Names of all registered drivers, sorted."""
     return sorted(_REGISTRY)

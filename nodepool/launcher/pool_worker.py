@@ -3,6 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """One thread per provider pool: pick requests, hand them to handlers."""
 
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -13,6 +14,8 @@ from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.request_handler import RequestHandler
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import RequestState
+
+START_WORKERS = 8
 
 
 class PoolWorker:
@@ -38,12 +41,16 @@ class PoolWorker:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._draining = False
+        self._start_pool = concurrent.futures.ThreadPoolExecutor(
+            START_WORKERS, thread_name_prefix="start-%s" % provider.name)
         self._thread = threading.Thread(target=self._run, name=self.name,
                                         daemon=True)
 
     # Life cycle ---------------------------------------------------------
 
     def start(self) -> None:
+        # Finished launches complete requests: poll the handlers at once.
+        self.provider.add_launch_listener(lambda launcher: self.wake.set())
         self._thread.start()
 
     def stop(self, drain: bool = False) -> None:
@@ -54,6 +61,7 @@ class PoolWorker:
 
     def join(self, timeout=None) -> None:
         self._thread.join(timeout)
+        self._start_pool.shutdown(wait=True)
         try:
             self.component.unregister()
         except Exception:
@@ -101,6 +109,8 @@ class PoolWorker:
 
     def _poll_handlers(self) -> None:
         for handler in list(self.handlers):
+            if handler.starting is not None and not handler.starting.done():
+                continue
             if handler.poll():
                 self.handlers.remove(handler)
 
@@ -142,12 +152,19 @@ class PoolWorker:
                 handler._decline(reason)
                 continue
             self.handlers.append(handler)
-            try:
-                handler.start()
-            except Exception:
-                handler.log.exception("Could not start request")
-                handler._decline("an error occurred")
-                self.handlers.remove(handler)
+            # Accepting and creating the node records takes several
+            # ZooKeeper round trips: do it off this thread so a burst of
+            # requests is taken in parallel.
+            handler.starting = self._start_pool.submit(self._start, handler)
+
+    def _start(self, handler) -> None:
+        try:
+            handler.start()
+        except Exception:
+            handler.log.exception("Could not start request")
+            handler._decline("an error occurred")
+        finally:
+            self.wake.set()
 
     def _should_take(self, request, labels) -> bool:
         """Apply the yielding rules: who else could serve this better."""

@@ -49,6 +49,7 @@ class RequestHandler:
         self.paused = False
         self.done = False
         self.chosen_az = None
+        self.starting = None  # future of start() when run in a pool
 
     @property
     def is_min_ready(self) -> bool:
@@ -108,8 +109,8 @@ class RequestHandler:
             node = self._reuse_node(label_name) if self.request.reuse \
                 else None
             if node is None:
-                if not self.provider.has_remaining_quota(label_name,
-                                                         self.pool):
+                token = self.provider.reserve_quota(label_name, self.pool)
+                if token is None:
                     if self.is_min_ready:
                         self._decline("it would exceed quota")
                         return
@@ -118,7 +119,11 @@ class RequestHandler:
                                       label_name)
                     self.paused = True
                     return
-                node = self._launch_node(index, label_name)
+                node = None
+                try:
+                    node = self._launch_node(index, label_name)
+                finally:
+                    self.provider.claim_node(token, node)
             self.slots[index] = node
         self.paused = False
 

@@ -249,3 +249,7 @@ class FakeDriver(Driver):
 def register() -> None:
     """Make ``driver: test`` available (idempotent)."""
     driver.register_driver("test", "tests.fakes.test_driver:FakeDriver")
+
+
+def unregister() -> None:
+    driver.unregister_driver("test")

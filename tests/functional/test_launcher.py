@@ -46,6 +46,7 @@ def fake_driver():
     FakeCloud.reset_all()
     yield
     FakeCloud.reset_all()
+    test_driver.unregister()
 
 
 @pytest.fixture

@@ -135,6 +135,7 @@ class NodeLauncher:
         self._apply_instance(instance)
         self._store()
         self.scan = self.provider.start_scan(self.node, self.label, self.pool)
+        self._step_scan()  # a scan that needs no network is already done
 
     def _apply_instance(self, instance) -> None:
         node = self.node
@@ -236,6 +237,7 @@ class NodeLauncher:
         if report:
             self.provider.report_launch(self, result_key)
         self.complete = True
+        self.provider.notify_launch_complete(self)
 
     def _store(self) -> None:
         self.provider.nodes.store_node(self.node)

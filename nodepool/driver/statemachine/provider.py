@@ -20,6 +20,20 @@ from nodepool.zk.models import UploadState
 PROVIDER_QUOTA_TTL = 300.0
 
 
+class _NoScan:
+    """A finished scan, for nodes whose host keys are not checked."""
+
+    complete = True
+    result: list = []
+    exception = None
+
+    def cancel(self):
+        pass
+
+
+_NO_SCAN = _NoScan()
+
+
 class Runner:
     """A named thread that steps a list of work items until each is done.
 
@@ -106,6 +120,10 @@ class StateMachineProvider:
         self._label_quota: dict = {}
         self.error_labels: set = set()
         self._possibly_leaked: set = set()
+        self._launch_listeners: list = []
+        self._claims_lock = threading.RLock()
+        self._reservations: list = []
+        self._fresh_nodes: dict = {}
 
     # Settings with driver-neutral defaults ------------------------------
 
@@ -156,11 +174,25 @@ class StateMachineProvider:
     def node_deleted(self, node) -> None:
         """Called by a deleter once the node record is gone."""
 
+    def add_launch_listener(self, listener) -> None:
+        """Call ``listener(node_launcher)`` when a launch completes (from
+        the create runner: it must not block)."""
+        self._launch_listeners.append(listener)
+
+    def notify_launch_complete(self, launcher: NodeLauncher) -> None:
+        for listener in list(self._launch_listeners):
+            try:
+                listener(launcher)
+            except Exception:
+                self.log.exception("Launch listener failed")
+
     def start_scan(self, node, label, pool):
         """Begin the host-key scan of a freshly created instance."""
         checking = getattr(label, "host_key_checking", None)
         if checking is None:
             checking = getattr(pool, "host_key_checking", True)
+        if not checking:
+            return _NO_SCAN
         return self.services.scanner.submit(
             node.interface_ip, node.connection_port, self.boot_timeout,
             gather_keys=checking,
@@ -249,10 +281,44 @@ class StateMachineProvider:
             used.add(instance.get_quota_information())
         return used
 
+    def reserve_quota(self, label_name: str, pool) -> Optional[object]:
+        """Claim room for one node of the label, or None if there is none.
+
+        The node cache lags behind our own writes, and several threads
+        start launches at once; a claim counts as used until
+        :meth:`claim_node` replaces it with the stored node.
+        """
+        needed = self.quota_for_label(label_name, pool.name)
+        with self._claims_lock:
+            if not self.has_remaining_quota(label_name, pool):
+                return None
+            token = (pool.name, needed)
+            self._reservations.append(token)
+            return token
+
+    def claim_node(self, token, node) -> None:
+        """Replace a reservation by the node created for it."""
+        with self._claims_lock:
+            if token in self._reservations:
+                self._reservations.remove(token)
+            if node is not None:
+                self._fresh_nodes[node.id] = node
+
     def _nodes_used(self, pool_name: Optional[str] = None
                     ) -> QuotaInformation:
         used = QuotaInformation()
-        for node in self.services.node_cache.values():
+        cached = self.services.node_cache.values()
+        cached_ids = {node.id for node in cached}
+        with self._claims_lock:
+            # Once the cache has a node it is the source of truth.
+            for node_id in list(self._fresh_nodes):
+                if node_id in cached_ids:
+                    del self._fresh_nodes[node_id]
+            extra = list(self._fresh_nodes.values())
+            for reserved_pool, quota in self._reservations:
+                if pool_name is None or reserved_pool == pool_name:
+                    used.add(quota)
+        for node in cached + extra:
             if node.provider != self.name:
                 continue
             if pool_name is not None and node.pool != pool_name:

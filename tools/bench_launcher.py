@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Benchmark one launcher serving node requests with zero cloud latency.
+
+A real ZooKeeper, one in-process launcher with the test driver (instances
+run on the first state-machine step), and Zuul-like clients that submit N
+one-node requests at once, then accept and return each node as soon as its
+request is fulfilled.  Prints requests/s, request -> fulfilled p50/p95 and
+the launcher's ZooKeeper operations per node lifecycle, by operation.
+
+Usage: tools/bench_launcher.py [--requests 500] [--intervals default|fast]
+"""
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from kazoo.client import KazooClient
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nodepool.launcher.server import Intervals, NodePoolLauncher  # noqa
+from nodepool.zk.client import ZooKeeperClient  # noqa: E402
+from tests.fakes import test_driver  # noqa: E402
+from tests.fakes.test_driver import FakeCloud  # noqa: E402
+from tests.fixtures import zkserver  # noqa: E402
+from tests.fixtures.zuul import ZuulClient  # noqa: E402
+
+CONFIG = """
+labels:
+  - name: small
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        max-servers: 10000
+        labels:
+          - name: small
+"""
+
+
+class CountingClient(ZooKeeperClient):
+    """Counts every request the kazoo client sends, by type."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.counts = collections.Counter()
+        original = self.kazoo._call
+
+        def counted(request, async_object):
+            self.counts[type(request).__name__] += 1
+            return original(request, async_object)
+        self.kazoo._call = counted
+
+
+def find_server(started):
+    state = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), ".test-env", "server.json")
+    try:
+        with open(state) as f:
+            info = json.load(f)
+        if "Mode:" in zkserver.four_letter(info["host"], info["port"]):
+            return "%s:%d" % (info["host"], info["port"])
+    except (OSError, ValueError):
+        pass
+    server = zkserver.ZooKeeperServer(tempfile.mkdtemp()).start()
+    started.append(server)
+    return server.hosts
+
+
+def run(hosts, count, intervals):
+    test_driver.register()
+    FakeCloud.reset_all()
+    FakeCloud.get("fake").create_steps = 1
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml",
+                                     delete=False) as f:
+        f.write(CONFIG)
+    zk = CountingClient(hosts, timeout=30)
+    zk.connect()
+    launcher = NodePoolLauncher(f.name, zk_client=zk, intervals=intervals)
+    launcher.start()
+    launcher.ready.wait(60)
+    zuul_zk = ZooKeeperClient(hosts, timeout=30)
+    zuul_zk.connect()
+    zuul = ZuulClient(zuul_zk)
+    baseline = collections.Counter(zk.counts)
+    latencies = []
+    lock = threading.Lock()
+
+    def serve(request, submitted):
+        done = zuul.wait_for_request(request, timeout=600)
+        fulfilled = time.monotonic()
+        nodes = zuul.accept_nodes(done)
+        zuul.return_nodes(nodes)
+        with lock:
+            latencies.append(fulfilled - submitted)
+
+    start = time.monotonic()
+    threads = []
+    for _ in range(count):
+        request = zuul.submit(["small"])
+        thread = threading.Thread(target=serve,
+                                  args=(request, time.monotonic()))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    # Wait until every used node is deleted, to count the whole lifecycle.
+    while zuul_zk.kazoo.get_children("/nodepool/nodes"):
+        time.sleep(0.05)
+    lifecycle = time.monotonic() - start
+    ops = zk.counts - baseline
+    zuul.close()
+    zuul_zk.disconnect()
+    launcher.stop()
+    launcher.join()
+    os.unlink(f.name)
+    return elapsed, lifecycle, sorted(latencies), ops
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--intervals", choices=("default", "fast"),
+                        default="default")
+    args = parser.parse_args()
+    intervals = Intervals() if args.intervals == "default" else Intervals(
+        main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1)
+    started = []
+    base = find_server(started)
+    chroot = "/bench-%s" % uuid.uuid4().hex
+    admin = KazooClient(hosts=base)
+    admin.start()
+    admin.ensure_path(chroot)
+    try:
+        elapsed, lifecycle, lat, ops = run(base + chroot, args.requests,
+                                           intervals)
+    finally:
+        admin.delete(chroot, recursive=True)
+        admin.stop()
+        admin.close()
+        for server in started:
+            server.stop()
+    n = args.requests
+    print("requests: %d, intervals: %s" % (n, args.intervals))
+    print("requests/s (submit -> all fulfilled): %.1f" % (n / elapsed))
+    print("request -> fulfilled p50 %.3f s, p95 %.3f s" % (
+        statistics.median(lat), lat[int(len(lat) * 0.95) - 1]))
+    print("all nodes deleted after %.1f s" % lifecycle)
+    total = sum(ops.values())
+    print("launcher ZooKeeper operations per node lifecycle: %.1f" % (
+        total / n))
+    for name, value in ops.most_common():
+        print("  %-28s %7.2f" % (name, value / n))
+
+
+if __name__ == "__main__":
+    main()
