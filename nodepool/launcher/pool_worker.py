@@ -183,6 +183,9 @@ class PoolWorker:
                 return False
         if not wanted <= labels and candidates:
             return False
+        if wanted <= labels and not all(
+                self.provider.label_available(label) for label in wanted):
+            return False  # e.g. every static host of a label is busy
         if wanted <= labels and not self._tenant_allows(request):
             return False
         max_concurrency = getattr(self.provider.config, "max_concurrency", 0)

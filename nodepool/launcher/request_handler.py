@@ -106,8 +106,13 @@ class RequestHandler:
         for index, label_name in enumerate(self.request.node_types):
             if self.slots[index] is not None:
                 continue
-            node = self._reuse_node(label_name) if self.request.reuse \
-                else None
+            reuse = self.request.reuse or not self.provider.launches_nodes
+            node = self._reuse_node(label_name) if reuse else None
+            if node is None and not self.provider.launches_nodes:
+                # Nothing to launch (static hosts): let the request wait
+                # for a free slot instead of holding on to it here.
+                self._release_request(label_name)
+                return
             if node is None:
                 token = self.provider.reserve_quota(label_name, self.pool)
                 if token is None:
@@ -209,6 +214,21 @@ class RequestHandler:
                 self.worker.registered_pool_ids())
             if state == RequestState.FAILED:
                 self.log.info("Failed: declined by every pool")
+        self._finish()
+
+    def _release_request(self, label_name: str) -> None:
+        """Give the request back without declining it.
+
+        Assigned nodes are freed and the request returns to ``requested``
+        so it is picked up again (by anyone) once capacity frees.
+        """
+        self.log.info("No free node of %s; releasing the request",
+                      label_name)
+        for node in self.slots:
+            if node is not None:
+                self._release_node(node, keep_allocation=False)
+        if self._request_exists():
+            self.services.requests.requeue_request(self.request)
         self._finish()
 
     def _request_exists(self) -> bool:

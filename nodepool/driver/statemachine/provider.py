@@ -125,6 +125,19 @@ class StateMachineProvider:
         self._reservations: list = []
         self._fresh_nodes: dict = {}
 
+    #: Whether the provider makes nodes on demand.  Providers of existing
+    #: hosts (static) only hand out the ready nodes they registered, and
+    #: requests wait for a free one instead of pausing the pool.
+    launches_nodes = True
+
+    def label_available(self, label_name: str) -> bool:
+        """Whether a node of the label could be handed out now.
+
+        Pool workers leave requests alone (without declining) while this
+        is False; the default is always True.
+        """
+        return True
+
     # Settings with driver-neutral defaults ------------------------------
 
     @property
