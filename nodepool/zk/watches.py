@@ -21,22 +21,33 @@ adds the requests and hooks into *one* client instance (never the class):
   again.  Events that happen while disconnected are lost; callers that need
   a complete view must resync after a reconnect.
 
-Servers before 3.9 have two quirks, both checked against ZooKeeper 3.8.0:
+Servers before 3.9 keep a single watch mode per path and connection (found
+with ZooKeeper 3.8.0; fixed upstream in 3.9).  Three consequences:
 
-* They keep one watch mode per path and connection.  A second ``addWatch``
-  replaces the first, so we allow one mode per path and client.  A kazoo
-  one-shot watch (``get``/``exists``/``get_children`` with a watch,
-  ``DataWatch``, ``ChildrenWatch``) on the *same* path turns the persistent
-  watch into a one-shot one.  We wrap ``ConnectionHandler._submit`` too and
-  queue an ``addWatch`` right behind every such request, which restores it;
-  changes below the path made by other clients in between can be missed.
+* A second ``addWatch`` on a path replaces the first, so we allow one mode
+  per path and client (:class:`ValueError` otherwise).
+* A kazoo one-shot watch (``get``/``exists``/``get_children`` with a
+  watch, ``DataWatch``, ``ChildrenWatch``) on the *same* path would turn the
+  persistent watch into a one-shot one.  We therefore also wrap
+  ``ConnectionHandler._submit``: once our ``addWatch`` went out on the
+  current connection, and our watch makes the server report what kazoo's
+  one-shot watch waits for, kazoo's request goes out with its watch flag
+  cleared.  Kazoo still records its watcher locally and fires it on our
+  notification, since kazoo's own code sees every event first.  A child
+  watch on a recursively watched path is sent unchanged: recursive watches
+  never report NodeChildrenChanged, and on the server it only touches the
+  child-watch table, where our ``addWatch`` must therefore come first (on
+  reconnect we queue ours ahead of everything; when a recursive watch is
+  added on a path kazoo already watches for children, we arm a new child
+  watch right after it, and a child change in between can be missed).
 * ``removeWatches`` does not know the watcher types Persistent (4) and
-  PersistentRecursive (5) and replies MarshallingError.  The older types
-  would remove the connection's one-shot watches on the path as well,
-  silently stopping kazoo's ``DataWatch``/``ChildrenWatch``, so we do not
-  use them: the server keeps sending events for the path until the next
-  reconnect, and we drop them because delivery is decided by the local
-  registry alone.
+  PersistentRecursive (5) and replies MarshallingError; the older types
+  would remove all of the connection's watches on the path.  We send the
+  new types and accept that error: the server keeps reporting the path
+  until the next reconnect, and we drop those events because delivery is
+  decided by the local registry alone.  Before removing, we arm a plain
+  one-shot watch on the path, so kazoo watchers whose flag we cleared still
+  get their event.
 """
 
 import logging
@@ -48,10 +59,18 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import (
     ConnectionLoss,
     MarshallingError,
+    NoNodeError,
     NoWatcherError,
     SessionExpiredError,
 )
-from kazoo.protocol.serialization import Watch, int_struct, write_string
+from kazoo.protocol.serialization import (
+    Exists,
+    GetChildren,
+    GetChildren2,
+    Watch,
+    int_struct,
+    write_string,
+)
 from kazoo.protocol.states import (
     EVENT_TYPE_MAP,
     Callback,
@@ -76,6 +95,9 @@ WATCHER_PERSISTENT_RECURSIVE = 5
 # owned it is gone) or cannot remove it selectively (see the module doc).
 _REMOVE_IGNORED = (NoWatcherError, ConnectionLoss, SessionExpiredError,
                    MarshallingError)
+
+# Errors not worth a warning for requests nobody waits for.
+_QUIET = _REMOVE_IGNORED + (NoNodeError,)
 
 # The attribute of the KazooClient that holds its registry.
 _ATTRIBUTE = "_nodepool_persistent_watches"
@@ -107,6 +129,21 @@ class RemoveWatches(namedtuple("RemoveWatches", "path watcher_type")):
 
     def serialize(self):
         return write_string(self.path) + int_struct.pack(self.watcher_type)
+
+    @classmethod
+    def deserialize(cls, buffer, offset):
+        return True
+
+
+class _ArmWatch(namedtuple("_ArmWatch", "type path")):
+    """``exists`` or ``getChildren`` that only sets a one-shot watch.
+
+    Kazoo registers no watcher for it (it has no ``watcher`` field), and
+    the reply is not needed.
+    """
+
+    def serialize(self):
+        return write_string(self.path) + b"\x01"
 
     @classmethod
     def deserialize(cls, buffer, offset):
@@ -204,10 +241,36 @@ def _self_and_ancestors(path: str):
 class _PathWatch:
     """The callbacks registered for one server path, and its mode."""
 
-    def __init__(self, recursive: bool, added):
+    def __init__(self, path: str, recursive: bool):
+        self.path = path
         self.recursive = recursive
         self.callbacks: List[WatchCallback] = []
-        self.added = added  # async result of the first addWatch
+        self.added = None  # async result of the first addWatch
+        # Our latest addWatch went out on the current connection: from then
+        # on the server reports this path to us (see _Registry._submit).
+        self.last_add = None
+        self.sent = False
+
+    def add_request(self) -> AddWatch:
+        self.last_add = AddWatch(self.path, MODE_PERSISTENT_RECURSIVE
+                                 if self.recursive else MODE_PERSISTENT)
+        return self.last_add
+
+    def remove_requests(self) -> list:
+        """Arm one-shot watches that stand in for the persistent one
+        (see the module doc), then remove it."""
+        requests = [_ArmWatch(Exists.type, self.path)]
+        if not self.recursive:
+            requests.append(_ArmWatch(GetChildren.type, self.path))
+        requests.append(RemoveWatches(
+            self.path, WATCHER_PERSISTENT_RECURSIVE if self.recursive
+            else WATCHER_PERSISTENT))
+        return requests
+
+    def covers(self, request) -> bool:
+        """Whether this watch reports what ``request``'s watch waits for."""
+        is_child = isinstance(request, (GetChildren, GetChildren2))
+        return not (is_child and self.recursive)
 
 
 class _Registry:
@@ -237,8 +300,11 @@ class _Registry:
         with self._lock:
             watch = self._watches.get(path)
             if watch is None:
-                watch = _PathWatch(recursive, self._add_watch(path, recursive))
-                self._watches[path] = watch
+                watch = self._watches[path] = _PathWatch(path, recursive)
+                watch.added = self._send(watch.add_request())
+                if recursive and self._client._child_watchers.get(path):
+                    self._send(_ArmWatch(GetChildren.type, path)).rawlink(
+                        _log_failure)
             elif watch.recursive != recursive:
                 raise ValueError("%s is already watched %s" % (
                     path, "recursively" if watch.recursive else
@@ -257,44 +323,49 @@ class _Registry:
             if watch.callbacks:
                 return None
             del self._watches[path]
-            kind = WATCHER_PERSISTENT_RECURSIVE if watch.recursive else \
-                WATCHER_PERSISTENT
-            return self._send(RemoveWatches(path, kind))
+            *arms, removal = watch.remove_requests()
+            for request in arms:
+                self._send(request).rawlink(_log_failure)
+            return self._send(removal)
 
-    def _add_watch(self, path: str, recursive: bool):
-        mode = MODE_PERSISTENT_RECURSIVE if recursive else MODE_PERSISTENT
-        return self._send(AddWatch(path, mode))
-
-    def _send(self, request):
-        # _call only queues the request and wakes the connection thread.
+    def _send(self, request, first: bool = False):
         result = self._client.handler.async_result()
-        self._client._call(request, result)
+        if not first:
+            # Only queues the request and wakes the connection thread.
+            self._client._call(request, result)
+        else:
+            # Only while kazoo sets up a connection and sends nothing.
+            self._client._queue.appendleft((request, result))
+            self._client._connection._write_sock.send(b"\0")  # as _call
         return result
 
     # Connection thread --------------------------------------------------
 
     def _on_state(self, state: KazooState) -> None:
         # Kazoo calls this while it sets up a new connection, before it
-        # sends anything queued, so these go first.  Only queue here.
-        if state != KazooState.CONNECTED:
-            return
+        # sends anything queued; ours go first.  Never block here.
         with self._lock:
-            for path, watch in self._watches.items():
-                self._readd(path, watch)
-
-    def _readd(self, path: str, watch: _PathWatch) -> None:
-        self._add_watch(path, watch.recursive).rawlink(_log_failure)
+            for watch in self._watches.values():
+                watch.sent = False
+                if state == KazooState.CONNECTED:
+                    self._send(watch.add_request(), first=True).rawlink(
+                        _log_failure)
 
     def _submit(self, request, timeout, xid=None) -> None:
-        # Wraps ConnectionHandler._submit, which writes every request.  A
-        # one-shot watch on a watched path replaces our mode on servers
-        # before 3.9; an addWatch queued right behind it restores it.
+        # Wraps ConnectionHandler._submit, which writes every request in
+        # queue order; the server handles them in the same order.  Kazoo
+        # keeps the original request to register its watcher when the
+        # reply comes; only the bytes on the wire lose the watch flag.
+        with self._lock:
+            watch = self._watches.get(getattr(request, "path", None))
+            if watch is None:
+                pass
+            elif request is watch.last_add:
+                watch.sent = True
+            elif (getattr(request, "watcher", None) is not None
+                  and watch.sent and watch.covers(request)):
+                request = request._replace(watcher=None)
         self._kazoo_submit(request, timeout, xid)
-        if getattr(request, "watcher", None) is not None:
-            with self._lock:
-                watch = self._watches.get(request.path)
-                if watch is not None:
-                    self._readd(request.path, watch)
 
     def _read_watch_event(self, buffer, offset) -> None:
         # Wraps ConnectionHandler._read_watch_event (notifications, xid -1).
@@ -329,7 +400,7 @@ class _Registry:
 def _log_failure(result) -> None:
     # Runs on kazoo's completion thread for requests nobody waits for.
     error = result.exception
-    if error is not None and not isinstance(error, _REMOVE_IGNORED):
+    if error is not None and not isinstance(error, _QUIET):
         log.warning("A persistent watch request failed: %r", error)
 
 
