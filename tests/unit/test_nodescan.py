@@ -405,8 +405,11 @@ def test_cancel_interrupts_a_running_keyscan(scanner, silent_server):
     # 10 s negotiation timeout: the server sees the connection close.
     conn = silent_server.accepted[0]
     conn.settimeout(5)
-    assert conn.recv(4096).startswith(b"SSH-2.0-")
-    assert conn.recv(4096) == b""
+    # The cancel may land before or after the client sent its banner.
+    first = conn.recv(4096)
+    if first:
+        assert first.startswith(b"SSH-2.0-")
+        assert conn.recv(4096) == b""
     assert time.monotonic() - start < 5
 
 
