@@ -17,3 +17,13 @@ class StaticDriver(Driver):
 
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
+
+    def get_adapter(self, provider_config):
+        from nodepool.driver.static.adapter import StaticAdapter
+        return StaticAdapter(provider_config)
+
+    def get_provider(self, provider_config, services, interval=1.0):
+        from nodepool.driver.static.provider import StaticProvider
+        return StaticProvider(provider_config,
+                              self.get_adapter(provider_config), services,
+                              interval=interval)
