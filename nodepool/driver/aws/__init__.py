@@ -17,3 +17,8 @@ class AwsDriver(Driver):
 
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
+
+    def get_adapter(self, provider_config):
+        # Imported here: boto3 is only needed once a provider runs.
+        from nodepool.driver.aws.adapter import AwsAdapter
+        return AwsAdapter(provider_config)

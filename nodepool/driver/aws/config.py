@@ -151,6 +151,9 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("profile-name", default=None): _str,
     # Mutating API operations per second (reads get ten times as many).
     _opt("rate", default=2.0): schema.number,
+    # Threads running RunInstances; default max(1, min(8, rate * 4)).
+    _opt("create-workers", default=None): schema.nullable(
+        v.All(int, v.Range(min=1))),
     _opt("boot-timeout", default=180): int,
     _opt("launch-timeout", default=3600): int,
     _opt("launch-retries", default=3): int,
@@ -274,6 +277,7 @@ class AwsProviderConfig(ProviderConfig):
     region_name: str
     profile_name: str | None
     rate: float
+    create_workers: int | None
     boot_timeout: int
     launch_timeout: int
     launch_retries: int

@@ -1,0 +1,836 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The AWS adapter: instances, quota and leak cleanup for one provider.
+
+Notes on rate limits, which shape most of this module:
+
+* EC2 throttles per account and region with token buckets; the default
+  for mutating calls like RunInstances is about 2 per second.  All of
+  them (run, terminate, allocate/release hosts, tags, images) go through
+  one :class:`RateLimiter` at the provider's ``rate``; describe calls go
+  through a second one at ten times that, since their bucket is larger.
+  Service Quotas has its own, small, limit.
+* RunInstances takes more than a second to return.  Called from the
+  runner thread, that would cap a provider at under one instance per
+  second whatever the rate, so creates run in a thread pool of
+  ``max(1, min(8, int(rate * 4)))`` workers (enough to keep the rate
+  limiter busy with room for slow calls, bounded so a high rate does not
+  mean dozens of threads; ``create-workers`` overrides it).
+* Instance state comes from one shared DescribeInstances listing, not a
+  call per node, and terminations are batched 50 to a call, leaving the
+  mutating budget to creates.
+* Lookups (images, instance types, quotas) are cached and concurrent
+  misses share one call (:class:`SingleFlightTTLCache`).
+"""
+
+import concurrent.futures
+import copy
+import hashlib
+import json
+import logging
+import time
+from typing import Optional
+
+from nodepool import exceptions
+from nodepool.driver.aws import errors, quota_codes
+from nodepool.driver.aws.images import ImageManager
+from nodepool.driver.aws.listing import BatchDeleter, SharedListing
+from nodepool.driver.aws.statemachines import (
+    AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
+from nodepool.driver.lazycache import SingleFlightTTLCache
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.statemachine.adapter import Adapter, Resource
+
+TERMINATE_BATCH = 50
+IMAGE_TTL = 300.0
+INSTANCE_TYPE_TTL = 24 * 3600.0
+SERVICE_QUOTA_TTL = 300.0
+# A create worker waits this long at most for the listing that shows its
+# new instance: long enough to catch the next refresh, short enough not to
+# hold a worker if DescribeInstances is slow.
+CREATE_LISTING_WAIT = 2.0
+
+
+def create_workers(rate: Optional[float], override: Optional[int]) -> int:
+    """Size of the create thread pool for a provider."""
+    if override:
+        return max(1, int(override))
+    if not rate:
+        return 8
+    return max(min(int(rate * 4), 8), 1)
+
+
+class AwsClients:
+    """The boto3 clients one provider uses.
+
+    Tests build one from moto (or fakes); :meth:`from_session` makes the
+    real ones.  boto3 clients are thread-safe, sessions are not: only the
+    clients are shared.
+    """
+
+    def __init__(self, ec2, s3=None, ebs=None, quotas=None):
+        self.ec2 = ec2
+        self.s3 = s3
+        self.ebs = ebs
+        self.quotas = quotas
+
+    @classmethod
+    def from_session(cls, region: str, profile: Optional[str] = None,
+                     pool_size: int = 20) -> "AwsClients":
+        import boto3
+        import botocore.config
+        session = boto3.Session(region_name=region, profile_name=profile)
+        # botocore's own retries are off: throttling and server errors are
+        # classified and retried by the adapter (errors.Retrier), under
+        # its rate limiters and with logging.
+        config = botocore.config.Config(
+            max_pool_connections=pool_size,
+            retries={"max_attempts": 1, "mode": "standard"})
+        return cls(session.client("ec2", config=config),
+                   session.client("s3", config=config),
+                   session.client("ebs", config=config),
+                   session.client("service-quotas", config=config))
+
+
+class AwsAdapter(Adapter):
+    """Adapter for one ``driver: aws`` provider.
+
+    :param clients: an :class:`AwsClients`; made from the provider's
+        region and profile when omitted.
+    :param listing_interval: seconds between DescribeInstances while some
+        machine waits on an instance.
+    """
+
+    def __init__(self, provider_config, clients: Optional[AwsClients] = None,
+                 listing_interval: float = 1.0, linger: float = 0.05,
+                 image_poll_interval: float = 30.0, retrier=None):
+        super().__init__(provider_config)
+        name = provider_config.name
+        self.log = logging.getLogger("nodepool.driver.aws.%s" % name)
+        self.region = provider_config.region_name
+        if clients is None:
+            clients = AwsClients.from_session(
+                self.region, provider_config.profile_name)
+        self.clients = clients
+        self.ec2 = clients.ec2
+        rate = provider_config.rate
+        self.mutate_limiter = RateLimiter("aws-mutate-%s" % name, rate)
+        self.read_limiter = RateLimiter("aws-read-%s" % name,
+                                        rate * 10 if rate else None)
+        self.quota_limiter = RateLimiter("aws-quota-%s" % name, rate)
+        self.retrier = retrier or errors.Retrier(self.log)
+        self.workers = create_workers(
+            rate, getattr(provider_config, "create_workers", None))
+        self.create_executor = concurrent.futures.ThreadPoolExecutor(
+            self.workers, thread_name_prefix="aws-create-%s" % name)
+        self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
+        self._type_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
+        self._quota_cache = SingleFlightTTLCache(SERVICE_QUOTA_TTL)
+        self._template_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
+        self.instances = SharedListing(
+            "aws-instances-%s" % name, self._fetch_instances, self.log,
+            interval=listing_interval)
+        self.hosts = SharedListing(
+            "aws-hosts-%s" % name, self._fetch_hosts, self.log,
+            interval=listing_interval)
+        self.instance_deleter = BatchDeleter(
+            "aws-terminate-%s" % name, self._terminate_batch, self.log,
+            batch_size=TERMINATE_BATCH, linger=linger,
+            limiter=self.mutate_limiter)
+        self.host_deleter = BatchDeleter(
+            "aws-release-%s" % name, self._release_batch, self.log,
+            batch_size=TERMINATE_BATCH, linger=linger,
+            limiter=self.mutate_limiter)
+        self.images = ImageManager(self, poll_interval=image_poll_interval)
+        for thread in (self.instances, self.hosts, self.instance_deleter,
+                       self.host_deleter):
+            thread.start()
+
+    def stop(self) -> None:
+        self.images.stop()
+        for thread in (self.instances, self.hosts, self.instance_deleter,
+                       self.host_deleter):
+            thread.stop()
+        self.create_executor.shutdown(wait=False, cancel_futures=True)
+        for thread in (self.instances, self.hosts, self.instance_deleter,
+                       self.host_deleter):
+            thread.join(10)
+
+    # API call helpers ---------------------------------------------------
+
+    def mutate(self, what: str, func, log=None, **kwargs):
+        """A mutating call: rate limited, retried, logged."""
+        log = log or self.log
+
+        def once():
+            with self.mutate_limiter.limited(log.debug, what):
+                return func(**kwargs)
+        return self.retrier.call(what, once)
+
+    def read(self, what: str, func, **kwargs):
+        """A describe/list call, under the read limiter."""
+        def once():
+            with self.read_limiter:
+                return func(**kwargs)
+        return self.retrier.call(what, once)
+
+    def _paginate(self, what: str, func, key: str, **kwargs) -> list:
+        items = []
+        token = None
+        while True:
+            args = dict(kwargs)
+            if token:
+                args["NextToken"] = token
+            response = self.read(what, func, **args)
+            items.extend(response.get(key) or ())
+            token = response.get("NextToken")
+            if not token:
+                return items
+
+    # Listings -----------------------------------------------------------
+
+    def _fetch_instances(self) -> dict:
+        records = {}
+        for reservation in self._paginate(
+                "DescribeInstances", self.ec2.describe_instances,
+                "Reservations"):
+            for record in reservation.get("Instances") or ():
+                records[record["InstanceId"]] = record
+        return records
+
+    def _fetch_hosts(self) -> dict:
+        return {host["HostId"]: host for host in self._paginate(
+            "DescribeHosts", self.ec2.describe_hosts, "Hosts")}
+
+    def make_instance(self, record: dict, external_id=None) -> AwsInstance:
+        return AwsInstance(record, self.region, self._instance_quota,
+                           external_id=external_id)
+
+    def list_instances(self):
+        # Quota accounting may use a listing a few seconds old; when none
+        # is that fresh, ask for one and wait for it (quota threads may
+        # block, state machines never call this).
+        snapshot = self.instances.snapshot()
+        if time.monotonic() - snapshot.started > 10.0:
+            snapshot = self.instances.wait_newer(timeout=60.0)
+            if snapshot is None:
+                raise exceptions.NodepoolError(
+                    "No instance listing for %s" % self.provider.name)
+        return [self.make_instance(record)
+                for record in snapshot.items.values()
+                if record.get("State", {}).get("Name") != "terminated"]
+
+    # Creating -----------------------------------------------------------
+
+    def get_create_state_machine(self, hostname, label, image_external_id,
+                                 metadata, request, az, log):
+        pool = self._pool_of(label, metadata)
+        return AwsCreateStateMachine(self, hostname, label, pool,
+                                     image_external_id, metadata, request,
+                                     az, log)
+
+    def _pool_of(self, label, metadata):
+        pools = self.provider.pools
+        pool = pools.get(metadata.get("nodepool_pool_name"))
+        if pool is not None:
+            return pool
+        for pool in pools.values():
+            if pool.labels.get(label.name) is label:
+                return pool
+        raise exceptions.LaunchNodepoolException(
+            "Label %s is in no pool of %s" % (label.name, self.provider.name))
+
+    def submit_create(self, sm) -> concurrent.futures.Future:
+        """Run the instance create for ``sm`` in the create pool; the
+        future's result is the new instance id."""
+        return self.create_executor.submit(self._create_instance, sm)
+
+    def submit_host_allocation(self, sm) -> concurrent.futures.Future:
+        return self.create_executor.submit(self._allocate_host, sm)
+
+    def _create_instance(self, sm) -> str:
+        what = "RunInstances for node %s (request %s)" % (
+            sm.node_id, sm.request_id)
+        try:
+            if sm.label.fleet is not None:
+                instance_id = self._create_fleet_instance(sm, what)
+            else:
+                args = self._run_instances_args(sm)
+                response = self.mutate(what, self.ec2.run_instances,
+                                       log=sm.log, **args)
+                instance_id = response["Instances"][0]["InstanceId"]
+        except exceptions.NodepoolError as e:
+            sm.log.warning("%s failed: %s", what, e)
+            raise
+        except Exception as e:
+            kind = errors.classify(e)
+            sm.log.warning("%s failed (%s): %s", what, kind.value, e)
+            raise errors.translate(e, what) from e
+        sm.log.info("Created instance %s for node %s (request %s)",
+                    instance_id, sm.node_id, sm.request_id)
+        # Wait (in this worker, not the runner) for a listing that includes
+        # the instance, so the machine can usually finish on its next
+        # pass instead of the one after.  All workers share the listing.
+        self.instances.wait_newer(timeout=CREATE_LISTING_WAIT)
+        return instance_id
+
+    def _allocate_host(self, sm) -> str:
+        what = "AllocateHosts for node %s (request %s)" % (
+            sm.node_id, sm.request_id)
+        args = dict(
+            AvailabilityZone=sm.pool.availability_zone,
+            InstanceType=sm.label.instance_type, Quantity=1,
+            TagSpecifications=[{"ResourceType": "dedicated-host",
+                                "Tags": self._tag_list(sm)}])
+        try:
+            response = self.mutate(what, self.ec2.allocate_hosts,
+                                   log=sm.log, **args)
+        except Exception as e:
+            sm.log.warning("%s failed (%s): %s", what,
+                           errors.classify(e).value, e)
+            raise errors.translate(e, what) from e
+        host_id = response["HostIds"][0]
+        sm.log.info("Allocated dedicated host %s for node %s", host_id,
+                    sm.node_id)
+        self.hosts.wait_newer(timeout=CREATE_LISTING_WAIT)
+        return host_id
+
+    # Tags ---------------------------------------------------------------
+
+    def _tags(self, sm) -> dict:
+        tags = dict(sm.label.tags)
+        for key, template in sm.label.dynamic_tags.items():
+            try:
+                tags[key] = template.format(request=_SafeRequest(sm.request))
+            except Exception:
+                sm.log.exception("Bad dynamic tag %s=%r for node %s", key,
+                                 template, sm.node_id)
+        tags.update(sm.metadata)
+        # The console shows Name; it always matches the node's hostname.
+        tags["Name"] = sm.hostname
+        return tags
+
+    def _tag_list(self, sm, extra: Optional[dict] = None) -> list:
+        tags = self._tags(sm)
+        tags.update(extra or {})
+        return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
+
+    # RunInstances arguments ---------------------------------------------
+
+    def _image_id(self, sm) -> str:
+        if sm.image_external_id:
+            return sm.image_external_id
+        return self.resolve_cloud_image(sm.label.cloud_image)["ImageId"]
+
+    def resolve_cloud_image(self, name: str) -> dict:
+        """The AMI record of a configured cloud image (cached 5 minutes;
+        concurrent lookups share one DescribeImages).  Raises
+        :class:`LaunchNodepoolException` when nothing matches."""
+        image = self.provider.cloud_images[name]
+
+        def load():
+            if image.image_id:
+                found = self.read("DescribeImages", self.ec2.describe_images,
+                                  ImageIds=[image.image_id])["Images"]
+            else:
+                found = self.read("DescribeImages", self.ec2.describe_images,
+                                  Filters=[dict(f) for f in
+                                           image.image_filters])["Images"]
+            if not found:
+                raise exceptions.LaunchNodepoolException(
+                    "No AMI found for cloud image %s" % name)
+            # With filters the newest match wins.
+            return max(found, key=lambda i: i.get("CreationDate") or "")
+        return self._image_cache.get(("cloud", name), load)
+
+    def _image_record(self, image_id: str) -> Optional[dict]:
+        def load():
+            found = self.read("DescribeImages", self.ec2.describe_images,
+                              ImageIds=[image_id])["Images"]
+            return found[0] if found else None
+        return self._image_cache.get(("id", image_id), load)
+
+    def _block_devices(self, sm, image_id: str) -> Optional[list]:
+        label = sm.label
+        image = self._image_record(image_id) or {}
+        mappings = [m for m in image.get("BlockDeviceMappings") or ()
+                    if "Ebs" in m]
+        if mappings:
+            mapping = copy.deepcopy(mappings[0])
+        elif any(v is not None for v in (label.volume_size,
+                                         label.volume_type)):
+            mapping = {"DeviceName": image.get("RootDeviceName",
+                                               "/dev/sda1"), "Ebs": {}}
+        else:
+            return None
+        ebs = mapping["Ebs"]
+        ebs["DeleteOnTermination"] = True
+        # Encryption follows the snapshot; setting it is rejected for
+        # unencrypted ones.
+        ebs.pop("Encrypted", None)
+        for key, value in (("VolumeSize", label.volume_size),
+                           ("VolumeType", label.volume_type),
+                           ("Iops", label.iops),
+                           ("Throughput", label.throughput)):
+            if value is not None:
+                ebs[key] = value
+        return [mapping]
+
+    def _network_interface(self, sm) -> dict:
+        pool = sm.pool
+        nic = {"AssociatePublicIpAddress": bool(pool.public_ipv4),
+               "DeviceIndex": 0}
+        if pool.security_group_id:
+            nic["Groups"] = [pool.security_group_id]
+        if pool.subnet_id:
+            nic["SubnetId"] = pool.subnet_id
+        if pool.public_ipv6:
+            nic["Ipv6AddressCount"] = 1
+        return nic
+
+    def _common_args(self, sm, image_id: str) -> dict:
+        """Arguments shared by RunInstances and launch templates."""
+        label = sm.label
+        args = dict(ImageId=image_id, KeyName=label.key_name,
+                    EbsOptimized=label.ebs_optimized,
+                    NetworkInterfaces=[self._network_interface(sm)])
+        devices = self._block_devices(sm, image_id)
+        if devices:
+            args["BlockDeviceMappings"] = devices
+        if label.userdata:
+            args["UserData"] = label.userdata
+        profile = label.iam_instance_profile
+        if profile is not None:
+            args["IamInstanceProfile"] = (
+                {"Arn": profile.arn} if profile.arn else
+                {"Name": profile.name})
+        if label.imdsv2:
+            args["MetadataOptions"] = {"HttpTokens": label.imdsv2,
+                                       "HttpEndpoint": "enabled"}
+        return args
+
+    def _run_instances_args(self, sm) -> dict:
+        label = sm.label
+        args = self._common_args(sm, self._image_id(sm))
+        tags = self._tag_list(sm)
+        args.update(
+            MinCount=1, MaxCount=1, InstanceType=label.instance_type,
+            # Makes a retried call (throttled, timed out) idempotent: AWS
+            # returns the instance of the first call instead of a second.
+            ClientToken=sm.client_token,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
+                               {"ResourceType": "volume", "Tags": tags}])
+        if label.use_spot:
+            args["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate"}}
+        placement = {}
+        if sm.pool.availability_zone:
+            placement["AvailabilityZone"] = sm.pool.availability_zone
+        elif sm.az and not sm.pool.subnet_id:
+            placement["AvailabilityZone"] = sm.az
+        if sm.host_id:
+            placement.update(Tenancy="host", HostId=sm.host_id,
+                             Affinity="host")
+        if placement:
+            args["Placement"] = placement
+        return args
+
+    # Fleets -------------------------------------------------------------
+
+    def _launch_template(self, sm) -> str:
+        """Name of a launch template with the label's common arguments,
+        created on first use (shared by all nodes of identical labels)."""
+        data = self._common_args(sm, self._image_id(sm))
+        digest = hashlib.sha256(json.dumps(
+            data, sort_keys=True, default=str).encode()).hexdigest()
+        name = "nodepool-launch-template-%s" % digest[:40]
+
+        def load():
+            try:
+                self.mutate(
+                    "CreateLaunchTemplate %s" % name,
+                    self.ec2.create_launch_template,
+                    LaunchTemplateName=name, LaunchTemplateData=data,
+                    TagSpecifications=[{
+                        "ResourceType": "launch-template",
+                        "Tags": [{"Key": "nodepool_managed",
+                                  "Value": "true"},
+                                 {"Key": "nodepool_provider_name",
+                                  "Value": self.provider.name}]}])
+            except Exception as e:
+                if errors.error_code(e) != \
+                        "InvalidLaunchTemplateName.AlreadyExistsException":
+                    raise
+            return name
+        return self._template_cache.get(name, load)
+
+    def _create_fleet_instance(self, sm, what: str) -> str:
+        fleet = sm.label.fleet
+        template = self._launch_template(sm)
+        tags = self._tag_list(sm, {"nodepool_fleet": "true"})
+        capacity = "spot" if sm.label.use_spot else "on-demand"
+        overrides = []
+        for priority, instance_type in enumerate(fleet.instance_types):
+            override = {"InstanceType": instance_type}
+            if sm.pool.subnet_id:
+                override["SubnetId"] = sm.pool.subnet_id
+            if fleet.allocation_strategy == "prioritized":
+                override["Priority"] = float(priority)
+            overrides.append(override)
+        args = dict(
+            Type="instant",
+            LaunchTemplateConfigs=[{
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateName": template, "Version": "$Latest"},
+                "Overrides": overrides}],
+            TargetCapacitySpecification={
+                "TotalTargetCapacity": 1,
+                "DefaultTargetCapacityType": capacity},
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
+                               {"ResourceType": "volume", "Tags": tags}])
+        options = {"AllocationStrategy": fleet.allocation_strategy}
+        args["SpotOptions" if sm.label.use_spot else
+             "OnDemandOptions"] = options
+        response = self.mutate("CreateFleet: " + what, self.ec2.create_fleet,
+                               log=sm.log, **args)
+        for group in response.get("Instances") or ():
+            for instance_id in group.get("InstanceIds") or ():
+                return instance_id
+        failures = response.get("Errors") or [{}]
+        code = failures[0].get("ErrorCode", "")
+        message = "%s: %s %s" % (what, code,
+                                 failures[0].get("ErrorMessage", ""))
+        fake = _CodedError(code, message)
+        raise errors.translate(fake, "CreateFleet") from None
+
+    # Deleting -----------------------------------------------------------
+
+    def get_delete_state_machine(self, external_id, log):
+        return AwsDeleteStateMachine(self, external_id, log)
+
+    def _terminate_batch(self, instance_ids: list) -> dict:
+        """One TerminateInstances call for up to 50 ids (the deleter has
+        already waited on the rate limiter for it)."""
+        failures = self._batch_call(
+            "TerminateInstances", self.ec2.terminate_instances,
+            "InstanceIds", instance_ids)
+        self.instances.request_refresh()
+        return failures
+
+    def _release_batch(self, host_ids: list) -> dict:
+        failures = self._batch_call("ReleaseHosts", self.ec2.release_hosts,
+                                    "HostIds", host_ids)
+        self.hosts.request_refresh()
+        return failures
+
+    def _batch_call(self, what: str, func, key: str, ids: list) -> dict:
+        first = [True]
+
+        def once(batch):
+            # The deleter waited on the limiter for the first attempt.
+            if first[0]:
+                first[0] = False
+                return func(**{key: batch})
+            with self.mutate_limiter:
+                return func(**{key: batch})
+
+        label = "%s %s" % (what, ",".join(ids))
+        start = time.monotonic()
+        try:
+            response = self.retrier.call(label, once, ids)
+        except Exception as e:
+            kind = errors.classify(e)
+            if kind is not errors.ErrorClass.NOT_FOUND and \
+                    kind is not errors.ErrorClass.BAD_REQUEST:
+                self.log.warning("%s failed: %s", label, e)
+                raise errors.translate(e, what) from e
+            if len(ids) == 1:
+                return {ids[0]: errors.translate(e, label)}
+            # One bad id fails the whole call; find it one by one.
+            self.log.info("%s: %s; retrying ids one by one", label,
+                          errors.error_code(e))
+            failures = {}
+            for one in ids:
+                try:
+                    self.mutate("%s %s" % (what, one), func, **{key: [one]})
+                except Exception as single:
+                    failures[one] = errors.translate(
+                        single, "%s %s" % (what, one))
+            return failures
+        self.log.info("%s for %d ids in %.2fs", what, len(ids),
+                      time.monotonic() - start)
+        failures = {}
+        for item in (response or {}).get("Unsuccessful") or ():
+            failures[item.get("ResourceId")] = exceptions.NodepoolError(
+                "%s %s: %s" % (what, item.get("ResourceId"),
+                               item.get("Error", {}).get("Message")))
+        return failures
+
+    # Quota --------------------------------------------------------------
+
+    def instance_type_info(self, instance_type: str) -> dict:
+        """``DescribeInstanceTypes`` record (cached, single flight).
+
+        Raises :class:`RuntimeConfigurationException` for a type EC2 does
+        not know: the label can never work.
+        """
+        def load():
+            try:
+                found = self.read(
+                    "DescribeInstanceTypes",
+                    self.ec2.describe_instance_types,
+                    InstanceTypes=[instance_type])["InstanceTypes"]
+            except Exception as e:
+                if errors.error_code(e) in ("InvalidInstanceType",
+                                            "InvalidParameterValue"):
+                    raise exceptions.RuntimeConfigurationException(
+                        "Unknown instance type %s: %s" % (instance_type, e))
+                raise
+            if not found:
+                raise exceptions.RuntimeConfigurationException(
+                    "Unknown instance type %s" % instance_type)
+            return found[0]
+        return self._type_cache.get(instance_type, load)
+
+    def service_quotas(self, service: str) -> dict:
+        """``{code: (value, name)}`` of a Service Quotas service (cached
+        5 minutes, single flight)."""
+        def load():
+            quotas = {}
+            token = None
+            while True:
+                args = {"ServiceCode": service}
+                if token:
+                    args["NextToken"] = token
+
+                def once():
+                    with self.quota_limiter:
+                        return self.clients.quotas.list_service_quotas(
+                            **args)
+                response = self.retrier.call(
+                    "ListServiceQuotas %s" % service, once)
+                for quota in response.get("Quotas") or ():
+                    quotas[quota["QuotaCode"]] = (quota["Value"],
+                                                  quota.get("QuotaName", ""))
+                token = response.get("NextToken")
+                if not token:
+                    return quotas
+        return self._quota_cache.get(service, load)
+
+    def _host_quota_code(self, instance_type: str) -> Optional[str]:
+        family = quota_codes.host_family(instance_type)
+        for code, (_, name) in self._quotas_or_empty("ec2").items():
+            if quota_codes.host_quota_family(name) == family:
+                return code
+        self.log.warning("No dedicated host quota code for %s", family)
+        return None
+
+    def _quotas_or_empty(self, service: str) -> dict:
+        if self.clients.quotas is None:
+            return {}
+        try:
+            return self.service_quotas(service)
+        except Exception:
+            self.log.exception("Service Quotas lookup for %s failed",
+                               service)
+            return {}
+
+    def get_quota_limits(self) -> QuotaInformation:
+        limits = {}
+        known = quota_codes.ec2_codes()
+        for code, (value, name) in self._quotas_or_empty("ec2").items():
+            if code in known or quota_codes.host_quota_family(name):
+                limits[code] = value
+        storage = {pair[0] for pair in
+                   quota_codes.VOLUME_TYPE_CODES.values()}
+        for code, (value, _) in self._quotas_or_empty("ebs").items():
+            if code in storage:
+                # Reported in TiB; volume sizes are in GB.
+                limits[code] = value * 1000
+            elif code in quota_codes.ebs_codes():
+                limits[code] = value
+        return QuotaInformation(default=float("inf"), **limits)
+
+    def _type_quota(self, instance_type: str, spot: bool,
+                    dedicated: bool) -> QuotaInformation:
+        info = self.instance_type_info(instance_type)
+        vcpus = info.get("VCpuInfo", {}).get("DefaultVCpus", 0)
+        ram = info.get("MemoryInfo", {}).get("SizeInMiB", 0)
+        extra = {}
+        if dedicated:
+            code = self._host_quota_code(instance_type)
+            if code:
+                extra[code] = 1
+        else:
+            code = quota_codes.instance_quota_code(instance_type, spot)
+            if code:
+                extra[code] = vcpus
+            else:
+                self.log.warning("No quota code for instance type %s",
+                                 instance_type)
+        return QuotaInformation(cores=vcpus, ram=ram, instances=1, **extra)
+
+    def get_quota_for_label(self, label) -> QuotaInformation:
+        if label.fleet is not None:
+            # The type is only known once the fleet picked one.
+            return QuotaInformation(instances=1)
+        quota = self._type_quota(label.instance_type, label.use_spot,
+                                 label.dedicated_host)
+        quota.add(self._volume_quota(label))
+        return quota
+
+    def _volume_quota(self, label) -> QuotaInformation:
+        volume_type, size = label.volume_type, label.volume_size
+        iops = label.iops
+        diskimage = (self.provider.diskimages.get(label.diskimage)
+                     if label.diskimage else None)
+        if diskimage is not None:
+            volume_type = volume_type or diskimage.volume_type
+            size = size or diskimage.volume_size
+            iops = iops or diskimage.iops
+        elif label.cloud_image and (volume_type is None or size is None):
+            try:
+                image = self.resolve_cloud_image(label.cloud_image)
+                ebs = next((m["Ebs"] for m in
+                            image.get("BlockDeviceMappings") or ()
+                            if "Ebs" in m), {})
+                volume_type = volume_type or ebs.get("VolumeType")
+                size = size or ebs.get("VolumeSize")
+            except Exception:
+                self.log.exception("Image lookup for quota of %s failed",
+                                   label.name)
+        storage_code, iops_code = quota_codes.volume_quota_codes(
+            volume_type or "")
+        extra = {}
+        if storage_code and size:
+            extra[storage_code] = size
+        if iops_code and iops:
+            extra[iops_code] = iops
+        return QuotaInformation(**extra)
+
+    def _instance_quota(self, record: dict) -> QuotaInformation:
+        instance_type = record.get("InstanceType")
+        if not instance_type:
+            return QuotaInformation(instances=1)
+        try:
+            return self._type_quota(
+                instance_type, record.get("InstanceLifecycle") == "spot",
+                (record.get("Placement") or {}).get("Tenancy") == "host")
+        except Exception:
+            self.log.exception("Quota of instance %s unknown",
+                               record.get("InstanceId"))
+            return QuotaInformation(instances=1)
+
+    # Labels and images --------------------------------------------------
+
+    def label_ready(self, label) -> bool:
+        if not label.cloud_image:
+            return True
+        try:
+            self.resolve_cloud_image(label.cloud_image)
+        except Exception as e:
+            self.log.warning("Cloud image of label %s unavailable: %s",
+                             label.name, e)
+            return False
+        return True
+
+    def upload_image(self, provider_image, image_name, filename,
+                     image_format, metadata, md5, sha256):
+        return self.images.upload(provider_image, image_name, filename,
+                                  image_format, metadata)
+
+    def delete_image(self, external_id):
+        self.images.delete(external_id)
+
+    def get_console_log(self, label, external_id):
+        instance_id = (external_id.get("instance")
+                       if isinstance(external_id, dict) else external_id)
+        response = self.read("GetConsoleOutput",
+                             self.ec2.get_console_output,
+                             InstanceId=instance_id)
+        return response.get("Output", "")
+
+    # Leak cleanup -------------------------------------------------------
+
+    def list_resources(self):
+        resources = []
+        for record in self._fetch_instances().values():
+            if record.get("State", {}).get("Name") == "terminated":
+                continue
+            resources.append(Resource(tags_to_dict(record.get("Tags")),
+                                      "instance", record["InstanceId"]))
+        for host in self._fetch_hosts().values():
+            if host.get("State") in ("released",
+                                     "released-permanent-failure"):
+                continue
+            resources.append(Resource(tags_to_dict(host.get("Tags")),
+                                      "host", host["HostId"]))
+        for volume in self._paginate("DescribeVolumes",
+                                     self.ec2.describe_volumes, "Volumes"):
+            if volume.get("State") == "deleting":
+                continue
+            resources.append(Resource(tags_to_dict(volume.get("Tags")),
+                                      "volume", volume["VolumeId"]))
+        for image in self.read("DescribeImages", self.ec2.describe_images,
+                               Owners=["self"]).get("Images") or ():
+            resources.append(Resource(tags_to_dict(image.get("Tags")),
+                                      "ami", image["ImageId"]))
+        for snapshot in self._paginate(
+                "DescribeSnapshots", self.ec2.describe_snapshots,
+                "Snapshots", OwnerIds=["self"]):
+            resources.append(Resource(tags_to_dict(snapshot.get("Tags")),
+                                      "snapshot", snapshot["SnapshotId"]))
+        resources.extend(self.images.list_objects())
+        return resources
+
+    def delete_resource(self, resource):
+        # Leaks are rare: immediate single calls, not the batch queue.
+        kind, rid = resource.type, resource.id
+        calls = {
+            "instance": (self.ec2.terminate_instances,
+                         {"InstanceIds": [rid]}),
+            "host": (self.ec2.release_hosts, {"HostIds": [rid]}),
+            "volume": (self.ec2.delete_volume, {"VolumeId": rid}),
+            "ami": (self.ec2.deregister_image, {"ImageId": rid}),
+            "snapshot": (self.ec2.delete_snapshot, {"SnapshotId": rid}),
+        }
+        if kind == "object":
+            self.images.delete_object(rid)
+            return
+        func, args = calls[kind]
+        try:
+            self.mutate("Delete leaked %s %s" % (kind, rid), func, **args)
+        except Exception as e:
+            if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
+                return
+            raise
+
+
+class _SafeRequest:
+    """What dynamic tags may use of a request: plain attributes only."""
+
+    def __init__(self, request):
+        for attr in ("id", "requestor", "event_id", "node_types",
+                     "relative_priority", "tenant_name", "build_set_uuid",
+                     "job_name", "project_name", "pipeline_name",
+                     "branch"):
+            setattr(self, attr, getattr(request, attr, None))
+        data = getattr(request, "requestor_data", None)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key.isidentifier() and not hasattr(self, key):
+                    setattr(self, key, value)
+
+
+class _CodedError(Exception):
+    """A fleet error shaped like a botocore ClientError for classifying."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.response = {"Error": {"Code": code, "Message": message},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}

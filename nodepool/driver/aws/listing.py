@@ -1,0 +1,324 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Shared, rate-limited views of EC2 state, and the batched deleter.
+
+Every state machine of a provider needs to know how its instance is doing.
+Asking EC2 once per machine per pass would spend the whole read budget on
+DescribeInstances for a few dozen nodes; instead one thread per provider
+lists all instances and every machine reads that snapshot.  The thread
+only runs while some machine is watching (so an idle launcher makes no
+calls), polls every ``interval`` seconds, and can be asked for an early
+refresh (after a create or a terminate returned) so that a change is seen
+within a fraction of a second rather than a full interval.
+
+Terminations are queued and sent as TerminateInstances calls of up to 50
+ids: deletes are cheap for AWS but each call takes a slot of the mutating
+rate limit that creates need.
+"""
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from typing import Callable, Dict, Hashable, Optional
+
+
+class Snapshot:
+    """One listing: ``items`` by id, fetched by a call that started at
+    ``started`` (monotonic)."""
+
+    __slots__ = ("started", "items")
+
+    def __init__(self, started: float, items: Dict[str, dict]):
+        self.started = started
+        self.items = items
+
+    def get(self, key: str) -> Optional[dict]:
+        return self.items.get(key)
+
+
+EMPTY = Snapshot(-float("inf"), {})
+
+
+class SharedListing:
+    """A listing refreshed by its own thread while anyone watches it.
+
+    :param fetch: returns ``{id: record}``; called from the thread only
+        (it does its own rate limiting and retries).
+    :param interval: seconds between refreshes while watched.
+    :param min_gap: shortest time between two fetch starts, also for
+        early refreshes: requests arriving closer together share a call.
+    :param watch_ttl: a watcher that has not touched its watch for this
+        long is forgotten (a machine the launcher abandoned on timeout
+        never says goodbye).
+
+    Thread-safe.  Readers never block (:meth:`snapshot`); the blocking
+    :meth:`wait_newer` is for worker threads and quota lookups.
+    """
+
+    def __init__(self, name: str, fetch: Callable[[], Dict[str, dict]],
+                 log: logging.Logger, interval: float = 1.0,
+                 min_gap: float = 0.2, watch_ttl: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self._fetch = fetch
+        self.log = log
+        self.interval = interval
+        self.min_gap = min_gap
+        self.watch_ttl = watch_ttl
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._snapshot = EMPTY
+        self._watchers: Dict[Hashable, float] = {}
+        # Fetches must start at or after this time to satisfy a waiter.
+        self._wanted_after = -float("inf")
+        self._last_start = -float("inf")
+        self._stopped = False
+        self.fetches = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name=name,
+                                        daemon=True)
+
+    # Life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def join(self, timeout=None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # Readers ------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The latest listing (possibly :data:`EMPTY`); never blocks."""
+        with self._cond:
+            return self._snapshot
+
+    def watch(self, token: Hashable) -> None:
+        """Keep the listing fresh on ``token``'s behalf (call on every
+        read: it also renews the watch)."""
+        with self._cond:
+            new = token not in self._watchers
+            self._watchers[token] = self._clock()
+            if new:
+                self._cond.notify_all()
+
+    def unwatch(self, token: Hashable) -> None:
+        with self._cond:
+            self._watchers.pop(token, None)
+
+    def request_refresh(self, after: Optional[float] = None) -> None:
+        """Ask for a listing started at or after ``after`` (default now),
+        without waiting for it."""
+        with self._cond:
+            after = self._clock() if after is None else after
+            if after > self._wanted_after:
+                self._wanted_after = after
+            self._cond.notify_all()
+
+    def wait_newer(self, after: Optional[float] = None,
+                   timeout: float = 10.0) -> Optional[Snapshot]:
+        """Block until a listing that started at or after ``after``
+        (default now) is available; None on timeout or stop.
+
+        Blocking: worker threads only, never a state machine.
+        """
+        after = self._clock() if after is None else after
+        deadline = self._clock() + timeout
+        with self._cond:
+            if after > self._wanted_after:
+                self._wanted_after = after
+            self._cond.notify_all()
+            while self._snapshot.started < after:
+                remaining = deadline - self._clock()
+                if remaining <= 0 or self._stopped:
+                    return None
+                self._cond.wait(remaining)
+            return self._snapshot
+
+    @property
+    def watching(self) -> int:
+        with self._cond:
+            self._expire_watchers()
+            return len(self._watchers)
+
+    # The thread ---------------------------------------------------------
+
+    def _expire_watchers(self) -> None:
+        limit = self._clock() - self.watch_ttl
+        for token, touched in list(self._watchers.items()):
+            if touched < limit:
+                del self._watchers[token]
+
+    def _next_fetch_delay(self) -> Optional[float]:
+        """Seconds until the next fetch is due; None: nothing to do."""
+        now = self._clock()
+        since = now - self._last_start
+        if self._wanted_after > self._snapshot.started:
+            return max(0.0, self.min_gap - since)
+        self._expire_watchers()
+        if self._watchers:
+            return max(0.0, self.interval - since)
+        return None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    delay = self._next_fetch_delay()
+                    if delay is not None and delay <= 0:
+                        break
+                    self._cond.wait(delay)
+                if self._stopped:
+                    return
+                started = self._clock()
+                self._last_start = started
+            try:
+                items = self._fetch()
+            except Exception:
+                self.failures += 1
+                self.log.exception("%s: listing failed", self.name)
+                with self._cond:
+                    # Let waiters time out rather than spin on errors.
+                    self._cond.wait(self.interval)
+                continue
+            with self._cond:
+                self.fetches += 1
+                if started >= self._snapshot.started:
+                    self._snapshot = Snapshot(started, items)
+                self._cond.notify_all()
+
+
+class _Item:
+    __slots__ = ("key", "future")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+class BatchDeleter:
+    """Sends queued deletions in batches from one thread.
+
+    :param send: ``send(keys)`` deletes up to ``batch_size`` resources in
+        one API call (rate limiting included) and returns
+        ``{key: exception}`` for the ones that failed individually; it may
+        also raise, failing the whole batch.
+    :param linger: after the first item arrives, wait this long for
+        company before sending (state machines queue their deletions in
+        one runner pass, a few milliseconds apart).  A lone delete goes
+        out after ``linger``, never after a long batching window.
+    :param limiter: waited on before each batch, *then* the queue is
+        drained: whatever arrives while the rate limit holds the batch
+        back rides along instead of needing a call of its own.  ``send``
+        must not wait on it again for its first attempt.
+    """
+
+    def __init__(self, name: str, send: Callable, log: logging.Logger,
+                 batch_size: int = 50, linger: float = 0.05,
+                 limiter=None):
+        self.name = name
+        self._send = send
+        self.log = log
+        self.limiter = limiter
+        self.batch_size = batch_size
+        self.linger = linger
+        self._queue: "queue.Queue[Optional[_Item]]" = queue.Queue()
+        self._stopped = threading.Event()
+        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name=name,
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._queue.put(None)
+
+    def join(self, timeout=None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def submit(self, key: str) -> concurrent.futures.Future:
+        """Queue ``key`` for deletion; the future completes (None or the
+        exception) once its batch was sent.  Never blocks."""
+        item = _Item(key)
+        if self._stopped.is_set():
+            item.future.set_exception(RuntimeError("%s stopped" % self.name))
+        else:
+            self._queue.put(item)
+        return item.future
+
+    def _collect(self) -> list:
+        first = self._queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.linger
+        while len(batch) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                item = (self._queue.get(timeout=remaining) if remaining > 0
+                        else self._queue.get_nowait())
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopped.set()
+                return batch
+            batch.append(item)
+        if self.limiter is not None:
+            self.limiter.wait()
+        while len(batch) < self.batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopped.set()
+                break
+            batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            batch = self._collect()
+            if batch:
+                self._deliver(batch)
+        # Fail whatever is still queued so no caller waits forever.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.future.set_exception(
+                    RuntimeError("%s stopped" % self.name))
+
+    def _deliver(self, batch: list) -> None:
+        # The same id queued twice (a retried delete) goes out once.
+        by_key: dict = {}
+        for item in batch:
+            by_key.setdefault(item.key, []).append(item)
+        self.batches += 1
+        try:
+            failures = self._send(list(by_key)) or {}
+        except Exception as e:
+            self.log.warning("%s: batch of %d failed: %s", self.name,
+                             len(by_key), e)
+            failures = {key: e for key in by_key}
+        for key, items in by_key.items():
+            for item in items:
+                error = failures.get(key)
+                if error is None:
+                    item.future.set_result(None)
+                else:
+                    item.future.set_exception(error)
