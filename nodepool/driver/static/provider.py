@@ -124,29 +124,31 @@ class StaticProvider(StateMachineProvider):
 
     def label_available(self, label_name: str,
                         count: Optional[int] = None) -> bool:
-        """Whether a free ready node of the label exists.
+        """Whether a request wanting the label should be taken now.
 
         The pool worker asks per label, not per request; taking a request
         that then cannot be filled only to release it again would repeat
-        on every pass.  So without ``count`` the label only counts as
-        available if some waiting request that wants it could be filled
-        completely from the free nodes right now.
+        on every pass.  So without ``count`` the label counts as available
+        only if some waiting request that wants it could be filled from
+        the free nodes right now, or could never be filled by this
+        provider's slots (it must be taken to be declined).
         """
         free = free_label_counts(self.services.node_cache.values(),
                                  self.name)
         if count is not None:
             return free[label_name] >= count
-        if not free[label_name]:
-            return False
         request_cache = getattr(self.services, "request_cache", None)
         if request_cache is None:
-            return True
+            return free[label_name] > 0
         for request in request_cache.values():
             if (request.state != RequestState.REQUESTED
                     or label_name not in request.node_types):
                 continue
             wanted = collections.Counter(request.node_types)
             if all(free[name] >= n for name, n in wanted.items()):
+                return True
+            if not any(slots_suffice(wanted, pool.nodes)
+                       for pool in self.config.pools.values()):
                 return True
         return False
 
