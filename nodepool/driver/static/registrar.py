@@ -377,12 +377,13 @@ class Registrar:
     def _free(node: Node) -> bool:
         return node.state == NodeState.READY and not node.allocated_to
 
-    def _assign_slots(self, nodes: list, count: int) -> tuple:
+    @classmethod
+    def _assign_slots(cls, nodes: list, count: int) -> tuple:
         """Map slots to records: busy records first, so that a host never
         has more nodes out than it has slots; returns (by_slot, extras)."""
         by_slot: dict = {}
         extras = []
-        ordered = sorted(nodes, key=lambda n: (self._free(n), n.id))
+        ordered = sorted(nodes, key=lambda n: (cls._free(n), n.id))
         for node in ordered:
             slot = node.slot
             if not (isinstance(slot, int) and 0 <= slot < count
