@@ -179,6 +179,9 @@ class PoolWorker:
                 return False
         my_priority = self.pool.priority
         for p in candidates:
+            if request.provider == self.provider.name and \
+                    p.provider_name != request.provider:
+                continue  # the request asked for us, not for them
             if not p.paused and (p.priority or 100) < my_priority:
                 return False
         if not wanted <= labels and candidates:

@@ -50,6 +50,8 @@ class RequestHandler:
         self.done = False
         self.chosen_az = None
         self.starting = None  # future of start() when run in a pool
+        # The request lock lives and dies with this ZooKeeper session.
+        self.session_id = self.services.zk_client.session_id
 
     @property
     def is_min_ready(self) -> bool:
@@ -66,6 +68,9 @@ class RequestHandler:
     def poll(self) -> bool:
         """Advance; True once the request is finished (lock released)."""
         if self.done:
+            return True
+        if self.services.zk_client.session_id != self.session_id:
+            self._abandon()
             return True
         try:
             return self._poll()
@@ -250,6 +255,20 @@ class RequestHandler:
             self.log.exception("Could not release node %s", node.id)
         if node.lock is not None:
             nodes.unlock_node(node)
+
+    def _abandon(self) -> None:
+        """The session that held our locks is gone: drop everything.
+
+        The request is unlocked (by the server) and still pending, so the
+        lost-request cleanup hands it back; our nodes are unlocked and get
+        deleted or freed by the deleted-node worker.
+        """
+        self.log.warning("ZooKeeper session lost; abandoning the request")
+        self.request.lock = None
+        for node in self.slots:
+            if node is not None:
+                node.lock = None
+        self.done = True
 
     def _finish(self) -> None:
         try:

@@ -6,77 +6,12 @@ test driver, and a client that behaves like Zuul."""
 
 import json
 import os
-import textwrap
 import time
 
-import pytest
-
-from nodepool.launcher.server import Intervals, NodePoolLauncher
-from nodepool.zk.models import Node, NodeState, RequestState
-from tests.fakes import test_driver
+from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.waits import wait_for
-from tests.fixtures.zuul import ZuulClient
-
-BASE_CONFIG = """
-labels:
-  - name: small
-    min-ready: {min_ready}
-  - name: large
-providers:
-  - name: fake
-    driver: test
-    launch-retries: {retries}
-    pools:
-      - name: main
-        max-servers: {max_servers}
-        labels:
-          - name: small
-          - name: large
-            cores: 4
-"""
-
-FAST = Intervals(main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1,
-                 cleanup=0.2, stats=0.1)
-
-
-@pytest.fixture(autouse=True)
-def fake_driver():
-    test_driver.register()
-    FakeCloud.reset_all()
-    yield
-    FakeCloud.reset_all()
-    test_driver.unregister()
-
-
-@pytest.fixture
-def launcher_factory(tmp_path, zk_factory):
-    launchers = []
-
-    def factory(config=None, **params):
-        values = dict(min_ready=0, retries=3, max_servers=10)
-        values.update(params)
-        path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
-        path.write_text(textwrap.dedent(config or BASE_CONFIG).format(
-            **values))
-        launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
-                                    intervals=FAST)
-        launcher.start()
-        assert launcher.ready.wait(30)
-        launchers.append(launcher)
-        return launcher
-    yield factory
-    for launcher in launchers:
-        launcher.stop()
-    for launcher in launchers:
-        launcher.join()
-
-
-@pytest.fixture
-def zuul(zk_factory):
-    client = ZuulClient(zk_factory(tls=False))
-    yield client
-    client.close()
+from tests.functional.conftest import read_nodes
 
 
 def test_request_fulfilled_in_node_type_order(launcher_factory, zuul):
@@ -137,12 +72,8 @@ def test_ready_node_reused(launcher_factory, zuul):
 
 
 def launcher_nodes(zuul):
-    nodes = []
-    for node_id in zuul_nodes(zuul):
-        data, _ = zuul.kazoo.get("/nodepool/nodes/" + node_id)
-        if data:
-            nodes.append(Node.from_bytes(data, id=node_id))
-    return nodes
+    """Every readable node record, as a Zuul-side observer sees them."""
+    return read_nodes(zuul.kazoo)
 
 
 def test_min_ready_nodes_launched(launcher_factory, zuul):

@@ -13,7 +13,7 @@ handler can pause and launch a fresh one.
 
 import time
 
-from kazoo.exceptions import SessionExpiredError
+from kazoo.exceptions import NoNodeError, SessionExpiredError
 
 from nodepool import exceptions
 from nodepool.zk.models import NodeState
@@ -43,6 +43,10 @@ class NodeLauncher:
         self.scan = None
         self.first_step = None
         self.attempt_start = None
+        # The node lock belongs to this ZooKeeper session; once it is gone
+        # the record is no longer ours to write.
+        self.session_id = provider.services.zk_client.session_id
+        self.abandoned = False
 
     # Runner entry point -------------------------------------------------
 
@@ -52,8 +56,13 @@ class NodeLauncher:
         if self.first_step is None:
             self.first_step = time.monotonic()
         try:
+            if not self.abandoned and self._lock_lost():
+                self._abandon()
             if self.cleanup_sm is not None:
                 self._step_cleanup()
+                return
+            if self.abandoned:
+                self._finish("error.zksession")
                 return
             if self.create_sm is None:
                 self._start_attempt()
@@ -61,13 +70,8 @@ class NodeLauncher:
                 self._step_create()
             else:
                 self._step_scan()
-        except SessionExpiredError:
-            # The node's lock went with the session: someone else may act
-            # on the record now, so leave it alone.
-            self.log.warning("ZooKeeper session lost while launching %s",
-                             self.node.id)
-            self.node.state = NodeState.FAILED
-            self._finish("error.zksession")
+        except (SessionExpiredError, NoNodeError):
+            self._abandon()
         except exceptions.QuotaException as e:
             self.log.info("Quota exceeded launching node %s: %s",
                           self.node.id, e)
@@ -196,7 +200,38 @@ class NodeLauncher:
         if self.cleanup_sm.complete:
             self.cleanup_sm = None
             self.node.external_id = None
-            self._store()
+            if not self.abandoned:
+                self._store()
+
+    def _lock_lost(self) -> bool:
+        return (self.provider.services.zk_client.session_id
+                != self.session_id)
+
+    def _abandon(self) -> None:
+        """Give the node up without touching its record.
+
+        The lock went with the ZooKeeper session (or the record was
+        deleted): the deleted-node worker owns the record now and deletes
+        any instance it names.  An instance created but not yet recorded
+        would leak, so it is deleted here.
+        """
+        if self.abandoned:
+            return
+        self.abandoned = True
+        self.log.warning("Lost the lock of node %s while launching it",
+                         self.node.id)
+        self.node.lock = None
+        self.node.state = NodeState.FAILED
+        if self.scan is not None:
+            self.scan.cancel()
+            self.scan = None
+        external_id = None
+        if self.create_sm is not None:
+            external_id = self.create_sm.external_id
+        if external_id and self.cleanup_sm is None:
+            self.node.external_id = external_id
+            self.cleanup_sm = self.adapter.get_delete_state_machine(
+                external_id, self.log)
 
     # Outcomes -----------------------------------------------------------
 

@@ -1,0 +1,93 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Fixtures for launcher tests: an in-process launcher on the test driver
+and a Zuul-like client."""
+
+import textwrap
+
+import pytest
+from kazoo.exceptions import NoNodeError
+
+from nodepool.launcher.server import Intervals, NodePoolLauncher
+from nodepool.zk.models import Node
+from tests.fakes import test_driver
+from tests.fakes.test_driver import FakeCloud
+from tests.fixtures.zuul import ZuulClient
+
+BASE_CONFIG = """
+labels:
+  - name: small
+    min-ready: {min_ready}
+  - name: large
+providers:
+  - name: fake
+    driver: test
+    launch-retries: {retries}
+    pools:
+      - name: main
+        max-servers: {max_servers}
+        labels:
+          - name: small
+          - name: large
+            cores: 4
+"""
+
+FAST = Intervals(main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1,
+                 cleanup=0.2, stats=0.1)
+
+
+@pytest.fixture(autouse=True)
+def fake_driver():
+    test_driver.register()
+    FakeCloud.reset_all()
+    yield
+    FakeCloud.reset_all()
+    test_driver.unregister()
+
+
+@pytest.fixture
+def launcher_factory(tmp_path, zk_factory):
+    launchers = []
+
+    def factory(config=None, **params):
+        values = dict(min_ready=0, retries=3, max_servers=10)
+        values.update(params)
+        path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
+        path.write_text(textwrap.dedent(config or BASE_CONFIG).format(
+            **values))
+        launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
+                                    intervals=FAST)
+        launcher.start()
+        assert launcher.ready.wait(30)
+        launchers.append(launcher)
+        return launcher
+    yield factory
+    for launcher in launchers:
+        launcher.stop()
+    for launcher in launchers:
+        launcher.join()
+
+
+@pytest.fixture
+def zuul(zk_factory):
+    client = ZuulClient(zk_factory(tls=False))
+    yield client
+    client.close()
+
+
+def read_nodes(kazoo):
+    """All node records with data (records vanishing meanwhile skipped)."""
+    try:
+        ids = kazoo.get_children("/nodepool/nodes")
+    except NoNodeError:
+        return []
+    nodes = []
+    for node_id in ids:
+        try:
+            data, _ = kazoo.get("/nodepool/nodes/" + node_id)
+        except NoNodeError:
+            continue
+        if data:
+            nodes.append(Node.from_bytes(data, id=node_id))
+    return nodes

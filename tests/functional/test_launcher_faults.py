@@ -1,0 +1,224 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Launcher behaviour under faults, limits and operator settings."""
+
+import threading
+import time
+
+from nodepool.driver.quota import QuotaInformation
+from nodepool.zk.models import NodeState, RequestState
+from nodepool.zk.requests import RequestStore
+from tests.fakes.test_driver import FakeCloud
+from tests.fixtures import zkserver
+from tests.fixtures.waits import wait_for
+from tests.functional.conftest import read_nodes
+
+TWO_PROVIDERS = """
+labels:
+  - name: small
+providers:
+  - name: first
+    driver: test
+    priority: {first_priority}
+    pools:
+      - name: main
+        labels:
+          - name: small
+  - name: second
+    driver: test
+    priority: 50
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+TENANTS = """
+labels:
+  - name: small
+tenant-resource-limits:
+  - tenant-name: tenant-a
+    max-cores: 2
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+AGES = """
+labels:
+  - name: small
+    max-ready-age: 1
+max-hold-age: 1
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def all_nodes(zuul):
+    """Every readable node record, as a Zuul-side observer sees them."""
+    return read_nodes(zuul.kazoo)
+
+
+def test_quota_exception_aborts_and_relaunches(launcher_factory, zuul):
+    launcher_factory()
+    cloud = FakeCloud.get("fake")
+    cloud.quota_failures = 1
+    done = zuul.wait_for_request(zuul.submit(["small"]))
+    assert done.state == RequestState.FULFILLED
+    assert cloud.created == 1
+    # The aborted node record is cleaned up.
+    wait_for(lambda: [n.id for n in all_nodes(zuul)] == done.nodes)
+
+
+def test_label_that_can_never_work_is_declined(launcher_factory, zuul):
+    FakeCloud.get("fake").bad_labels.add("large")
+    launcher_factory()
+    done = zuul.wait_for_request(zuul.submit(["large"]))
+    assert done.state == RequestState.FAILED
+    ok = zuul.wait_for_request(zuul.submit(["small"]))
+    assert ok.state == RequestState.FULFILLED
+
+
+def test_provider_quota_exceeded_request_declined(launcher_factory, zuul):
+    FakeCloud.get("fake").limits = QuotaInformation(cores=3,
+                                                    default=float("inf"))
+    launcher_factory()
+    done = zuul.wait_for_request(zuul.submit(["large"]))  # needs 4 cores
+    assert done.state == RequestState.FAILED
+    ok = zuul.wait_for_request(zuul.submit(["small", "small"]))
+    assert ok.state == RequestState.FULFILLED
+
+
+def test_delete_errors_are_retried(launcher_factory, zuul):
+    launcher_factory()
+    cloud = FakeCloud.get("fake")
+    cloud.fail_deletes = 2
+    nodes = zuul.accept_nodes(zuul.wait_for_request(zuul.submit(["small"])))
+    zuul.return_nodes(nodes)
+    wait_for(lambda: not all_nodes(zuul) and not cloud.list())
+    assert cloud.fail_deletes == 0
+
+
+def test_session_loss_mid_launch_leaks_nothing(launcher_factory, zuul):
+    launcher = launcher_factory()
+    cloud = FakeCloud.get("fake")
+    cloud.create_steps = 3
+    cloud.paused.set()  # creates make no progress for now
+    request = zuul.submit(["small"])
+    wait_for(lambda: any(n.state == NodeState.BUILDING
+                         for n in all_nodes(zuul)))
+    lost = threading.Event()
+    launcher.zk_client.add_session_listener(lost.set)
+    zkserver.expire_session(launcher.zk_client.kazoo)
+    assert lost.wait(30)
+    cloud.paused.clear()
+    done = zuul.wait_for_request(request, timeout=60)
+    assert done.state == RequestState.FULFILLED
+    nodes = zuul.accept_nodes(done)
+    zuul.return_nodes(nodes)
+    # Every instance ever created is gone again; every record too.
+    wait_for(lambda: not all_nodes(zuul) and not cloud.list(), timeout=60)
+
+
+def test_provider_hint_and_priority(launcher_factory, zuul):
+    launcher_factory(TWO_PROVIDERS, first_priority=100)
+
+    def served_by(**kwargs):
+        done = zuul.wait_for_request(zuul.submit(["small"], **kwargs))
+        assert done.state == RequestState.FULFILLED
+        return {n.provider for n in all_nodes(zuul)
+                if n.id in done.nodes}
+    # The provider with the lower priority value wins...
+    assert served_by() == {"second"}
+    # ...unless the request names a provider.
+    assert served_by(provider="first") == {"first"}
+
+
+def test_tenant_limits_defer_requests(launcher_factory, zuul):
+    launcher_factory(TENANTS)
+    first = zuul.wait_for_request(zuul.submit(["small", "small"],
+                                              tenant_name="tenant-a"))
+    assert first.state == RequestState.FULFILLED
+    nodes = zuul.accept_nodes(first)
+    deferred = zuul.submit(["small"], tenant_name="tenant-a")
+    other = zuul.wait_for_request(zuul.submit(["small"],
+                                              tenant_name="tenant-b"))
+    assert other.state == RequestState.FULFILLED
+    assert zuul.get_request(deferred).state == RequestState.REQUESTED
+    zuul.return_nodes(nodes)
+    done = zuul.wait_for_request(deferred, timeout=30)
+    assert done.state == RequestState.FULFILLED
+
+
+def test_lost_pending_request_is_requeued(launcher_factory, zuul, zk_factory):
+    # A pending request nobody holds (its launcher died) goes back to
+    # requested and is then served.
+    client = zk_factory()
+    store = RequestStore(client)
+    request = zuul.submit(["small"])
+    raw = store.get_request(request.id, cached=False)
+    raw.state = RequestState.PENDING
+    store.store_request(raw)
+    launcher_factory()
+    done = zuul.wait_for_request(request, timeout=30)
+    assert done.state == RequestState.FULFILLED
+
+
+def test_max_ready_age_and_max_hold_age(launcher_factory, zuul):
+    launcher_factory(AGES)
+    cloud = FakeCloud.get("fake")
+    done = zuul.wait_for_request(zuul.submit(["small", "small"]))
+    nodes = zuul.accept_nodes(done)
+    zuul.hold_nodes(nodes[:1], hold_job="tenant project job",
+                    comment="debugging")
+    zuul.return_nodes(nodes[1:])
+    # The held node goes after max-hold-age (1 s).
+    wait_for(lambda: not all_nodes(zuul), timeout=30)
+    # An unused ready node goes after max-ready-age (1 s).
+    created = cloud.created
+    request = zuul.submit(["small"])
+    done = zuul.wait_for_request(request)
+    zuul.cancel(done)
+    # The request is gone: the node is freed, then aged out.
+    wait_for(lambda: cloud.created == created + 1 and not all_nodes(zuul),
+             timeout=30)
+
+
+def test_stats_emitted(launcher_factory, zuul, statsd):
+    launcher_factory()
+    done = zuul.wait_for_request(zuul.submit(["small"]))
+    assert done.state == RequestState.FULFILLED
+    statsd.wait_for_metric("nodepool.launch.ready", "ms")
+    statsd.wait_for_metric("nodepool.launch.provider.fake.ready", "c")
+    statsd.wait_for_metric("nodepool.nodes.ready", "g")
+    statsd.wait_for_metric("nodepool.provider.fake.nodes.ready", "g")
+    statsd.wait_for_metric("nodepool.label.small.nodes.ready", "g")
+
+
+def test_stop_leaves_no_threads(launcher_factory, zuul):
+    before = set(threading.enumerate())
+    launcher = launcher_factory()
+    zuul.wait_for_request(zuul.submit(["small"]))
+    launcher.stop()
+    launcher.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        # Kazoo's own threads and the client's dispatcher belong to the
+        # ZooKeeper client, which the test fixture owns and closes.
+        extra = [t for t in set(threading.enumerate()) - before
+                 if t.is_alive() and not t.name.startswith(
+                     ("Thread-", "Dummy", "ZooKeeperClientDispatch"))]
+        if not extra:
+            break
+        time.sleep(0.05)
+    assert extra == []
