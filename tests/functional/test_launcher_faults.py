@@ -3,6 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Launcher behaviour under faults, limits and operator settings."""
 
+import os
 import threading
 import time
 
@@ -222,3 +223,31 @@ def test_stop_leaves_no_threads(launcher_factory, zuul):
             break
         time.sleep(0.05)
     assert extra == []
+
+
+def test_reload_keeps_in_flight_launches(launcher_factory, zuul):
+    launcher = launcher_factory()
+    cloud = FakeCloud.get("fake")
+    cloud.paused.set()
+    request = zuul.submit(["small"])
+    wait_for(lambda: any(n.state == NodeState.BUILDING
+                         for n in all_nodes(zuul)))
+    old_worker = launcher.pool_workers[("fake", "main")]
+    path = launcher.watcher.path
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("max-servers: 10", "max-servers: 20"))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+
+    def replaced():
+        worker = launcher.pool_workers.get(("fake", "main"))
+        return worker is not None and worker is not old_worker
+    wait_for(replaced)
+    assert launcher.providers["fake"].config.pools["main"].max_servers == 20
+    cloud.paused.clear()
+    done = zuul.wait_for_request(request)
+    assert done.state == RequestState.FULFILLED
+    assert cloud.created == 1
+    # The old pool worker finished its request, then went away.
+    wait_for(lambda: not old_worker._thread.is_alive())
