@@ -14,7 +14,7 @@ from nodepool.driver.static.adapter import StaticAdapter
 from nodepool.driver.static.config import StaticNode
 from nodepool.driver.static.provider import StaticProvider, slots_suffice
 from nodepool.driver.static.registrar import (
-    Registrar, free_label_counts, node_identity, normalized_key, thaw)
+    Registrar, free_nodes_of, node_identity, normalized_key, thaw)
 from nodepool.zk.models import Node, NodeRequest, NodeState, RequestState
 from tests.configs import corpus
 
@@ -123,13 +123,13 @@ def test_slot_assignment_keeps_busy_nodes_first():
     assert by_slot == {0: free, 1: twin} and extras == []
 
 
-def test_free_label_counts_skip_busy_and_foreign():
+def test_free_nodes_skip_busy_and_foreign():
     locked = node("4", labels=("a",))
     locked.lock_contenders = {"x"}
     nodes = [node("1", labels=("a", "b")), node("2", allocated_to="r"),
              node("3", state=NodeState.IN_USE), locked,
              node("5", provider="other")]
-    assert free_label_counts(nodes, "static") == {"a": 1, "b": 1}
+    assert [n.id for n in free_nodes_of(nodes, "static")] == ["1"]
 
 
 def test_adapter_delete_completes_at_once(static_config):
@@ -176,6 +176,19 @@ def test_label_available_defers_unfillable_requests(static_config):
     provider.services.request_cache = Cache([waiting, request(["big"])])
     assert provider.label_available("big")
     assert not provider.label_available("small")
+
+
+def test_label_available_counts_each_free_node_once(static_config):
+    # One free node carries both labels: it cannot serve small and big.
+    both = node("1", labels=("small", "big"), provider="static-rack")
+    provider = make_provider(static_config, [both],
+                             [request(["small", "big"])])
+    assert not provider.label_available("small")
+    other = node("2", labels=("small",), provider="static-rack",
+                 hostname="h2")
+    provider.services.node_cache = Cache([both, other])
+    assert provider.label_available("small")
+    assert provider.label_available("big")
 
 
 def test_label_available_lets_impossible_requests_be_declined(

@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 
 from nodepool.driver.statemachine.provider import StateMachineProvider
 from nodepool.driver.static.registrar import (
-    Registrar, free_label_counts, node_identity, shared_book)
+    Registrar, free_nodes_of, node_identity, shared_book)
 from nodepool.zk.models import RequestState
 
 # Above this many distinct labels in one request the exact slot check
@@ -32,31 +32,38 @@ from nodepool.zk.models import RequestState
 _EXACT_CHECK_LABELS = 10
 
 
-def slots_suffice(wanted: collections.Counter, hosts: Iterable) -> bool:
-    """Whether hosts could hold ``wanted`` (label -> count) all at once.
+def fits(wanted: collections.Counter, offers: Iterable[tuple]) -> bool:
+    """Whether ``wanted`` (label -> count) fits into ``offers`` at once.
 
-    Each host offers ``max_parallel_jobs`` slots to any of its labels.
+    An offer is ``(labels, slots)``: that many nodes of any of the labels.
     This is a matching problem; by Hall's theorem it is solvable exactly
-    when every set of wanted labels needs no more nodes than the hosts
-    offering any of them have slots.
+    when no set of wanted labels needs more nodes than the offers carrying
+    any of them hold.
     """
-    unique = {}
-    for host in hosts:
-        unique.setdefault(host.identity, host)
-    hosts = list(unique.values())
+    offers = [(frozenset(labels), slots) for labels, slots in offers]
     names = sorted(wanted)
     sizes = range(1, len(names) + 1)
     if len(names) > _EXACT_CHECK_LABELS:
         sizes = range(1, 2)
     for size in sizes:
         for subset in itertools.combinations(names, size):
-            chosen = set(subset)
             demand = sum(wanted[name] for name in subset)
-            supply = sum(max(0, h.max_parallel_jobs) for h in hosts
-                         if chosen.intersection(h.labels))
+            supply = sum(slots for labels, slots in offers
+                         if not labels.isdisjoint(subset))
             if demand > supply:
                 return False
     return True
+
+
+def slots_suffice(wanted: collections.Counter, hosts: Iterable) -> bool:
+    """Whether configured hosts could hold ``wanted`` all at once (each
+    offers ``max_parallel_jobs`` slots to any of its labels; a host listed
+    twice counts once)."""
+    unique = {}
+    for host in hosts:
+        unique.setdefault(host.identity, host)
+    return fits(wanted, ((h.labels, max(0, h.max_parallel_jobs))
+                         for h in unique.values()))
 
 
 class StaticProvider(StateMachineProvider):
@@ -133,19 +140,22 @@ class StaticProvider(StateMachineProvider):
         the free nodes right now, or could never be filled by this
         provider's slots (it must be taken to be declined).
         """
-        free = free_label_counts(self.services.node_cache.values(),
-                                 self.name)
+        free_nodes = free_nodes_of(self.services.node_cache.values(),
+                                   self.name)
+        free = collections.Counter(
+            label for node in free_nodes for label in node.type)
         if count is not None:
             return free[label_name] >= count
         request_cache = getattr(self.services, "request_cache", None)
         if request_cache is None:
             return free[label_name] > 0
+        offers = [(node.type, 1) for node in free_nodes]
         for request in request_cache.values():
             if (request.state != RequestState.REQUESTED
                     or label_name not in request.node_types):
                 continue
             wanted = collections.Counter(request.node_types)
-            if all(free[name] >= n for name, n in wanted.items()):
+            if free[label_name] and fits(wanted, offers):
                 return True
             if not any(slots_suffice(wanted, pool.nodes)
                        for pool in self.config.pools.values()):

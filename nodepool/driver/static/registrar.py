@@ -22,7 +22,6 @@ worker or the runners, and host scans go through the launcher's
 non-blocking :class:`~nodepool.nodescan.NodeScanner`.
 """
 
-import collections
 import logging
 import socket
 import threading
@@ -525,14 +524,9 @@ class Registrar:
                 pass
 
 
-def free_label_counts(nodes, provider_name: str) -> collections.Counter:
-    """READY, unallocated, unlocked nodes of a provider per label."""
-    counts: collections.Counter = collections.Counter()
-    for node in nodes:
-        if (node.provider != provider_name
-                or node.state != NodeState.READY or node.allocated_to
-                or node.is_locked or node.lock_contenders):
-            continue
-        for label in node.type:
-            counts[label] += 1
-    return counts
+def free_nodes_of(nodes, provider_name: str) -> list:
+    """The READY, unallocated, unlocked nodes of a provider."""
+    return [node for node in nodes
+            if node.provider == provider_name
+            and node.state == NodeState.READY and not node.allocated_to
+            and not node.is_locked and not node.lock_contenders]
