@@ -5,9 +5,9 @@
 """Benchmark one launcher serving node requests with zero cloud latency.
 
 A real ZooKeeper, one in-process launcher with the test driver (instances
-run on the first state-machine step), and Zuul-like clients that submit N
-one-node requests at once, then accept and return each node as soon as its
-request is fulfilled.  Prints requests/s, request -> fulfilled p50/p95 and
+run on the first state-machine step), and a Zuul-like client in a second
+process that submits N one-node requests at once, then accepts and returns
+each node as soon as its request is fulfilled.  Prints requests/s, request -> fulfilled p50/p95 and
 the launcher's ZooKeeper operations per node lifecycle, by operation.
 
 Usage: tools/bench_launcher.py [--requests 500] [--intervals default|fast]
@@ -16,6 +16,7 @@ Usage: tools/bench_launcher.py [--requests 500] [--intervals default|fast]
 import argparse
 import collections
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -78,22 +79,11 @@ def find_server(started):
     return server.hosts
 
 
-def run(hosts, count, intervals):
-    test_driver.register()
-    FakeCloud.reset_all()
-    FakeCloud.get("fake").create_steps = 1
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml",
-                                     delete=False) as f:
-        f.write(CONFIG)
-    zk = CountingClient(hosts, timeout=30)
-    zk.connect()
-    launcher = NodePoolLauncher(f.name, zk_client=zk, intervals=intervals)
-    launcher.start()
-    launcher.ready.wait(60)
+def zuul_side(hosts, count, results):
+    """Play Zuul in its own process: submit, accept, return, time it."""
     zuul_zk = ZooKeeperClient(hosts, timeout=30)
     zuul_zk.connect()
     zuul = ZuulClient(zuul_zk)
-    baseline = collections.Counter(zk.counts)
     latencies = []
     lock = threading.Lock()
 
@@ -120,13 +110,36 @@ def run(hosts, count, intervals):
     while zuul_zk.kazoo.get_children("/nodepool/nodes"):
         time.sleep(0.05)
     lifecycle = time.monotonic() - start
-    ops = zk.counts - baseline
     zuul.close()
     zuul_zk.disconnect()
+    results.put((elapsed, lifecycle, sorted(latencies)))
+
+
+def run(hosts, count, intervals):
+    test_driver.register()
+    FakeCloud.reset_all()
+    FakeCloud.get("fake").create_steps = 1
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml",
+                                     delete=False) as f:
+        f.write(CONFIG)
+    zk = CountingClient(hosts, timeout=30)
+    zk.connect()
+    launcher = NodePoolLauncher(f.name, zk_client=zk, intervals=intervals)
+    launcher.start()
+    launcher.ready.wait(60)
+    baseline = collections.Counter(zk.counts)
+    results = multiprocessing.Queue()
+    zuul = multiprocessing.Process(target=zuul_side,
+                                   args=(hosts, count, results))
+    zuul.start()
+    elapsed, lifecycle, latencies = results.get()
+    zuul.join()
+    ops = zk.counts - baseline
     launcher.stop()
     launcher.join()
+    zk.disconnect()
     os.unlink(f.name)
-    return elapsed, lifecycle, sorted(latencies), ops
+    return elapsed, lifecycle, latencies, ops
 
 
 def main():
