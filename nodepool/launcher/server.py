@@ -84,12 +84,15 @@ class NodePoolLauncher:
     :param config_path, secure_path: config files (reloaded on change).
     :param zk_client: an already connected client (tests); by default one
         is made from the config's ``zookeeper-*`` keys.
+    :param webapp: serve the status web app on the config's ``webapp``
+        address (the daemon does; tests start their own).
     """
 
     def __init__(self, config_path: str, secure_path: Optional[str] = None,
                  zk_client: Optional[ZooKeeperClient] = None,
                  intervals: Optional[Intervals] = None,
-                 scanner: Optional[NodeScanner] = None):
+                 scanner: Optional[NodeScanner] = None,
+                 webapp: bool = False):
         self.watcher = ConfigWatcher(config_path, secure_path)
         self.config = None
         self.intervals = intervals or Intervals()
@@ -108,6 +111,8 @@ class NodePoolLauncher:
                                         daemon=True)
         self.workers: list = []
         self.retiring: list = []
+        self.want_webapp = webapp
+        self.webapp = None
 
     # Life cycle ---------------------------------------------------------
 
@@ -140,6 +145,10 @@ class NodePoolLauncher:
         # Wake the pool workers as soon as requests change.
         self.services.request_cache.add_listener(self._on_request_event)
         self._thread.start()
+        if self.want_webapp:
+            from nodepool.web.app import WebApp
+            self.webapp = WebApp(self)
+            self.webapp.start()
 
     def stop(self) -> None:
         """Ask every thread to stop; :meth:`join` waits for them."""
@@ -147,6 +156,8 @@ class NodePoolLauncher:
         self._wake.set()
 
     def join(self, timeout: float = 60.0) -> None:
+        if self.webapp is not None:
+            self.webapp.stop()
         self._thread.join(timeout)
         for worker in self.workers:
             worker.stop()
