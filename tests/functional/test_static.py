@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from nodepool.driver.static import provider as static_provider
 from nodepool.launcher.server import Intervals, NodePoolLauncher
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
@@ -62,6 +63,13 @@ def render(nodes, **values):
     """The config with the given host entries (format fields filled)."""
     text = BASE.replace("{nodes}", "".join(nodes))
     return text.format(key=CONFIGURED_KEY, **values)
+
+
+@pytest.fixture(autouse=True)
+def no_periodic_sync(monkeypatch):
+    """Only the full pass at provider start: everything after it must
+    come from the events (a node removed, a host's retry)."""
+    monkeypatch.setattr(static_provider, "SYNC_FACTOR", 100000)
 
 
 @pytest.fixture
@@ -351,6 +359,25 @@ def release_hold(zuul, node):
         store.store_node(current)
     finally:
         store.unlock_node(current)
+
+
+def test_held_node_keeps_its_slot_until_released(
+        launcher_factory, zuul, sshd):
+    launcher = launcher_factory(render([HOST_A, HOST_B], port=sshd.port))
+    wait_ready(zuul, 3)
+    (held,) = zuul.run_job(["static-b"])
+    zuul.hold_nodes([held], hold_job="tenant/project/job")
+    waiting = zuul.submit(["static-b"])
+    zuul.finish(zuul.run_job(["static-a"]))
+    nodes = stable_nodes(zuul, launcher)
+    assert [n.id for n in nodes if n.hostname == "127.0.0.2"] == [held.id]
+    assert zuul.get_request(waiting).state == RequestState.REQUESTED
+    release_hold(zuul, held)
+    done = zuul.wait_for_request(waiting, timeout=20)
+    assert done.state == RequestState.FULFILLED
+    (node,) = zuul.accept_nodes(done)
+    assert node.id != held.id and node.hostname == "127.0.0.2"
+    zuul.finish([node])
 
 
 def test_label_change_updates_free_nodes(launcher_factory, zuul, sshd):

@@ -31,6 +31,12 @@ from nodepool.zk.models import RequestState
 # (which looks at every subset of the labels) falls back to per label.
 _EXACT_CHECK_LABELS = 10
 
+# Registrar cadences in multiples of the provider's ``interval`` (1 s in
+# production): retry a failing host every 10 s, re-check every host and
+# reconcile every record once a minute.
+RETRY_FACTOR = 10
+SYNC_FACTOR = 60
+
 
 def fits(wanted: collections.Counter, offers: Iterable[tuple]) -> bool:
     """Whether ``wanted`` (label -> count) fits into ``offers`` at once.
@@ -70,9 +76,9 @@ class StaticProvider(StateMachineProvider):
     """Runtime of one ``driver: static`` provider.
 
     :param retry_interval: how soon a host that failed its check is
-        checked again (default ten times ``interval``).
+        checked again (default ``RETRY_FACTOR * interval``).
     :param sync_interval: period of the full reconciliation, which also
-        re-checks every host (default sixty times ``interval``).
+        re-checks every host (default ``SYNC_FACTOR * interval``).
     """
 
     launches_nodes = False
@@ -84,9 +90,9 @@ class StaticProvider(StateMachineProvider):
         self.registrar = Registrar(
             self, poll=min(interval, 0.1),
             retry_interval=(retry_interval if retry_interval is not None
-                            else 10 * interval),
+                            else RETRY_FACTOR * interval),
             sync_interval=(sync_interval if sync_interval is not None
-                           else 60 * interval))
+                           else SYNC_FACTOR * interval))
 
     # Life cycle ---------------------------------------------------------
 
