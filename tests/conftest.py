@@ -3,7 +3,6 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Shared fixtures: a real ZooKeeper (TLS and plain), a chroot per test."""
 
-import json
 import os
 import uuid
 
@@ -14,13 +13,6 @@ from nodepool.zk.client import ZooKeeperClient
 from tests.fixtures import zkserver
 from tests.fixtures.sshd import sshd, sshd_factory  # noqa: F401
 from tests.fixtures.statsd import statsd  # noqa: F401
-
-# tools/test-setup.sh starts one long-lived server and records it here; when
-# it is absent (or dead) each pytest worker starts its own.
-STATE_FILE = os.environ.get(
-    "NODEPOOL_TEST_ZK_STATE",
-    os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                 ".test-env", "server.json"))
 
 
 class ZooKeeperInfo:
@@ -47,12 +39,10 @@ class ZooKeeperInfo:
 
 
 def _shared_server():
-    try:
-        with open(STATE_FILE) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if "Mode:" not in zkserver.four_letter(state["host"], state["port"]):
+    # tools/test-setup.sh starts one long-lived server and records it; when
+    # it is absent (or dead) each pytest worker starts its own.
+    state = zkserver.recorded_server(os.environ.get("NODEPOOL_TEST_ZK_STATE"))
+    if state is None:
         return None
     return ZooKeeperInfo(state["host"], state["port"], state["secure_port"],
                          state["certs"])

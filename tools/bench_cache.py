@@ -20,9 +20,7 @@ import multiprocessing
 import os
 import resource
 import sys
-import tempfile
 import time
-import uuid
 
 from kazoo.client import KazooClient
 
@@ -104,53 +102,22 @@ def bench_initial_sync(hosts, count):
     return elapsed, cpu, ops
 
 
-def find_server(stack):
-    state = os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), ".test-env", "server.json")
-    try:
-        with open(state) as f:
-            info = json.load(f)
-        if "Mode:" in zkserver.four_letter(info["host"], info["port"]):
-            return "%s:%d" % (info["host"], info["port"])
-    except (OSError, ValueError):
-        pass
-    tmp = tempfile.mkdtemp(prefix="bench-zk-")
-    server = zkserver.ZooKeeperServer(tmp).start()
-    stack.append(server)
-    return server.hosts
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2000,10000")
     args = parser.parse_args()
-    started = []
-    base = find_server(started)
-    try:
-        print("%-34s %8s %8s %7s %13s %13s" % (
-            "scenario", "records", "wall s", "cpu s", "reads/record",
-            "lists/record"))
-        for count in [int(n) for n in args.sizes.split(",")]:
-            for name, func in (("(a) live writes by another client",
-                                bench_live),
-                               ("(b) initial sync, with lock dirs",
-                                bench_initial_sync)):
-                chroot = "/bench-%s" % uuid.uuid4().hex
-                admin = KazooClient(hosts=base)
-                admin.start()
-                admin.ensure_path(chroot)
-                try:
-                    elapsed, cpu, (reads, lists) = func(base + chroot, count)
-                finally:
-                    admin.delete(chroot, recursive=True)
-                    admin.stop()
-                    admin.close()
-                print("%-34s %8d %8.2f %7.2f %13.2f %13.2f" % (
-                    name, count, elapsed, cpu, reads / count,
-                    lists / count))
-    finally:
-        for server in started:
-            server.stop()
+    print("%-34s %8s %8s %7s %13s %13s" % (
+        "scenario", "records", "wall s", "cpu s", "reads/record",
+        "lists/record"))
+    for count in [int(n) for n in args.sizes.split(",")]:
+        for name, func in (("(a) live writes by another client",
+                            bench_live),
+                           ("(b) initial sync, with lock dirs",
+                            bench_initial_sync)):
+            with zkserver.scratch_hosts("bench") as hosts:
+                elapsed, cpu, (reads, lists) = func(hosts, count)
+            print("%-34s %8d %8.2f %7.2f %13.2f %13.2f" % (
+                name, count, elapsed, cpu, reads / count, lists / count))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Usage: tools/bench_launcher.py [--requests 500] [--intervals default|fast]
 
 import argparse
 import collections
-import json
 import multiprocessing
 import os
 import statistics
@@ -23,9 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 
-from kazoo.client import KazooClient
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,21 +59,6 @@ class CountingClient(ZooKeeperClient):
             self.counts[type(request).__name__] += 1
             return original(request, async_object)
         self.kazoo._call = counted
-
-
-def find_server(started):
-    state = os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), ".test-env", "server.json")
-    try:
-        with open(state) as f:
-            info = json.load(f)
-        if "Mode:" in zkserver.four_letter(info["host"], info["port"]):
-            return "%s:%d" % (info["host"], info["port"])
-    except (OSError, ValueError):
-        pass
-    server = zkserver.ZooKeeperServer(tempfile.mkdtemp()).start()
-    started.append(server)
-    return server.hosts
 
 
 def zuul_side(hosts, count, results):
@@ -150,21 +132,8 @@ def main():
     args = parser.parse_args()
     intervals = Intervals() if args.intervals == "default" else Intervals(
         main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1)
-    started = []
-    base = find_server(started)
-    chroot = "/bench-%s" % uuid.uuid4().hex
-    admin = KazooClient(hosts=base)
-    admin.start()
-    admin.ensure_path(chroot)
-    try:
-        elapsed, lifecycle, lat, ops = run(base + chroot, args.requests,
-                                           intervals)
-    finally:
-        admin.delete(chroot, recursive=True)
-        admin.stop()
-        admin.close()
-        for server in started:
-            server.stop()
+    with zkserver.scratch_hosts("bench") as hosts:
+        elapsed, lifecycle, lat, ops = run(hosts, args.requests, intervals)
     n = args.requests
     print("requests: %d, intervals: %s" % (n, args.intervals))
     print("requests/s (submit -> all fulfilled): %.1f" % (n / elapsed))
