@@ -241,12 +241,6 @@ class Registrar:
             self._triggered.add(identity)
         self._wake.set()
 
-    def request_sync(self) -> None:
-        """Ask for a full reconciliation as soon as possible."""
-        with self._lock:
-            self._sync_due = True
-        self._wake.set()
-
     # The thread ---------------------------------------------------------
 
     def _run(self) -> None:
