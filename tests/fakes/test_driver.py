@@ -121,6 +121,9 @@ class FakeCloud:
         self.created = 0
         self.deleted = 0
         self.paused = threading.Event()  # set: creates do not progress
+        # (ip, port) to give new instances instead of an unreachable fake
+        # address, e.g. a real sshd for host-key scanning.
+        self.address = None
 
     def create(self, label, metadata) -> FakeInstance:
         with self.lock:
@@ -132,6 +135,10 @@ class FakeCloud:
                 raise exceptions.LaunchStatusException("fake create failed")
             instance = FakeInstance("i-%d" % next(self.ids), metadata,
                                     label.cores, label.ram)
+            if self.address is not None:
+                ip, port = self.address
+                instance.interface_ip = instance.public_ipv4 = ip
+                instance.connection_port = port
             self.instances[instance.external_id] = instance
             self.created += 1
             return instance

@@ -251,3 +251,40 @@ def test_reload_keeps_in_flight_launches(launcher_factory, zuul):
     assert cloud.created == 1
     # The old pool worker finished its request, then went away.
     wait_for(lambda: not old_worker._thread.is_alive())
+
+
+SCANNED = """
+labels:
+  - name: small
+providers:
+  - name: fake
+    driver: test
+    boot-timeout: {boot_timeout}
+    launch-retries: 1
+    pools:
+      - name: main
+        labels:
+          - name: small
+            host-key-checking: true
+"""
+
+
+def test_host_keys_scanned_from_real_sshd(launcher_factory, zuul, sshd):
+    FakeCloud.get("fake").address = ("127.0.0.1", sshd.port)
+    launcher_factory(SCANNED, boot_timeout=30)
+    done = zuul.wait_for_request(zuul.submit(["small"]))
+    assert done.state == RequestState.FULFILLED
+    (node,) = zuul.accept_nodes(done)
+    assert sorted(node.host_keys) == sorted(sshd.host_keys())
+    assert node.interface_ip == "127.0.0.1"
+    assert node.connection_port == sshd.port
+    zuul.return_nodes([node])
+
+
+def test_unreachable_instance_fails_and_is_deleted(launcher_factory, zuul):
+    cloud = FakeCloud.get("fake")
+    cloud.address = ("127.0.0.1", zkserver.free_port())  # nothing listens
+    launcher_factory(SCANNED, boot_timeout=2)
+    done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
+    assert done.state == RequestState.FAILED
+    wait_for(lambda: not all_nodes(zuul) and not cloud.list(), timeout=30)
