@@ -149,7 +149,7 @@ class PoolWorker:
             handler = RequestHandler(self, request)
             reason = self._decline_reason(request)
             if reason:
-                handler._decline(reason)
+                handler.decline(reason)
                 continue
             self.handlers.append(handler)
             # Accepting and creating the node records takes several
@@ -162,7 +162,7 @@ class PoolWorker:
             handler.start()
         except Exception:
             handler.log.exception("Could not start request")
-            handler._decline("an error occurred")
+            handler.decline("an error occurred")
         finally:
             self.wake.set()
 

@@ -76,7 +76,7 @@ class RequestHandler:
             return self._poll()
         except Exception:
             self.log.exception("Error handling request")
-            self._decline("an error occurred")
+            self.decline("an error occurred")
             return True
 
     def _poll(self) -> bool:
@@ -100,7 +100,7 @@ class RequestHandler:
             return False
         failed = [n for n in self.slots if n.state == NodeState.FAILED]
         if failed:
-            self._decline("node launch failed")
+            self.decline("node launch failed")
             return True
         self._fulfill()
         return True
@@ -122,7 +122,7 @@ class RequestHandler:
                 token = self.provider.reserve_quota(label_name, self.pool)
                 if token is None:
                     if self.is_min_ready:
-                        self._decline("it would exceed quota")
+                        self.decline("it would exceed quota")
                         return
                     if not self.paused:
                         self.log.info("Pausing: no quota for %s",
@@ -208,7 +208,9 @@ class RequestHandler:
             self._release_node(node, keep_allocation=True)
         self._finish()
 
-    def _decline(self, reason: str) -> None:
+    def decline(self, reason: str) -> None:
+        """Free our nodes, add this pool to ``declined_by`` (the request
+        fails once every registered pool declined it) and unlock."""
         self.log.info("Declining: %s", reason)
         for node in self.slots:
             if node is not None:
