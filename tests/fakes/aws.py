@@ -16,10 +16,52 @@
 
 import collections
 import itertools
+import json
+import os
+import tempfile
 import threading
 import time
 
 import boto3
+
+# A handful of stock AMIs (ids and names as moto ships them) with distinct
+# creation dates.  moto registers ~1300 AMIs in every new EC2 backend,
+# which takes seconds per test; it reads MOTO_AMIS_PATH once, when its
+# EC2 module is first imported, so this must run before that.
+SMALL_AMIS = [
+    ("ami-03cf127a", "Windows_Server-2016-English-Nano-Base-2017.10.13",
+     "2017-10-13T00:00:00.000Z"),
+    ("ami-000c540e28953ace2",
+     "amzn-ami-minimal-hvm-2018.03.0.20181129-x86_64-ebs",
+     "2018-11-29T00:00:00.000Z"),
+    ("ami-0fc126a5457ec8751",
+     "amzn-ami-minimal-hvm-2018.03.0.20231218.0-x86_64-ebs",
+     "2023-12-18T00:00:00.000Z"),
+]
+
+
+def use_small_ami_set() -> None:
+    """Point moto at :data:`SMALL_AMIS` (unless already configured)."""
+    if "MOTO_AMIS_PATH" in os.environ:
+        return
+    amis = [{"ami_id": ami_id, "name": name, "description": name,
+             "creation_date": created, "owner_id": "801119661308",
+             "public": True, "virtualization_type": "hvm",
+             "architecture": "x86_64", "state": "available",
+             "platform": None, "root_device_type": "ebs",
+             "root_device_name": "/dev/sda1", "sriov": "simple",
+             "hypervisor": "xen"}
+            for ami_id, name, created in SMALL_AMIS]
+    # A marketplace image, to look up by product code.
+    amis[0]["product_codes"] = ["np-product-1"]
+    fd, path = tempfile.mkstemp(prefix="nodepool-moto-amis-",
+                                suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(amis, f)
+    os.environ["MOTO_AMIS_PATH"] = path
+
+
+use_small_ami_set()
 
 REGION = "us-west-2"
 
@@ -209,10 +251,13 @@ class CallRecorder:
         self.concurrent = collections.Counter()
         self.max_concurrent = collections.Counter()
         self.starts = collections.defaultdict(list)
+        # action -> fn(parsed response), run after a successful call.
+        self.after_hooks = {}
         self._lock = threading.Lock()
 
     def attach(self, client):
         events = client.meta.events
+        events.register("provide-client-params.*.*", self._params)
         events.register("before-call.*.*", self._before)
         events.register("after-call.*.*", self._after)
         events.register("after-call-error.*.*", self._after_error)
@@ -229,11 +274,14 @@ class CallRecorder:
             self.max_concurrent.clear()
             self.starts.clear()
 
+    def _params(self, model, params, **kwargs):
+        with self._lock:
+            self.args[model.name].append(dict(params))
+
     def _before(self, model, params, **kwargs):
         action = model.name
         with self._lock:
             self.counts[action] += 1
-            self.args[action].append(params)
             self.starts[action].append(time.monotonic())
             failure = (self.failures[action].pop(0)
                        if self.failures[action] else None)
@@ -255,8 +303,12 @@ class CallRecorder:
             if self.concurrent[model.name] > 0:
                 self.concurrent[model.name] -= 1
 
-    def _after(self, model, **kwargs):
+    def _after(self, model, http_response=None, parsed=None, **kwargs):
         self._done(model)
+        hook = self.after_hooks.get(model.name)
+        status = getattr(http_response, "status_code", 200)
+        if hook is not None and status < 300:
+            hook(parsed)
 
     def _after_error(self, model, **kwargs):
         self._done(model)

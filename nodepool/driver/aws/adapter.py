@@ -267,7 +267,7 @@ class AwsAdapter(Adapter):
         except Exception as e:
             kind = errors.classify(e)
             sm.log.warning("%s failed (%s): %s", what, kind.value, e)
-            raise errors.translate(e, what) from e
+            raise errors.translate(e, what, creating=True) from e
         sm.log.info("Created instance %s for node %s (request %s)",
                     instance_id, sm.node_id, sm.request_id)
         # Wait (in this worker, not the runner) for a listing that includes
@@ -290,7 +290,7 @@ class AwsAdapter(Adapter):
         except Exception as e:
             sm.log.warning("%s failed (%s): %s", what,
                            errors.classify(e).value, e)
-            raise errors.translate(e, what) from e
+            raise errors.translate(e, what, creating=True) from e
         host_id = response["HostIds"][0]
         sm.log.info("Allocated dedicated host %s for node %s", host_id,
                     sm.node_id)

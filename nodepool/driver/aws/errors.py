@@ -99,11 +99,14 @@ def classify(error: BaseException) -> ErrorClass:
     return ErrorClass.OTHER
 
 
-def translate(error: BaseException, what: str) -> BaseException:
+def translate(error: BaseException, what: str,
+              creating: bool = False) -> BaseException:
     """The nodepool exception the launcher should see for ``error``.
 
     ``what`` describes the call ("creating instance for node 42") and
-    prefixes the message.
+    prefixes the message.  When ``creating``, a missing resource (an
+    unknown instance profile or subnet) is a failed launch, not the
+    "already gone" that NotFound means to a delete.
     """
     kind = classify(error)
     message = "%s: %s" % (what, error)
@@ -111,7 +114,7 @@ def translate(error: BaseException, what: str) -> BaseException:
         return exceptions.CapacityException(message)
     if kind is ErrorClass.QUOTA:
         return exceptions.QuotaException(message)
-    if kind is ErrorClass.NOT_FOUND:
+    if kind is ErrorClass.NOT_FOUND and not creating:
         return exceptions.NotFound(message)
     if kind in (ErrorClass.THROTTLE, ErrorClass.SERVER):
         # Only seen once the call's own retries are used up.

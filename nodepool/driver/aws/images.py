@@ -241,13 +241,17 @@ class ImageManager:
             Name=image_name, Architecture=provider_image.architecture,
             RootDeviceName=ROOT_DEVICE, VirtualizationType="hvm",
             EnaSupport=provider_image.ena_support,
-            BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE, "Ebs": ebs}],
-            TagSpecifications=[{"ResourceType": "image",
-                                "Tags": self._tag_list(tags)}])
+            BlockDeviceMappings=[{"DeviceName": ROOT_DEVICE, "Ebs": ebs}])
         if provider_image.imds_support:
             args["ImdsSupport"] = provider_image.imds_support
         image = self.adapter.mutate("RegisterImage %s" % image_name,
                                     ec2.register_image, **args)
+        # Tagged in a second call rather than with TagSpecifications,
+        # which some EC2 implementations (moto) ignore for images; the
+        # tags are what leak cleanup goes by.
+        self.adapter.mutate("CreateTags %s" % image["ImageId"],
+                            ec2.create_tags, Resources=[image["ImageId"]],
+                            Tags=self._tag_list(tags))
         self.log.info("Registered image %s as %s", image_name,
                       image["ImageId"])
         return image["ImageId"]
