@@ -1,0 +1,463 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The launcher's status web app (cli.md section 3) and Prometheus metrics.
+
+Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
+
+``/node-list`` (``node_id``, ``fields``), ``/request-list``,
+``/label-list``, ``/image-list``, ``/dib-image-list``, ``/image-status``
+(``fields``)
+    The listings of :mod:`nodepool.status`, read from the launcher's tree
+    caches.  The ``Accept`` header picks the format among ``text/html``,
+    ``text/plain`` and ``application/json`` (no header: text).  Text is the
+    CLI's table (``fields`` restricts its columns); JSON is the list of
+    rows with every key.  Each result is kept for :attr:`WebApp.cache_ttl`
+    seconds per (path, query, format) and carries ``Last-Modified``,
+    ``Expires``, ``ETag`` and ``Cache-Control: public, max-age=1``, so
+    clients can make conditional requests (304).
+``/ready``
+    ``200 OK`` once the launcher finished its first main-loop pass,
+    ``503`` before.
+``/metrics``
+    The node gauges of the statsd reporter in Prometheus form (see
+    :class:`NodeMetrics`).
+
+Serving: every :class:`WebApp` runs its own cheroot WSGI server in a thread,
+in front of a CherryPy application that is never mounted on
+``cherrypy.tree``; the global CherryPy engine is not started.  Several web
+apps (several launchers in one test process) can therefore run side by
+side, each with its own port and Prometheus registry.
+
+Nothing here writes to ZooKeeper, and only record fields listed in cli.md
+are served: the configuration (and with it any secret) is never read
+except for the listen address and the providers' ``max-servers``.
+"""
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Hashable, NamedTuple, Optional, Tuple
+
+import cherrypy
+import prometheus_client
+from cheroot import wsgi
+from cherrypy.lib import cptools, httputil
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nodepool import status
+from nodepool.zk.models import NodeState
+
+log = logging.getLogger("nodepool.web")
+
+TEXT_PLAIN = "text/plain; charset=UTF-8"
+JSON = "application/json"
+# Media types we answer with, in the order cptools.accept prefers them when
+# the client does not care (text/html is served as the text table).
+MEDIA = ["text/plain", "text/html", JSON]
+
+
+# -- listings -----------------------------------------------------------------
+
+def _param(params: Dict[str, Any], name: str) -> Optional[str]:
+    """A query parameter as one string (repeated ones joined with ``,``)."""
+    value = params.get(name)
+    if isinstance(value, list):
+        value = ",".join(value)
+    return value
+
+
+def _nodes(launcher, params, now) -> status.Listing:
+    cache = launcher.services.node_cache
+    node_id = _param(params, "node_id")
+    if node_id is not None:
+        node = cache.get(node_id)
+        nodes = [node] if node is not None else []
+    else:
+        nodes = sorted(cache.values(), key=lambda n: n.id)
+    return status.node_list(nodes, now=now)
+
+
+def _requests(launcher, params, now) -> status.Listing:
+    requests = launcher.services.request_cache.values()
+    return status.request_list(sorted(requests, key=lambda r: r.id))
+
+
+def _labels(launcher, params, now) -> status.Listing:
+    return status.label_list(launcher.services.registry.pools())
+
+
+def _uploads(launcher, params, now) -> status.Listing:
+    uploads = launcher.services.image_cache.uploads()
+    return status.image_list(sorted(uploads, key=lambda u: (
+        u.image_name, u.build_id, u.provider_name, u.id)))
+
+
+def _builds(launcher, params, now) -> status.Listing:
+    cache = launcher.services.image_cache
+    paused = [image.name for image in cache.images() if image.paused]
+    builds = sorted(cache.builds(), key=lambda b: (b.image_name, b.id))
+    return status.dib_image_list(builds, paused)
+
+
+def _image_status(launcher, params, now) -> status.Listing:
+    # Build requests and build locks are not in the image cache; read them
+    # (a handful of znodes per image) and let the result cache absorb load.
+    kazoo = launcher.services.zk_client.kazoo
+    return status.image_status(status.read_image_status(kazoo))
+
+
+LISTINGS: Dict[str, Callable[[Any, Dict[str, Any], float],
+                             status.Listing]] = {
+    "node-list": _nodes,
+    "request-list": _requests,
+    "label-list": _labels,
+    "image-list": _uploads,
+    "dib-image-list": _builds,
+    "image-status": _image_status,
+}
+
+
+# -- result cache -------------------------------------------------------------
+
+class Rendered(NamedTuple):
+    """One rendered listing, as served and cached."""
+
+    body: bytes
+    content_type: str
+    created: float
+    etag: str
+
+
+class ResultCache:
+    """Rendered results kept for ``ttl`` seconds per key; thread-safe.
+
+    Two requests missing the same key at once may both render it; the
+    later one wins, which is harmless for read-only data.  Expired entries
+    are dropped on every insert, so arbitrary query strings cannot make
+    the cache grow beyond what one ``ttl`` of traffic adds.
+    """
+
+    def __init__(self, ttl: float, clock: Callable[[], float]):
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: Dict[Hashable, Rendered] = {}
+
+    def get(self, key: Hashable,
+            render: Callable[[float], Tuple[bytes, str]]) -> Rendered:
+        now = self.clock()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and now - entry.created < self.ttl:
+            return entry
+        body, content_type = render(now)
+        entry = Rendered(body, content_type, now,
+                         '"%s"' % hashlib.sha1(body).hexdigest())
+        with self._lock:
+            for old in [k for k, e in self._entries.items()
+                        if now - e.created >= self.ttl]:
+                del self._entries[old]
+            self._entries[key] = entry
+        return entry
+
+
+# -- Prometheus ---------------------------------------------------------------
+
+def _pool_info(pool) -> Tuple[Optional[str], Optional[str], Tuple[str, ...]]:
+    """``(provider, pool name, supported labels)`` of a pool record.
+
+    Component records keep their znode name in ``name``; the pool's own
+    name is in the record data.
+    """
+    data = pool.to_dict() if hasattr(pool, "to_dict") else vars(pool)
+    return (data.get("provider_name"), data.get("name"),
+            tuple(data.get("supported_labels") or ()))
+
+
+class NodeMetrics(Collector):
+    """The launcher's global statsd gauges, computed at scrape time.
+
+    Each statsd name maps to a metric whose name is the constant part with
+    ``.`` replaced by ``_`` and whose variable parts become labels:
+
+    ================================================  ========================
+    statsd gauge                                      Prometheus gauge
+    ================================================  ========================
+    ``nodepool.nodes.<state>``                        ``nodepool_nodes{state}``
+    ``nodepool.provider.<p>.nodes.<state>``           ``nodepool_provider_nodes
+                                                      {provider,state}``
+    ``nodepool.label.<l>.nodes.<state>``              ``nodepool_label_nodes
+                                                      {label,state}``
+    ``nodepool.provider.<p>.pool.<pool>.``            ``nodepool_provider_pool_
+    ``addressable_requests``                          addressable_requests
+                                                      {provider,pool}``
+    ``nodepool.provider.<p>.max_servers``             ``nodepool_provider_max_
+                                                      servers{provider}``
+    ================================================  ========================
+
+    As with statsd, every state is reported (zeros included), providers and
+    labels of registered pools are reported even without nodes, and a node
+    counts once for each of its labels.  Node and request gauges come from
+    this launcher's caches, so every launcher reports the same global
+    values (statsd has one elected emitter instead); ``max_servers``
+    covers the providers this launcher runs.
+    """
+
+    STATES = [state.value for state in NodeState]
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+
+    def describe(self):
+        # Only known at scrape time; an empty description keeps the
+        # registry from calling collect() on registration.
+        return []
+
+    def collect(self):
+        services = self.launcher.services
+        if services is None or services.registry is None:
+            return
+        pools = [_pool_info(pool) for pool in services.registry.pools()]
+        yield from self._node_gauges(services.node_cache.values(), pools)
+        yield self._addressable(services.request_cache.values(), pools)
+        yield self._max_servers()
+
+    def _node_gauges(self, nodes, pools):
+        overall = dict.fromkeys(self.STATES, 0)
+        by_provider: Dict[str, Dict[str, int]] = {}
+        by_label: Dict[str, Dict[str, int]] = {}
+        for provider, _, labels in pools:
+            if provider:
+                by_provider.setdefault(provider,
+                                       dict.fromkeys(self.STATES, 0))
+            for label in labels:
+                by_label.setdefault(label, dict.fromkeys(self.STATES, 0))
+        for node in nodes:
+            if node.state is None:
+                continue
+            state = getattr(node.state, "value", node.state)
+            overall[state] = overall.get(state, 0) + 1
+            groups = [(by_provider, node.provider)] if node.provider else []
+            groups += [(by_label, label) for label in node.type or ()]
+            for counts, name in groups:
+                counts = counts.setdefault(name,
+                                           dict.fromkeys(self.STATES, 0))
+                counts[state] = counts.get(state, 0) + 1
+
+        gauge = GaugeMetricFamily("nodepool_nodes", "Nodes per state",
+                                  labels=["state"])
+        for state, count in overall.items():
+            gauge.add_metric([state], count)
+        yield gauge
+        for name, label, groups in (
+                ("nodepool_provider_nodes", "provider", by_provider),
+                ("nodepool_label_nodes", "label", by_label)):
+            gauge = GaugeMetricFamily(
+                name, "Nodes per %s and state" % label,
+                labels=[label, "state"])
+            for key in sorted(groups):
+                for state, count in groups[key].items():
+                    gauge.add_metric([key, state], count)
+            yield gauge
+
+    @staticmethod
+    def _addressable(requests, pools):
+        gauge = GaugeMetricFamily(
+            "nodepool_provider_pool_addressable_requests",
+            "Requests whose labels a registered pool all supports",
+            labels=["provider", "pool"])
+        labels_by_pool: Dict[Tuple, set] = {}
+        for provider, name, labels in pools:
+            labels_by_pool.setdefault((provider or "", name or ""),
+                                      set()).update(labels)
+        wanted = [set(request.node_types or ()) for request in requests]
+        for key in sorted(labels_by_pool):
+            labels = labels_by_pool[key]
+            gauge.add_metric(list(key),
+                             sum(1 for types in wanted if types <= labels))
+        return gauge
+
+    def _max_servers(self):
+        gauge = GaugeMetricFamily(
+            "nodepool_provider_max_servers",
+            "Sum of max-servers of the provider's pools",
+            labels=["provider"])
+        for provider in list(self.launcher.providers.values()):
+            config = provider.config
+            total = sum(pool.max_servers for pool in config.pools.values()
+                        if pool.max_servers)
+            gauge.add_metric([config.name], total)
+        return gauge
+
+
+# -- HTTP ---------------------------------------------------------------------
+
+def _plain_error_page(status, message, traceback, version):
+    """Error bodies as one line of plain text (never a traceback)."""
+    cherrypy.serving.response.headers["Content-Type"] = TEXT_PLAIN
+    return "%s\n" % (message or status)
+
+
+class _Root:
+    """The CherryPy handler: every path lands in :meth:`default`."""
+
+    def __init__(self, app: "WebApp"):
+        self.app = app
+
+    @cherrypy.expose
+    def default(self, *vpath, **params):
+        path = "/".join(vpath)
+        if path == "ready":
+            return self.app.ready_page()
+        if path == "metrics":
+            return self.app.metrics_page()
+        listing = LISTINGS.get(path)
+        if listing is None:
+            # Not cherrypy.NotFound: its error page gets padded to 512
+            # bytes for old browsers.
+            response = cherrypy.serving.response
+            response.status = 404
+            response.headers["Content-Type"] = TEXT_PLAIN
+            return b"Not found\n"
+        return self.app.listing_page(path, listing, params)
+
+
+class WebApp:
+    """The status web app of one launcher.
+
+    :param launcher: the :class:`~nodepool.launcher.server.NodePoolLauncher`
+        (or anything with its ``services``, ``ready``, ``providers`` and
+        ``config`` attributes).
+    :param listen_address, port: where to listen; by default the
+        launcher config's ``webapp`` section, read at :meth:`start`.  Port
+        0 picks a free port; :attr:`port` tells which after :meth:`start`.
+    :param cache_ttl: how long a rendered listing is served unchanged.
+    :param clock: time source of the result cache and of the date headers
+        (tests pass a fake one).
+    """
+
+    def __init__(self, launcher, listen_address: Optional[str] = None,
+                 port: Optional[int] = None, *, cache_ttl: float = 1.0,
+                 clock: Callable[[], float] = time.time,
+                 threads: int = 10):
+        self.launcher = launcher
+        self.listen_address = listen_address
+        self._port = port
+        self.cache_ttl = cache_ttl
+        self.clock = clock
+        self.threads = threads
+        self.cache = ResultCache(cache_ttl, clock)
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        self.registry.register(NodeMetrics(launcher))
+        self.application = cherrypy.Application(_Root(self), "", config={
+            "/": {
+                "tools.allow.on": True,
+                "tools.allow.methods": ["GET", "HEAD"],
+                "tools.encode.on": False,
+                "request.show_tracebacks": False,
+                "request.show_mismatched_params": False,
+                "error_page.default": _plain_error_page,
+                "response.headers.server": "nodepool",
+            },
+        })
+        # Log through our logger tree rather than CherryPy's, whose access
+        # log prints every request on stdout.
+        self.application.log.access_log = logging.getLogger(
+            "nodepool.web.access")
+        self.application.log.error_log = logging.getLogger(
+            "nodepool.web.error")
+        self._server: Optional[wsgi.Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> Optional[int]:
+        """The bound port once started (the configured one before)."""
+        if self._server is not None:
+            return self._server.bind_addr[1]
+        return self._port
+
+    def start(self) -> None:
+        """Bind the socket and serve in a background thread.
+
+        :raises OSError: the address cannot be bound.
+        """
+        config = getattr(self.launcher.config, "webapp", None)
+        address = self.listen_address
+        if address is None:
+            address = config.listen_address if config else "0.0.0.0"
+        port = self._port
+        if port is None:
+            port = config.port if config else 8005
+        server = wsgi.Server((address, port), self.application,
+                             numthreads=self.threads,
+                             server_name="nodepool-webapp")
+        server.prepare()  # binds now, so errors surface in the caller
+        self._server = server
+        self._thread = threading.Thread(target=server.serve,
+                                        name="WebApp", daemon=True)
+        self._thread.start()
+        log.info("Status web app listening on %s:%s", address, self.port)
+
+    def stop(self) -> None:
+        """Stop serving and join the server thread (idempotent)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._port = server.bind_addr[1]
+        server.stop()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    # Pages (called on server threads) -----------------------------------
+
+    def ready_page(self) -> bytes:
+        response = cherrypy.serving.response
+        response.headers["Content-Type"] = TEXT_PLAIN
+        if self.launcher.ready.is_set():
+            return b"OK"
+        response.status = 503
+        return b"Not ready"
+
+    def metrics_page(self) -> bytes:
+        response = cherrypy.serving.response
+        response.headers["Content-Type"] = prometheus_client.CONTENT_TYPE_LATEST
+        return prometheus_client.generate_latest(self.registry)
+
+    def listing_page(self, path: str, listing, params) -> bytes:
+        if self.launcher.services is None:
+            raise cherrypy.HTTPError(503, "The launcher has not started")
+        media = cptools.accept(MEDIA)
+        fmt = "json" if media == JSON else "text"
+        query = tuple(sorted((name, str(_param(params, name)))
+                             for name in params))
+
+        def render(now: float) -> Tuple[bytes, str]:
+            headers, rows = listing(self.launcher, params, now)
+            if fmt == "json":
+                return json.dumps(rows).encode("utf-8"), JSON
+            fields = _param(params, "fields")
+            fields = [f for f in fields.split(",") if f] if fields else None
+            table = status.render_table(headers, rows, fields, now=now)
+            return (table + "\n").encode("utf-8"), TEXT_PLAIN
+
+        entry = self.cache.get((path, query, fmt), render)
+        response = cherrypy.serving.response
+        response.headers.update({
+            "Content-Type": entry.content_type,
+            "Access-Control-Allow-Origin": "*",
+            "Cache-Control": "public, max-age=%d" % max(1, self.cache_ttl),
+            "Last-Modified": httputil.HTTPDate(entry.created),
+            "Expires": httputil.HTTPDate(entry.created + self.cache_ttl),
+            "ETag": entry.etag,
+            "Vary": "Accept",
+        })
+        # If-None-Match, when sent, decides alone (RFC 9110, 13.2.2).
+        cptools.validate_etags()
+        if "If-None-Match" not in cherrypy.serving.request.headers:
+            cptools.validate_since()
+        return entry.body
