@@ -9,9 +9,17 @@ from nodepool.cmd import daemon_parser
 
 
 def main(argv=None) -> int:
-    daemon_parser("nodepool-builder",
-                  "Build disk images and upload them to providers.",
-                  "/var/run/nodepool/builder.pid").parse_args(argv)
+    parser = daemon_parser(
+        "nodepool-builder",
+        "Build disk images and upload them to providers.",
+        "nodepool-builder")
+    parser.add_argument("--build-workers", type=int, default=1,
+                        help="number of build workers (default: "
+                        "%(default)s)")
+    parser.add_argument("--upload-workers", type=int, default=4,
+                        help="number of upload workers (default: "
+                        "%(default)s)")
+    parser.parse_args(argv)
     print("nodepool-builder: the builder is not implemented yet",
           file=sys.stderr)
     return 1

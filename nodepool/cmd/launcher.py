@@ -9,13 +9,17 @@ from nodepool.cmd import daemon_parser, run_daemon
 
 
 def main(argv=None) -> int:
-    args = daemon_parser(
+    parser = daemon_parser(
         "nodepool-launcher", "Serve node requests from ZooKeeper.",
-        "/var/run/nodepool/launcher.pid").parse_args(argv)
+        "nodepool")
+    parser.add_argument("--no-webapp", action="store_true",
+                        help="do not start the HTTP status server")
+    args = parser.parse_args(argv)
 
     def make():
         from nodepool.launcher.server import NodePoolLauncher
-        return NodePoolLauncher(args.config, args.secure)
+        return NodePoolLauncher(args.config, args.secure,
+                                webapp=not args.no_webapp)
     return run_daemon(args, make)
 
 

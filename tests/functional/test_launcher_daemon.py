@@ -32,7 +32,8 @@ def test_daemon_lifecycle(tmp_path, zk_server, zk_chroot, zk_client):
                             "nodepool-launcher")
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [launcher, "-d", "-c", str(config), "-p", str(pidfile)],
+            [launcher, "-d", "--no-webapp", "-c", str(config), "-p",
+             str(pidfile)],
             stdout=out, stderr=subprocess.STDOUT)
     try:
         kazoo = zk_client.kazoo
