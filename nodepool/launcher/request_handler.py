@@ -139,7 +139,12 @@ class RequestHandler:
 
     def _reuse_node(self, label_name: str):
         ready = self.services.nodes.get_ready_nodes_of_types([label_name])
-        for node in ready.get(label_name, []):
+        candidates = ready.get(label_name, [])
+        if not self.provider.launches_nodes:
+            # Existing hosts are not interchangeable: keep the ones that
+            # offer other labels too for requests that need those.
+            candidates = sorted(candidates, key=lambda n: len(n.type))
+        for node in candidates:
             if (node.provider != self.provider.name
                     or node.pool != self.pool.name
                     or node.lock_contenders or node.is_locked):

@@ -131,7 +131,7 @@ class StateMachineProvider:
     launches_nodes = True
 
     def label_available(self, label_name: str) -> bool:
-        """Whether a node of the label could be handed out now.
+        """Whether a request wanting the label should be taken now.
 
         Pool workers leave requests alone (without declining) while this
         is False; the default is always True.
