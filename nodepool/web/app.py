@@ -447,7 +447,8 @@ class WebApp:
 
         entry = self.cache.get((path, query, fmt), render)
         response = cherrypy.serving.response
-        response.headers.update({
+        # One by one: HeaderMap.update() would skip its key folding.
+        for name, value in {
             "Content-Type": entry.content_type,
             "Access-Control-Allow-Origin": "*",
             "Cache-Control": "public, max-age=%d" % max(1, self.cache_ttl),
@@ -455,7 +456,8 @@ class WebApp:
             "Expires": httputil.HTTPDate(entry.created + self.cache_ttl),
             "ETag": entry.etag,
             "Vary": "Accept",
-        })
+        }.items():
+            response.headers[name] = value
         # If-None-Match, when sent, decides alone (RFC 9110, 13.2.2).
         cptools.validate_etags()
         if "If-None-Match" not in cherrypy.serving.request.headers:
