@@ -3,17 +3,61 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Entry point of the ``nodepool`` command line tool.
 
-Global options (``-c``, ``-s``, ``--debug``) come before the subcommand.
-Each subcommand is a function ``(args) -> exit status`` registered in
-:func:`build_parser` with ``set_defaults(func=...)``.
+Global options (``-c``, ``-s``, ``--debug``, ``-l``) come before the
+subcommand.  Each subcommand is a function ``(ctx) -> exit status``
+registered in :func:`build_parser`; ``ctx`` is a :class:`Context` holding
+the parsed arguments and, for every command but ``config-validate``, the
+loaded config and a ZooKeeper connection (direct reads, no caches).
+
+Failures (config errors, no ZooKeeper, lock timeouts, unknown ids, lost
+connections) print one line on stderr and exit with status 1; argparse
+exits with status 2 on bad arguments.  No tracebacks unless ``--debug``.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
+import threading
 
+from kazoo.exceptions import KazooException, NoNodeError
+
+from nodepool import status
 from nodepool.config import DEFAULT_CONFIG_PATH, DEFAULT_SECURE_PATH
+from nodepool.exceptions import NodepoolError, TimeoutException
+from nodepool.version import __version__
+
+log = logging.getLogger("nodepool.cmd")
+
+# How long delete and hold wait for a node lock (as nodepool does).
+LOCK_TIMEOUT = 5
+# Pause between steps of a synchronous ``delete --now``.
+DELETE_STEP_INTERVAL = 0.2
+
+
+class CommandError(Exception):
+    """A failure reported as one line on stderr (exit status 1)."""
+
+
+class Context:
+    """What a subcommand works with: arguments, config and stores."""
+
+    def __init__(self, args, config=None, zk_client=None):
+        self.args = args
+        self.config = config
+        self.zk_client = zk_client
+        if zk_client is not None:
+            from nodepool.zk.images import ImageStore
+            from nodepool.zk.nodes import NodeStore
+            from nodepool.zk.requests import RequestStore
+            self.nodes = NodeStore(zk_client)
+            self.requests = RequestStore(zk_client)
+            self.images = ImageStore(zk_client)
+
+    @property
+    def kazoo(self):
+        return self.zk_client.kazoo
 
 
 def secure_path(args):
@@ -28,15 +72,361 @@ def secure_path(args):
     return None
 
 
-def cmd_config_validate(args) -> int:
+def print_table(listing, fields=None) -> None:
+    headers, rows = listing
+    print(status.render_table(headers, rows, fields))
+
+
+# -- read-only listings --------------------------------------------------------
+
+def cmd_config_validate(ctx) -> int:
     """Validate the config file; 0 if valid, 1 otherwise."""
     from nodepool.cmd.config_validator import ConfigValidator
+    args = ctx.args
     validator = ConfigValidator(args.config, secure_path(args))
-    status = validator.validate()
-    if status == 0:
+    result = validator.validate()
+    if result == 0:
         print("Configuration file %s is valid" % args.config)
-    return status
+    return result
 
+
+def show_nodes(ctx, node_id=None, detail=False) -> None:
+    nodes = status.read_nodes(ctx.nodes, node_id)
+    fields = None if detail else status.NODE_LIST_FIELDS
+    print_table(status.node_list(nodes, node_id), fields)
+
+
+def cmd_list(ctx) -> int:
+    show_nodes(ctx, detail=ctx.args.detail)
+    return 0
+
+
+def cmd_image_list(ctx) -> int:
+    print_table(status.image_list(status.read_uploads(ctx.images)))
+    return 0
+
+
+def cmd_dib_image_list(ctx) -> int:
+    builds, paused = status.read_builds(ctx.images)
+    print_table(status.dib_image_list(builds, paused))
+    return 0
+
+
+def cmd_image_status(ctx) -> int:
+    print_table(status.image_status(status.read_image_status(ctx.kazoo)))
+    return 0
+
+
+def cmd_request_list(ctx) -> int:
+    print_table(status.request_list(ctx.requests.iter_requests(cached=False)))
+    return 0
+
+
+def cmd_info(ctx) -> int:
+    provider = ctx.args.provider
+    images = ctx.images
+    image_rows = []
+    for image in images.get_image_names():
+        for build_id in images.get_build_ids(image):
+            if provider not in images.get_build_providers(image, build_id):
+                continue
+            upload_ids = sorted(images.get_upload_ids(image, build_id,
+                                                      provider))
+            image_rows.append({"image": image, "build_id": build_id,
+                               "upload_ids": upload_ids})
+    node_rows = [{"id": node.id, "server_id": node.external_id}
+                 for node in ctx.nodes.iter_nodes(cached=False)
+                 if node.provider == provider]
+    print("ZooKeeper data for provider %s" % provider)
+    print()
+    print("Image data:")
+    print(status.render_table(
+        [status.Column("image", "Image Name"),
+         status.Column("build_id", "Build ID"),
+         status.Column("upload_ids", "Upload IDs")], image_rows))
+    print()
+    print("Nodes:")
+    print(status.render_table(
+        [status.Column("id", "ID"), status.Column("server_id", "Server ID")],
+        node_rows))
+    return 0
+
+
+def cmd_alien_image_list(ctx) -> int:
+    """Cloud images tagged by nodepool that no READY upload knows.
+
+    Uses the optional adapter method ``list_images()``, which yields
+    objects with ``id``, ``name`` and ``metadata`` (a dict of image
+    properties).  Providers whose adapter lacks it contribute nothing.
+    """
+    from nodepool import driver
+    from nodepool.zk.models import UploadState
+    wanted = ctx.args.provider
+    if wanted and wanted not in ctx.config.providers:
+        raise CommandError("Provider %s is not defined in the config"
+                           % wanted)
+    known = {}
+    for upload in status.read_uploads(ctx.images):
+        if upload.state == UploadState.READY:
+            known.setdefault(upload.provider_name, set()).add(
+                upload.external_id)
+    rows = []
+    for name, provider in ctx.config.providers.items():
+        if wanted and name != wanted:
+            continue
+        try:
+            adapter = driver.get_driver(provider.driver).get_adapter(provider)
+        except Exception:
+            log.exception("Cannot talk to provider %s", name)
+            continue
+        try:
+            list_images = getattr(adapter, "list_images", None)
+            if list_images is None:
+                log.info("Provider %s cannot list images", name)
+                continue
+            for image in list_images():
+                metadata = getattr(image, "metadata", None) or {}
+                if "nodepool_build_id" not in metadata:
+                    continue
+                if image.id in known.get(name, set()):
+                    continue
+                rows.append({"provider": name, "name": image.name,
+                             "id": image.id})
+        except Exception:
+            log.exception("Listing images of provider %s failed", name)
+        finally:
+            try:
+                adapter.stop()
+            except Exception:
+                log.debug("Stopping the adapter of %s failed", name,
+                          exc_info=True)
+    print(status.render_table(
+        [status.Column("provider", "Provider"), status.Column("name", "Name"),
+         status.Column("id", "Image ID")], rows))
+    return 0
+
+
+# -- node changes --------------------------------------------------------------
+
+def _locked_node(ctx, node_id):
+    node = ctx.nodes.get_node(node_id, cached=False)
+    if node is None:
+        raise CommandError("Node id %s not found" % node_id)
+    try:
+        ctx.nodes.lock_node(node, blocking=True, timeout=LOCK_TIMEOUT)
+    except TimeoutException:
+        raise CommandError("Timed out after %ss waiting for the lock of "
+                           "node %s" % (LOCK_TIMEOUT, node_id)) from None
+    return node
+
+
+def cmd_hold(ctx) -> int:
+    from nodepool.zk.models import NodeState
+    node = _locked_node(ctx, ctx.args.id)
+    try:
+        node.state = NodeState.HOLD
+        ctx.nodes.store_node(node)
+    finally:
+        ctx.nodes.unlock_node(node)
+    show_nodes(ctx, node.id)
+    return 0
+
+
+def cmd_delete(ctx) -> int:
+    from nodepool.zk.models import NodeState
+    node = _locked_node(ctx, ctx.args.id)
+    if ctx.args.now:
+        try:
+            ok = delete_now(ctx, node)
+        finally:
+            if node.lock is not None:
+                ctx.nodes.unlock_node(node)
+        if not ok:
+            return 1
+    else:
+        try:
+            node.state = NodeState.DELETING
+            ctx.nodes.store_node(node)
+        finally:
+            ctx.nodes.unlock_node(node)
+    show_nodes(ctx, node.id)
+    return 0
+
+
+class _CliServices:
+    """The part of the launcher's services a provider needs to delete."""
+
+    def __init__(self, ctx):
+        self.zk_client = ctx.zk_client
+        self.nodes = ctx.nodes
+        self.requests = ctx.requests
+        self.images = ctx.images
+        self.node_cache = None   # only used for quota, not for deletion
+        self.request_cache = None
+        self.image_cache = None
+        self.registry = None
+        self.scanner = None
+        self.stats = None
+
+
+def delete_now(ctx, node) -> bool:
+    """Delete the locked ``node``'s instance and record synchronously.
+
+    Runs the provider's node deleter in this thread without starting the
+    provider's runner threads.  Returns whether it succeeded (the
+    deleter logs why not).
+    """
+    from nodepool import driver
+    provider_config = ctx.config.providers.get(node.provider)
+    if provider_config is None:
+        print("Provider %s for node %s not defined on this launcher"
+              % (node.provider, node.id))
+        return False
+    provider = driver.get_driver(provider_config.driver).get_provider(
+        provider_config, _CliServices(ctx))
+    # Refilling a static host's slot is the launchers' business: they
+    # notice the missing node on their own.
+    provider.node_deleted = lambda node: None
+    wait = threading.Event()
+    try:
+        deleter = provider.start_node_cleanup(node, log)
+        while True:
+            deleter.step()
+            if deleter.complete:
+                break
+            wait.wait(DELETE_STEP_INTERVAL)
+    finally:
+        try:
+            provider.stop()
+            provider.join(timeout=10)
+        except Exception:
+            log.debug("Stopping provider %s failed", provider_config.name,
+                      exc_info=True)
+    if not deleter.succeeded:
+        print("Deleting node %s failed" % node.id, file=sys.stderr)
+    return deleter.succeeded
+
+
+def cmd_erase(ctx) -> int:
+    provider = ctx.args.provider
+    if not ctx.args.force:
+        print("WARNING! This action is not reversible!")
+        try:
+            answer = input("Erase ZooKeeper data for provider %s? [N/y] "
+                           % provider)
+        except EOFError:
+            answer = ""
+        if answer.strip() not in ("y", "Y"):
+            print("Aborting. No data erased.")
+            return 0
+    from nodepool.zk import paths
+    print("Erasing build data for %s..." % provider)
+    images = ctx.images
+    for image in images.get_image_names():
+        for build_id in images.get_build_ids(image):
+            try:
+                ctx.kazoo.delete(
+                    paths.build_provider_path(image, build_id, provider),
+                    recursive=True)
+            except NoNodeError:
+                pass
+    print("Erasing node data for %s..." % provider)
+    for node in list(ctx.nodes.iter_nodes(cached=False)):
+        if node.provider == provider:
+            ctx.nodes.delete_node(node)
+    return 0
+
+
+# -- image changes -------------------------------------------------------------
+
+def cmd_image_build(ctx) -> int:
+    image = ctx.args.image
+    diskimage = ctx.config.diskimages.get(image)
+    if diskimage is None or diskimage.abstract:
+        raise CommandError("Trying to build a non disk-image-builder "
+                           "image: %s" % image)
+    if diskimage.pause:
+        raise CommandError("Skipping build request for image %s; paused"
+                           % image)
+    ctx.images.submit_build_request(image)
+    return 0
+
+
+def cmd_image_delete(ctx) -> int:
+    from nodepool.zk.models import UploadState
+    args = ctx.args
+    upload = ctx.images.get_upload(args.image, args.build_id, args.provider,
+                                   args.upload_id)
+    if upload is None:
+        print("Image upload not found")
+        return 1
+    if upload.state == UploadState.UPLOADING:
+        print("Cannot delete because image upload in progress")
+        return 1
+    upload.state = UploadState.DELETING
+    ctx.images.store_upload(args.image, args.build_id, args.provider,
+                            upload, args.upload_id)
+    return 0
+
+
+def cmd_dib_image_delete(ctx) -> int:
+    from nodepool.zk.models import BuildState
+    label = ctx.args.id
+    try:
+        image, build_id = status.split_build_label(label)
+    except ValueError:
+        build = None
+    else:
+        build = ctx.images.get_build(image, build_id)
+    if build is None:
+        print("Build %s not found" % label)
+        return 1
+    if build.state == BuildState.BUILDING:
+        print("Cannot delete a build in progress")
+        return 1
+    build.state = BuildState.DELETING
+    ctx.images.store_build(image, build, build_id)
+    return 0
+
+
+def cmd_image_pause(ctx) -> int:
+    ctx.images.pause_image(ctx.args.image)
+    return 0
+
+
+def cmd_image_unpause(ctx) -> int:
+    ctx.images.unpause_image(ctx.args.image)
+    return 0
+
+
+def cmd_export_image_data(ctx) -> int:
+    data = ctx.images.export_image_data()
+    # Owner-only: the records name cloud image ids.  Truncated, unlike
+    # upstream, so a shorter export never leaves a tail of an older one.
+    fd = os.open(ctx.args.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC,
+                 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    return 0
+
+
+def cmd_import_image_data(ctx) -> int:
+    try:
+        with open(ctx.args.path) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise CommandError("%s is not valid JSON: %s" % (ctx.args.path, e))
+    if not isinstance(data, dict):
+        raise CommandError("%s does not hold exported image data"
+                           % ctx.args.path)
+    try:
+        ctx.images.import_image_data(data)
+    except ValueError as e:
+        raise CommandError("Cannot import %s: %s" % (ctx.args.path, e))
+    return 0
+
+
+# -- parser and main -----------------------------------------------------------
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -49,13 +439,71 @@ def build_parser():
                         "exists)" % DEFAULT_SECURE_PATH)
     parser.add_argument("--debug", action="store_true",
                         help="show debug output")
+    parser.add_argument("-l", dest="logconfig",
+                        help="logging config file (ignored with --debug)")
+    parser.add_argument("--version", action="version",
+                        version="Nodepool version: %s" % __version__)
     subparsers = parser.add_subparsers(dest="command", metavar="command")
 
-    cmd = subparsers.add_parser(
-        "config-validate", help="validate the config file",
-        description="Validate the config file (and the secure file) the "
-        "way the daemons load it.")
-    cmd.set_defaults(func=cmd_config_validate)
+    def add(name, func, help, **kwargs):
+        cmd = subparsers.add_parser(name, help=help, description=help,
+                                    **kwargs)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    add("config-validate", cmd_config_validate, "validate the config file "
+        "(and the secure file) the way the daemons load it")
+
+    cmd = add("list", cmd_list, "list nodes")
+    cmd.add_argument("--detail", action="store_true",
+                     help="show all node columns")
+    add("image-list", cmd_image_list, "list image uploads")
+    add("dib-image-list", cmd_dib_image_list, "list image builds")
+    add("image-status", cmd_image_status,
+        "show pause flags and build requests of images")
+    add("request-list", cmd_request_list, "list node requests")
+
+    cmd = add("image-build", cmd_image_build, "request a diskimage build")
+    cmd.add_argument("image", help="diskimage name")
+    cmd = add("image-delete", cmd_image_delete, "delete an image upload")
+    for option, what in (("--provider", "provider name"),
+                         ("--image", "image name"),
+                         ("--build-id", "build id"),
+                         ("--upload-id", "upload id")):
+        cmd.add_argument(option, required=True, help=what)
+    cmd = add("dib-image-delete", cmd_dib_image_delete, "delete an image "
+              "build (and its uploads)")
+    cmd.add_argument("id", help="build id as <image>-<build id>")
+    cmd = add("alien-image-list", cmd_alien_image_list,
+              "list cloud images tagged by nodepool that it does not know")
+    cmd.add_argument("provider", nargs="?", help="only this provider")
+
+    cmd = add("delete", cmd_delete, "delete a node")
+    cmd.add_argument("id", help="node id")
+    cmd.add_argument("--now", action="store_true",
+                     help="delete the instance here and now instead of "
+                     "leaving it to a launcher")
+    cmd = add("hold", cmd_hold, "hold a node")
+    cmd.add_argument("id", help="node id")
+
+    cmd = add("info", cmd_info, "show the ZooKeeper data of a provider")
+    cmd.add_argument("provider", metavar="PROVIDER", help="provider name")
+    cmd = add("erase", cmd_erase, "erase the ZooKeeper data of a provider")
+    cmd.add_argument("provider", metavar="PROVIDER", help="provider name")
+    cmd.add_argument("--force", action="store_true",
+                     help="do not ask for confirmation")
+
+    cmd = add("image-pause", cmd_image_pause, "pause builds of an image")
+    cmd.add_argument("image", help="image name")
+    cmd = add("image-unpause", cmd_image_unpause,
+              "resume builds of an image")
+    cmd.add_argument("image", help="image name")
+    cmd = add("export-image-data", cmd_export_image_data,
+              "write the image data in ZooKeeper to a file")
+    cmd.add_argument("path", help="output file")
+    cmd = add("import-image-data", cmd_import_image_data,
+              "restore image data from an export (quiescent system only)")
+    cmd.add_argument("path", help="input file")
     return parser
 
 
@@ -64,11 +512,64 @@ def setup_logging(args):
         logging.basicConfig(
             level=logging.DEBUG,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    elif args.logconfig:
+        from nodepool.cmd import load_logging_config
+        load_logging_config(args.logconfig)
     else:
         logging.basicConfig(level=logging.INFO)
         logging.getLogger("kazoo").setLevel(logging.WARNING)
-        logging.getLogger("nodepool.ComponentRegistry").setLevel(
-            logging.WARNING)
+        # Connection chatter would drown the one line a command prints.
+        for name in ("nodepool.ComponentRegistry", "nodepool.zk.client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def connect(args, config):
+    """A connected :class:`ZooKeeperClient` for ``config``.
+
+    Unless debugging, kazoo's per-attempt connection warnings are muted
+    meanwhile: the single failure line says it all.
+    """
+    from nodepool.zk.client import ZooKeeperClient
+    if not config.zookeeper_servers:
+        raise CommandError("No ZooKeeper servers specified in config.")
+    tls = config.zookeeper_tls
+    client = ZooKeeperClient(
+        config.zookeeper_hosts,
+        tls_ca=tls.ca if tls else None,
+        tls_cert=tls.cert if tls else None,
+        tls_key=tls.key if tls else None,
+        timeout=config.zookeeper_timeout)
+    kazoo_log = logging.getLogger("kazoo")
+    level = kazoo_log.level
+    if not (args.debug or args.logconfig):
+        kazoo_log.setLevel(logging.CRITICAL + 1)
+    try:
+        client.connect()
+    except Exception:
+        _quietly_disconnect(client)
+        raise
+    finally:
+        kazoo_log.setLevel(level)
+    return client
+
+
+def _quietly_disconnect(client) -> None:
+    try:
+        client.disconnect()
+    except Exception:
+        log.debug("Disconnecting from ZooKeeper failed", exc_info=True)
+
+
+def run(args) -> int:
+    if args.func is cmd_config_validate:
+        return args.func(Context(args))
+    from nodepool.config import load_config
+    config = load_config(args.config, secure_path(args))
+    client = connect(args, config)
+    try:
+        return args.func(Context(args, config, client))
+    finally:
+        _quietly_disconnect(client)
 
 
 def main(argv=None):
@@ -78,7 +579,17 @@ def main(argv=None):
         parser.print_help()
         return 1
     setup_logging(args)
-    return args.func(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("nodepool: interrupted", file=sys.stderr)
+        return 1
+    except (CommandError, NodepoolError, KazooException, OSError) as e:
+        if args.debug:
+            log.exception("%s failed", args.command)
+        message = str(e) or type(e).__name__
+        print("nodepool: error: %s" % message, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

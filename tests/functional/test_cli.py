@@ -1,0 +1,518 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The ``nodepool`` admin CLI against a real ZooKeeper (cli.md §1)."""
+
+import io
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from nodepool.cmd import nodepoolcmd
+from nodepool.version import __version__
+from nodepool.zk import paths
+from nodepool.zk.images import ImageStore
+from nodepool.zk.models import (ImageBuild, ImageUpload, Node, NodeRequest,
+                                NodeState)
+from nodepool.zk.nodes import NodeStore
+from nodepool.zk.requests import RequestStore
+from tests.fakes.test_driver import FakeAdapter, FakeCloud, FakeInstance
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "nodepool")
+
+NODE_HEADERS = ["ID", "Provider", "Label", "Server ID", "Public IPv4",
+                "IPv6", "State", "Age", "Locked"]
+DETAIL_HEADERS = NODE_HEADERS + [
+    "Pool", "Hostname", "Private IPv4", "AZ", "Username", "Port",
+    "Launcher", "Allocated To", "Hold Job", "Comment", "User Data",
+    "Driver Data"]
+
+EXTRA_CONFIG = """
+labels:
+  - name: small
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+diskimages:
+  - name: ubuntu
+  - name: frozen
+    pause: true
+"""
+# For the console script, which does not know the test driver.
+SCRIPT_CONFIG = """
+labels: []
+providers: []
+"""
+
+
+def zk_config(zk_server, chroot, port=None, timeout=10):
+    certs = zk_server.certs
+    return (
+        "zookeeper-servers:\n"
+        "  - host: %s\n    port: %d\n    chroot: %s\n"
+        "zookeeper-tls:\n  ca: %s\n  cert: %s\n  key: %s\n"
+        "zookeeper-timeout: %s\n" % (
+            zk_server.host, port or zk_server.secure_port, chroot,
+            certs["ca.pem"], certs["client.crt"], certs["client.key"],
+            timeout))
+
+
+@pytest.fixture
+def config(tmp_path, zk_server, zk_chroot):
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(zk_config(zk_server, zk_chroot) + EXTRA_CONFIG)
+    return str(path)
+
+
+@pytest.fixture
+def cli(config, capsys):
+    """Run ``nodepool -c CONFIG <args>`` in-process: (status, out, err)."""
+    def run(*args):
+        capsys.readouterr()
+        status = nodepoolcmd.main(["-c", config] + list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
+
+
+@pytest.fixture
+def stores(zk_client):
+    class Stores:
+        nodes = NodeStore(zk_client)
+        requests = RequestStore(zk_client)
+        images = ImageStore(zk_client)
+        kazoo = zk_client.kazoo
+    return Stores
+
+
+def table(text, title=None):
+    """Rows (lists of cells) of the first table in ``text`` (after a line
+    equal to ``title`` if given), header row first."""
+    lines = text.splitlines()
+    if title is not None:
+        lines = lines[lines.index(title) + 1:]
+    rows = []
+    for line in lines:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows and not line.startswith("+"):
+            break
+    return rows
+
+
+def make_node(store, provider="fake", state=NodeState.READY, **attrs):
+    node = Node()
+    node.state = state
+    node.provider = provider
+    node.pool = "main"
+    node.type = ["small"]
+    node.external_id = "srv-%s" % provider
+    node.public_ipv4 = "203.0.113.7"
+    for key, value in attrs.items():
+        setattr(node, key, value)
+    store.store_node(node)
+    return node
+
+
+def make_build(images, image="ubuntu", state="ready", formats=("qcow2",)):
+    build = ImageBuild(image)
+    build.state = state
+    build.builder = "builder01"
+    build.formats = list(formats)
+    build_id = images.store_build(image, build)
+    return build_id
+
+
+def make_upload(images, image, build_id, provider="fake", state="ready",
+                external_id="img-1"):
+    upload = ImageUpload()
+    upload.state = state
+    upload.external_id = external_id
+    upload.external_name = "%s-%s" % (image, build_id[:6])
+    return images.store_upload(image, build_id, provider, upload)
+
+
+# -- listings ------------------------------------------------------------------
+
+def test_list_and_detail(cli, stores, zk_factory):
+    a = make_node(stores.nodes, public_ipv6="2001:db8::1",
+                  connection_port="token", comment="keep")
+    b = make_node(stores.nodes, provider="other", state=NodeState.IN_USE)
+    other = NodeStore(zk_factory())
+    other.lock_node(b)
+
+    status, out, _ = cli("list")
+    assert status == 0
+    rows = table(out)
+    assert rows[0] == NODE_HEADERS
+    by_id = {row[0]: row for row in rows[1:]}
+    assert by_id[a.id][:7] == [a.id, "fake", "small", "srv-fake",
+                               "203.0.113.7", "2001:db8::1", "ready"]
+    assert by_id[a.id][8] == "unlocked"
+    assert by_id[b.id][6:9:2] == ["in-use", "locked"]
+    assert by_id[a.id][7].count(":") == 3
+
+    status, out, _ = cli("list", "--detail")
+    rows = table(out)
+    assert rows[0] == DETAIL_HEADERS
+    detail = dict(zip(rows[0], [r for r in rows if r[0] == a.id][0]))
+    assert detail["Port"] == "redacted"
+    assert detail["Comment"] == "keep"
+    assert detail["Username"] == "zuul"
+    assert detail["Pool"] == "main"
+    assert detail["Hostname"] == ""
+
+
+def test_request_list(cli, stores):
+    request = NodeRequest.new(["small", "small"], "zuul01",
+                              relative_priority=2, event_id="ev42")
+    request.declined_by = ["l1", "l2"]
+    stores.requests.submit_request(request, priority="200")
+    status, out, _ = cli("request-list")
+    assert status == 0
+    rows = table(out)
+    assert rows[0] == ["Request ID", "Priority", "State", "Requestor",
+                       "Node Types", "Nodes", "Declined By", "Event ID"]
+    assert rows[1] == [request.id, "2", "requested", "zuul01",
+                       "small,small", "", "l1,l2", "ev42"]
+
+
+def test_image_listings(cli, stores, zk_factory):
+    images = stores.images
+    build_id = make_build(images, formats=("raw", "qcow2"))
+    upload_id = make_upload(images, "ubuntu", build_id)
+    images.pause_image("frozen")
+    frozen_build = make_build(images, image="frozen", state="building")
+
+    status, out, _ = cli("image-list")
+    assert status == 0
+    rows = table(out)
+    assert rows[0] == ["Build ID", "Upload ID", "Provider", "Image",
+                       "Provider Image Name", "Provider Image ID", "State",
+                       "Age"]
+    assert rows[1][:7] == [build_id, upload_id, "fake", "ubuntu",
+                           "ubuntu-" + build_id[:6], "img-1", "ready"]
+    assert len(rows) == 2
+
+    status, out, _ = cli("dib-image-list")
+    rows = table(out)
+    assert rows[0] == ["ID", "Image", "Builder", "Formats", "State", "Age"]
+    by_id = {row[0]: row for row in rows[1:]}
+    assert by_id["ubuntu-" + build_id][1:5] == [
+        "ubuntu", "builder01", "qcow2,raw", "ready"]
+    assert by_id["frozen-" + frozen_build][4] == "paused"
+
+    # image-status: pending request, then building while the build lock
+    # is held and a build exists.
+    assert cli("image-build", "ubuntu")[0] == 0
+    status, out, _ = cli("image-status")
+    rows = table(out)
+    assert rows[0] == ["Image", "Paused", "Build Request",
+                       "Build Request Age"]
+    by_image = {row[0]: row for row in rows[1:]}
+    assert by_image["frozen"][1:3] == ["True", ""]
+    assert by_image["ubuntu"][1:3] == ["False", "pending"]
+    assert by_image["ubuntu"][3].startswith("00:00:")
+
+    builder = ImageStore(zk_factory())
+    lock = builder.acquire_image_build_lock("ubuntu", blocking=False)
+    make_build(images, state="building")
+    try:
+        rows = table(cli("image-status")[1])
+        assert {r[0]: r[2] for r in rows[1:]}["ubuntu"] == "building"
+    finally:
+        builder.release_lock(lock)
+    rows = table(cli("image-status")[1])
+    assert {r[0]: r[2] for r in rows[1:]}["ubuntu"] == "pending"
+
+
+def test_image_build(cli, stores):
+    assert cli("image-build", "ubuntu")[0] == 0
+    assert stores.images.has_build_request("ubuntu")
+
+    status, out, err = cli("image-build", "nope")
+    assert status == 1
+    assert err.strip() == ("nodepool: error: Trying to build a non "
+                           "disk-image-builder image: nope")
+    status, _, err = cli("image-build", "frozen")
+    assert status == 1
+    assert "Skipping build request for image frozen; paused" in err
+    assert not stores.images.has_build_request("frozen")
+
+
+def test_image_pause_unpause(cli, stores):
+    for _ in range(2):  # idempotent
+        assert cli("image-pause", "ubuntu")[0] == 0
+        assert stores.images.is_image_paused("ubuntu")
+    for _ in range(2):
+        assert cli("image-unpause", "ubuntu")[0] == 0
+        assert not stores.images.is_image_paused("ubuntu")
+
+
+def test_image_delete(cli, stores):
+    images = stores.images
+    build_id = make_build(images)
+    ready = make_upload(images, "ubuntu", build_id)
+    busy = make_upload(images, "ubuntu", build_id, state="uploading")
+
+    def delete(upload_id):
+        return cli("image-delete", "--provider", "fake", "--image", "ubuntu",
+                   "--build-id", build_id, "--upload-id", upload_id)
+
+    status, out, _ = delete("0000009999")
+    assert (status, out.strip()) == (1, "Image upload not found")
+    status, out, _ = delete(busy)
+    assert (status, out.strip()) == (
+        1, "Cannot delete because image upload in progress")
+    assert delete(ready)[0] == 0
+    assert images.get_upload("ubuntu", build_id, "fake",
+                             ready).state == "deleting"
+
+    with pytest.raises(SystemExit) as exc:
+        nodepoolcmd.main(["image-delete", "--provider", "fake"])
+    assert exc.value.code == 2
+
+
+def test_dib_image_delete(cli, stores):
+    images = stores.images
+    ready = make_build(images)
+    busy = make_build(images, state="building")
+    status, out, _ = cli("dib-image-delete", "ubuntu-nope")
+    assert (status, out.strip()) == (1, "Build ubuntu-nope not found")
+    status, out, _ = cli("dib-image-delete", "ubuntu-" + busy)
+    assert (status, out.strip()) == (1, "Cannot delete a build in progress")
+    assert cli("dib-image-delete", "ubuntu-" + ready)[0] == 0
+    assert images.get_build("ubuntu", ready).state == "deleting"
+    assert images.get_build("ubuntu", busy).state == "building"
+
+
+# -- node changes --------------------------------------------------------------
+
+def test_hold_and_delete(cli, stores):
+    node = make_node(stores.nodes)
+    status, out, _ = cli("hold", node.id)
+    assert status == 0
+    rows = table(out)
+    assert rows[0] == NODE_HEADERS
+    assert rows[1][0] == node.id and rows[1][6] == "hold"
+    assert stores.nodes.get_node(node.id).state == "hold"
+    assert stores.nodes.node_lock_contenders(node.id) == []
+
+    status, out, _ = cli("delete", node.id)
+    assert status == 0
+    assert table(out)[1][6] == "deleting"
+    assert stores.nodes.get_node(node.id).state == "deleting"
+
+    status, out, err = cli("delete", "0000099999")
+    assert status == 1
+    assert err.strip() == "nodepool: error: Node id 0000099999 not found"
+    assert cli("hold", "0000099999")[0] == 1
+
+
+def test_locked_node_times_out(cli, stores, zk_factory, monkeypatch):
+    monkeypatch.setattr(nodepoolcmd, "LOCK_TIMEOUT", 0.5)
+    node = make_node(stores.nodes)
+    NodeStore(zk_factory()).lock_node(node)
+    for command in ("hold", "delete"):
+        status, out, err = cli(command, node.id)
+        assert status == 1
+        assert err.strip() == (
+            "nodepool: error: Timed out after 0.5s waiting for the lock "
+            "of node %s" % node.id)
+        assert "Traceback" not in out + err
+    assert stores.nodes.get_node(node.id).state == "ready"
+
+
+def test_delete_now(cli, stores):
+    cloud = FakeCloud.get("fake")
+    cloud.instances["fake-7"] = FakeInstance("fake-7", {}, 1, 1024)
+    node = make_node(stores.nodes, external_id="fake-7")
+    status, out, _ = cli("delete", "--now", node.id)
+    assert status == 0
+    assert table(out) == [NODE_HEADERS]
+    assert "fake-7" not in cloud.instances
+    assert stores.nodes.get_node(node.id) is None
+
+    foreign = make_node(stores.nodes, provider="elsewhere")
+    status, out, _ = cli("delete", "--now", foreign.id)
+    assert status == 1
+    assert out.strip() == ("Provider elsewhere for node %s not defined on "
+                           "this launcher" % foreign.id)
+    assert stores.nodes.get_node(foreign.id).state == "ready"
+    assert stores.nodes.node_lock_contenders(foreign.id) == []
+
+
+def test_info_and_erase(cli, stores, monkeypatch):
+    images = stores.images
+    build_id = make_build(images)
+    first = make_upload(images, "ubuntu", build_id)
+    second = make_upload(images, "ubuntu", build_id, external_id="img-2")
+    make_upload(images, "ubuntu", build_id, provider="keep")
+    node = make_node(stores.nodes)
+    kept = make_node(stores.nodes, provider="keep")
+
+    status, out, _ = cli("info", "fake")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[:3] == ["ZooKeeper data for provider fake", "",
+                         "Image data:"]
+    assert table(out, "Image data:") == [
+        ["Image Name", "Build ID", "Upload IDs"],
+        ["ubuntu", build_id, "%s,%s" % (first, second)]]
+    assert table(out, "Nodes:") == [["ID", "Server ID"],
+                                    [node.id, "srv-fake"]]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    status, out, _ = cli("erase", "fake")
+    assert status == 0
+    assert out.splitlines() == [
+        "WARNING! This action is not reversible!",
+        "Erase ZooKeeper data for provider fake? [N/y] "
+        "Aborting. No data erased."]
+    assert stores.nodes.get_node(node.id) is not None
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    status, out, _ = cli("erase", "fake")
+    assert status == 0
+    assert out.splitlines()[-2:] == [
+        "Erase ZooKeeper data for provider fake? [N/y] "
+        "Erasing build data for fake...",
+        "Erasing node data for fake..."]
+    assert stores.nodes.get_node(node.id) is None
+    assert stores.nodes.get_node(kept.id) is not None
+    assert images.get_build_providers("ubuntu", build_id) == ["keep"]
+
+    kept2 = make_node(stores.nodes, provider="keep")
+    status, out, _ = cli("erase", "--force", "keep")
+    assert status == 0
+    assert out.splitlines() == ["Erasing build data for keep...",
+                                "Erasing node data for keep..."]
+    assert stores.nodes.get_node(kept2.id) is None
+    assert images.get_build("ubuntu", build_id) is not None
+
+
+def test_export_import_round_trip(cli, stores, tmp_path):
+    images = stores.images
+    build_id = make_build(images)
+    make_upload(images, "ubuntu", build_id)
+    last = make_upload(images, "ubuntu", build_id, external_id="img-2")
+    images.pause_image("frozen")
+    path = tmp_path / "export.json"
+    assert cli("export-image-data", str(path))[0] == 0
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    exported = json.loads(path.read_text())
+    assert paths.image_pause_path("frozen") in exported
+    assert paths.upload_path("ubuntu", build_id, "fake", last) in exported
+
+    stores.kazoo.delete(paths.IMAGE_ROOT, recursive=True)
+    assert cli("import-image-data", str(path))[0] == 0
+    again = tmp_path / "again.json"
+    assert cli("export-image-data", str(again))[0] == 0
+    assert json.loads(again.read_text()) == exported
+    # The sequence moved past the imported uploads.
+    assert int(make_upload(images, "ubuntu", build_id)) > int(last)
+
+    path.write_text("not json")
+    status, _, err = cli("import-image-data", str(path))
+    assert status == 1 and err.startswith("nodepool: error: ")
+
+
+class _CloudImage:
+    def __init__(self, id, name, metadata):
+        self.id, self.name, self.metadata = id, name, metadata
+
+
+def test_alien_image_list(cli, stores, monkeypatch):
+    headers = ["Provider", "Name", "Image ID"]
+    status, out, _ = cli("alien-image-list")
+    assert (status, table(out)) == (0, [headers])  # adapter cannot list
+
+    build_id = make_build(stores.images)
+    make_upload(stores.images, "ubuntu", build_id, external_id="img-1")
+    monkeypatch.setattr(FakeAdapter, "list_images", lambda self: [
+        _CloudImage("img-1", "known", {"nodepool_build_id": build_id}),
+        _CloudImage("img-9", "alien", {"nodepool_build_id": "x"}),
+        _CloudImage("img-5", "user image", {})], raising=False)
+    status, out, _ = cli("alien-image-list")
+    assert table(out) == [headers, ["fake", "alien", "img-9"]]
+    assert table(cli("alien-image-list", "fake")[1])[1:] == [
+        ["fake", "alien", "img-9"]]
+    assert cli("alien-image-list", "nope")[0] == 1
+
+
+# -- errors and the console script ---------------------------------------------
+
+def test_usage_errors(capsys, config):
+    assert nodepoolcmd.main([]) == 1
+    assert "usage: nodepool" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        nodepoolcmd.main(["-c", config, "bogus"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        nodepoolcmd.main(["hold"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        nodepoolcmd.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == \
+        "Nodepool version: %s" % __version__
+
+
+def test_missing_config(capsys, tmp_path):
+    status = nodepoolcmd.main(["-c", str(tmp_path / "none.yaml"), "list"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nodepool: error: ")
+    assert "Traceback" not in err
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_no_zookeeper_script(tmp_path, zk_server, zk_chroot):
+    path = tmp_path / "down.yaml"
+    path.write_text(zk_config(zk_server, zk_chroot, port=_free_port(),
+                              timeout=1) + SCRIPT_CONFIG)
+    result = subprocess.run([SCRIPT, "-c", str(path), "list"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nodepool: error: could not connect to "
+                               "ZooKeeper")
+    assert result.stdout == ""
+
+
+def test_console_script(tmp_path, zk_server, zk_chroot, stores):
+    config = str(tmp_path / "script.yaml")
+    with open(config, "w") as f:
+        f.write(zk_config(zk_server, zk_chroot) + SCRIPT_CONFIG)
+    node = make_node(stores.nodes)
+    result = subprocess.run([SCRIPT, "-c", config, "list"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = table(result.stdout)
+    assert rows[0] == NODE_HEADERS and rows[1][0] == node.id
+
+    result = subprocess.run([SCRIPT, "-c", config, "delete", "0000077777"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("nodepool: error: Node id 0000077777 not "
+                             "found\n")
+
+    result = subprocess.run([SCRIPT, "-c", config, "frobnicate"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
