@@ -516,3 +516,111 @@ def test_console_script(tmp_path, zk_server, zk_chroot, stores):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+# -- daemon options (cli.md §2) ------------------------------------------------
+
+def test_daemon_options(capsys):
+    from nodepool.cmd import builder, daemon_parser, launcher
+    args = daemon_parser("nodepool-launcher", "", "nodepool").parse_args([])
+    assert args.pidfile == "/var/run/nodepool/nodepool.pid"
+    assert not (args.debug or args.foreground or args.repl)
+    args = daemon_parser("nodepool-builder", "", "nodepool-builder") \
+        .parse_args(["-d"])
+    assert args.pidfile == "/var/run/nodepool/nodepool-builder.pid"
+    assert args.debug and not args.foreground
+    for main in (launcher.main, builder.main):
+        with pytest.raises(SystemExit) as exc:
+            main(["--version"])
+        assert exc.value.code == 0
+        assert capsys.readouterr().out == \
+            "Nodepool version: %s\n" % __version__
+
+
+def test_default_logging_config():
+    from nodepool.cmd import default_logging_config
+    config = default_logging_config("nodepool", True, True)
+    assert config["handlers"]["main"]["stream"] == "ext://sys.stdout"
+    assert config["loggers"]["nodepool"]["level"] == "DEBUG"
+    assert config["loggers"]["kazoo"]["level"] == "WARN"
+    config = default_logging_config("nodepool-builder", False, False)
+    assert config["handlers"]["main"]["filename"] == \
+        "/var/log/nodepool/nodepool-builder.log"
+    assert config["loggers"]["nodepool"]["level"] == "INFO"
+
+
+def test_logging_config_files(tmp_path):
+    import logging
+    from nodepool.cmd import load_logging_config
+    name = "nodepool.test_cli_logging"
+    yaml_path = tmp_path / "log.yaml"
+    yaml_path.write_text(
+        "version: 1\ndisable_existing_loggers: false\n"
+        "loggers:\n  %s:\n    level: ERROR\n" % name)
+    load_logging_config(str(yaml_path))
+    assert logging.getLogger(name).level == logging.ERROR
+    ini_path = tmp_path / "log.conf"
+    ini_path.write_text(
+        "[loggers]\nkeys=root,x\n[handlers]\nkeys=\n[formatters]\nkeys=\n"
+        "[logger_root]\nhandlers=\n"
+        "[logger_x]\nlevel=CRITICAL\nhandlers=\nqualname=%s\n" % name)
+    load_logging_config(str(ini_path))
+    assert logging.getLogger(name).level == logging.CRITICAL
+
+
+def test_pidfile_stale_and_live(tmp_path):
+    from nodepool.cmd import check_pidfile, remove_pidfile, write_pidfile
+    path = tmp_path / "run" / "nodepool.pid"
+    done = subprocess.run([sys.executable, "-c", "import os; "
+                           "print(os.getpid())"], capture_output=True,
+                          text=True)
+    path.parent.mkdir()
+    path.write_text(done.stdout)           # that process is gone: stale
+    write_pidfile(str(path))
+    assert int(path.read_text()) == os.getpid()
+    remove_pidfile(str(path))
+    assert not path.exists()
+    path.write_text("%d\n" % os.getppid())  # alive and not us
+    with pytest.raises(RuntimeError, match="held by running process"):
+        check_pidfile(str(path))
+
+
+class _Service:
+    def __init__(self, signum):
+        self.signum = signum
+        self.calls = []
+
+    def start(self):
+        self.calls.append("start")
+        os.kill(os.getpid(), self.signum)
+
+    def stop(self):
+        self.calls.append("stop")
+
+    def join(self):
+        self.calls.append("join")
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGUSR1", "SIGTERM"])
+def test_run_daemon_graceful_signals(tmp_path, name):
+    import signal
+    from nodepool.cmd import daemon_parser, run_daemon
+    logconfig = tmp_path / "log.yaml"
+    logconfig.write_text("version: 1\ndisable_existing_loggers: false\n")
+    pidfile = tmp_path / "d.pid"
+    args = daemon_parser("x", "", "nodepool").parse_args(
+        ["-f", "-p", str(pidfile), "-l", str(logconfig)])
+    service = _Service(getattr(signal, name))
+    saved = {s: signal.getsignal(s) for s in (
+        signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        assert run_daemon(args, lambda: service) == 0
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert service.calls == ["start", "stop", "join"]
+    assert not pidfile.exists()
+
+    pidfile.write_text("%d\n" % os.getppid())
+    assert run_daemon(args, lambda: pytest.fail("must not start")) == 1
+    assert pidfile.read_text() == "%d\n" % os.getppid()
