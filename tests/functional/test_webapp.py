@@ -13,7 +13,9 @@ import http.client
 import json
 import re
 import textwrap
+import threading
 import time
+import types
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,6 +82,12 @@ def serve():
     yield factory
     for app in apps:
         app.stop()
+
+
+def registered(launcher):
+    """``launcher`` once its registry shows its pool (for label-list)."""
+    wait_for(lambda: launcher.services.registry.pools())
+    return launcher
 
 
 def fetch(app, path, accept=None, method="GET", headers=None):
@@ -182,7 +190,7 @@ def test_node_list(launcher_factory, zuul, serve):
 
 
 def test_request_label_and_image_listings(launcher_factory, zuul, serve):
-    launcher = launcher_factory()
+    launcher = registered(launcher_factory())
     app = serve(launcher)
     request = zuul.submit(["large"])
     done = zuul.wait_for_request(request)
@@ -257,7 +265,7 @@ def test_request_label_and_image_listings(launcher_factory, zuul, serve):
 # -- HTTP behaviour -----------------------------------------------------------
 
 def test_content_negotiation_and_headers(launcher_factory, serve):
-    app = serve(launcher_factory())
+    app = serve(registered(launcher_factory()))
     cases = [
         (None, TEXT), ("text/plain", TEXT), ("text/html", TEXT),
         ("*/*", TEXT), ("application/json", "application/json"),
@@ -401,11 +409,13 @@ def test_metrics(launcher_factory, zuul, serve):
     node = zuul.accept_nodes(zuul.wait_for_request(zuul.submit(["small"])))[0]
     zuul.wait_for_request(zuul.submit(["large"]))  # kept: addressable
 
-    def in_use():
+    def settled():
         values = metrics(app)
         return values.get(("nodepool_nodes", ("state", "in-use"))) == 1 \
+            and values.get(("nodepool_provider_pool_addressable_requests",
+                            ("pool", "main"), ("provider", "fake"))) == 1 \
             and values
-    values = wait_for(in_use)
+    values = wait_for(settled)
     assert values[("nodepool_nodes", ("state", "ready"))] == 1
     assert values[("nodepool_nodes", ("state", "deleted"))] == 0
     assert values[("nodepool_provider_nodes", ("provider", "fake"),
@@ -454,8 +464,8 @@ def test_no_secret_served(launcher_factory, zuul, serve):
 
 
 def test_two_web_apps_side_by_side(launcher_factory, serve):
-    first = serve(launcher_factory())
-    second = serve(launcher_factory())
+    first = serve(registered(launcher_factory()))
+    second = serve(registered(launcher_factory()))
     assert first.port != second.port
     assert get_json(first, "/label-list") == get_json(second, "/label-list")
     port = first.port
@@ -465,3 +475,47 @@ def test_two_web_apps_side_by_side(launcher_factory, serve):
     with pytest.raises(OSError):
         fetch(first, "/ready")
     assert fetch(second, "/ready")[0] == 200
+
+
+def test_launcher_owns_its_web_app(tmp_path, zk_factory):
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(textwrap.dedent(BASE_CONFIG).format(
+        min_ready=0, retries=3, max_servers=10) + textwrap.dedent("""
+        webapp:
+          listen_address: 127.0.0.1
+          port: 0
+        """))
+    launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
+                                intervals=FAST, webapp=True)
+    launcher.start()
+    try:
+        assert launcher.ready.wait(30)
+        registered(launcher)
+        app = launcher.webapp
+        assert app.port > 0
+        assert fetch(app, "/ready")[:3:2] == (200, b"OK")
+        assert get_json(app, "/label-list") == [{"label": "large"},
+                                                {"label": "small"}]
+    finally:
+        launcher.stop()
+        launcher.join()
+    with pytest.raises(OSError):
+        fetch(app, "/ready")
+
+
+class _BrokenCache:
+    def values(self):
+        raise RuntimeError("cache exploded at /secret/path")
+
+
+def test_errors_show_no_traceback(serve):
+    services = types.SimpleNamespace(node_cache=_BrokenCache(),
+                                     request_cache=_BrokenCache())
+    launcher = types.SimpleNamespace(services=services,
+                                     ready=threading.Event(),
+                                     providers={}, config=None)
+    app = serve(launcher)
+    status, headers, body = fetch(app, "/request-list", "application/json")
+    assert status == 500
+    assert headers["Content-Type"] == TEXT
+    assert b"Traceback" not in body and b"exploded" not in body
