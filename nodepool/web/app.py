@@ -184,20 +184,15 @@ class NodeMetrics(Collector):
     Each statsd name maps to a metric whose name is the constant part with
     ``.`` replaced by ``_`` and whose variable parts become labels:
 
-    ================================================  ========================
-    statsd gauge                                      Prometheus gauge
-    ================================================  ========================
-    ``nodepool.nodes.<state>``                        ``nodepool_nodes{state}``
-    ``nodepool.provider.<p>.nodes.<state>``           ``nodepool_provider_nodes
-                                                      {provider,state}``
-    ``nodepool.label.<l>.nodes.<state>``              ``nodepool_label_nodes
-                                                      {label,state}``
-    ``nodepool.provider.<p>.pool.<pool>.``            ``nodepool_provider_pool_
-    ``addressable_requests``                          addressable_requests
-                                                      {provider,pool}``
-    ``nodepool.provider.<p>.max_servers``             ``nodepool_provider_max_
-                                                      servers{provider}``
-    ================================================  ========================
+    * ``nodepool.nodes.<state>`` -> ``nodepool_nodes{state}``
+    * ``nodepool.provider.<provider>.nodes.<state>`` ->
+      ``nodepool_provider_nodes{provider, state}``
+    * ``nodepool.label.<label>.nodes.<state>`` ->
+      ``nodepool_label_nodes{label, state}``
+    * ``nodepool.provider.<provider>.pool.<pool>.addressable_requests`` ->
+      ``nodepool_provider_pool_addressable_requests{provider, pool}``
+    * ``nodepool.provider.<provider>.max_servers`` ->
+      ``nodepool_provider_max_servers{provider}``
 
     As with statsd, every state is reported (zeros included), providers and
     labels of registered pools are reported even without nodes, and a node
