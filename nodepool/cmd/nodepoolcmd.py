@@ -269,6 +269,25 @@ class _CliServices:
         self.stats = None
 
 
+class _OneLineLog:
+    """A logger whose ``exception()`` logs the message without the
+    traceback, so a failing ``delete --now`` stays readable (``--debug``
+    uses the real logger)."""
+
+    def __init__(self, logger):
+        self._logger = logger
+
+    def exception(self, msg, *args, **kwargs):
+        kwargs.pop("exc_info", None)
+        error = sys.exc_info()[1]
+        if error is not None:
+            msg = "%s: %s" % (msg, str(error) or type(error).__name__)
+        self._logger.error(msg, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
+
+
 def delete_now(ctx, node) -> bool:
     """Delete the locked ``node``'s instance and record synchronously.
 
@@ -289,7 +308,8 @@ def delete_now(ctx, node) -> bool:
     provider.node_deleted = lambda node: None
     wait = threading.Event()
     try:
-        deleter = provider.start_node_cleanup(node, log)
+        deleter = provider.start_node_cleanup(
+            node, log if ctx.args.debug else _OneLineLog(log))
         while True:
             deleter.step()
             if deleter.complete:
@@ -303,7 +323,8 @@ def delete_now(ctx, node) -> bool:
             log.debug("Stopping provider %s failed", provider_config.name,
                       exc_info=True)
     if not deleter.succeeded:
-        print("Deleting node %s failed" % node.id, file=sys.stderr)
+        print("nodepool: error: Deleting node %s failed" % node.id,
+              file=sys.stderr)
     return deleter.succeeded
 
 
@@ -578,7 +599,12 @@ def main(argv=None):
     if not args.command:
         parser.print_help()
         return 1
-    setup_logging(args)
+    try:
+        setup_logging(args)
+    except Exception as e:
+        print("nodepool: error: bad logging config %s: %s"
+              % (args.logconfig, e), file=sys.stderr)
+        return 1
     try:
         return run(args)
     except KeyboardInterrupt:

@@ -342,6 +342,16 @@ def test_delete_now(cli, stores):
     assert "fake-7" not in cloud.instances
     assert stores.nodes.get_node(node.id) is None
 
+    cloud.fail_deletes = 1
+    cloud.instances["fake-8"] = FakeInstance("fake-8", {}, 1, 1024)
+    failing = make_node(stores.nodes, external_id="fake-8")
+    status, out, err = cli("delete", "--now", failing.id)
+    assert status == 1
+    assert "Traceback" not in err
+    assert "Deleting node %s failed" % failing.id in err
+    assert stores.nodes.get_node(failing.id).state == "deleting"
+    assert stores.nodes.node_lock_contenders(failing.id) == []
+
     foreign = make_node(stores.nodes, provider="elsewhere")
     status, out, _ = cli("delete", "--now", foreign.id)
     assert status == 1
@@ -465,6 +475,15 @@ def test_usage_errors(capsys, config):
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == \
         "Nodepool version: %s" % __version__
+
+
+def test_bad_logging_config(capsys, config, tmp_path):
+    status = nodepoolcmd.main(["-c", config, "-l",
+                               str(tmp_path / "nope.conf"), "list"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nodepool: error: bad logging config")
+    assert len(err.splitlines()) == 1
 
 
 def test_missing_config(capsys, tmp_path):
