@@ -22,6 +22,7 @@ stale one (its process is gone) is replaced.
 
 import argparse
 import code
+import contextlib
 import io
 import logging
 import logging.config
@@ -219,6 +220,15 @@ class _ReplHandler(socketserver.StreamRequestHandler):
             def write(self, data):
                 writer.write(data.encode("utf8"))
                 writer.flush()
+
+            def runcode(self, code_obj):
+                # print() in the console goes to the client.  stdout is
+                # process-wide, so other threads' prints land there too
+                # meanwhile; acceptable for a debugging aid.
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    super().runcode(code_obj)
+                self.write(out.getvalue())
 
             def raw_input(self, prompt=""):
                 self.write(prompt)

@@ -643,3 +643,18 @@ def test_run_daemon_graceful_signals(tmp_path, name):
     pidfile.write_text("%d\n" % os.getppid())
     assert run_daemon(args, lambda: pytest.fail("must not start")) == 1
     assert pidfile.read_text() == "%d\n" % os.getppid()
+
+
+def test_repl_server():
+    from nodepool.cmd import ReplServer
+    server = ReplServer({"x": 41}, ("localhost", 0))
+    server.start()
+    try:
+        with socket.create_connection(server.server_address) as conn:
+            stream = conn.makefile("rwb")
+            stream.write(b"print(x + 1)\n")
+            stream.flush()
+            conn.shutdown(socket.SHUT_WR)
+            assert stream.read().decode() == "nodepool REPL\n>>> 42\n>>> \n"
+    finally:
+        server.stop()
