@@ -118,6 +118,12 @@ class NodePoolLauncher:
 
     def start(self) -> None:
         self.config = self.watcher.load()
+        if self.want_webapp:
+            # First, so that a busy port fails the start before any thread
+            # runs; until the launcher is ready it answers 503.
+            from nodepool.web.app import WebApp
+            self.webapp = WebApp(self)
+            self.webapp.start()
         if self.zk_client is None:
             tls = self.config.zookeeper_tls
             self.zk_client = ZooKeeperClient(
@@ -145,10 +151,6 @@ class NodePoolLauncher:
         # Wake the pool workers as soon as requests change.
         self.services.request_cache.add_listener(self._on_request_event)
         self._thread.start()
-        if self.want_webapp:
-            from nodepool.web.app import WebApp
-            self.webapp = WebApp(self)
-            self.webapp.start()
 
     def stop(self) -> None:
         """Ask every thread to stop; :meth:`join` waits for them."""
