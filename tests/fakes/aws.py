@@ -95,34 +95,35 @@ DEFAULT_QUOTAS = {
 class FakeServiceQuotas:
     """The part of the Service Quotas client the adapter uses.
 
-    Answers two quotas per page so pagination is exercised.  ``quotas``
+    Answers ``page`` (2) quotas per page so pagination is exercised.  ``quotas``
     maps service -> code -> (name, value); ``calls`` counts requests.
     ``delay`` makes each call slow (to test coalescing).
     """
 
-    PAGE = 2
-
-    def __init__(self, quotas=None, delay: float = 0.0):
+    def __init__(self, quotas=None, delay: float = 0.0, page: int = 2):
         self.quotas = {service: dict(codes) for service, codes in
                        (quotas or DEFAULT_QUOTAS).items()}
         self.calls = collections.Counter()
         self.delay = delay
+        self.page = page
         self._lock = threading.Lock()
 
-    def list_service_quotas(self, ServiceCode, NextToken=None):
+    def list_service_quotas(self, ServiceCode, NextToken=None,
+                            MaxResults=100):
         with self._lock:
             self.calls[ServiceCode] += 1
         if self.delay:
             time.sleep(self.delay)
         items = sorted(self.quotas.get(ServiceCode, {}).items())
         start = int(NextToken or 0)
-        page = items[start:start + self.PAGE]
+        size = min(self.page, MaxResults)
+        page = items[start:start + size]
         response = {"Quotas": [
             {"ServiceCode": ServiceCode, "QuotaCode": code,
              "QuotaName": name, "Value": value}
             for code, (name, value) in page]}
-        if start + self.PAGE < len(items):
-            response["NextToken"] = str(start + self.PAGE)
+        if start + size < len(items):
+            response["NextToken"] = str(start + size)
         return response
 
 

@@ -162,6 +162,7 @@ class Env:
 
     def adapter(self, rate=100, **kwargs):
         kwargs.setdefault("listing_interval", 0.1)
+        kwargs.setdefault("warm", False)
         kwargs.setdefault("retrier", errors.Retrier(
             LOG, sleep=lambda s: None))
         adapter = AwsAdapter(self.config(rate), clients=self.clients,
@@ -506,8 +507,11 @@ def test_mutating_calls_paced_at_rate(env):
            for i in range(5)]
     run(sms)
     starts = sorted(env.recorder.starts["RunInstances"])
+    # Five starts at 5/s span at least 0.8 s (the limiter spaces entries;
+    # thread scheduling adds jitter between entry and the wire).
+    assert starts[-1] - starts[0] >= 0.75
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert min(gaps) >= 0.18
+    assert min(gaps) >= 0.1
     # Reads have their own (10x) limiter: the listing is not stuck
     # behind creates.
     assert adapter.read_limiter.rate == 50

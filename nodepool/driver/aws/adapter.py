@@ -29,6 +29,7 @@ import copy
 import hashlib
 import json
 import logging
+import threading
 import time
 from typing import Optional
 
@@ -47,9 +48,8 @@ TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
 INSTANCE_TYPE_TTL = 24 * 3600.0
 SERVICE_QUOTA_TTL = 300.0
-# A create worker waits this long at most for the listing that shows its
-# new instance: long enough to catch the next refresh, short enough not to
-# hold a worker if DescribeInstances is slow.
+# A host allocation waits this long at most for the listing that shows
+# its new host (same idea as the instance listing after a create).
 CREATE_LISTING_WAIT = 2.0
 
 
@@ -104,8 +104,9 @@ class AwsAdapter(Adapter):
     """
 
     def __init__(self, provider_config, clients: Optional[AwsClients] = None,
-                 listing_interval: float = 1.0, linger: float = 0.05,
-                 image_poll_interval: float = 30.0, retrier=None):
+                 listing_interval: float = 1.0, linger: float = 0.1,
+                 image_poll_interval: float = 30.0, retrier=None,
+                 warm: bool = True):
         super().__init__(provider_config)
         name = provider_config.name
         self.log = logging.getLogger("nodepool.driver.aws.%s" % name)
@@ -147,6 +148,21 @@ class AwsAdapter(Adapter):
         for thread in (self.instances, self.hosts, self.instance_deleter,
                        self.host_deleter):
             thread.start()
+        if warm:
+            # The first request would otherwise wait for every quota and
+            # instance type lookup (Service Quotas pages come at `rate`).
+            threading.Thread(target=self._warm_caches, daemon=True,
+                             name="aws-warm-%s" % name).start()
+
+    def _warm_caches(self) -> None:
+        try:
+            self.get_quota_limits()
+            for pool in self.provider.pools.values():
+                for label in pool.labels.values():
+                    self.get_quota_for_label(label)
+                    self.label_ready(label)
+        except Exception:
+            self.log.exception("Warming the caches failed")
 
     def stop(self) -> None:
         self.images.stop()
@@ -243,9 +259,30 @@ class AwsAdapter(Adapter):
             "Label %s is in no pool of %s" % (label.name, self.provider.name))
 
     def submit_create(self, sm) -> concurrent.futures.Future:
-        """Run the instance create for ``sm`` in the create pool; the
-        future's result is the new instance id."""
-        return self.create_executor.submit(self._create_instance, sm)
+        """Run the instance create for ``sm`` in the create pool.
+
+        The returned future's result is the new instance id, set once a
+        listing that started after RunInstances returned is available:
+        the machine then usually finds its instance running on the pass
+        that sees the future done, instead of one runner pass later.  The
+        wait is the listing thread's, so the worker is free at once.
+        """
+        outer = concurrent.futures.Future()
+
+        def created(inner):
+            error = inner.exception()
+            if error is not None:
+                outer.set_exception(error)
+                return
+            self.instances.when_newer(
+                lambda: outer.set_result(inner.result()))
+        try:
+            inner = self.create_executor.submit(self._create_instance, sm)
+        except RuntimeError as e:  # shut down
+            outer.set_exception(exceptions.LaunchNodepoolException(str(e)))
+            return outer
+        inner.add_done_callback(created)
+        return outer
 
     def submit_host_allocation(self, sm) -> concurrent.futures.Future:
         return self.create_executor.submit(self._allocate_host, sm)
@@ -270,10 +307,6 @@ class AwsAdapter(Adapter):
             raise errors.translate(e, what, creating=True) from e
         sm.log.info("Created instance %s for node %s (request %s)",
                     instance_id, sm.node_id, sm.request_id)
-        # Wait (in this worker, not the runner) for a listing that includes
-        # the instance, so the machine can usually finish on its next
-        # pass instead of the one after.  All workers share the listing.
-        self.instances.wait_newer(timeout=CREATE_LISTING_WAIT)
         return instance_id
 
     def _allocate_host(self, sm) -> str:
@@ -604,7 +637,7 @@ class AwsAdapter(Adapter):
             quotas = {}
             token = None
             while True:
-                args = {"ServiceCode": service}
+                args = {"ServiceCode": service, "MaxResults": 100}
                 if token:
                     args["NextToken"] = token
 

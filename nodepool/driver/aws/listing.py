@@ -75,6 +75,9 @@ class SharedListing:
         # Fetches must start at or after this time to satisfy a waiter.
         self._wanted_after = -float("inf")
         self._last_start = -float("inf")
+        # (after, callback) pairs fired by the first listing at or after
+        # `after` (see when_newer).
+        self._callbacks: list = []
         self._stopped = False
         self.fetches = 0
         self.failures = 0
@@ -144,6 +147,38 @@ class SharedListing:
                 self._cond.wait(remaining)
             return self._snapshot
 
+    def when_newer(self, callback: Callable[[], None],
+                   after: Optional[float] = None) -> None:
+        """Call ``callback()`` (from the listing thread) once a listing
+        that started at or after ``after`` (default now) is stored, or
+        when the listing stops.  Never blocks; the callback must not
+        either."""
+        after = self._clock() if after is None else after
+        with self._cond:
+            if self._stopped:
+                fire = True
+            else:
+                fire = False
+                self._callbacks.append((after, callback))
+                if after > self._wanted_after:
+                    self._wanted_after = after
+                self._cond.notify_all()
+        if fire:
+            callback()
+
+    def _fire(self, started: Optional[float]) -> None:
+        with self._cond:
+            due = [cb for after, cb in self._callbacks
+                   if started is None or after <= started]
+            self._callbacks = [(after, cb) for after, cb in self._callbacks
+                               if started is not None and after > started]
+        for callback in due:
+            try:
+                callback()
+            except Exception:
+                self.log.exception("%s: listing callback failed",
+                                   self.name)
+
     @property
     def watching(self) -> int:
         with self._cond:
@@ -170,7 +205,7 @@ class SharedListing:
         return None
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped:
             with self._cond:
                 while not self._stopped:
                     delay = self._next_fetch_delay()
@@ -178,7 +213,7 @@ class SharedListing:
                         break
                     self._cond.wait(delay)
                 if self._stopped:
-                    return
+                    break
                 started = self._clock()
                 self._last_start = started
             try:
@@ -195,6 +230,8 @@ class SharedListing:
                 if started >= self._snapshot.started:
                     self._snapshot = Snapshot(started, items)
                 self._cond.notify_all()
+            self._fire(started)
+        self._fire(None)
 
 
 class _Item:
@@ -212,10 +249,11 @@ class BatchDeleter:
         one API call (rate limiting included) and returns
         ``{key: exception}`` for the ones that failed individually; it may
         also raise, failing the whole batch.
-    :param linger: after the first item arrives, wait this long for
-        company before sending (state machines queue their deletions in
-        one runner pass, a few milliseconds apart).  A lone delete goes
-        out after ``linger``, never after a long batching window.
+    :param linger: after the first item arrives, wait for company until
+        no item arrived for this long (deletions are queued a few
+        milliseconds apart), at most ``max_linger`` seconds in all.  A
+        lone delete goes out after ``linger``, never after a long
+        batching window.
     :param limiter: waited on before each batch, *then* the queue is
         drained: whatever arrives while the rate limit holds the batch
         back rides along instead of needing a call of its own.  ``send``
@@ -223,14 +261,15 @@ class BatchDeleter:
     """
 
     def __init__(self, name: str, send: Callable, log: logging.Logger,
-                 batch_size: int = 50, linger: float = 0.05,
-                 limiter=None):
+                 batch_size: int = 50, linger: float = 0.1,
+                 max_linger: float = 1.0, limiter=None):
         self.name = name
         self._send = send
         self.log = log
         self.limiter = limiter
         self.batch_size = batch_size
         self.linger = linger
+        self.max_linger = max_linger
         self._queue: "queue.Queue[Optional[_Item]]" = queue.Queue()
         self._stopped = threading.Event()
         self.batches = 0
@@ -263,9 +302,13 @@ class BatchDeleter:
         if first is None:
             return []
         batch = [first]
-        deadline = time.monotonic() + self.linger
+        # Linger until the queue has been quiet for ``linger`` seconds
+        # (deleters arrive a few milliseconds apart while the launcher
+        # locks their nodes one by one), but never longer than
+        # ``max_linger`` in all.
+        give_up = time.monotonic() + self.max_linger
         while len(batch) < self.batch_size:
-            remaining = deadline - time.monotonic()
+            remaining = min(self.linger, give_up - time.monotonic())
             try:
                 item = (self._queue.get(timeout=remaining) if remaining > 0
                         else self._queue.get_nowait())
