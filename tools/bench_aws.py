@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kazoo.client import KazooClient  # noqa: E402
 
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
-from tests.fakes.aws_proxy import AwsProxy, MotoServer  # noqa: E402
+from tests.fakes.aws_proxy import (  # noqa: E402
+    AwsProxy, MotoServer, free_port)
 from tests.fixtures import zkserver  # noqa: E402
 from tests.fixtures.zuul import ZuulClient  # noqa: E402
 
@@ -44,6 +45,9 @@ IMAGE_ID = "ami-03cf127a"  # in the small AMI set of tests.fakes.aws
 SETTLE = 5.0
 
 CONFIG = """
+webapp:
+  port: {web_port}
+  listen_address: 127.0.0.1
 zookeeper-servers:
   - host: {host}
     port: {port}
@@ -156,7 +160,7 @@ def run_rate(zk, moto, proxy, rate, count, workdir):
             host=zk.state["host"], port=zk.state["secure_port"],
             chroot=chroot, ca=certs["ca.pem"], cert=certs["client.crt"],
             key=certs["client.key"], region=REGION, rate=rate,
-            image=IMAGE_ID))
+            image=IMAGE_ID, web_port=free_port()))
     moto.reset()
     log_path = os.path.join(workdir, "launcher-%s.log" % rate)
     proc = start_launcher(config_path, log_path, proxy.url, workdir)

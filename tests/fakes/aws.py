@@ -322,7 +322,7 @@ def moto_clients(recorder=None, region=REGION, endpoint_url=None,
     from nodepool.driver.aws.adapter import AwsClients
     import botocore.config
     config = botocore.config.Config(
-        max_pool_connections=30, retries={"max_attempts": 1})
+        max_pool_connections=30, retries={"total_max_attempts": 1})
     kwargs = dict(region_name=region, config=config,
                   aws_access_key_id="testing",
                   aws_secret_access_key="testing")

@@ -101,7 +101,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(delay)  # the simulated service latency
         target = self.headers.get("X-Amz-Target", "")
         started = time.monotonic()
-        if target.startswith(QUOTAS_TARGET):
+        failure = proxy.take_failure(action)
+        if failure is not None:
+            status, headers, payload = failure
+        elif target.startswith(QUOTAS_TARGET):
             status, headers, payload = proxy.answer_quotas(target, body)
         else:
             status, headers, payload = proxy.forward(
@@ -142,6 +145,7 @@ class AwsProxy:
         self.times = collections.defaultdict(list)
         # Seconds the backend (moto) took per call, by action.
         self.backend = collections.defaultdict(list)
+        self.failures = collections.defaultdict(list)
         self._lock = threading.Lock()
         self._local = threading.local()
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -163,6 +167,24 @@ class AwsProxy:
         with self._lock:
             self.counts[action] += 1
             self.times[action].append(time.monotonic())
+
+    def fail(self, action: str, code: str, status: int = 400,
+             times: int = 1) -> None:
+        """Answer the next ``times`` calls of an EC2 ``action`` with an
+        AWS error instead of forwarding them."""
+        with self._lock:
+            self.failures[action].extend([(code, status)] * times)
+
+    def take_failure(self, action: str):
+        with self._lock:
+            if not self.failures[action]:
+                return None
+            code, status = self.failures[action].pop(0)
+        payload = (
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors>"
+            "<Error><Code>%s</Code><Message>injected %s</Message></Error>"
+            "</Errors><RequestID>fake</RequestID></Response>" % (code, code))
+        return status, [("Content-Type", "text/xml")], payload.encode()
 
     def record_backend(self, action: str, seconds: float) -> None:
         with self._lock:

@@ -87,7 +87,7 @@ class AwsClients:
         # its rate limiters and with logging.
         config = botocore.config.Config(
             max_pool_connections=pool_size,
-            retries={"max_attempts": 1, "mode": "standard"})
+            retries={"total_max_attempts": 1, "mode": "standard"})
         return cls(session.client("ec2", config=config),
                    session.client("s3", config=config),
                    session.client("ebs", config=config),
