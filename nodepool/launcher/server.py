@@ -20,7 +20,8 @@ from typing import Optional
 
 from nodepool import driver
 from nodepool.config.loader import ConfigWatcher, changed_providers
-from nodepool.launcher.cleanup import CleanupWorker, DeletedNodeWorker
+from nodepool.launcher.cleanup import (
+    DELETABLE_STATES, CleanupWorker, DeletedNodeWorker)
 from nodepool.launcher.min_ready import MinReadyManager
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.stats_worker import StatsWorker
@@ -141,15 +142,19 @@ class NodePoolLauncher:
         self.component.register()
         self.min_ready = MinReadyManager(self)
         intervals = self.intervals
+        self.deleted_node_worker = DeletedNodeWorker(
+            self, intervals.deleted_nodes)
         self.workers = [
-            DeletedNodeWorker(self, intervals.deleted_nodes),
+            self.deleted_node_worker,
             CleanupWorker(self, intervals.cleanup),
             StatsWorker(self, intervals.stats),
         ]
         for worker in self.workers:
             worker.start()
-        # Wake the pool workers as soon as requests change.
+        # Wake the pool workers as soon as requests change, the deleted-node
+        # worker as soon as a node is done with.
         self.services.request_cache.add_listener(self._on_request_event)
+        self.services.node_cache.add_listener(self._on_node_event)
         self._thread.start()
 
     def stop(self) -> None:
@@ -182,6 +187,10 @@ class NodePoolLauncher:
             self.services.stop()
         if self._own_client and self.zk_client is not None:
             self.zk_client.disconnect()
+
+    def _on_node_event(self, key, obj, event_type) -> None:
+        if obj is not None and obj.state in DELETABLE_STATES:
+            self.deleted_node_worker.wake.set()
 
     def _on_request_event(self, key, obj, event_type) -> None:
         for worker in list(self.pool_workers.values()):

@@ -282,6 +282,7 @@ class AwsAdapter(Adapter):
             outer.set_exception(exceptions.LaunchNodepoolException(str(e)))
             return outer
         inner.add_done_callback(created)
+        outer.add_done_callback(lambda f: self.wake_runners())
         return outer
 
     def submit_host_allocation(self, sm) -> concurrent.futures.Future:

@@ -253,6 +253,8 @@ class AwsDeleteStateMachine(StateMachine):
             if self.instance_id:
                 self._future = self.adapter.instance_deleter.submit(
                     self.instance_id)
+                self._future.add_done_callback(
+                    lambda f: self.adapter.wake_runners())
                 self.state = self.TERMINATING
             else:
                 self._release_host()
@@ -296,6 +298,7 @@ class AwsDeleteStateMachine(StateMachine):
             self._finish()
             return
         self._future = self.adapter.host_deleter.submit(self.host_id)
+        self._future.add_done_callback(lambda f: self.adapter.wake_runners())
         self.state = self.RELEASING_HOST
 
     def _finish(self) -> None:

@@ -123,6 +123,14 @@ class Adapter:
     def __init__(self, provider_config):
         self.provider = provider_config
 
+    def wake_runners(self) -> None:
+        """Ask the runners for a pass now instead of at their next tick.
+
+        The provider replaces this no-op; adapters call it (from any
+        thread, it never blocks) when background work a state machine
+        waits for has finished, e.g. from a future's done-callback.
+        """
+
     def stop(self) -> None:
         """Release clients and worker threads."""
 

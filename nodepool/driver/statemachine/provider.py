@@ -60,6 +60,10 @@ class Runner:
             self._items.append(item)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Run a pass as soon as the current one is done."""
+        self._wake.set()
+
     def items(self) -> list:
         with self._lock:
             return list(self._items)
@@ -115,6 +119,7 @@ class StateMachineProvider:
                                     self.log)
         self.delete_runner = Runner("DeleteRunner.%s" % self.name, interval,
                                     self.log)
+        adapter.wake_runners = self.wake_runners
         self._quota_cache = cachetools.TTLCache(1, PROVIDER_QUOTA_TTL)
         self._quota_lock = threading.Lock()
         self._label_quota: dict = {}
@@ -169,6 +174,10 @@ class StateMachineProvider:
 
     def idle(self) -> bool:
         return not (self.create_runner.items() or self.delete_runner.items())
+
+    def wake_runners(self) -> None:
+        self.create_runner.wake()
+        self.delete_runner.wake()
 
     # Launch and delete --------------------------------------------------
 
