@@ -93,12 +93,17 @@ class ZooKeeperServer(ConfigObject):
     chroot: str | None
 
     @property
-    def connection_string(self) -> str:
-        """``host:port[chroot]``; IPv6 literals are wrapped in brackets."""
+    def host_port(self) -> str:
+        """``host:port``; IPv6 literals are wrapped in brackets."""
         host = self.host
         if ":" in host and not host.startswith("["):
             host = "[%s]" % host
-        return "%s:%d%s" % (host, self.port, self.chroot or "")
+        return "%s:%d" % (host, self.port)
+
+    @property
+    def connection_string(self) -> str:
+        """``host:port[chroot]`` for this server alone."""
+        return self.host_port + (self.chroot or "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,5 +207,14 @@ class Config(ConfigObject):
 
     @property
     def zookeeper_hosts(self) -> str:
-        """The kazoo host string for all servers (comma-separated)."""
-        return ",".join(s.connection_string for s in self.zookeeper_servers)
+        """The kazoo hosts string: every ``host:port``, then the chroot.
+
+        A connection has one chroot, written once after the last server;
+        the first server that names one decides it.
+        """
+        hosts = ",".join(s.host_port for s in self.zookeeper_servers)
+        chroot = next((s.chroot for s in self.zookeeper_servers
+                       if s.chroot), None)
+        if chroot:
+            hosts += "/" + chroot.strip("/")
+        return hosts

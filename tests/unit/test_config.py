@@ -41,8 +41,9 @@ def test_top_level_keys():
     assert (first.host, first.port, first.chroot) == (
         "zk1.example.com", 2181, "/nodepool")
     assert second.port == 2281
+    # One chroot for the connection, after the last server (kazoo's form).
     assert config.zookeeper_hosts == (
-        "zk1.example.com:2181/nodepool,[2001:db8::1]:2281")
+        "zk1.example.com:2181,[2001:db8::1]:2281/nodepool")
     assert config.zookeeper_tls.key == "/etc/nodepool/zk/client.key"
     assert config.zookeeper_timeout == 30.0
     limits = config.tenant_resource_limits["tenant-a"].limits
