@@ -45,17 +45,6 @@ IMAGE_ID = "ami-03cf127a"  # in the small AMI set of tests.fakes.aws
 SETTLE = 5.0
 
 CONFIG = """
-webapp:
-  port: {web_port}
-  listen_address: 127.0.0.1
-zookeeper-servers:
-  - host: {host}
-    port: {port}
-    chroot: {chroot}
-zookeeper-tls:
-  ca: {ca}
-  cert: {cert}
-  key: {key}
 labels:
   - name: small
 providers:
@@ -153,14 +142,12 @@ def run_rate(zk, moto, proxy, rate, count, workdir):
     admin = KazooClient(hosts=zk.plain)
     admin.start(timeout=30)
     admin.ensure_path(chroot)
-    certs = zk.state["certs"]
     config_path = os.path.join(workdir, "nodepool-%s.yaml" % rate)
     with open(config_path, "w") as f:
-        f.write(CONFIG.format(
-            host=zk.state["host"], port=zk.state["secure_port"],
-            chroot=chroot, ca=certs["ca.pem"], cert=certs["client.crt"],
-            key=certs["client.key"], region=REGION, rate=rate,
-            image=IMAGE_ID, web_port=free_port()))
+        f.write(zkserver.client_config(
+            zk.state["host"], zk.state["secure_port"], chroot,
+            zk.state["certs"], web_port=free_port()))
+        f.write(CONFIG.format(region=REGION, rate=rate, image=IMAGE_ID))
     moto.reset()
     log_path = os.path.join(workdir, "launcher-%s.log" % rate)
     proc = start_launcher(config_path, log_path, proxy.url, workdir)

@@ -14,23 +14,13 @@ import pytest
 
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.aws_proxy import AwsProxy, MotoServer, free_port
+from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 from tests.fixtures.zuul import ZuulClient
 
 REGION = "us-west-2"
 
 CONFIG = """
-webapp:
-  port: {web_port}
-  listen_address: 127.0.0.1
-zookeeper-servers:
-  - host: {host}
-    port: {port}
-    chroot: {chroot}
-zookeeper-tls:
-  ca: {ca}
-  cert: {cert}
-  key: {key}
 labels:
   - name: small
 providers:
@@ -81,12 +71,10 @@ def ec2(moto_server):
 
 @pytest.fixture
 def launcher(tmp_path, zk_server, zk_chroot, proxy):
-    certs = zk_server.certs
     config = tmp_path / "nodepool.yaml"
-    config.write_text(CONFIG.format(
-        host=zk_server.host, port=zk_server.secure_port, chroot=zk_chroot,
-        ca=certs["ca.pem"], cert=certs["client.crt"],
-        key=certs["client.key"], web_port=free_port()))
+    config.write_text(zkserver.client_config(
+        zk_server.host, zk_server.secure_port, zk_chroot, zk_server.certs,
+        web_port=free_port()) + CONFIG)
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing",
                AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
                AWS_ENDPOINT_URL=proxy.url)

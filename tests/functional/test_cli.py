@@ -22,6 +22,7 @@ from nodepool.zk.models import (ImageBuild, ImageUpload, Node, NodeRequest,
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
 from tests.fakes.test_driver import FakeAdapter, FakeCloud, FakeInstance
+from tests.fixtures import zkserver
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "nodepool")
 
@@ -55,15 +56,9 @@ providers: []
 
 
 def zk_config(zk_server, chroot, port=None, timeout=10):
-    certs = zk_server.certs
-    return (
-        "zookeeper-servers:\n"
-        "  - host: %s\n    port: %d\n    chroot: %s\n"
-        "zookeeper-tls:\n  ca: %s\n  cert: %s\n  key: %s\n"
-        "zookeeper-timeout: %s\n" % (
-            zk_server.host, port or zk_server.secure_port, chroot,
-            certs["ca.pem"], certs["client.crt"], certs["client.key"],
-            timeout))
+    return zkserver.client_config(
+        zk_server.host, port or zk_server.secure_port, chroot,
+        zk_server.certs, timeout=timeout)
 
 
 @pytest.fixture

@@ -9,18 +9,14 @@ import signal
 import subprocess
 import sys
 
+from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 
 
 def write_config(path, zk_server, chroot):
-    certs = zk_server.certs
-    path.write_text(
-        "zookeeper-servers:\n"
-        "  - host: %s\n    port: %d\n    chroot: %s\n"
-        "zookeeper-tls:\n  ca: %s\n  cert: %s\n  key: %s\n"
-        "labels: []\nproviders: []\n" % (
-            zk_server.host, zk_server.secure_port, chroot,
-            certs["ca.pem"], certs["client.crt"], certs["client.key"]))
+    path.write_text(zkserver.client_config(
+        zk_server.host, zk_server.secure_port, chroot, zk_server.certs)
+        + "labels: []\nproviders: []\n")
 
 
 def test_daemon_lifecycle(tmp_path, zk_server, zk_chroot, zk_client):
