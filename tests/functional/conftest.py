@@ -51,11 +51,13 @@ def launcher_factory(tmp_path, zk_factory):
     launchers = []
 
     def factory(config=None, **params):
+        """Start a launcher on ``config`` (default BASE_CONFIG), a format
+        template filled from defaults and ``params``."""
         values = dict(min_ready=0, retries=3, max_servers=10)
         values.update(params)
+        text = textwrap.dedent(config or BASE_CONFIG).format(**values)
         path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
-        path.write_text(textwrap.dedent(config or BASE_CONFIG).format(
-            **values))
+        path.write_text(text)
         launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
                                     intervals=FAST)
         launcher.start()

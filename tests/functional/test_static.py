@@ -11,14 +11,9 @@ import time
 import pytest
 
 from nodepool.driver.static import provider as static_provider
-from nodepool.launcher.server import Intervals, NodePoolLauncher
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
 from tests.fixtures.waits import wait_for
-from tests.fixtures.zuul import ZuulClient
-
-FAST = Intervals(main=0.05, pool=0.05, runner=0.02, deleted_nodes=0.05,
-                 cleanup=0.2, stats=0.5)
 
 # 127.0.0.3 has nothing listening on the test port: an unreachable host.
 UNREACHABLE = "127.0.0.3"
@@ -72,37 +67,9 @@ def no_periodic_sync(monkeypatch):
     monkeypatch.setattr(static_provider, "SYNC_FACTOR", 100000)
 
 
-@pytest.fixture
-def launcher_factory(tmp_path, zk_factory):
-    launchers = []
-
-    def factory(text):
-        path = tmp_path / "nodepool.yaml"
-        if not path.exists():
-            path.write_text(text)
-        launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
-                                    intervals=FAST)
-        launcher.start()
-        assert launcher.ready.wait(30)
-        launchers.append(launcher)
-        return launcher
-    yield factory
-    for launcher in launchers:
-        launcher.stop()
-    for launcher in launchers:
-        launcher.join()
-
-
 def stop_launcher(launcher):
     launcher.stop()
     launcher.join()
-
-
-@pytest.fixture
-def zuul(zk_factory):
-    client = ZuulClient(zk_factory(tls=False))
-    yield client
-    client.close()
 
 
 def rewrite_config(launcher, text):
