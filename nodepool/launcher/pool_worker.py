@@ -129,14 +129,18 @@ class PoolWorker:
                     if r.state == RequestState.REQUESTED]
         requests.sort(key=lambda r: (
             len(set(r.node_types) - labels), r.priority))
+        # One snapshot per pass: the registry and our handlers do not
+        # change meaningfully while we walk the queue.
+        pools = self.services.registry.pools()
+        handled = {h.request.id for h in self.handlers}
         for request in requests:
             if self._stop.is_set() or self.paused:
                 return
             if self.launcher_id in request.declined_by:
                 continue
-            if any(h.request.id == request.id for h in self.handlers):
+            if request.id in handled:
                 continue
-            if not self._should_take(request, labels):
+            if not self._should_take(request, labels, pools):
                 continue
             try:
                 self.services.requests.lock_request(request, blocking=False)
@@ -166,11 +170,11 @@ class PoolWorker:
         finally:
             self.wake.set()
 
-    def _should_take(self, request, labels) -> bool:
+    def _should_take(self, request, labels, pools) -> bool:
         """Apply the yielding rules: who else could serve this better."""
         wanted = set(request.node_types)
         candidates = [
-            p for p in self.services.registry.pools()
+            p for p in pools
             if p.id and p.id != self.launcher_id
             and p.id not in request.declined_by
             and wanted <= set(p.supported_labels or ())]
