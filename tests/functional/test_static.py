@@ -234,6 +234,9 @@ def test_unreachable_host_and_wrong_key_not_registered(
     # while the healthy host keeps serving.
     waiting = zuul.submit(["static-a"])
     zuul.finish(zuul.run_job(["static-b"]))
+    # The used node is replaced by a fresh ready one for the same host;
+    # wait for that before looking, the swap is not atomic.
+    wait_ready(zuul, 1, hostname="127.0.0.2")
     current = zuul.get_request(waiting)
     assert current.state == RequestState.REQUESTED
     assert current.declined_by == []
