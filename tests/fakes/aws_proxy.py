@@ -49,7 +49,8 @@ class MotoServer:
         # Keep the server quiet and the AMI set small (see tests.fakes.aws).
         self.proc = subprocess.Popen(
             [binary, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
