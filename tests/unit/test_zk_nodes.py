@@ -12,6 +12,7 @@ from kazoo.recipe.lock import Lock
 from nodepool.exceptions import LockError, TimeoutException
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.nodes import NodeStore
+from tests.fakes.record_cache import StaticCache
 
 
 def make_node(state=NodeState.BUILDING, labels=("small",), provider="p1",
@@ -24,19 +25,6 @@ def make_node(state=NodeState.BUILDING, labels=("small",), provider="p1",
     for key, value in attrs.items():
         setattr(node, key, value)
     return node
-
-
-class FakeCache:
-    """The duck-typed cache interface the stores rely on."""
-
-    def __init__(self, records):
-        self.records = {r.id: r for r in records}
-
-    def get(self, object_id):
-        return self.records.get(object_id)
-
-    def values(self):
-        return list(self.records.values())
 
 
 @pytest.fixture
@@ -314,7 +302,7 @@ def test_reads_through_cache(zk_client):
     plain.store_node(node)
     cached_copy = make_node(state=NodeState.READY)
     cached_copy.id = node.id
-    cache = FakeCache([cached_copy])
+    cache = StaticCache([cached_copy])
     store = NodeStore(zk_client, cache=cache)
     assert store.get_node(node.id) is cached_copy
     assert store.get_node(node.id, cached=False).state == NodeState.BUILDING

@@ -13,6 +13,7 @@ from nodepool.exceptions import LockError, TimeoutException
 from nodepool.zk import locks
 from nodepool.zk.models import NodeRequest, RequestState
 from nodepool.zk.requests import RequestStore
+from tests.fakes.record_cache import StaticCache
 from tests.fixtures.waits import wait_for
 
 LOCK_ROOT = "/nodepool/requests-lock"
@@ -25,17 +26,6 @@ def make_request(labels=("small",), **attrs):
     for key, value in attrs.items():
         setattr(request, key, value)
     return request
-
-
-class FakeCache:
-    def __init__(self, records):
-        self.records = {r.id: r for r in records}
-
-    def get(self, object_id):
-        return self.records.get(object_id)
-
-    def values(self):
-        return list(self.records.values())
 
 
 @pytest.fixture
@@ -314,7 +304,7 @@ def test_reads_through_cache(zk_client):
     plain.submit_request(b, priority="100")
     cached_a = plain.get_request(a.id)
     cached_a.relative_priority = 9
-    cache = FakeCache([cached_a])
+    cache = StaticCache([cached_a])
     store = RequestStore(zk_client, cache=cache)
     assert store.get_request(a.id) is cached_a
     assert store.get_request(a.id, cached=False).relative_priority == 0
