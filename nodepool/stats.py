@@ -30,8 +30,8 @@ import contextlib
 import logging
 import os
 import socket
-from typing import (Any, Iterable, Iterator, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import (Any, Dict, Iterable, Iterator, Mapping, NamedTuple,
+                    Optional, Sequence, Tuple)
 
 import statsd
 
@@ -126,6 +126,69 @@ def _pool_fields(pool: Any) -> Tuple[Optional[str], Optional[str],
 def _wire_state(state: Any) -> str:
     """The wire value of a state enum member (or the string itself)."""
     return getattr(state, "value", state)
+
+
+class NodeCounts(NamedTuple):
+    """Nodes per state: overall, per provider and per label."""
+
+    overall: Dict[str, int]
+    by_provider: Dict[str, Dict[str, int]]
+    by_label: Dict[str, Dict[str, int]]
+
+
+def count_nodes(nodes: Iterable[Any], pools: Sequence[Any]) -> NodeCounts:
+    """Count ``nodes`` per state for the node gauges (statsd and
+    Prometheus alike).
+
+    Every state appears, zeros included, for every provider and label of
+    a registered pool (``pools``: component records or objects with
+    ``provider_name``, ``name`` and ``supported_labels``) and of a node.
+    A node counts once per entry of its ``type``; nodes without a state
+    are skipped, nodes without a provider are left out of ``by_provider``.
+    """
+    states = [state.value for state in NodeState]
+
+    def zeros():
+        return dict.fromkeys(states, 0)
+
+    counts = NodeCounts(zeros(), {}, {})
+    for pool in pools:
+        provider, _, labels = _pool_fields(pool)
+        if provider:
+            counts.by_provider.setdefault(provider, zeros())
+        for label in labels:
+            counts.by_label.setdefault(label, zeros())
+    for node in nodes:
+        if node.state is None:
+            continue
+        state = _wire_state(node.state)
+        groups = [counts.overall]
+        if node.provider:
+            groups.append(counts.by_provider.setdefault(node.provider,
+                                                        zeros()))
+        groups += [counts.by_label.setdefault(label, zeros())
+                   for label in node.type or ()]
+        for group in groups:
+            group[state] = group.get(state, 0) + 1
+    return counts
+
+
+def addressable_requests(requests: Iterable[Any],
+                         pools: Sequence[Any]) -> Dict[Tuple[str, str], int]:
+    """Per registered ``(provider, pool)``: how many ``requests`` (any
+    state) ask only for labels that pool supports.
+
+    Two pool workers with the same provider and pool (two launchers
+    sharing a config) are one pool here.
+    """
+    labels_by_pool: Dict[Tuple[str, str], set] = {}
+    for pool in pools:
+        provider, name, labels = _pool_fields(pool)
+        labels_by_pool.setdefault((provider or "", name or ""),
+                                  set()).update(labels)
+    wanted = [set(request.node_types or ()) for request in requests]
+    return {key: sum(1 for types in wanted if types <= labels)
+            for key, labels in labels_by_pool.items()}
 
 
 class StatsReporter:
@@ -421,56 +484,22 @@ class StatsReporter:
     @staticmethod
     def _node_gauges(pipe: Any, nodes: Iterable[Any],
                      pools: Sequence[Any]) -> None:
-        states = [state.value for state in NodeState]
-
-        def zeros():
-            return dict.fromkeys(states, 0)
-
-        overall = zeros()
-        by_provider = {}
-        by_label = {}
-        for pool in pools:
-            provider, _, labels = _pool_fields(pool)
-            if provider:
-                by_provider.setdefault(provider, zeros())
-            for label in labels:
-                by_label.setdefault(label, zeros())
-        for node in nodes:
-            if node.state is None:
-                continue
-            state = _wire_state(node.state)
-            overall[state] = overall.get(state, 0) + 1
-            if node.provider:
-                counts = by_provider.setdefault(node.provider, zeros())
-                counts[state] = counts.get(state, 0) + 1
-            for label in node.type or ():
-                counts = by_label.setdefault(label, zeros())
-                counts[state] = counts.get(state, 0) + 1
-
-        for state, count in overall.items():
+        counts = count_nodes(nodes, pools)
+        for state, count in counts.overall.items():
             pipe.gauge("nodepool.nodes.%s" % state, count)
-        for provider, counts in by_provider.items():
-            for state, count in counts.items():
+        for provider, by_state in counts.by_provider.items():
+            for state, count in by_state.items():
                 pipe.gauge("nodepool.provider.%s.nodes.%s"
                            % (provider, state), count)
-        for label, counts in by_label.items():
-            for state, count in counts.items():
+        for label, by_state in counts.by_label.items():
+            for state, count in by_state.items():
                 pipe.gauge("nodepool.label.%s.nodes.%s" % (label, state),
                            count)
 
     @staticmethod
     def _request_gauges(pipe: Any, requests: Iterable[Any],
                         pools: Sequence[Any]) -> None:
-        # Two pool workers with the same provider and pool (two launchers
-        # sharing a config) are one pool as far as the gauge goes.
-        labels_by_pool = {}
-        for pool in pools:
-            provider, name, labels = _pool_fields(pool)
-            labels_by_pool.setdefault((provider, name), set()).update(labels)
-        if not labels_by_pool:
-            return
-        wanted = [set(request.node_types or ()) for request in requests]
-        for (provider, name), labels in labels_by_pool.items():
-            count = sum(1 for types in wanted if types <= labels)
+        for (provider, name), count in addressable_requests(
+                requests, pools).items():
             pipe.gauge("nodepool.provider.%s.pool.%s.addressable_requests"
                        % (provider, name), count)

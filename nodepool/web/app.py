@@ -48,8 +48,7 @@ from cherrypy.lib import cptools, httputil
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nodepool import status
-from nodepool.zk.models import NodeState
+from nodepool import stats, status
 
 log = logging.getLogger("nodepool.web")
 
@@ -167,17 +166,6 @@ class ResultCache:
 
 # -- Prometheus ---------------------------------------------------------------
 
-def _pool_info(pool) -> Tuple[Optional[str], Optional[str], Tuple[str, ...]]:
-    """``(provider, pool name, supported labels)`` of a pool record.
-
-    Component records keep their znode name in ``name``; the pool's own
-    name is in the record data.
-    """
-    data = pool.to_dict() if hasattr(pool, "to_dict") else vars(pool)
-    return (data.get("provider_name"), data.get("name"),
-            tuple(data.get("supported_labels") or ()))
-
-
 class NodeMetrics(Collector):
     """The launcher's global statsd gauges, computed at scrape time.
 
@@ -202,8 +190,6 @@ class NodeMetrics(Collector):
     covers the providers this launcher runs.
     """
 
-    STATES = [state.value for state in NodeState]
-
     def __init__(self, launcher):
         self.launcher = launcher
 
@@ -216,41 +202,22 @@ class NodeMetrics(Collector):
         services = self.launcher.services
         if services is None or services.registry is None:
             return
-        pools = [_pool_info(pool) for pool in services.registry.pools()]
+        pools = list(services.registry.pools())
         yield from self._node_gauges(services.node_cache.values(), pools)
         yield self._addressable(services.request_cache.values(), pools)
         yield self._max_servers()
 
-    def _node_gauges(self, nodes, pools):
-        overall = dict.fromkeys(self.STATES, 0)
-        by_provider: Dict[str, Dict[str, int]] = {}
-        by_label: Dict[str, Dict[str, int]] = {}
-        for provider, _, labels in pools:
-            if provider:
-                by_provider.setdefault(provider,
-                                       dict.fromkeys(self.STATES, 0))
-            for label in labels:
-                by_label.setdefault(label, dict.fromkeys(self.STATES, 0))
-        for node in nodes:
-            if node.state is None:
-                continue
-            state = getattr(node.state, "value", node.state)
-            overall[state] = overall.get(state, 0) + 1
-            groups = [(by_provider, node.provider)] if node.provider else []
-            groups += [(by_label, label) for label in node.type or ()]
-            for counts, name in groups:
-                counts = counts.setdefault(name,
-                                           dict.fromkeys(self.STATES, 0))
-                counts[state] = counts.get(state, 0) + 1
-
+    @staticmethod
+    def _node_gauges(nodes, pools):
+        counts = stats.count_nodes(nodes, pools)
         gauge = GaugeMetricFamily("nodepool_nodes", "Nodes per state",
                                   labels=["state"])
-        for state, count in overall.items():
+        for state, count in counts.overall.items():
             gauge.add_metric([state], count)
         yield gauge
         for name, label, groups in (
-                ("nodepool_provider_nodes", "provider", by_provider),
-                ("nodepool_label_nodes", "label", by_label)):
+                ("nodepool_provider_nodes", "provider", counts.by_provider),
+                ("nodepool_label_nodes", "label", counts.by_label)):
             gauge = GaugeMetricFamily(
                 name, "Nodes per %s and state" % label,
                 labels=[label, "state"])
@@ -265,15 +232,9 @@ class NodeMetrics(Collector):
             "nodepool_provider_pool_addressable_requests",
             "Requests whose labels a registered pool all supports",
             labels=["provider", "pool"])
-        labels_by_pool: Dict[Tuple, set] = {}
-        for provider, name, labels in pools:
-            labels_by_pool.setdefault((provider or "", name or ""),
-                                      set()).update(labels)
-        wanted = [set(request.node_types or ()) for request in requests]
-        for key in sorted(labels_by_pool):
-            labels = labels_by_pool[key]
-            gauge.add_metric(list(key),
-                             sum(1 for types in wanted if types <= labels))
+        counts = stats.addressable_requests(requests, pools)
+        for key in sorted(counts):
+            gauge.add_metric(list(key), counts[key])
         return gauge
 
     def _max_servers(self):
