@@ -155,9 +155,13 @@ def cmd_info(ctx) -> int:
 def cmd_alien_image_list(ctx) -> int:
     """Cloud images tagged by nodepool that no READY upload knows.
 
-    Uses the optional adapter method ``list_images()``, which yields
-    objects with ``id``, ``name`` and ``metadata`` (a dict of image
-    properties).  Providers whose adapter lacks it contribute nothing.
+    Asks each provider's adapter for its own images
+    (:meth:`Adapter.list_images`; drivers that cannot list images
+    contribute nothing) and shows those carrying ``nodepool_build_id``
+    whose id is the external id of no READY upload.  The ids of every
+    provider's uploads count, so providers sharing a cloud account do
+    not call each other's images alien.  A provider whose listing fails
+    is logged (one line unless ``--debug``) and skipped.
     """
     from nodepool import driver
     from nodepool.zk.models import UploadState
@@ -165,41 +169,39 @@ def cmd_alien_image_list(ctx) -> int:
     if wanted and wanted not in ctx.config.providers:
         raise CommandError("Provider %s is not defined in the config"
                            % wanted)
-    known = {}
-    for upload in status.read_uploads(ctx.images):
-        if upload.state == UploadState.READY:
-            known.setdefault(upload.provider_name, set()).add(
-                upload.external_id)
+    errors = log if ctx.args.debug else _OneLineLog(log)
+    known = {upload.external_id
+             for upload in status.read_uploads(ctx.images)
+             if upload.state == UploadState.READY}
     rows = []
     for name, provider in ctx.config.providers.items():
         if wanted and name != wanted:
             continue
         try:
             adapter = driver.get_driver(provider.driver).get_adapter(provider)
+        except NotImplementedError:
+            log.info("Provider %s: driver %s cannot list images", name,
+                     provider.driver)
+            continue
         except Exception:
-            log.exception("Cannot talk to provider %s", name)
+            errors.exception("Cannot talk to provider %s" % name)
             continue
         try:
-            list_images = getattr(adapter, "list_images", None)
-            if list_images is None:
-                log.info("Provider %s cannot list images", name)
-                continue
-            for image in list_images():
-                metadata = getattr(image, "metadata", None) or {}
-                if "nodepool_build_id" not in metadata:
-                    continue
-                if image.id in known.get(name, set()):
-                    continue
-                rows.append({"provider": name, "name": image.name,
-                             "id": image.id})
+            images = [image for image in adapter.list_images()
+                      if "nodepool_build_id" in image.metadata
+                      and image.id not in known]
         except Exception:
-            log.exception("Listing images of provider %s failed", name)
+            errors.exception("Listing images of provider %s failed" % name)
+            images = []
         finally:
             try:
                 adapter.stop()
             except Exception:
                 log.debug("Stopping the adapter of %s failed", name,
                           exc_info=True)
+        images.sort(key=lambda image: (image.name or "", str(image.id)))
+        rows.extend({"provider": name, "name": image.name, "id": image.id}
+                    for image in images)
     print(status.render_table(
         [status.Column("provider", "Provider"), status.Column("name", "Name"),
          status.Column("id", "Image ID")], rows))

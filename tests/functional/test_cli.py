@@ -436,22 +436,139 @@ class _CloudImage:
         self.id, self.name, self.metadata = id, name, metadata
 
 
+ALIEN_HEADERS = ["Provider", "Name", "Image ID"]
+
+
 def test_alien_image_list(cli, stores, monkeypatch):
-    headers = ["Provider", "Name", "Image ID"]
     status, out, _ = cli("alien-image-list")
-    assert (status, table(out)) == (0, [headers])  # adapter cannot list
+    assert (status, table(out)) == (0, [ALIEN_HEADERS])  # lists nothing
 
     build_id = make_build(stores.images)
     make_upload(stores.images, "ubuntu", build_id, external_id="img-1")
+    # A READY upload of another provider (in the same cloud account).
+    make_upload(stores.images, "ubuntu", build_id, provider="other",
+                external_id="img-2")
+    make_upload(stores.images, "ubuntu", build_id, state="deleting",
+                external_id="img-3")
     monkeypatch.setattr(FakeAdapter, "list_images", lambda self: [
         _CloudImage("img-1", "known", {"nodepool_build_id": build_id}),
-        _CloudImage("img-9", "alien", {"nodepool_build_id": "x"}),
-        _CloudImage("img-5", "user image", {})], raising=False)
+        _CloudImage("img-9", "zz alien", {"nodepool_build_id": "x"}),
+        _CloudImage("img-2", "other's", {"nodepool_build_id": build_id}),
+        _CloudImage("img-3", "deleting", {"nodepool_build_id": build_id}),
+        _CloudImage("img-5", "user image", {})])
     status, out, _ = cli("alien-image-list")
-    assert table(out) == [headers, ["fake", "alien", "img-9"]]
+    assert table(out) == [ALIEN_HEADERS, ["fake", "deleting", "img-3"],
+                          ["fake", "zz alien", "img-9"]]
     assert table(cli("alien-image-list", "fake")[1])[1:] == [
-        ["fake", "alien", "img-9"]]
+        ["fake", "deleting", "img-3"], ["fake", "zz alien", "img-9"]]
     assert cli("alien-image-list", "nope")[0] == 1
+
+
+def test_alien_image_list_listing_fails(cli, monkeypatch, caplog):
+    def broken(self):
+        raise RuntimeError("cloud down")
+    monkeypatch.setattr(FakeAdapter, "list_images", broken)
+    status, out, _ = cli("alien-image-list")
+    assert (status, table(out)) == (0, [ALIEN_HEADERS])
+    [record] = [r for r in caplog.records if r.name == "nodepool.cmd"]
+    # One line, no traceback (unless --debug).
+    assert record.getMessage() == (
+        "Listing images of provider fake failed: cloud down")
+    assert record.exc_info is None
+
+
+AWS_REGIONS = {"west": "us-west-2", "east": "us-east-1"}
+AWS_CONFIG = """
+labels: []
+providers:
+  - name: west
+    driver: aws
+    region-name: us-west-2
+    pools: []
+  - name: east
+    driver: aws
+    region-name: us-east-1
+    pools: []
+"""
+
+
+@pytest.fixture
+def aws_proxy():
+    """moto_server on loopback behind the counting proxy (which also
+    answers the Service Quotas calls the adapter makes on start)."""
+    pytest.importorskip("moto")
+    from tests.fakes.aws_proxy import AwsProxy, MotoServer
+    server = MotoServer().start()
+    proxy = AwsProxy(server.port).start()
+    proxy.moto_url = server.url
+    yield proxy
+    proxy.stop()
+    server.stop()
+
+
+def test_alien_image_list_aws_script(tmp_path, zk_server, zk_chroot, stores,
+                                     aws_proxy):
+    import boto3
+
+    def register(region, name, **tags):
+        ec2 = boto3.client("ec2", endpoint_url=aws_proxy.moto_url,
+                           region_name=region, aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        image_id = ec2.register_image(Name=name)["ImageId"]
+        if tags:
+            ec2.create_tags(Resources=[image_id], Tags=[
+                {"Key": k, "Value": v} for k, v in tags.items()])
+        return image_id
+
+    def tags(provider, build_id, upload_id):
+        return dict(nodepool_build_id=build_id, nodepool_upload_id=upload_id,
+                    nodepool_provider_name=provider, Name="ubuntu-x")
+
+    build_id = make_build(stores.images)
+    known = register("us-west-2", "ubuntu-known",
+                     **tags("west", build_id, "0000000001"))
+    make_upload(stores.images, "ubuntu", build_id, provider="west",
+                external_id=known)
+    alien = register("us-west-2", "ubuntu-alien",
+                     **tags("west", "gone", "0000000007"))
+    register("us-west-2", "hand-made")
+    register("us-west-2", "hand-made-tagged", team="ci")
+    east_alien = register("us-east-1", "ubuntu-east",
+                          **tags("east", "gone", "0000000003"))
+
+    config = tmp_path / "aws.yaml"
+    config.write_text(zk_config(zk_server, zk_chroot) + AWS_CONFIG)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-west-2", AWS_ENDPOINT_URL=aws_proxy.url)
+    env.pop("AWS_PROFILE", None)
+
+    def run(*args):
+        return subprocess.run([SCRIPT, "-c", str(config),
+                               "alien-image-list"] + list(args),
+                              capture_output=True, text=True, timeout=120,
+                              env=env)
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert table(result.stdout) == [
+        ALIEN_HEADERS, ["west", "ubuntu-alien", alien],
+        ["east", "ubuntu-east", east_alien]]
+    assert aws_proxy.counts["DescribeImages"] == 2
+
+    aws_proxy.reset_counts()
+    result = run("east")
+    assert result.returncode == 0, result.stderr
+    assert table(result.stdout) == [ALIEN_HEADERS,
+                                    ["east", "ubuntu-east", east_alien]]
+    assert aws_proxy.counts["DescribeImages"] == 1
+
+    result = run("north")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == ("nodepool: error: Provider north is not "
+                             "defined in the config\n")
 
 
 # -- errors and the console script ---------------------------------------------

@@ -183,3 +183,40 @@ def test_staged_objects_listed_for_leak_cleanup(images, tmp_path):
         ("left-over.raw", "b9")]
     images.delete_resource(objects[0])
     assert not s3.list_objects_v2(Bucket="np-images").get("Contents")
+
+
+def test_list_images_lists_own_amis_with_tags(images, tmp_path):
+    ec2 = images.clients.ec2
+    uploaded = images.upload_image(
+        images.provider.diskimages["snap"], "snap-7", image_file(
+            tmp_path, [True]), "raw", METADATA, "md5", "sha")
+    untagged = ec2.register_image(Name="hand-made")["ImageId"]
+    images.recorder.reset()
+    listed = {image.id: image for image in images.list_images()}
+    # Only the account's own AMIs, not the public stock ones.
+    assert set(listed) == {uploaded, untagged}
+    assert listed[uploaded].name == "snap-7"
+    assert listed[uploaded].metadata == dict(METADATA, Name="snap-7",
+                                             team="ci")
+    assert (listed[untagged].name, listed[untagged].metadata) == (
+        "hand-made", {})
+    assert images.recorder.args["DescribeImages"] == [
+        {"Owners": ["self"], "MaxResults": 1000}]
+
+
+def test_list_images_follows_pages(images):
+    ec2 = images.clients.ec2
+    ids = sorted(ec2.register_image(Name="img-%d" % i)["ImageId"]
+                 for i in range(5))
+    calls = images.recorder.args["DescribeImages"]
+
+    def two_per_page(parsed):
+        # moto answers everything at once; cut it into pages of two.
+        start = int(calls[-1].get("NextToken") or 0)
+        everything = sorted(parsed["Images"], key=lambda i: i["ImageId"])
+        parsed["Images"] = everything[start:start + 2]
+        if start + 2 < len(everything):
+            parsed["NextToken"] = str(start + 2)
+    images.recorder.after_hooks["DescribeImages"] = two_per_page
+    assert sorted(image.id for image in images.list_images()) == ids
+    assert [call.get("NextToken") for call in calls] == [None, "2", "4"]

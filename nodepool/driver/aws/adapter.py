@@ -42,10 +42,13 @@ from nodepool.driver.aws.statemachines import (
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import Adapter, Resource
+from nodepool.driver.statemachine.adapter import (
+    Adapter, CloudImage, Resource)
 
 TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
+# DescribeImages page size (the most EC2 allows).
+IMAGE_LIST_PAGE = 1000
 INSTANCE_TYPE_TTL = 24 * 3600.0
 SERVICE_QUOTA_TTL = 300.0
 # A host allocation waits this long at most for the listing that shows
@@ -780,6 +783,19 @@ class AwsAdapter(Adapter):
 
     def delete_image(self, external_id):
         self.images.delete(external_id)
+
+    def list_images(self):
+        """The account's own AMIs (not public or shared ones), their tags
+        as metadata; the snapshots behind them are not listed."""
+        images = []
+        for record in self._paginate(
+                "DescribeImages", self.ec2.describe_images, "Images",
+                Owners=["self"], MaxResults=IMAGE_LIST_PAGE):
+            if record.get("State") == "deregistered":
+                continue
+            images.append(CloudImage(record["ImageId"], record.get("Name"),
+                                     tags_to_dict(record.get("Tags"))))
+        return images
 
     def get_console_log(self, label, external_id):
         instance_id = (external_id.get("instance")

@@ -83,6 +83,24 @@ class Resource:
         return "<Resource %s %s>" % (self.type, self.id)
 
 
+class CloudImage:
+    """An image as the cloud lists it (see :meth:`Adapter.list_images`).
+
+    ``metadata`` holds the image's properties or tags; images nodepool
+    uploaded carry ``nodepool_build_id``, ``nodepool_upload_id`` and
+    ``nodepool_provider_name`` there.
+    """
+
+    def __init__(self, id, name: Optional[str] = None,
+                 metadata: Optional[dict] = None):
+        self.id = id
+        self.name = name
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self):
+        return "<CloudImage %s %s>" % (self.id, self.name)
+
+
 class StateMachine:
     """One create or delete operation, advanced step by step.
 
@@ -192,6 +210,18 @@ class Adapter:
     def delete_image(self, external_id: str) -> None:
         """Delete an uploaded image (builder only)."""
         raise NotImplementedError
+
+    def list_images(self) -> Iterable[CloudImage]:
+        """The provider's own images, whoever uploaded them, as
+        :class:`CloudImage` records with their properties as metadata.
+
+        Only images this account or project owns, not public or shared
+        ones.  ``nodepool alien-image-list`` compares those tagged with
+        ``nodepool_build_id`` to the upload records.  May block and raise
+        on cloud errors.  The default lists nothing: a driver without
+        uploadable images has none to report.
+        """
+        return []
 
     def get_console_log(self, label, external_id) -> str:
         """The instance's console output, for launch failure logs."""
