@@ -5,7 +5,7 @@
 
 import sys
 
-from nodepool.cmd import daemon_parser
+from nodepool.cmd import daemon_parser, run_daemon
 
 
 def main(argv=None) -> int:
@@ -19,10 +19,18 @@ def main(argv=None) -> int:
     parser.add_argument("--upload-workers", type=int, default=4,
                         help="number of upload workers (default: "
                         "%(default)s)")
-    parser.parse_args(argv)
-    print("nodepool-builder: the builder is not implemented yet",
-          file=sys.stderr)
-    return 1
+    args = parser.parse_args(argv)
+    if args.build_workers < 1:
+        parser.error("--build-workers must be at least 1")
+    if args.upload_workers < 1:
+        parser.error("--upload-workers must be at least 1")
+
+    def make():
+        from nodepool.builder.server import NodePoolBuilder
+        return NodePoolBuilder(args.config, args.secure,
+                               num_builders=args.build_workers,
+                               num_uploaders=args.upload_workers)
+    return run_daemon(args, make)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@ the :class:`FakeCloud` of its name (``FakeCloud.get(name)``), which tests
 use to add latency (state machine steps before an instance is running),
 inject failures (create errors, quota refusals, delete errors), set
 provider limits and inspect or plant instances (leaks, unmanaged usage).
+
+Image uploads (for the builder): a provider may list top-level
+``diskimages`` (``name``, ``pause``, ``meta``) and set ``image-format``
+(default ``raw``), ``image-name-format`` and ``post-upload-hook``.  The
+cloud keeps uploaded images in :attr:`FakeCloud.images`; tests make
+uploads or image deletions fail (``fail_uploads``,
+``fail_image_deletes``), hold uploads (``hold_uploads``) and read the calls
+made (``upload_calls``, ``image_delete_calls``).
 """
 
 import itertools
@@ -18,12 +26,22 @@ import voluptuous as v
 
 from nodepool import driver, exceptions
 from nodepool.config import schema
+from nodepool.config.models import ConfigObject, FrozenDict
 from nodepool.driver.base import (
     Driver, LabelConfig, PoolConfig, ProviderConfig, build_labels,
     build_pools)
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import (
     Adapter, Instance, Resource, StateMachine)
+
+try:
+    from nodepool.driver.statemachine.adapter import CloudImage
+except ImportError:  # older framework without image listing
+    @dataclass
+    class CloudImage:
+        id: str
+        name: str = None
+        metadata: dict = None
 
 LABEL = schema.Section({
     v.Required("name"): str,
@@ -38,11 +56,23 @@ POOL = schema.POOL.extend({
     v.Optional("max-ram", default=schema.UNLIMITED): schema.limit,
 })
 
+DISKIMAGE = schema.Section({
+    v.Required("name"): str,
+    v.Optional("pause", default=False): bool,
+    v.Optional("meta", default=dict): {str: str},
+})
+
 PROVIDER = schema.PROVIDER.extend({
     v.Required("pools"): schema.each(POOL, unique="name"),
     v.Optional("launch-timeout", default=60): int,
     v.Optional("boot-timeout", default=10): int,
     v.Optional("launch-retries", default=3): int,
+    v.Optional("diskimages", default=list): schema.each(
+        DISKIMAGE, unique="name"),
+    v.Optional("image-format", default="raw"): str,
+    v.Optional("image-name-format",
+               default="{image_name}-{timestamp}"): str,
+    v.Optional("post-upload-hook", default=None): schema.nullable(str),
 })
 
 
@@ -60,10 +90,26 @@ class FakePool(PoolConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FakeDiskImage(ConfigObject):
+    name: str
+    pause: bool
+    meta: FrozenDict
+
+
+@dataclass(frozen=True, kw_only=True)
 class FakeProviderConfig(ProviderConfig):
     launch_timeout: int
     boot_timeout: int
     launch_retries: int
+    diskimages: FrozenDict
+    image_format: str
+    image_name_format: str
+    post_upload_hook: str | None
+
+    @property
+    def image_type(self) -> str:
+        """The file format this provider uploads."""
+        return self.image_format
 
 
 class FakeInstance(Instance):
@@ -85,6 +131,20 @@ class FakeInstance(Instance):
 
     def get_quota_information(self):
         return QuotaInformation(cores=self.cores, instances=1, ram=self.ram)
+
+
+@dataclass
+class FakeImage:
+    """An image uploaded to a fake cloud."""
+
+    id: str
+    name: str
+    filename: str
+    format: str
+    metadata: dict
+    md5: str
+    sha256: str
+    size: int
 
 
 class FakeCloud:
@@ -124,6 +184,48 @@ class FakeCloud:
         # (ip, port) to give new instances instead of an unreachable fake
         # address, e.g. a real sshd for host-key scanning.
         self.address = None
+        # Images (builder uploads).
+        self.images: dict = {}         # id -> FakeImage
+        self.image_ids = itertools.count(1)
+        self.fail_uploads = 0          # next N uploads raise
+        self.fail_image_deletes = 0    # next N image deletions raise
+        self.hold_uploads = threading.Event()  # set: uploads wait
+        self.upload_calls: list = []   # (name, filename, format, metadata)
+        self.image_delete_calls: list = []  # external ids
+
+    def upload_image(self, provider_image, image_name, filename,
+                     image_format, metadata, md5, sha256) -> str:
+        with self.lock:
+            self.upload_calls.append((image_name, filename, image_format,
+                                      dict(metadata)))
+        while self.hold_uploads.is_set():
+            self.hold_uploads.wait(0.01)
+        with self.lock:
+            if self.fail_uploads > 0:
+                self.fail_uploads -= 1
+                raise RuntimeError("fake upload failed")
+            with open(filename, "rb") as f:
+                size = len(f.read())
+            image = FakeImage("img-%d" % next(self.image_ids), image_name,
+                              filename, image_format, dict(metadata), md5,
+                              sha256, size)
+            self.images[image.id] = image
+            return image.id
+
+    def delete_image(self, external_id) -> None:
+        with self.lock:
+            self.image_delete_calls.append(external_id)
+            if self.fail_image_deletes > 0:
+                self.fail_image_deletes -= 1
+                raise RuntimeError("fake image delete failed")
+            if external_id not in self.images:
+                raise exceptions.NotFound(external_id)
+            del self.images[external_id]
+
+    def list_images(self) -> list:
+        with self.lock:
+            return [CloudImage(i.id, i.name, i.metadata)
+                    for i in self.images.values()]
 
     def create(self, label, metadata) -> FakeInstance:
         with self.lock:
@@ -234,6 +336,17 @@ class FakeAdapter(Adapter):
         return QuotaInformation(cores=label.cores, instances=1,
                                 ram=label.ram)
 
+    def upload_image(self, provider_image, image_name, filename,
+                     image_format, metadata, md5, sha256):
+        return self.cloud.upload_image(provider_image, image_name, filename,
+                                       image_format, metadata, md5, sha256)
+
+    def delete_image(self, external_id):
+        self.cloud.delete_image(external_id)
+
+    def list_images(self):
+        return self.cloud.list_images()
+
 
 class FakeDriver(Driver):
     name = "test"
@@ -246,8 +359,14 @@ class FakeDriver(Driver):
             labels = build_labels(pool, ctx, pool_path,
                                   lambda d, p: FakeLabel(**d))
             return FakePool(**dict(pool, labels=labels))
+        diskimages = {}
+        for index, image in enumerate(data["diskimages"]):
+            if ctx.require_diskimage(image["name"], path + (
+                    "diskimages", index, "name")) is not None:
+                diskimages[image["name"]] = FakeDiskImage(**image)
         return FakeProviderConfig(**dict(
-            data, pools=build_pools(data, ctx, path, build_pool)))
+            data, pools=build_pools(data, ctx, path, build_pool),
+            diskimages=diskimages))
 
     def get_adapter(self, provider_config):
         return FakeAdapter(provider_config)

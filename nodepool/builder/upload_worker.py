@@ -1,0 +1,192 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The upload worker: put local builds into providers (builder.md §4).
+
+Per pass, for each image-managing provider and each of its diskimages:
+skip when the provider pauses the image, when there is no READY build,
+when this builder does not hold the build's files, when a READY upload of
+that build exists already or when the build lacks the provider's format.
+Otherwise take the upload lock without blocking, check again, record an
+``uploading`` upload, call the adapter and store the outcome.  A pass ends
+after one successful upload, so that the config is re-read between
+(possibly hour-long) uploads; failures go on with the next image.
+"""
+
+import subprocess
+import time
+from typing import Optional
+
+from nodepool import stats as stats_mod
+from nodepool.builder import dib
+from nodepool.builder.common import (
+    BuilderWorker, image_providers, provider_image_type)
+from nodepool.exceptions import LockError
+from nodepool.zk.models import BuildState, ImageUpload, UploadState
+
+DEFAULT_NAME_FORMAT = "{image_name}-{timestamp}"
+
+
+def external_name(provider, image: str, upload_id: str,
+                  timestamp: int) -> str:
+    """The image's name in the cloud (``image-name-format``)."""
+    fmt = getattr(provider, "image_name_format", None) or DEFAULT_NAME_FORMAT
+    return fmt.format(image_name=image, upload_id=upload_id,
+                      timestamp=timestamp)
+
+
+def upload_metadata(diskimage, provider_image, build_id: str,
+                    upload_id: str, provider_name: str) -> dict:
+    """Image properties/tags: the diskimage's ``metadata``, then the
+    provider image's ``meta``/``tags`` (winning), then nodepool's own."""
+    metadata = dict(getattr(diskimage, "metadata", None) or {})
+    for attr in ("meta", "tags"):
+        metadata.update(getattr(provider_image, attr, None) or {})
+    metadata.update(nodepool_build_id=build_id,
+                    nodepool_upload_id=upload_id,
+                    nodepool_provider_name=provider_name)
+    return metadata
+
+
+class UploadWorker(BuilderWorker):
+    name = "UploadWorker"
+
+    def __init__(self, builder, interval: float, index: int = 0):
+        super().__init__(builder, interval, index)
+        # (image, provider) -> stats.WORKER_*
+        self.states = {}
+
+    def run_once(self) -> None:
+        for provider in image_providers(self.config):
+            for provider_image in list(provider.diskimages.values()):
+                if (self.stop_event.is_set() or not self.zk_client.connected
+                        or self.config_changed()):
+                    return
+                try:
+                    if self.check_upload(provider, provider_image):
+                        return
+                except Exception:
+                    self.log.exception("Error uploading %s to %s",
+                                       provider_image.name, provider.name)
+
+    def _has_ready_upload(self, image, build_id, provider_name) -> bool:
+        return bool(self.images.get_uploads(image, build_id, provider_name,
+                                            [UploadState.READY]))
+
+    def check_upload(self, provider, provider_image) -> bool:
+        """Upload the newest build of one image if needed; True if one
+        succeeded."""
+        image = provider_image.name
+        key = (image, provider.name)
+        if getattr(provider_image, "pause", False):
+            self.states[key] = stats_mod.WORKER_PAUSED
+            return False
+        self.states[key] = stats_mod.WORKER_IDLE
+        diskimage = self.config.diskimages.get(image)
+        if diskimage is None:
+            return False
+        builds = self.images.get_most_recent_builds(image, 1)
+        if not builds:
+            return False
+        build = builds[0]
+        files = dib.ImageFiles(self.config.images_dir, image, build.id)
+        if not files.exists():
+            return False
+        if self._has_ready_upload(image, build.id, provider.name):
+            return False
+        image_type = provider_image_type(provider)
+        if image_type not in build.formats:
+            return False
+        try:
+            lock = self.images.acquire_upload_lock(
+                image, build.id, provider.name, blocking=False,
+                identifier=self.builder.hostname)
+        except LockError:
+            return False
+        try:
+            if self._has_ready_upload(image, build.id, provider.name):
+                return False
+            build = self.images.get_build(image, build.id)
+            if build is None or build.state == BuildState.DELETING:
+                return False
+            return self.upload(provider, provider_image, diskimage, build,
+                               files, image_type)
+        finally:
+            self.images.release_lock(lock)
+
+    def _record(self, build) -> ImageUpload:
+        upload = ImageUpload()
+        upload.username = build.username
+        upload.python_path = build.python_path
+        upload.shell_type = build.shell_type
+        return upload
+
+    def upload(self, provider, provider_image, diskimage, build, files,
+               image_type) -> bool:
+        """Upload under the held upload lock; store the outcome."""
+        image = build.image_name
+        record = self._record(build)
+        record.state = UploadState.UPLOADING
+        upload_id = self.images.store_upload(image, build.id, provider.name,
+                                             record)
+        name = external_name(provider, image, upload_id, int(time.time()))
+        metadata = upload_metadata(diskimage, provider_image, build.id,
+                                   upload_id, provider.name)
+        filename = files.path(image_type)
+        key = (image, provider.name)
+        self.states[key] = stats_mod.WORKER_UPLOADING
+        start = time.monotonic()
+        external_id = None
+        try:
+            self.log.info("Uploading %s build %s to %s as %s", image,
+                          build.id, provider.name, name)
+            md5, sha256 = files.checksums(image_type)
+            adapter = self.builder.adapters.get(provider)
+            external_id = adapter.upload_image(
+                provider_image, name, filename, image_type, metadata,
+                md5, sha256)
+            ok = self._post_upload_hook(provider, adapter, external_id,
+                                        filename)
+        except Exception:
+            self.log.exception("Failed to upload %s build %s to %s", image,
+                               build.id, provider.name)
+            ok = False
+        finally:
+            self.states[key] = stats_mod.WORKER_IDLE
+        final = self._record(build)
+        if ok:
+            final.state = UploadState.READY
+            final.external_id = external_id
+            final.external_name = name
+            final.format = image_type
+        else:
+            final.state = UploadState.FAILED
+        self.images.store_upload(image, build.id, provider.name, final,
+                                 upload_id)
+        if ok:
+            self.log.info("Uploaded %s build %s to %s: %s", image, build.id,
+                          provider.name, external_id)
+            self.builder.stats.record_image_upload(
+                image, provider.name, time.monotonic() - start)
+        return ok
+
+    def _post_upload_hook(self, provider, adapter, external_id,
+                          filename) -> bool:
+        hook: Optional[str] = getattr(provider, "post_upload_hook", None)
+        if not hook:
+            return True
+        proc = subprocess.run([hook, provider.name, str(external_id),
+                               filename], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, check=False)
+        if proc.returncode == 0:
+            return True
+        self.log.error("Post upload hook %s failed with exit code %d\n"
+                       "stdout:\n%s\nstderr:\n%s", hook, proc.returncode,
+                       proc.stdout.decode("utf8", "replace"),
+                       proc.stderr.decode("utf8", "replace"))
+        try:
+            adapter.delete_image(external_id)
+        except Exception:
+            self.log.exception("Could not delete image %s after the hook "
+                               "failed; leak cleanup will", external_id)
+        return False
