@@ -1,0 +1,113 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""nodepool-builder as a real process: start, register, build, stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from nodepool.zk.images import ImageStore
+from nodepool.zk.models import BuildState
+from tests.fakes.fake_dib import DIB_CMD
+from tests.fixtures import zkserver
+from tests.fixtures.waits import wait_for
+
+BUILDER = os.path.join(os.path.dirname(sys.executable), "nodepool-builder")
+
+CONFIG = """
+images-dir: {images_dir}
+build-log-dir: {log_dir}
+labels: []
+providers: []
+diskimages:
+  - name: daemon-image
+    dib-cmd: {dib_cmd}
+    formats: [raw]
+"""
+
+
+def write_config(tmp_path, zk_server, chroot):
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(zkserver.client_config(
+        zk_server.host, zk_server.secure_port, chroot, zk_server.certs)
+        + CONFIG.format(images_dir=tmp_path / "images",
+                        log_dir=tmp_path / "logs", dib_cmd=DIB_CMD))
+    return path
+
+
+def start(args, log):
+    with open(log, "w") as out:
+        return subprocess.Popen([BUILDER] + args, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
+    config = write_config(tmp_path, zk_server, zk_chroot)
+    pidfile = tmp_path / "builder.pid"
+    log = tmp_path / "builder.log"
+    proc = start(["-d", "-c", str(config), "-p", str(pidfile),
+                  "--build-workers", "2", "--upload-workers", "1"], log)
+    try:
+        kazoo = zk_client.kazoo
+        path = "/nodepool/components/builder"
+
+        def running():
+            if not kazoo.exists(path):
+                return False
+            for child in kazoo.get_children(path):
+                data = json.loads(kazoo.get(path + "/" + child)[0])
+                if data["state"] == "running":
+                    return True
+            return False
+        wait_for(running, timeout=60)
+        assert int(pidfile.read_text()) == proc.pid
+        store = ImageStore(zk_client)
+        build = wait_for(lambda: store.get_builds(
+            "daemon-image", [BuildState.READY]), timeout=60)[0]
+        assert (tmp_path / "images" / ("daemon-image-%s.raw"
+                                       % build.id)).exists()
+        builder_id = (tmp_path / "images" / "builder_id.txt").read_text()
+        assert build.builder_id == builder_id
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not pidfile.exists()
+        wait_for(lambda: not kazoo.get_children(path))
+        assert "Builder stopped" in log.read_text()
+    finally:
+        stop(proc)
+
+    # A second run keeps the builder id.
+    proc = start(["-d", "-c", str(config), "-p", str(pidfile)], log)
+    try:
+        wait_for(running, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert (tmp_path / "images" / "builder_id.txt").read_text() == \
+            builder_id
+    finally:
+        stop(proc)
+
+
+def test_daemon_refuses_config_without_images_dir(tmp_path, zk_server,
+                                                  zk_chroot):
+    config = tmp_path / "nodepool.yaml"
+    config.write_text(zkserver.client_config(
+        zk_server.host, zk_server.secure_port, zk_chroot, zk_server.certs)
+        + "labels: []\nproviders: []\n")
+    log = tmp_path / "builder.log"
+    proc = start(["-d", "-c", str(config), "-p",
+                  str(tmp_path / "builder.pid")], log)
+    try:
+        assert proc.wait(60) == 1
+        assert "No images-dir specified in config." in log.read_text()
+    finally:
+        stop(proc)
