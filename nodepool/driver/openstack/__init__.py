@@ -17,3 +17,14 @@ class OpenStackDriver(Driver):
 
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
+
+    def get_adapter(self, provider_config):
+        # Imported here: openstacksdk is only needed once a provider runs.
+        from nodepool.driver.openstack.adapter import OpenStackAdapter
+        return OpenStackAdapter(provider_config)
+
+    def get_provider(self, provider_config, services, interval=1.0):
+        from nodepool.driver.openstack.provider import OpenStackProvider
+        return OpenStackProvider(provider_config,
+                                 self.get_adapter(provider_config),
+                                 services, interval=interval)

@@ -1,0 +1,727 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The OpenStack adapter: servers, quota, images and leak cleanup for one
+provider, through openstacksdk.
+
+* One SDK connection per provider, made from clouds.yaml (the provider's
+  ``cloud`` and ``region-name``).  The SDK's own rate limiting is off:
+  every call goes through a :class:`RateLimiter` per service (compute,
+  network, image), each allowing one call per ``rate`` seconds, as the
+  SDK's ``rate_limit`` would.
+* Slow calls (server create, floating IP and delete work) run in a thread
+  pool of ``api_workers`` threads; state machines only look at futures.
+* Server states come from one shared ``GET /servers/detail`` listing
+  (:class:`SharedListing`) for all machines of the provider, refreshed
+  while some machine watches it and early after each create or delete.
+* Flavors, networks, images and availability zones are cached
+  (:class:`SingleFlightTTLCache`); a create refused with HTTP 400 clears
+  them, in case the cloud changed under us.  Compute limits are cached in
+  a ``cachetools.TTLCache``.
+"""
+
+import base64
+import concurrent.futures
+import logging
+import math
+import random
+import threading
+import time
+from typing import Optional
+
+import cachetools
+
+from nodepool import exceptions
+from nodepool.driver.aws.listing import SharedListing
+from nodepool.driver.lazycache import SingleFlightTTLCache
+from nodepool.driver.openstack.statemachines import (
+    OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
+    OpenStackInstance, is_quota_message, server_addresses)
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.statemachine.adapter import (
+    Adapter, CloudImage, Resource)
+
+FLAVOR_TTL = 3600.0
+NETWORK_TTL = 3600.0
+IMAGE_TTL = 300.0
+AZ_TTL = 300.0
+LIMITS_TTL = 300.0
+API_WORKERS = 10
+IMAGE_POLL_INTERVAL = 2.0
+
+
+def _sdk_exceptions():
+    from openstack import exceptions as sdk_exceptions
+    return sdk_exceptions
+
+
+def http_status(error: BaseException) -> Optional[int]:
+    return getattr(error, "status_code", None)
+
+
+def translate(error: BaseException, what: str,
+              creating: bool = False) -> BaseException:
+    """The nodepool exception the launcher should see for an SDK error.
+
+    Nova answers 403 or 413 "Quota exceeded ..." when the project is out
+    of quota: :class:`QuotaException`.  A 404 is :class:`NotFound` (the
+    resource is gone), except while creating, where a missing flavor or
+    network is a failed launch.
+    """
+    if isinstance(error, exceptions.NodepoolError):
+        return error
+    message = "%s: %s" % (what, error)
+    status = http_status(error)
+    if is_quota_message(str(error)) and status in (403, 413, None):
+        return exceptions.QuotaException(message)
+    if status == 404 and not creating:
+        return exceptions.NotFound(message)
+    return exceptions.LaunchStatusException(message)
+
+
+def connect(provider_config):
+    """An openstacksdk connection for the provider (clouds.yaml based;
+    ``OS_CLIENT_CONFIG_FILE`` may point at the file)."""
+    import openstack
+    return openstack.connect(cloud=provider_config.cloud,
+                             region_name=provider_config.region_name,
+                             app_name="nodepool")
+
+
+class _SafeRequest:
+    """What dynamic instance properties may use of a request."""
+
+    ATTRS = ("id", "labels", "requestor", "requestor_data",
+             "relative_priority", "event_id", "created_time", "tenant_name")
+
+    def __init__(self, request):
+        for attr in self.ATTRS:
+            value = getattr(request, attr, None)
+            if attr == "labels" and value is None:
+                value = getattr(request, "node_types", None)
+            setattr(self, attr, value)
+
+
+class OpenStackAdapter(Adapter):
+    """Adapter for one ``driver: openstack`` provider.
+
+    :param connection: an openstacksdk ``Connection``; made from
+        clouds.yaml when omitted.
+    :param listing_interval: seconds between server listings while a
+        machine waits on a server (default: twice the ``rate`` spacing,
+        at least one second).
+    """
+
+    def __init__(self, provider_config, connection=None,
+                 listing_interval: Optional[float] = None,
+                 api_workers: int = API_WORKERS, warm: bool = True,
+                 clock=time.monotonic):
+        super().__init__(provider_config)
+        name = provider_config.name
+        self.log = logging.getLogger("nodepool.driver.openstack.%s" % name)
+        self.conn = connection if connection is not None else connect(
+            provider_config)
+        self.cloud_name = provider_config.cloud
+        self.region = provider_config.region_name
+        rate = provider_config.rate
+        per_second = 1.0 / rate if rate else None
+        self.compute_limiter = RateLimiter("openstack-compute-%s" % name,
+                                           per_second)
+        self.network_limiter = RateLimiter("openstack-network-%s" % name,
+                                           per_second)
+        self.image_limiter = RateLimiter("openstack-image-%s" % name,
+                                         per_second)
+        self._clock = clock
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            api_workers, thread_name_prefix="openstack-api-%s" % name)
+        if listing_interval is None:
+            listing_interval = max(1.0, 2.0 * (rate or 0))
+        self.servers = SharedListing(
+            "openstack-servers-%s" % name, self._fetch_servers, self.log,
+            interval=listing_interval, clock=clock)
+        self._flavors = SingleFlightTTLCache(FLAVOR_TTL)
+        self._networks = SingleFlightTTLCache(NETWORK_TTL)
+        self._images = SingleFlightTTLCache(IMAGE_TTL)
+        self._azs = SingleFlightTTLCache(AZ_TTL)
+        self._limits = cachetools.TTLCache(1, LIMITS_TTL, timer=clock)
+        self._limits_lock = threading.Lock()
+        self._down_ports: Optional[set] = None
+        self._ports_checked = None
+        self._cleanup_lock = threading.Lock()
+        self._stopped = False
+        self.servers.start()
+        if warm:
+            threading.Thread(target=self._warm_caches, daemon=True,
+                             name="openstack-warm-%s" % name).start()
+
+    def _warm_caches(self) -> None:
+        try:
+            self.flavors()
+            self.networks()
+            for pool in self.provider.pools.values():
+                for label in pool.labels.values():
+                    self.label_ready(label)
+        except Exception:
+            if not self._stopped:
+                self.log.exception("Warming the caches failed")
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.servers.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.servers.join(10)
+        try:
+            self.conn.close()
+        except Exception:
+            self.log.debug("Closing the connection failed", exc_info=True)
+
+    # Helpers ------------------------------------------------------------
+
+    def submit(self, func, *args) -> concurrent.futures.Future:
+        """Run ``func(*args)`` in the API pool.
+
+        The returned future has ``listed_after``: the time the call
+        returned; its result is only set once a server listing started
+        after that is available, so a machine that sees the future done
+        finds its change in the listing.  The runners are woken then.
+        """
+        outer = concurrent.futures.Future()
+        outer.listed_after = -math.inf
+
+        def run():
+            result = func(*args)
+            outer.listed_after = self._clock()
+            return result
+
+        def ran(inner):
+            error = inner.exception()
+            if error is not None:
+                outer.set_exception(error)
+                return
+            self.servers.when_newer(
+                lambda: outer.set_result(inner.result()),
+                after=outer.listed_after)
+        try:
+            inner = self.executor.submit(run)
+        except RuntimeError as e:  # shut down
+            outer.set_exception(exceptions.LaunchNodepoolException(str(e)))
+            return outer
+        inner.add_done_callback(ran)
+        outer.add_done_callback(lambda f: self.wake_runners())
+        return outer
+
+    def _call(self, limiter, what: str, func, *args, log=None, **kwargs):
+        with limiter.limited((log or self.log).debug, what):
+            return func(*args, **kwargs)
+
+    def compute(self, what, func, *args, **kwargs):
+        return self._call(self.compute_limiter, what, func, *args, **kwargs)
+
+    def network(self, what, func, *args, **kwargs):
+        return self._call(self.network_limiter, what, func, *args, **kwargs)
+
+    def image(self, what, func, *args, **kwargs):
+        return self._call(self.image_limiter, what, func, *args, **kwargs)
+
+    def clear_caches(self) -> None:
+        for cache in (self._flavors, self._networks, self._images,
+                      self._azs):
+            cache.invalidate()
+
+    # Lookups ------------------------------------------------------------
+
+    def flavors(self) -> list:
+        """All flavors as dicts, sorted by (ram, name)."""
+        def load():
+            found = self.compute("List flavors", lambda: list(
+                self.conn.compute.flavors(details=True)))
+            flavors = [{"id": f.id, "name": f.name, "ram": f.ram or 0,
+                        "vcpus": f.vcpus or 0, "disk": f.disk or 0}
+                       for f in found]
+            return sorted(flavors, key=lambda f: (f["ram"], f["name"]))
+        return self._flavors.get("flavors", load)
+
+    def find_flavor(self, label) -> dict:
+        """The flavor a label boots (see the config's flavor rules)."""
+        flavors = self.flavors()
+        if label.min_ram:
+            for flavor in flavors:
+                if flavor["ram"] < label.min_ram:
+                    continue
+                if label.flavor_name and \
+                        label.flavor_name not in flavor["name"]:
+                    continue
+                return flavor
+        else:
+            for flavor in flavors:
+                if label.flavor_name in (flavor["name"], flavor["id"]):
+                    return flavor
+        raise exceptions.RuntimeConfigurationException(
+            "No flavor for label %s (min-ram %s, flavor-name %s) in %s" % (
+                label.name, label.min_ram, label.flavor_name,
+                self.provider.name))
+
+    def _flavor_by_id(self, flavor_id) -> Optional[dict]:
+        for flavor in self.flavors():
+            if flavor["id"] == flavor_id or flavor["name"] == flavor_id:
+                return flavor
+        return None
+
+    def networks(self) -> list:
+        def load():
+            return [{"id": n.id, "name": n.name,
+                     "external": bool(n.is_router_external)}
+                    for n in self.network("List networks", lambda: list(
+                        self.conn.network.networks()))]
+        return self._networks.get("networks", load)
+
+    def external_network_names(self) -> frozenset:
+        try:
+            return frozenset(n["name"] for n in self.networks()
+                             if n["external"])
+        except Exception:
+            self.log.exception("Network lookup failed")
+            return frozenset()
+
+    def find_network(self, name_or_id: str) -> dict:
+        for network in self.networks():
+            if name_or_id in (network["id"], network["name"]):
+                return network
+        raise exceptions.LaunchNodepoolException(
+            "Unable to find network %s in %s" % (name_or_id,
+                                                 self.provider.name))
+
+    def find_image(self, name_or_id: str) -> dict:
+        """A cloud image by id or name (cached; missing ones are not)."""
+        def load():
+            images = self.image("List images %s" % name_or_id, lambda: [
+                i for i in self.conn.image.images()
+                if name_or_id in (i.id, i.name)])
+            active = [i for i in images if i.status == "active"]
+            if not active:
+                raise exceptions.LaunchNodepoolException(
+                    "Unable to find image %s in %s" % (
+                        name_or_id, self.provider.name))
+            return {"id": active[0].id, "name": active[0].name}
+        return self._images.get(name_or_id, load)
+
+    def get_azs(self) -> list:
+        def load():
+            zones = self.compute("List availability zones", lambda: list(
+                self.conn.compute.availability_zones()))
+            return [z.name for z in zones
+                    if (z.state or {}).get("available", True)]
+        try:
+            return self._azs.get("azs", load) or [None]
+        except Exception:
+            self.log.exception("Listing availability zones failed")
+            return [None]
+
+    # Servers ------------------------------------------------------------
+
+    def server_record(self, server, external=frozenset()) -> dict:
+        """The listing's view of an SDK server (plain data)."""
+        flavor = server.flavor
+        flavor_id = None
+        if flavor is not None:
+            flavor_id = getattr(flavor, "id", None) or getattr(
+                flavor, "original_name", None) or getattr(
+                flavor, "name", None)
+        return {
+            "id": server.id, "name": server.name, "status": server.status,
+            "metadata": dict(server.metadata or {}),
+            "az": server.availability_zone, "host_id": server.host_id,
+            "flavor_id": flavor_id,
+            # Only microversions >= 2.47 embed the flavor's sizes.
+            "vcpus": getattr(flavor, "vcpus", None) or None,
+            "ram": getattr(flavor, "ram", None) or None,
+            "fault": server.fault,
+            "volumes": len(server.attached_volumes or ()),
+            "ips": server_addresses(server.addresses, external),
+        }
+
+    def _fetch_servers(self) -> dict:
+        external = self.external_network_names()
+        servers = self.compute("List servers", lambda: list(
+            self.conn.compute.servers(details=True)))
+        return {s.id: self.server_record(s, external) for s in servers}
+
+    def make_instance(self, record: dict) -> OpenStackInstance:
+        return OpenStackInstance(record, self.cloud_name, self.region,
+                                 self._server_quota)
+
+    def list_instances(self):
+        snapshot = self.servers.snapshot()
+        if self._clock() - snapshot.started > 10.0:
+            snapshot = self.servers.wait_newer(timeout=60.0)
+            if snapshot is None:
+                raise exceptions.NodepoolError(
+                    "No server listing for %s" % self.provider.name)
+        return [self.make_instance(record)
+                for record in snapshot.items.values()
+                if record.get("status") not in ("DELETED", "SOFT_DELETED")]
+
+    # Creating -----------------------------------------------------------
+
+    def get_create_state_machine(self, hostname, label, image_external_id,
+                                 metadata, request, az, log):
+        pool = self._pool_of(label, metadata)
+        if az is None and pool.availability_zones:
+            az = random.choice(pool.availability_zones)
+        return OpenStackCreateStateMachine(
+            self, hostname, label, pool, image_external_id, metadata,
+            request, az, log)
+
+    def _pool_of(self, label, metadata):
+        pools = self.provider.pools
+        pool = pools.get(metadata.get("nodepool_pool_name"))
+        if pool is not None:
+            return pool
+        for pool in pools.values():
+            if pool.labels.get(label.name) is label:
+                return pool
+        raise exceptions.LaunchNodepoolException(
+            "Label %s is in no pool of %s" % (label.name, self.provider.name))
+
+    def _server_metadata(self, sm) -> dict:
+        label = sm.label
+        meta = {key: str(value)
+                for key, value in label.instance_properties.items()}
+        request = _SafeRequest(sm.request)
+        for key, template in label.dynamic_instance_properties.items():
+            try:
+                meta[key] = template.format(request=request)
+            except Exception as e:
+                sm.log.warning("Bad dynamic instance property %s=%r for "
+                               "node %s: %r", key, template, sm.node_id, e)
+        image = label.diskimage or label.cloud_image
+        meta["groups"] = ",".join((self.provider.name, image, label.name))
+        meta.update({key: str(value) for key, value in sm.metadata.items()})
+        return meta
+
+    def _image_config(self, label):
+        if label.diskimage:
+            return self.provider.diskimages.get(label.diskimage)
+        return self.provider.cloud_images.get(label.cloud_image)
+
+    def create_args(self, sm) -> dict:
+        """The ``create_server`` arguments for a create machine (runs in a
+        worker: the lookups may call the cloud)."""
+        label = sm.label
+        flavor = self.find_flavor(label)
+        image_config = self._image_config(label)
+        if sm.image_external_id:
+            image_id = sm.image_external_id
+        elif image_config is not None and image_config.image_id:
+            image_id = image_config.image_id
+        else:
+            image_id = self.find_image(image_config.external_name)["id"]
+        args = {"name": sm.hostname, "flavor_id": flavor["id"],
+                "metadata": self._server_metadata(sm)}
+        if label.boot_from_volume:
+            args["block_device_mapping"] = [{
+                "boot_index": 0, "uuid": image_id, "source_type": "image",
+                "destination_type": "volume",
+                "volume_size": label.volume_size,
+                "delete_on_termination": True}]
+        else:
+            args["image_id"] = image_id
+        if label.networks:
+            args["networks"] = [{"uuid": self.find_network(n)["id"]}
+                                for n in label.networks]
+        if sm.pool.security_groups:
+            args["security_groups"] = [{"name": g}
+                                       for g in sm.pool.security_groups]
+        if label.key_name:
+            args["key_name"] = label.key_name
+        if label.userdata:
+            args["user_data"] = base64.b64encode(
+                label.userdata.encode("utf-8")).decode("ascii")
+        if sm.az:
+            args["availability_zone"] = sm.az
+        if image_config is not None and image_config.config_drive is not None:
+            args["config_drive"] = image_config.config_drive
+        return args
+
+    def create_server(self, sm) -> str:
+        """Create the server of a machine; returns its id (worker)."""
+        what = "Create server for node %s (request %s)" % (
+            sm.node_id, getattr(sm.request, "id", None))
+        try:
+            args = self.create_args(sm)
+            server = self.compute(what, self.conn.compute.create_server,
+                                  log=sm.log, **args)
+        except exceptions.NodepoolError as e:
+            sm.log.warning("%s failed: %s", what, e)
+            raise
+        except Exception as e:
+            if http_status(e) == 400:
+                self.clear_caches()
+            sm.log.warning("%s failed: %s", what, e)
+            raise translate(e, what, creating=True) from e
+        sm.log.info("Created server %s for node %s", server.id, sm.node_id)
+        return server.id
+
+    def needs_floating_ip(self, pool, record: dict) -> bool:
+        """Whether a new server gets a floating IP: the pool wants one, the
+        server has no public v4 address but a private one, and the cloud
+        has an external network to take it from."""
+        ips = record.get("ips") or {}
+        if not pool.auto_floating_ip or ips.get("public_ipv4") \
+                or not ips.get("private_ipv4"):
+            return False
+        try:
+            return any(n["external"] for n in self.networks())
+        except Exception:
+            self.log.exception("Network lookup failed")
+            return False
+
+    def create_floating_ip(self, sm) -> str:
+        """Attach a floating IP to the server's port (worker); returns the
+        address."""
+        what = "Create floating IP for server %s" % sm.server_id
+        try:
+            external = [n for n in self.networks() if n["external"]]
+            ports = self.network(
+                "List ports of %s" % sm.server_id,
+                lambda: list(self.conn.network.ports(
+                    device_id=sm.server_id)))
+            external_ids = {n["id"] for n in external}
+            ports = [p for p in ports if p.network_id not in external_ids
+                     and any("." in ip.get("ip_address", "")
+                             for ip in p.fixed_ips or ())]
+            if not external or not ports:
+                raise exceptions.LaunchNetworkException(
+                    "%s: no external network or no port" % what)
+            fip = self.network(what, self.conn.network.create_ip,
+                               log=sm.log,
+                               floating_network_id=external[0]["id"],
+                               port_id=ports[0].id)
+        except exceptions.NodepoolError:
+            raise
+        except Exception as e:
+            raise translate(e, what, creating=True) from e
+        sm.log.info("Attached floating IP %s to server %s",
+                    fip.floating_ip_address, sm.server_id)
+        return fip.floating_ip_address
+
+    # Deleting -----------------------------------------------------------
+
+    def get_delete_state_machine(self, external_id, log):
+        return OpenStackDeleteStateMachine(self, external_id, log,
+                                           clock=self._clock)
+
+    def delete_server_floating_ips(self, server_id, log=None) -> int:
+        """Delete the floating IPs of the server's ports (worker)."""
+        log = log or self.log
+        try:
+            ports = self.network("List ports of %s" % server_id, lambda: list(
+                self.conn.network.ports(device_id=server_id)))
+            deleted = 0
+            for port in ports:
+                fips = self.network(
+                    "List floating IPs of port %s" % port.id,
+                    lambda: list(self.conn.network.ips(port_id=port.id)))
+                for fip in fips:
+                    self.network("Delete floating IP %s" % fip.id,
+                                 self.conn.network.delete_ip, fip.id,
+                                 log=log)
+                    log.info("Deleted floating IP %s of server %s",
+                             fip.floating_ip_address, server_id)
+                    deleted += 1
+            return deleted
+        except Exception as e:
+            raise translate(e, "Deleting floating IPs of %s" % server_id)
+
+    def delete_server(self, server_id, log=None) -> None:
+        """Delete a server (worker); NotFound when it is already gone."""
+        what = "Delete server %s" % server_id
+        try:
+            self.compute(what, self.conn.compute.delete_server, server_id,
+                         ignore_missing=False, log=log)
+        except Exception as e:
+            raise translate(e, what) from e
+
+    # Quota --------------------------------------------------------------
+
+    def get_quota_limits(self) -> QuotaInformation:
+        with self._limits_lock:
+            cached = self._limits.get("limits")
+        if cached is None:
+            limits = self.compute("Get limits", self.conn.compute.get_limits)
+            absolute = limits.absolute
+
+            def value(number):
+                return math.inf if number is None or number < 0 else number
+            cached = QuotaInformation(
+                instances=value(absolute.instances),
+                cores=value(absolute.total_cores),
+                ram=value(absolute.total_ram), default=math.inf)
+            with self._limits_lock:
+                self._limits["limits"] = cached
+        return cached.copy()
+
+    def get_quota_for_label(self, label) -> QuotaInformation:
+        flavor = self.find_flavor(label)
+        quota = QuotaInformation(instances=1, cores=flavor["vcpus"],
+                                 ram=flavor["ram"])
+        if label.boot_from_volume:
+            quota.add(QuotaInformation(
+                volumes=1, **{"volume-gb": label.volume_size}))
+        return quota
+
+    def _server_quota(self, record: dict) -> QuotaInformation:
+        vcpus, ram = record.get("vcpus"), record.get("ram")
+        if vcpus is None or ram is None:
+            try:
+                flavor = self._flavor_by_id(record.get("flavor_id"))
+            except Exception:
+                self.log.exception("Flavor lookup for server %s failed",
+                                   record.get("id"))
+                flavor = None
+            if flavor is None:
+                return QuotaInformation(instances=1)
+            vcpus, ram = flavor["vcpus"], flavor["ram"]
+        quota = QuotaInformation(instances=1, cores=vcpus, ram=ram)
+        if record.get("volumes"):
+            quota.add(QuotaInformation(volumes=record["volumes"]))
+        return quota
+
+    # Labels and images --------------------------------------------------
+
+    def label_ready(self, label) -> bool:
+        if not label.cloud_image:
+            return True
+        image = self.provider.cloud_images.get(label.cloud_image)
+        if image is None:
+            return False
+        try:
+            self.find_image(image.external_name)
+        except Exception as e:
+            self.log.warning("Cloud image of label %s unavailable: %s",
+                             label.name, e)
+            return False
+        return True
+
+    def upload_image(self, provider_image, image_name, filename,
+                     image_format, metadata, md5, sha256):
+        properties = {key: str(value) for key, value in
+                      dict(getattr(provider_image, "meta", None) or {},
+                           **(metadata or {})).items()}
+        timeout = self.provider.image_upload_timeout
+        what = "Upload image %s" % image_name
+        image = self.image(
+            what, self.conn.image.create_image, image_name,
+            filename=filename, disk_format=image_format,
+            container_format="bare", visibility="private",
+            allow_duplicates=True, wait=True, timeout=timeout, md5=md5,
+            sha256=sha256, **properties)
+        deadline = time.monotonic() + timeout
+        while True:
+            # The upload's answer predates the data: ask again at once.
+            image = self.image("Get image %s" % image.id,
+                               self.conn.image.get_image, image.id)
+            if image.status == "active":
+                break
+            if image.status in ("killed", "deleted", "deactivated"):
+                raise exceptions.ImageCreateException(
+                    "%s: image %s is %s" % (what, image.id, image.status))
+            if time.monotonic() > deadline:
+                raise exceptions.ImageCreateException(
+                    "%s: timeout waiting for image %s" % (what, image.id))
+            time.sleep(IMAGE_POLL_INTERVAL)
+        self.log.info("Uploaded image %s as %s", image_name, image.id)
+        return image.id
+
+    def delete_image(self, external_id):
+        self.image("Delete image %s" % external_id,
+                   self.conn.image.delete_image, external_id,
+                   ignore_missing=True)
+
+    def list_images(self):
+        project = self.conn.current_project_id
+        images = self.image("List own images", lambda: list(
+            self.conn.image.images(owner=project)))
+        return [CloudImage(i.id, i.name, {k: v for k, v in (
+            i.properties or {}).items()}) for i in images]
+
+    def get_console_log(self, label, external_id):
+        output = self.compute(
+            "Get console log of %s" % external_id,
+            self.conn.compute.get_server_console_output, external_id)
+        return (output or {}).get("output", "")
+
+    # Leak cleanup -------------------------------------------------------
+
+    def list_resources(self):
+        resources = []
+        for record in self._fetch_servers().values():
+            if record.get("status") in ("DELETED", "SOFT_DELETED"):
+                continue
+            resources.append(Resource(record["metadata"], "instance",
+                                      record["id"]))
+        for image in self.list_images():
+            resources.append(Resource(image.metadata, "image", image.id))
+        return resources
+
+    def delete_resource(self, resource):
+        if resource.type == "instance":
+            try:
+                self.delete_server_floating_ips(resource.id)
+                self.delete_server(resource.id)
+            except exceptions.NotFound:
+                pass
+        elif resource.type == "image":
+            self.delete_image(resource.id)
+        else:
+            raise exceptions.NodepoolError(
+                "Unknown resource type %s" % resource.type)
+
+    def cleanup_down_ports(self) -> int:
+        """Delete compute ports that stayed DOWN between two passes at
+        least ``port-cleanup-interval`` apart; returns how many."""
+        interval = self.provider.port_cleanup_interval
+        if not interval or interval <= 0:
+            return 0
+        with self._cleanup_lock:
+            now = self._clock()
+            if self._ports_checked is not None and \
+                    now - self._ports_checked < interval:
+                return 0
+            ports = self.network("List DOWN ports", lambda: list(
+                self.conn.network.ports(status="DOWN")))
+            down = {p.id for p in ports if p.status == "DOWN" and (
+                not p.device_owner or p.device_owner.startswith("compute:"))}
+            deleted = set()
+            for port_id in down & (self._down_ports or set()):
+                try:
+                    self.network("Delete DOWN port %s" % port_id,
+                                 self.conn.network.delete_port, port_id)
+                    deleted.add(port_id)
+                    self.log.info("Deleted DOWN port %s", port_id)
+                except Exception:
+                    self.log.exception("Deleting port %s failed", port_id)
+            self._down_ports = down - deleted
+            self._ports_checked = now
+            return len(deleted)
+
+    def cleanup_floating_ips(self) -> int:
+        """Delete floating IPs attached to nothing; returns how many."""
+        if not self.provider.clean_floating_ips:
+            return 0
+        fips = self.network("List floating IPs", lambda: list(
+            self.conn.network.ips()))
+        deleted = 0
+        for fip in fips:
+            if fip.port_id:
+                continue
+            try:
+                self.network("Delete floating IP %s" % fip.id,
+                             self.conn.network.delete_ip, fip.id)
+                deleted += 1
+                self.log.info("Deleted unattached floating IP %s",
+                              fip.floating_ip_address)
+            except Exception:
+                self.log.exception("Deleting floating IP %s failed", fip.id)
+        return deleted

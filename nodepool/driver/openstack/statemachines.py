@@ -1,0 +1,291 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The OpenStack server record and the create and delete state machines.
+
+The machines never call the cloud themselves.  Server creates, floating
+IP work and deletes run in the adapter's API thread pool and come back as
+futures; server states are read from the adapter's shared server listing
+(one ``GET /servers/detail`` for every machine of the provider).
+``advance()`` therefore only looks at futures and snapshots.
+"""
+
+import ipaddress
+import time
+from typing import Optional
+
+from nodepool import exceptions
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.statemachine.adapter import Instance, StateMachine
+
+#: Server states after which a server will never become ACTIVE.
+DEAD_STATES = frozenset(("ERROR", "DELETED", "SOFT_DELETED", "SHELVED",
+                         "SHELVED_OFFLOADED", "SHUTOFF"))
+
+
+def is_quota_message(message: str) -> bool:
+    text = (message or "").lower()
+    return "quota exceeded" in text or "number of ports exceeded" in text
+
+
+def server_addresses(addresses: dict, external_networks=()) -> dict:
+    """``public_ipv4``, ``private_ipv4``, ``public_ipv6``, ``private_ipv6``
+    and whether the server has a floating IP, from Nova's ``addresses``.
+
+    A v4 address is public when it is floating, on an external network or
+    outside the private ranges; v6 addresses (other than link-local) are
+    public, as openstacksdk counts them.  ``private_ipv4`` falls back to
+    the public v4 address.
+    """
+    public4 = private4 = public6 = private6 = None
+    floating = False
+    for network, entries in sorted((addresses or {}).items()):
+        for entry in entries or ():
+            addr = entry.get("addr")
+            if not addr:
+                continue
+            kind = entry.get("OS-EXT-IPS:type")
+            try:
+                ip = ipaddress.ip_address(addr)
+            except ValueError:
+                continue
+            if ip.version == 6:
+                if ip.is_link_local:
+                    continue
+                public6 = public6 or addr
+                continue
+            if kind == "floating":
+                floating = True
+                public4 = addr
+            elif network in external_networks or not ip.is_private:
+                public4 = public4 or addr
+            else:
+                private4 = private4 or addr
+    return {"public_ipv4": public4, "private_ipv4": private4 or public4,
+            "public_ipv6": public6, "private_ipv6": private6,
+            "floating": floating}
+
+
+class OpenStackInstance(Instance):
+    """A Nova server from a listing record (see
+    :meth:`OpenStackAdapter.server_record`).
+
+    ``quota_loader(record)`` gives its :class:`QuotaInformation`; it is only
+    called when the launcher asks (a cached flavor lookup).
+    """
+
+    def __init__(self, record: dict, cloud: str, region: Optional[str],
+                 quota_loader=None):
+        super().__init__()
+        self.record = record
+        self.external_id = record["id"]
+        self.metadata = dict(record.get("metadata") or {})
+        status = record.get("status")
+        self.ready = status == "ACTIVE"
+        self.deleted = status in ("DELETED", "SOFT_DELETED")
+        ips = record.get("ips") or {}
+        self.public_ipv4 = ips.get("public_ipv4")
+        self.private_ipv4 = ips.get("private_ipv4")
+        self.public_ipv6 = ips.get("public_ipv6")
+        self.private_ipv6 = ips.get("private_ipv6")
+        self.interface_ip = (self.public_ipv4 or self.public_ipv6
+                             or self.private_ipv4)
+        self.az = record.get("az")
+        self.host_id = record.get("host_id")
+        self.cloud = cloud
+        self.region = region
+        self._quota_loader = quota_loader
+
+    def get_quota_information(self) -> QuotaInformation:
+        if self._quota_loader is None:
+            return QuotaInformation(instances=1)
+        return self._quota_loader(self.record)
+
+
+class OpenStackCreateStateMachine(StateMachine):
+    """Create one server, and attach a floating IP when it needs one.
+
+    States: ``start`` -> ``submit creating server`` -> ``creating server``
+    -> [``creating floating ip`` -> ``attaching floating ip``] ->
+    ``complete``.
+    """
+
+    SUBMIT_CREATING = "submit creating server"
+    CREATING = "creating server"
+    CREATING_FIP = "creating floating ip"
+    ATTACHING_FIP = "attaching floating ip"
+
+    def __init__(self, adapter, hostname: str, label, pool,
+                 image_external_id: Optional[str], metadata: dict, request,
+                 az: Optional[str], log):
+        super().__init__()
+        self.adapter = adapter
+        self.hostname = hostname
+        self.label = label
+        self.pool = pool
+        self.image_external_id = image_external_id
+        self.metadata = dict(metadata)
+        self.request = request
+        self.az = az
+        self.log = log
+        self.server_id: Optional[str] = None
+        self.floating_ip: Optional[str] = None
+        self._future = None
+        self._since = None
+
+    @property
+    def node_id(self):
+        return self.metadata.get("nodepool_node_id")
+
+    def advance(self) -> Optional[Instance]:
+        try:
+            return self._advance()
+        except Exception:
+            self.adapter.servers.unwatch(self)
+            raise
+
+    def _advance(self) -> Optional[Instance]:
+        if self.state == self.START:
+            self._future = self.adapter.submit(self.adapter.create_server,
+                                               self)
+            self.state = self.SUBMIT_CREATING
+        if self.state == self.SUBMIT_CREATING:
+            if not self._future.done():
+                return None
+            self.server_id = self._future.result()
+            self.external_id = self.server_id
+            self._since = self._future.listed_after
+            self.state = self.CREATING
+        if self.state == self.CREATING:
+            record = self._record()
+            if record is None:
+                return None
+            status = record.get("status")
+            if status == "ACTIVE":
+                if not self.adapter.needs_floating_ip(self.pool, record):
+                    return self._finish(record)
+                self._future = self.adapter.submit(
+                    self.adapter.create_floating_ip, self)
+                self.state = self.CREATING_FIP
+            elif status in DEAD_STATES:
+                fault = (record.get("fault") or {}).get("message") or ""
+                message = "Server %s of node %s is %s: %s" % (
+                    self.server_id, self.node_id, status, fault)
+                if is_quota_message(fault):
+                    raise exceptions.QuotaException(message)
+                raise exceptions.LaunchStatusException(message)
+            else:
+                return None
+        if self.state == self.CREATING_FIP:
+            if not self._future.done():
+                return None
+            self.floating_ip = self._future.result()
+            self._since = self._future.listed_after
+            self.state = self.ATTACHING_FIP
+        if self.state == self.ATTACHING_FIP:
+            record = self._record()
+            if record is None:
+                return None
+            ips = record.get("ips") or {}
+            if ips.get("public_ipv4") != self.floating_ip:
+                return None
+            return self._finish(record)
+        return None
+
+    def _record(self) -> Optional[dict]:
+        """The server in a listing newer than our last change, or None."""
+        servers = self.adapter.servers
+        servers.watch(self)
+        snapshot = servers.snapshot()
+        if snapshot.started < self._since:
+            return None
+        return snapshot.get(self.server_id)
+
+    def _finish(self, record: dict) -> Instance:
+        self.adapter.servers.unwatch(self)
+        self.state = self.COMPLETE
+        self.complete = True
+        self.log.debug("Server %s of node %s is active", self.server_id,
+                       self.node_id)
+        return self.adapter.make_instance(record)
+
+
+class OpenStackDeleteStateMachine(StateMachine):
+    """Delete a server's floating IPs, then the server.
+
+    States: ``start`` -> [``deleting floating ip``] -> ``submit delete
+    server`` -> ``deleting server`` (until no longer listed, or listed as
+    DELETED) -> ``complete``.  A server that is already gone completes the
+    machine.
+    """
+
+    DELETING_FIP = "deleting floating ip"
+    SUBMIT_DELETE = "submit delete server"
+    DELETING = "deleting server"
+
+    def __init__(self, adapter, external_id, log, clock=time.monotonic):
+        super().__init__()
+        self.adapter = adapter
+        self.external_id = external_id
+        self.log = log
+        self._clock = clock
+        self._future = None
+        self._since = None
+
+    def advance(self) -> None:
+        try:
+            self._advance()
+        except Exception:
+            self.adapter.servers.unwatch(self)
+            raise
+
+    def _advance(self) -> None:
+        if self.state == self.START:
+            record = self.adapter.servers.snapshot().get(self.external_id)
+            if record is not None and not (record.get("ips") or {}).get(
+                    "floating"):
+                self._submit_delete()
+            else:
+                # Unknown to the listing, or with a floating IP: ask
+                # Neutron which floating IPs the server's ports have.
+                self._future = self.adapter.submit(
+                    self.adapter.delete_server_floating_ips,
+                    self.external_id, self.log)
+                self.state = self.DELETING_FIP
+        if self.state == self.DELETING_FIP:
+            if not self._future.done():
+                return
+            self._future.result()
+            self._submit_delete()
+        if self.state == self.SUBMIT_DELETE:
+            if not self._future.done():
+                return
+            try:
+                self._future.result()
+            except exceptions.NotFound:
+                self.log.info("Server %s is already gone", self.external_id)
+                self._finish()
+                return
+            self._since = self._future.listed_after
+            self.state = self.DELETING
+        if self.state == self.DELETING:
+            servers = self.adapter.servers
+            servers.watch(self)
+            snapshot = servers.snapshot()
+            if snapshot.started < self._since:
+                return
+            record = snapshot.get(self.external_id)
+            if record is not None and record.get("status") not in (
+                    "DELETED", "SOFT_DELETED"):
+                return
+            servers.unwatch(self)
+            self._finish()
+
+    def _submit_delete(self) -> None:
+        self._future = self.adapter.submit(self.adapter.delete_server,
+                                           self.external_id, self.log)
+        self.state = self.SUBMIT_DELETE
+
+    def _finish(self) -> None:
+        self.state = self.COMPLETE
+        self.complete = True
