@@ -25,6 +25,7 @@ CONFIG = """
 images-dir: {images_dir}
 build-log-dir: {log_dir}
 build-log-retention: {retention}
+images-dir-required-free: {required_free}
 labels: []
 diskimages:
   - name: fake-image
@@ -35,6 +36,8 @@ diskimages:
     rebuild-age: {rebuild_age}
     build-timeout: {build_timeout}
     pause: {image_pause}
+    delete-after-upload: {delete_after_upload}
+    keep-formats: {keep_formats}
     metadata:
       team: infra
     env-vars:
@@ -45,11 +48,13 @@ providers:
   - name: fake
     driver: test
     diskimages: {provider_images}
+    post-upload-hook: {hook}
     pools: []
 """
 
 DEFAULTS = dict(retention=3, rebuild_age=86400, build_timeout=60,
-                image_pause="false", fail=0,
+                image_pause="false", fail=0, required_free=0,
+                delete_after_upload="false", keep_formats="[]", hook="null",
                 provider_images="[{name: fake-image, meta: {team: qa}}]")
 
 
@@ -66,9 +71,12 @@ class Env:
 
     def write(self, text=None, **values):
         self.values.update(values)
-        body = textwrap.dedent(text or CONFIG).format(
+        self.write_raw(textwrap.dedent(text or CONFIG).format(
             images_dir=self.images_dir, log_dir=self.log_dir,
-            record_dir=self.record_dir, dib_cmd=DIB_CMD, **self.values)
+            record_dir=self.record_dir, dib_cmd=DIB_CMD, **self.values))
+
+    def write_raw(self, body):
+        """Replace the config file atomically with a newer mtime."""
         tmp = self.config.with_suffix(".tmp")
         tmp.write_text(body)
         # A new mtime even within the file system's timestamp granularity.
@@ -366,16 +374,16 @@ def test_image_removed_from_config(env, builder_factory, store):
     builder_factory()
     build = wait_for_upload(store)[0]
     cloud = FakeCloud.get("fake")
-    env.write(textwrap.dedent(CONFIG).replace(
-        "    diskimages: {provider_images}\n", "    diskimages: []\n")
-        .split("diskimages:\n  - name")[0]
+    config = env.config.read_text()
+    env.write_raw(
+        config[:config.index("diskimages:")]
         + "diskimages: []\nproviders:\n  - name: fake\n    driver: test\n"
-        "    diskimages: []\n    pools: []\n")
+        "    pools: []\n")
     wait_for(lambda: not store.get_build_ids("fake-image"))
     wait_for(lambda: not list(env.images_dir.glob("fake-image-*")))
     assert not cloud.images
-    assert len(cloud.image_delete_calls) == 1
-    assert build.id
+    assert cloud.image_delete_calls == ["img-1"]
+    assert cloud.upload_calls[0][3]["nodepool_build_id"] == build.id
 
 
 def test_provider_stops_listing_image(env, builder_factory, store):
@@ -445,3 +453,86 @@ def test_stop_during_build(env, builder_factory, store):
     builder.join()
     assert store.get_build("fake-image", building.id).state == \
         BuildState.FAILED
+
+
+def test_build_deleted_by_cli(env, builder_factory, store):
+    """``dib-image-delete`` marks a build ``deleting``: its uploads,
+    record and files go (and a new build replaces it)."""
+    builder_factory()
+    build = wait_for_upload(store)[0]
+    record = store.get_build("fake-image", build.id)
+    record.state = BuildState.DELETING
+    store.store_build("fake-image", record, build.id)
+    wait_for(lambda: store.get_build("fake-image", build.id) is None)
+    wait_for(lambda: not list(env.images_dir.glob("fake-image-%s.*"
+                                                  % build.id)))
+    assert FakeCloud.get("fake").image_delete_calls == ["img-1"]
+    wait_for(lambda: [b for b in wait_for_upload(store) if b.id != build.id])
+
+
+def test_record_vanished_during_build(env, builder_factory, store):
+    """A build whose record disappeared while DIB ran (session loss) is
+    not recreated and its files are removed."""
+    env.images_dir.mkdir()
+    pause = env.images_dir / "fake-dib.pause"
+    pause.write_text("")
+    builder_factory(cleanup_interval=0)
+    building = wait_for(
+        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
+    store.delete_build("fake-image", building.id)
+    pause.unlink()
+    # The next build proves the first one finished.
+    wait_for(lambda: [b for b in store.get_builds("fake-image")
+                      if b.id != building.id])
+    assert store.get_build("fake-image", building.id) is None
+    assert not list(env.images_dir.glob("fake-image-%s.*" % building.id))
+
+
+def test_not_enough_free_space(env, builder_factory, store):
+    env.write(required_free=2 ** 40)
+    builder = builder_factory()
+    passes(builder.build_workers[0], 3)
+    assert not store.get_build_ids("fake-image")
+    env.write(required_free=1)
+    wait_for(lambda: ready_builds(store))
+
+
+def test_delete_after_upload(env, builder_factory, store):
+    env.write(delete_after_upload="true", keep_formats="[qcow2]")
+    builder_factory()
+    build = wait_for_upload(store)[0]
+    raw_file = env.images_dir / ("fake-image-%s.raw" % build.id)
+    wait_for(lambda: not raw_file.exists())
+    assert not (env.images_dir / ("fake-image-%s.raw.md5" % build.id)
+                ).exists()
+    assert (env.images_dir / ("fake-image-%s.qcow2" % build.id)).exists()
+    assert (env.images_dir / ("fake-image-%s.d" % build.id)).is_dir()
+
+
+def _hook(tmp_path, rc):
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\necho \"$@\" > \"$3.post\"\n"
+                    "echo hook output\nexit %d\n" % rc)
+    hook.chmod(0o755)
+    return str(hook)
+
+
+def test_post_upload_hook(env, builder_factory, store, tmp_path):
+    env.write(hook=_hook(tmp_path, 0))
+    builder_factory()
+    build = wait_for_upload(store)[0]
+    upload = ready_uploads(store, build.id)[0]
+    raw_file = env.images_dir / ("fake-image-%s.raw" % build.id)
+    assert (env.images_dir / (raw_file.name + ".post")).read_text() == \
+        "fake %s %s\n" % (upload.external_id, raw_file)
+
+
+def test_post_upload_hook_failure(env, builder_factory, store, tmp_path):
+    env.write(hook=_hook(tmp_path, 1))
+    builder_factory(cleanup_interval=0)
+    cloud = FakeCloud.get("fake")
+    wait_for(lambda: len(cloud.image_delete_calls) >= 2)
+    build = ready_builds(store)[0]
+    uploads = store.get_uploads("fake-image", build.id, "fake")
+    assert uploads and all(u.state == UploadState.FAILED for u in uploads)
+    assert cloud.image_delete_calls[:2] == ["img-1", "img-2"]
