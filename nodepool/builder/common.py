@@ -108,6 +108,8 @@ class BuilderWorker:
         config, changed = self.watcher.reload()
         if changed:
             old, self.config = self.config, config
+            if old.zookeeper_hosts != config.zookeeper_hosts:
+                self.builder.set_zookeeper_hosts(config.zookeeper_hosts)
             self.on_config(old, config)
         return changed
 

@@ -83,6 +83,7 @@ class NodePoolBuilder:
         self.upload_workers: List[UploadWorker] = []
         self.cleanup_worker: Optional[CleanupWorker] = None
         self._stopped = threading.Event()
+        self._hosts_lock = threading.Lock()
 
     @property
     def workers(self) -> list:
@@ -136,6 +137,26 @@ class NodePoolBuilder:
             self.stop()
             self.join(timeout)
             raise
+
+    def set_zookeeper_hosts(self, hosts: str) -> None:
+        """Use a changed ``zookeeper-servers`` list (own client only).
+
+        Kazoo switches servers on its next reconnection.  Several workers
+        notice the same change; setting the same hosts again is harmless.
+        """
+        with self._hosts_lock:
+            if not self._own_client or self.zk_client is None or \
+                    hosts == self.zk_client.hosts:
+                return
+            try:
+                self.zk_client.kazoo.set_hosts(hosts)
+            except Exception as e:
+                # E.g. a new chroot: kazoo cannot change it at run time.
+                log.error("Cannot switch to ZooKeeper servers %s: %s; "
+                          "restart the builder", hosts, e)
+                return
+            log.info("ZooKeeper servers changed to %s", hosts)
+            self.zk_client.hosts = hosts
 
     def stop(self) -> None:
         """Ask every worker to stop; :meth:`join` waits for them."""

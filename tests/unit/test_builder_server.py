@@ -1,0 +1,78 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""NodePoolBuilder start-up checks and ZooKeeper host changes (no server
+needed: every case fails or ends before connecting)."""
+
+import pytest
+
+from nodepool.builder.server import BuilderStartError, NodePoolBuilder
+from nodepool.cmd import builder as builder_cmd
+from nodepool.zk.client import ZooKeeperClient
+
+ZK = """
+zookeeper-servers:
+  - host: zk.example.org
+    port: 2281
+    chroot: /nodepool
+"""
+TLS = """
+zookeeper-tls:
+  ca: /ca.pem
+  cert: /cert.pem
+  key: /key.pem
+"""
+
+
+def start(tmp_path, text):
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(text + "labels: []\nproviders: []\n")
+    builder = NodePoolBuilder(str(path))
+    with pytest.raises(BuilderStartError) as info:
+        builder.start()
+    return str(info.value)
+
+
+def test_start_requires_zookeeper_servers(tmp_path):
+    assert start(tmp_path, "images-dir: %s\n" % tmp_path) == \
+        "No ZooKeeper servers specified in config."
+
+
+def test_start_requires_images_dir(tmp_path):
+    assert start(tmp_path, ZK + TLS) == "No images-dir specified in config."
+
+
+def test_start_requires_tls(tmp_path):
+    message = start(tmp_path, ZK + "images-dir: %s/images\n" % tmp_path)
+    assert message.startswith("A TLS ZooKeeper connection is required")
+    # The builder id was made before connecting.
+    assert (tmp_path / "images" / "builder_id.txt").exists()
+
+
+def test_zookeeper_hosts_change(tmp_path):
+    builder = NodePoolBuilder(str(tmp_path / "unused.yaml"))
+    client = ZooKeeperClient("zk1:2281/nodepool")
+    builder.zk_client = client
+    builder.set_zookeeper_hosts("zk2:2281,zk3:2281/nodepool")
+    assert client.hosts == "zk2:2281,zk3:2281/nodepool"
+    assert client.kazoo.hosts == [("zk2", 2281), ("zk3", 2281)]
+    # A new chroot cannot be applied while running.
+    builder.set_zookeeper_hosts("zk4:2281/other")
+    assert client.hosts == "zk2:2281,zk3:2281/nodepool"
+
+
+def test_zookeeper_hosts_change_ignored_for_given_client(tmp_path):
+    client = ZooKeeperClient("zk1:2281/nodepool")
+    builder = NodePoolBuilder(str(tmp_path / "unused.yaml"),
+                              zk_client=client)
+    builder.set_zookeeper_hosts("zk2:2281/nodepool")
+    assert client.hosts == "zk1:2281/nodepool"
+
+
+def test_cli_worker_counts(capsys):
+    with pytest.raises(SystemExit):
+        builder_cmd.main(["--build-workers", "0"])
+    assert "--build-workers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        builder_cmd.main(["--upload-workers", "0"])
+    assert "--upload-workers must be at least 1" in capsys.readouterr().err
