@@ -1,0 +1,140 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The OpenStack driver end to end: the launcher in-process with an
+openstack provider on the loopback fake cloud (real openstacksdk, real
+HTTP, clouds.yaml through ``OS_CLIENT_CONFIG_FILE``), a real ZooKeeper
+and a Zuul-like client."""
+
+import pytest
+
+from nodepool.zk.models import NodeState, RequestState
+from tests.fakes.openstack import IMAGE_ID, FakeOpenStack
+from tests.fixtures.waits import wait_for
+from tests.functional.conftest import read_nodes
+
+CONFIG = """
+labels:
+  - name: small
+    min-ready: {min_ready}
+  - name: big
+providers:
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    launch-retries: {retries}
+    cloud-images:
+      - name: base
+        image-name: Fake Image
+        username: zuul
+    pools:
+      - name: main
+        max-servers: {max_servers}
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: small
+            cloud-image: base
+            min-ram: 2048
+            instance-properties:
+              team: ci
+          - name: big
+            cloud-image: base
+            flavor-name: m1.large
+"""
+
+
+@pytest.fixture
+def cloud(tmp_path, monkeypatch):
+    fake = FakeOpenStack().start()
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE",
+                       fake.write_clouds(tmp_path / "clouds.yaml"))
+    yield fake
+    fake.stop()
+
+
+def node_ids(zuul):
+    if not zuul.kazoo.exists("/nodepool/nodes"):
+        return []
+    return zuul.kazoo.get_children("/nodepool/nodes")
+
+
+def test_request_served_and_servers_deleted(launcher_factory, zuul, cloud):
+    launcher_factory(CONFIG)
+    done = zuul.wait_for_request(zuul.submit(["small", "big"]), timeout=60)
+    assert done.state == RequestState.FULFILLED
+    nodes = zuul.accept_nodes(done)
+    servers = cloud.live_servers()
+    assert sorted(servers) == sorted(n.external_id for n in nodes)
+    fips = {f["floating_ip_address"] for f in cloud.floating_ips.values()}
+    for node in nodes:
+        assert node.state == NodeState.IN_USE
+        assert node.provider == "os" and node.pool == "main"
+        assert node.cloud == "fake" and node.region == "RegionOne"
+        assert node.az in ("az1", "az2")
+        assert node.username == "zuul"
+        assert node.image_id == "base"
+        assert node.public_ipv4 in fips
+        assert node.interface_ip == node.public_ipv4
+        assert node.private_ipv4.startswith("10.0.0.")
+        assert node.host_keys == []
+        meta = servers[node.external_id]["metadata"]
+        assert meta["nodepool_node_id"] == node.id
+        assert meta["nodepool_provider_name"] == "os"
+        assert meta["nodepool_pool_name"] == "main"
+        assert servers[node.external_id]["name"] == "np" + node.id
+    small, big = nodes
+    assert small.resources == {"cores": 2, "instances": 1, "ram": 2048}
+    assert big.resources == {"cores": 8, "instances": 1, "ram": 16384}
+    assert servers[small.external_id]["metadata"]["team"] == "ci"
+    assert {b["imageRef"] for b in cloud.create_bodies} == {IMAGE_ID}
+    assert cloud.counts["POST servers"] == 2
+    assert cloud.counts["GET server"] == 0
+
+    zuul.return_nodes(nodes)
+    wait_for(lambda: not node_ids(zuul) and not cloud.live_servers(),
+             timeout=60)
+    # Nothing left behind: floating IPs and ports went with the servers.
+    wait_for(lambda: not cloud.floating_ips and not cloud.ports, timeout=30)
+    assert cloud.unknown == []
+
+
+def test_failed_boot_retried_without_leak(launcher_factory, zuul, cloud):
+    cloud.error_faults = ["No valid host was found"]
+    launcher_factory(CONFIG)
+    done = zuul.wait_for_request(zuul.submit(["big"]), timeout=60)
+    assert done.state == RequestState.FULFILLED
+    [node] = zuul.accept_nodes(done)
+    assert cloud.counts["POST servers"] == 2
+    # The ERROR server of the first attempt was deleted.
+    wait_for(lambda: list(cloud.live_servers()) == [node.external_id],
+             timeout=30)
+    zuul.return_nodes([node])
+    wait_for(lambda: not cloud.live_servers(), timeout=60)
+
+
+def test_min_ready_and_leaked_server_cleanup(launcher_factory, zuul, cloud):
+    # A server tagged for this provider whose node does not exist.
+    with cloud.lock:
+        status, body = cloud.create_server({"server": {
+            "name": "np9999999999", "flavorRef": "f-small",
+            "imageRef": IMAGE_ID,
+            "metadata": {"nodepool_provider_name": "os",
+                         "nodepool_node_id": "9999999999",
+                         "nodepool_pool_name": "main"}}})
+    leaked = body["server"]["id"]
+    launcher_factory(CONFIG, min_ready=2)
+
+    def ready():
+        return [n for n in read_nodes(zuul.kazoo)
+                if n.state == NodeState.READY and not n.allocated_to]
+    nodes = wait_for(lambda: len(ready()) == 2 and ready(), timeout=60)
+    live = cloud.live_servers()
+    for node in nodes:
+        assert node.type == ["small"]
+        assert node.external_id in live
+        assert node.interface_ip
+    wait_for(lambda: leaked not in cloud.live_servers(), timeout=60)
+    assert len(cloud.live_servers()) == 2
