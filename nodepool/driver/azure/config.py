@@ -88,6 +88,11 @@ LABEL = schema.Section({
     _opt("user-data", default=None): _str,
     _opt("custom-data", default=None): _str,
     _opt("volume-size", default=None): _int,
+    # Extensions: OS disk storage account type (Premium_LRS...), spot
+    # priority, a dedicated host group's resource id.
+    _opt("volume-type", default=None): _str,
+    _opt("use-spot", default=False): bool,
+    _opt("dedicated-host-group", default=None): _str,
 }, schema.at_least_one_of("cloud-image", "diskimage"))
 
 POOL = schema.POOL.extend({
@@ -129,6 +134,8 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("launch-retries", default=3): int,
     _opt("post-upload-hook", default=None): _str,
     _opt("zuul-public-key", default=None): _str,
+    # Extension: tags on every resource (under label tags).
+    _opt("tags", default=dict): {str: schema.scalar_string},
     _opt("cloud-images", default=list): schema.each(
         CLOUD_IMAGE, unique="name"),
     _opt("diskimages", default=list): schema.each(
@@ -195,6 +202,9 @@ class AzureLabel(LabelConfig):
     user_data: str | None
     custom_data: str | None
     volume_size: int | None
+    volume_type: str | None
+    use_spot: bool
+    dedicated_host_group: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,6 +245,7 @@ class AzureProviderConfig(ProviderConfig):
     launch_retries: int
     post_upload_hook: str | None
     zuul_public_key: str | None
+    tags: FrozenDict
     cloud_images: FrozenDict
     diskimages: FrozenDict
 

@@ -1,0 +1,801 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The Azure adapter: VMs, quota and leak cleanup for one provider.
+
+* Credentials: a service principal from the ``auth-path`` JSON file
+  (``clientId``, ``clientSecret``, ``tenantId``, ``subscriptionId``; the
+  optional ``activeDirectoryEndpointUrl`` and
+  ``resourceManagerEndpointUrl`` of ``az ad sp create-for-rbac --sdk-auth``
+  files select another cloud) through azure-identity; the clients are the
+  azure-mgmt compute, network and resource ones.
+* Every ARM call (each page of a list too) waits on one
+  :class:`RateLimiter` at the provider's ``rate``.  PUTs and DELETEs run in
+  a small thread pool and are sent without the SDK's pollers
+  (``polling=False``): a poller would start a thread per operation that
+  polls outside the rate limit.  What became of them is read from shared
+  listings instead: one list call per resource type (VMs, NICs, public
+  IPs) serves every state machine, and only runs while a machine waits.
+* Lookups that rarely change (resource SKUs, usage limits, the subnet,
+  image filters) are cached; concurrent misses share one call.
+"""
+
+import base64
+import concurrent.futures
+import fnmatch
+import json
+import logging
+import secrets
+import string
+import threading
+import time
+from typing import Optional
+from urllib.parse import urlsplit
+
+from nodepool import exceptions
+from nodepool.driver.aws.listing import SharedListing
+from nodepool.driver.azure import errors
+from nodepool.driver.azure.statemachines import (
+    AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, id_name,
+    nic_name, pip_name, disk_name)
+from nodepool.driver.lazycache import SingleFlightTTLCache
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.statemachine.adapter import Adapter, Resource
+
+try:
+    from nodepool.driver.statemachine.adapter import CloudImage
+except ImportError:  # a framework without list_images()
+    class CloudImage:
+        def __init__(self, id, name=None, metadata=None):
+            self.id = id
+            self.name = name
+            self.metadata = dict(metadata or {})
+
+PUBLIC_ARM = "https://management.azure.com"
+QUOTA_TTL = 300.0
+SKU_TTL = 24 * 3600.0
+IMAGE_TTL = 300.0
+SUBNET_TTL = 3600.0
+# Quota accounting accepts a VM listing this old before asking for one.
+LISTING_MAX_AGE = 10.0
+DELETE_RESOURCE_TIMEOUT = 600.0
+PASSWORD_LENGTH = 64
+
+
+def worker_count(rate: Optional[float]) -> int:
+    """Size of the API thread pool: enough to keep the rate limiter busy
+    while calls take a few seconds, bounded."""
+    if not rate:
+        return 8
+    return max(min(int(rate * 4), 8), 2)
+
+
+def generate_password(length: int = PASSWORD_LENGTH) -> str:
+    """A random password with lower and upper case letters and digits (the
+    complexity Azure demands)."""
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        password = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (any(c.islower() for c in password)
+                and any(c.isupper() for c in password)
+                and any(c.isdigit() for c in password)):
+            return password
+
+
+def _b64(text: Optional[str]) -> Optional[str]:
+    if text is None:
+        return None
+    return base64.b64encode(text.encode("utf8")).decode("ascii")
+
+
+class AzureClients:
+    """The azure-mgmt clients of one provider (tests may build their own).
+
+    azure-mgmt clients are thread-safe; one set serves every thread.
+    """
+
+    def __init__(self, compute, network, resource, subscription_id: str,
+                 credential=None):
+        self.compute = compute
+        self.network = network
+        self.resource = resource
+        self.subscription_id = subscription_id
+        self.credential = credential
+
+    @classmethod
+    def from_auth_file(cls, path: str, retry_total: int = 3,
+                       **client_kwargs) -> "AzureClients":
+        # Imported here: the SDKs are only needed once a provider runs.
+        from azure.identity import AzureAuthorityHosts, ClientSecretCredential
+        from azure.mgmt.compute import ComputeManagementClient
+        from azure.mgmt.network import NetworkManagementClient
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        with open(path) as f:
+            auth = json.load(f)
+        missing = [k for k in ("clientId", "clientSecret", "tenantId",
+                               "subscriptionId") if not auth.get(k)]
+        if missing:
+            raise exceptions.ConfigError(
+                "Azure auth file %s lacks %s" % (path, ", ".join(missing)))
+        credential_args = {}
+        authority = (auth.get("activeDirectoryEndpointUrl") or "").rstrip("/")
+        if authority:
+            host = urlsplit(authority).netloc or authority
+            credential_args["authority"] = authority
+            known = {getattr(AzureAuthorityHosts, name) for name in
+                     dir(AzureAuthorityHosts) if name.isupper()}
+            if host not in known:
+                # A private cloud (or a test double): no instance
+                # discovery against login.microsoftonline.com.
+                credential_args["disable_instance_discovery"] = True
+        credential = ClientSecretCredential(
+            auth["tenantId"], auth["clientId"], auth["clientSecret"],
+            **credential_args)
+        base_url = (auth.get("resourceManagerEndpointUrl")
+                    or PUBLIC_ARM).rstrip("/")
+        kwargs = dict(base_url=base_url,
+                      credential_scopes=[base_url + "/.default"],
+                      retry_total=retry_total)
+        kwargs.update(client_kwargs)
+        subscription = auth["subscriptionId"]
+        return cls(ComputeManagementClient(credential, subscription, **kwargs),
+                   NetworkManagementClient(credential, subscription, **kwargs),
+                   ResourceManagementClient(credential, subscription,
+                                            **kwargs),
+                   subscription, credential)
+
+    def close(self) -> None:
+        for client in (self.compute, self.network, self.resource,
+                       self.credential):
+            close = getattr(client, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+
+
+class AzureAdapter(Adapter):
+    """Adapter for one ``driver: azure`` provider.
+
+    :param clients: an :class:`AzureClients`; made from the auth file when
+        omitted.
+    :param listing_interval: seconds between list calls of a resource type
+        while some machine waits on it (early refreshes follow each PUT
+        and DELETE); default from the rate.
+    :param listing_gap: shortest time between two list calls of a type.
+    """
+
+    def __init__(self, provider_config, clients: Optional[AzureClients] = None,
+                 listing_interval: Optional[float] = None,
+                 listing_gap: float = 0.2, warm: bool = True):
+        super().__init__(provider_config)
+        name = provider_config.name
+        self.log = logging.getLogger("nodepool.driver.azure.%s" % name)
+        self.resource_group = provider_config.resource_group
+        self.location = provider_config.location
+        if clients is None:
+            clients = AzureClients.from_auth_file(provider_config.auth_path)
+        self.clients = clients
+        self.compute = clients.compute
+        self.network = clients.network
+        rate = provider_config.rate
+        self.limiter = RateLimiter("azure-%s" % name, rate)
+        if listing_interval is None:
+            listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            worker_count(rate), thread_name_prefix="azure-api-%s" % name)
+        self._lookups = SingleFlightTTLCache(SKU_TTL)
+        self._quota_cache = SingleFlightTTLCache(QUOTA_TTL)
+        self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
+        self._group_lock = threading.Lock()
+        self._group_ready = False
+        self.vms = SharedListing(
+            "azure-vms-%s" % name, lambda: self._fetch(
+                "virtual machines", self.compute.virtual_machines.list),
+            self.log, interval=listing_interval, min_gap=listing_gap)
+        self.nics = SharedListing(
+            "azure-nics-%s" % name, lambda: self._fetch(
+                "network interfaces", self.network.network_interfaces.list),
+            self.log, interval=listing_interval, min_gap=listing_gap)
+        self.pips = SharedListing(
+            "azure-pips-%s" % name, lambda: self._fetch(
+                "public IPs", self.network.public_ip_addresses.list),
+            self.log, interval=listing_interval, min_gap=listing_gap)
+        for listing in self.listings():
+            listing.start()
+        if warm:
+            threading.Thread(target=self._warm_caches, daemon=True,
+                             name="azure-warm-%s" % name).start()
+
+    def listings(self) -> tuple:
+        return (self.vms, self.nics, self.pips)
+
+    def _warm_caches(self) -> None:
+        try:
+            self.get_quota_limits()
+            for pool in self.provider.pools.values():
+                for label in pool.labels.values():
+                    self.get_quota_for_label(label)
+                    self.label_ready(label)
+        except Exception:
+            self.log.exception("Warming the caches failed")
+
+    def stop(self) -> None:
+        for listing in self.listings():
+            listing.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for listing in self.listings():
+            listing.join(10)
+        self.clients.close()
+
+    # Calls ----------------------------------------------------------------
+
+    def submit(self, func, *args) -> concurrent.futures.Future:
+        """Run ``func(*args)`` in the API pool; the runners are woken when
+        it is done.  Never blocks."""
+        try:
+            future = self.executor.submit(func, *args)
+        except RuntimeError as e:  # shut down
+            future = concurrent.futures.Future()
+            future.set_exception(exceptions.LaunchNodepoolException(str(e)))
+        future.add_done_callback(lambda f: self.wake_runners())
+        return future
+
+    def call(self, what: str, func, *args, log=None, **kwargs):
+        """One rate-limited ARM call, logged with its delay and duration."""
+        log = log or self.log
+        with self.limiter.limited(log.debug, what):
+            return func(*args, **kwargs)
+
+    def list_all(self, what: str, func, *args, **kwargs) -> list:
+        """Every item of a paged list call as a wire-format dict; each page
+        is one rate-limited call."""
+        items = []
+        pages = func(*args, **kwargs).by_page()
+        first = True
+        while first or pages.continuation_token:
+            first = False
+            with self.limiter.limited(self.log.debug, "List " + what):
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    break
+                items.extend(_as_dict(item) for item in page)
+        return items
+
+    def _fetch(self, what: str, func) -> dict:
+        """A listing of the resource group for a SharedListing: records by
+        lower-case name (ARM names are case-insensitive)."""
+        return {record["name"].lower(): record for record in
+                self.list_all(what, func, self.resource_group)}
+
+    def _refreshed(self, *listings) -> None:
+        """A PUT or DELETE just returned: ask for listings that see it and
+        wake the runners once they are in."""
+        for listing in listings:
+            listing.when_newer(self.wake_runners)
+
+    # Instances ------------------------------------------------------------
+
+    def make_instance(self, vm: dict, nic=None, pips=(),
+                      pool=None) -> AzureInstance:
+        return AzureInstance(
+            vm, nic, tuple(p for p in pips if p), self._vm_size_quota,
+            use_internal_ip=bool(getattr(pool, "use_internal_ip", False)))
+
+    def list_instances(self):
+        snapshot = self.vms.snapshot()
+        if time.monotonic() - snapshot.started > LISTING_MAX_AGE:
+            snapshot = self.vms.wait_newer(timeout=60.0)
+            if snapshot is None:
+                raise exceptions.NodepoolError(
+                    "No VM listing for %s" % self.provider.name)
+        nics = self.nics.snapshot()
+        pips = self.pips.snapshot()
+        instances = []
+        for record in snapshot.items.values():
+            nic = nics.get(nic_name(record["name"]).lower())
+            found = [pips.get(pip_name(record["name"], v).lower())
+                     for v in ("v4", "v6")]
+            instances.append(self.make_instance(record, nic, found))
+        return instances
+
+    # Creating -------------------------------------------------------------
+
+    def get_create_state_machine(self, hostname, label, image_external_id,
+                                 metadata, request, az, log):
+        pool = self._pool_of(label, metadata)
+        return AzureCreateStateMachine(self, hostname, label, pool,
+                                       image_external_id, metadata, request,
+                                       az, log)
+
+    def _pool_of(self, label, metadata):
+        pools = self.provider.pools
+        pool = pools.get(metadata.get("nodepool_pool_name"))
+        if pool is not None:
+            return pool
+        for pool in pools.values():
+            if pool.labels.get(label.name) is label:
+                return pool
+        raise exceptions.LaunchNodepoolException(
+            "Label %s is in no pool of %s" % (label.name, self.provider.name))
+
+    def _ensure_group(self, log) -> None:
+        """Create the resource group once (a no-op PUT if it exists)."""
+        with self._group_lock:
+            if self._group_ready:
+                return
+            self.call("Create resource group %s" % self.resource_group,
+                      self.clients.resource.resource_groups.create_or_update,
+                      self.resource_group,
+                      {"location": self.provider.resource_group_location},
+                      log=log)
+            self._group_ready = True
+
+    def _put(self, sm, what: str, operations, name: str, body: dict,
+             listing) -> dict:
+        """PUT one resource of ``sm``'s node without waiting for it."""
+        label = "%s %s for node %s" % (what, name, sm.node_id)
+        try:
+            self._ensure_group(sm.log)
+            poller = self.call(
+                "Create " + label, operations.begin_create_or_update,
+                self.resource_group, name, body, polling=False, log=sm.log)
+            record = _as_dict(poller.result())
+        except exceptions.NodepoolError:
+            raise
+        except Exception as e:
+            sm.log.warning("Creating %s failed: %s", label, e)
+            raise errors.translate(e, "Creating " + label,
+                                   creating=True) from e
+        self._refreshed(listing)
+        return record
+
+    def _tags(self, sm) -> dict:
+        if getattr(sm, "tags", None) is None:
+            sm.tags = self._make_tags(sm)
+        return dict(sm.tags)
+
+    def _make_tags(self, sm) -> dict:
+        tags = {}
+        tags.update(getattr(self.provider, "tags", None) or {})
+        tags.update(sm.label.tags or {})
+        for key, template in (sm.label.dynamic_tags or {}).items():
+            try:
+                tags[key] = template.format(request=_SafeRequest(sm.request))
+            except Exception as e:
+                sm.log.warning("Bad dynamic tag %s=%r for node %s: %s",
+                               key, template, sm.node_id, e)
+        tags.update(sm.metadata)
+        return {str(k): str(v) for k, v in tags.items()}
+
+    def create_public_ips(self, sm) -> dict:
+        ids = {}
+        for version in sm.versions:
+            body = {
+                "location": self.location,
+                "tags": self._tags(sm),
+                "sku": {"name": "Standard", "tier": "Regional"},
+                "properties": {
+                    "publicIPAllocationMethod": "Static",
+                    "publicIPAddressVersion": "IPv4" if version == "v4"
+                    else "IPv6",
+                },
+            }
+            if sm.az:
+                body["zones"] = [sm.az]
+            record = self._put(sm, "public IP",
+                               self.network.public_ip_addresses,
+                               pip_name(sm.hostname, version), body,
+                               self.pips)
+            ids[version] = record.get("id")
+        return ids
+
+    def subnet_id(self) -> str:
+        """The subnet NICs go on: ``subnet-id`` or the ``network``'s."""
+        if self.provider.subnet_id:
+            return self.provider.subnet_id
+        network = self.provider.network
+        if network is None:
+            raise exceptions.LaunchNodepoolException(
+                "Provider %s has neither subnet-id nor network"
+                % self.provider.name)
+
+        def load():
+            subnet = self.call(
+                "Get subnet %s/%s" % (network.network, network.subnet),
+                self.network.subnets.get, network.resource_group,
+                network.network, network.subnet)
+            return _as_dict(subnet)["id"]
+        return self._lookups.get(("subnet",), load)
+
+    def create_nic(self, sm) -> str:
+        try:
+            subnet = self.subnet_id()
+        except exceptions.NodepoolError:
+            raise
+        except Exception as e:
+            raise errors.translate(e, "Looking up the subnet",
+                                   creating=True) from e
+        configs = []
+        pool = sm.pool
+        for version, wanted in (("v4", pool.ipv4), ("v6", pool.ipv6)):
+            if not wanted:
+                continue
+            props = {
+                "privateIPAddressVersion": "IPv4" if version == "v4"
+                else "IPv6",
+                "privateIPAllocationMethod": "Dynamic",
+                "subnet": {"id": subnet},
+                "primary": not configs,
+            }
+            pip = sm.pip_ids.get(version)
+            if pip:
+                props["publicIPAddress"] = {"id": pip}
+            configs.append({"name": "%s-%s-config" % (sm.hostname, version),
+                            "properties": props})
+        body = {"location": self.location, "tags": self._tags(sm),
+                "properties": {"ipConfigurations": configs}}
+        record = self._put(sm, "NIC", self.network.network_interfaces,
+                           nic_name(sm.hostname), body, self.nics)
+        return record["id"]
+
+    def create_vm(self, sm) -> dict:
+        body = self.vm_body(sm)
+        return self._put(sm, "VM", self.compute.virtual_machines, sm.hostname,
+                         body, self.vms)
+
+    def vm_body(self, sm) -> dict:
+        """The wire-format body of the VM PUT for ``sm``'s node."""
+        label = sm.label
+        image = self._image_config(label)
+        os_profile = {"computerName": sm.hostname,
+                      "adminUsername": image.username or "zuul"}
+        password = image.password
+        if password is None and getattr(image, "generate_password", False):
+            password = generate_password()
+        if password is not None:
+            os_profile["adminPassword"] = password
+        key = image.key or self.provider.zuul_public_key
+        if key:
+            os_profile["linuxConfiguration"] = {
+                "disablePasswordAuthentication": password is None,
+                "ssh": {"publicKeys": [{
+                    "path": "/home/%s/.ssh/authorized_keys"
+                    % os_profile["adminUsername"],
+                    "keyData": key}]},
+            }
+        if label.custom_data:
+            os_profile["customData"] = _b64(label.custom_data)
+        os_disk = {"name": disk_name(sm.hostname), "createOption": "FromImage",
+                   "deleteOption": "Delete", "caching": "ReadWrite"}
+        if label.volume_size:
+            os_disk["diskSizeGB"] = label.volume_size
+        if getattr(label, "volume_type", None):
+            os_disk["managedDisk"] = {
+                "storageAccountType": label.volume_type}
+        props = {
+            "hardwareProfile": {"vmSize": label.hardware_profile["vm_size"]},
+            "storageProfile": {
+                "imageReference": self._image_reference(sm),
+                "osDisk": os_disk,
+            },
+            "osProfile": os_profile,
+            "networkProfile": {"networkInterfaces": [{
+                "id": sm.nic_id,
+                "properties": {"primary": True, "deleteOption": "Delete"},
+            }]},
+        }
+        if label.user_data:
+            props["userData"] = _b64(label.user_data)
+        if getattr(label, "use_spot", False):
+            props["priority"] = "Spot"
+            props["evictionPolicy"] = "Delete"
+            props["billingProfile"] = {"maxPrice": -1}
+        if getattr(label, "dedicated_host_group", None):
+            props["hostGroup"] = {"id": label.dedicated_host_group}
+        body = {"location": self.location, "tags": self._tags(sm),
+                "properties": props}
+        if sm.az:
+            body["zones"] = [sm.az]
+        return body
+
+    def _image_config(self, label):
+        if label.diskimage:
+            return self.provider.diskimages[label.diskimage]
+        return self.provider.cloud_images[label.cloud_image]
+
+    def image_id(self, name: str) -> str:
+        """The resource id of a managed image of the resource group."""
+        if name.startswith("/"):
+            return name
+        return ("/subscriptions/%s/resourceGroups/%s/providers/"
+                "Microsoft.Compute/images/%s" % (
+                    self.clients.subscription_id, self.resource_group, name))
+
+    def _image_reference(self, sm) -> dict:
+        if sm.image_external_id:
+            return {"id": self.image_id(sm.image_external_id)}
+        image = self.provider.cloud_images[sm.label.cloud_image]
+        if image.image_reference:
+            return {k: image.image_reference[k] for k in
+                    ("publisher", "offer", "sku", "version")}
+        if image.image_id:
+            return {"id": image.image_id}
+        if image.community_gallery_image:
+            return {"communityGalleryImageId": _gallery_id(
+                "CommunityGalleries", image.community_gallery_image)}
+        if image.shared_gallery_image:
+            return {"sharedGalleryImageId": _gallery_id(
+                "SharedGalleries", image.shared_gallery_image)}
+        return {"id": self.resolve_image_filter(image)["id"]}
+
+    def resolve_image_filter(self, image) -> dict:
+        """The image record an ``image-filter`` selects: among Succeeded
+        images of the resource group matching every given field, the
+        alphabetically last name (cached 5 minutes)."""
+        wanted = image.image_filter
+
+        def load():
+            found = []
+            for record in self.list_all("images",
+                                        self.compute.images
+                                        .list_by_resource_group,
+                                        self.resource_group):
+                props = record.get("properties") or {}
+                if props.get("provisioningState") != "Succeeded":
+                    continue
+                if wanted.get("location") and \
+                        record.get("location") != wanted["location"]:
+                    continue
+                if wanted.get("name") and not fnmatch.fnmatchcase(
+                        record["name"], wanted["name"]):
+                    continue
+                tags = record.get("tags") or {}
+                if any(tags.get(k) != str(v)
+                       for k, v in (wanted.get("tags") or {}).items()):
+                    continue
+                found.append(record)
+            if not found:
+                raise exceptions.LaunchNodepoolException(
+                    "No image matches the filter of cloud image %s"
+                    % image.name)
+            return max(found, key=lambda r: r["name"])
+        return self._image_cache.get(("filter", image.name), load)
+
+    def vm_statuses(self, name: str) -> list:
+        """The statuses of a VM's instance view (why it failed)."""
+        try:
+            view = self.call("Instance view of VM %s" % name,
+                             self.compute.virtual_machines.instance_view,
+                             self.resource_group, name)
+        except Exception as e:
+            self.log.warning("Instance view of VM %s: %s", name, e)
+            return []
+        return _as_dict(view).get("statuses") or []
+
+    # Deleting -------------------------------------------------------------
+
+    def get_delete_state_machine(self, external_id, log):
+        return AzureDeleteStateMachine(self, external_id, log)
+
+    def _operations(self, kind: str):
+        return {
+            "virtualMachines": self.compute.virtual_machines,
+            "disks": self.compute.disks,
+            "images": self.compute.images,
+            "networkInterfaces": self.network.network_interfaces,
+            "publicIPAddresses": self.network.public_ip_addresses,
+        }[kind]
+
+    def delete_one(self, kind: str, name: str, log=None) -> bool:
+        """DELETE one resource without waiting; False if it was gone."""
+        what = "Delete %s %s" % (kind, name)
+        try:
+            poller = self.call(what, self._operations(kind).begin_delete,
+                               self.resource_group, name, polling=False,
+                               log=log)
+            poller.result()
+        except Exception as e:
+            if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
+                return False
+            (log or self.log).warning("%s failed: %s", what, e)
+            raise errors.translate(e, what) from e
+        return True
+
+    def delete_resources(self, targets: list) -> None:
+        """DELETE ``[(kind, name)...]`` in order (missing ones are fine),
+        then ask for listings that show the result."""
+        # Machines wait for VMs and NICs to go, not for the rest.
+        listings = {"virtualMachines": self.vms,
+                    "networkInterfaces": self.nics}
+        touched = set()
+        for kind, name in targets:
+            self.delete_one(kind, name)
+            if kind in listings:
+                touched.add(listings[kind])
+        self._refreshed(*touched)
+
+    # Quota ----------------------------------------------------------------
+
+    def _skus(self) -> dict:
+        """VM resource SKUs of the location by name (cached a day)."""
+        def load():
+            skus = {}
+            for record in self.list_all(
+                    "resource SKUs", self.compute.resource_skus.list,
+                    filter="location eq '%s'" % self.location):
+                if record.get("resourceType") != "virtualMachines":
+                    continue
+                locations = [x.lower() for x in record.get("locations") or ()]
+                if locations and self.location.lower() not in locations:
+                    continue
+                caps = {c.get("name"): c.get("value")
+                        for c in record.get("capabilities") or ()}
+                skus[record["name"]] = {
+                    "family": record.get("family"),
+                    "cores": int(float(caps.get("vCPUs") or 0)),
+                    "ram": int(float(caps.get("MemoryGB") or 0) * 1024),
+                }
+            return skus
+        return self._lookups.get(("skus",), load)
+
+    def _vm_size_quota(self, vm_size: str,
+                       spot: bool = False) -> QuotaInformation:
+        sku = self._skus().get(vm_size)
+        if sku is None:
+            raise exceptions.RuntimeConfigurationException(
+                "VM size %s is not offered in %s" % (vm_size, self.location))
+        extra = {}
+        if spot:
+            extra["lowPriorityCores"] = sku["cores"]
+        elif sku["family"]:
+            extra[sku["family"]] = sku["cores"]
+        return QuotaInformation(cores=sku["cores"], ram=sku["ram"],
+                                instances=1, **extra)
+
+    def get_quota_for_label(self, label) -> QuotaInformation:
+        return self._vm_size_quota(label.hardware_profile["vm_size"],
+                                   bool(getattr(label, "use_spot", False)))
+
+    def get_quota_limits(self) -> QuotaInformation:
+        def load():
+            limits = {}
+            for usage in self.list_all("usages", self.compute.usage.list,
+                                       self.location):
+                name = (usage.get("name") or {}).get("value")
+                limit = usage.get("limit")
+                if name is None or limit is None or limit < 0:
+                    continue
+                if name == "cores":
+                    limits["cores"] = limit
+                elif name == "virtualMachines":
+                    limits["instances"] = limit
+                elif name.endswith("Family") or name == "lowPriorityCores":
+                    limits[name] = limit
+            return QuotaInformation(default=float("inf"), **limits)
+        return self._quota_cache.get(("limits",), load)
+
+    # Labels and images ----------------------------------------------------
+
+    def label_ready(self, label) -> bool:
+        if not label.cloud_image:
+            return True
+        image = self.provider.cloud_images.get(label.cloud_image)
+        if image is None or not image.image_filter:
+            return True
+        try:
+            self.resolve_image_filter(image)
+        except Exception as e:
+            self.log.warning("Cloud image of label %s unavailable: %s",
+                             label.name, e)
+            return False
+        return True
+
+    def upload_image(self, provider_image, image_name, filename,
+                     image_format, metadata, md5, sha256):
+        raise NotImplementedError(
+            "Azure image upload needs the page-blob upload of a VHD to a "
+            "managed disk's SAS URL (azure-storage-blob), which this "
+            "installation does not have")
+
+    def delete_image(self, external_id):
+        self.delete_one("images", id_name(external_id))
+        self._image_cache.invalidate()
+
+    def list_images(self):
+        return [CloudImage(record["name"], record["name"],
+                           record.get("tags") or {})
+                for record in self.list_all(
+                    "images", self.compute.images.list_by_resource_group,
+                    self.resource_group)]
+
+    # Leak cleanup ---------------------------------------------------------
+
+    # Resource type for each ARM type; VMs keep upstream's metric name
+    # (``leaked.INSTANCEs``).
+    LEAK_TYPES = (
+        ("INSTANCE", "virtualMachines"),
+        ("nic", "networkInterfaces"),
+        ("pip", "publicIPAddresses"),
+        ("disk", "disks"),
+        ("image", "images"),
+    )
+
+    def _list_kind(self, kind: str) -> list:
+        func = {
+            "virtualMachines": self.compute.virtual_machines.list,
+            "networkInterfaces": self.network.network_interfaces.list,
+            "publicIPAddresses": self.network.public_ip_addresses.list,
+            "disks": self.compute.disks.list_by_resource_group,
+            "images": self.compute.images.list_by_resource_group,
+        }[kind]
+        return self.list_all(kind, func, self.resource_group)
+
+    def list_resources(self):
+        resources = []
+        for rtype, kind in self.LEAK_TYPES:
+            for record in self._list_kind(kind):
+                if provisioning_deleting(record):
+                    continue
+                resources.append(Resource(dict(record.get("tags") or {}),
+                                          rtype, record["name"]))
+        return resources
+
+    def delete_resource(self, resource):
+        kind = dict(self.LEAK_TYPES)[resource.type]
+        if kind != "virtualMachines":
+            self.delete_one(kind, resource.id)
+            return
+        # A VM takes its NIC, disk and public IPs with it: drive the
+        # node delete machine here (the cleanup thread may block).
+        sm = self.get_delete_state_machine(resource.id, self.log)
+        deadline = time.monotonic() + DELETE_RESOURCE_TIMEOUT
+        while not sm.complete:
+            if time.monotonic() > deadline:
+                raise exceptions.ServerDeleteTimeoutException(
+                    "Timeout deleting leaked VM %s" % resource.id)
+            sm.advance()
+            if not sm.complete:
+                time.sleep(0.1)
+
+
+def provisioning_deleting(record: dict) -> bool:
+    return (record.get("properties") or {}).get(
+        "provisioningState") == "Deleting"
+
+
+def _gallery_id(kind: str, image) -> str:
+    path = "/%s/%s/Images/%s" % (kind, image.gallery_name, image.name)
+    if image.version:
+        path += "/Versions/%s" % image.version
+    return path
+
+
+def _as_dict(item) -> dict:
+    """An SDK model (or anything mapping-like) as a plain wire-format dict."""
+    if item is None:
+        return {}
+    as_dict = getattr(item, "as_dict", None)
+    if as_dict is not None:
+        return as_dict()
+    return dict(item)
+
+
+class _SafeRequest:
+    """What dynamic tags may use of a request: plain attributes only."""
+
+    def __init__(self, request):
+        for attr in ("id", "requestor", "event_id", "node_types",
+                     "relative_priority", "tenant_name", "build_set_uuid",
+                     "job_name", "project_name", "pipeline_name",
+                     "branch"):
+            setattr(self, attr, getattr(request, attr, None))
+        data = getattr(request, "requestor_data", None)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key.isidentifier() and not hasattr(self, key):
+                    setattr(self, key, value)
