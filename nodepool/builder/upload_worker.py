@@ -13,6 +13,7 @@ after one successful upload, so that the config is re-read between
 (possibly hour-long) uploads; failures go on with the next image.
 """
 
+import os
 import subprocess
 import time
 from typing import Optional
@@ -96,6 +97,10 @@ class UploadWorker(BuilderWorker):
             return False
         image_type = provider_image_type(provider)
         if image_type not in build.formats:
+            return False
+        if not os.path.isfile(files.path(image_type)):
+            # E.g. removed by delete-after-upload before this provider
+            # listed the image.
             return False
         try:
             lock = self.images.acquire_upload_lock(

@@ -97,13 +97,13 @@ def env(tmp_path):
 def builder_factory(env, zk_factory):
     builders = []
 
-    def factory(**kwargs):
+    def factory(config=None, **kwargs):
         params = dict(num_builders=1, num_uploaders=1, build_interval=0.05,
                       upload_interval=0.05, cleanup_interval=0.1,
                       dib_poll=0.02, upload_join_timeout=10)
         params.update(kwargs)
-        builder = NodePoolBuilder(str(env.config), zk_client=zk_factory(),
-                                  **params)
+        builder = NodePoolBuilder(str(config or env.config),
+                                  zk_client=zk_factory(), **params)
         builder.start()
         builders.append(builder)
         return builder
@@ -536,3 +536,32 @@ def test_post_upload_hook_failure(env, builder_factory, store, tmp_path):
     uploads = store.get_uploads("fake-image", build.id, "fake")
     assert uploads and all(u.state == UploadState.FAILED for u in uploads)
     assert cloud.image_delete_calls[:2] == ["img-1", "img-2"]
+
+
+def test_two_builders(env, builder_factory, store, tmp_path):
+    """Only the builder holding a build's files uploads it or removes
+    them; any builder may remove the records."""
+    first = builder_factory()
+    build = wait_for_upload(store)[0]
+    other = Env(tmp_path / "other")
+    other.tmp_path.mkdir()
+    other.write()
+    second = builder_factory(config=other.config)
+    assert second.builder_id != first.builder_id
+    passes(second.build_workers[0], 3)
+    passes(second.upload_workers[0], 3)
+    cloud = FakeCloud.get("fake")
+    assert len(cloud.upload_calls) == 1
+    assert store.get_build_ids("fake-image") == [build.id]
+    assert store.get_build("fake-image", build.id).builder_id == \
+        first.builder_id
+    assert not list(other.images_dir.glob("fake-image-*"))
+
+    # A manual build may be made by either; it is uploaded by its maker.
+    store.submit_build_request("fake-image")
+    builds = wait_for_upload(store, count=2)
+    new = [b for b in builds if b.id != build.id][0]
+    owner = first if new.builder_id == first.builder_id else second
+    owner_env = env if owner is first else other
+    assert list(owner_env.images_dir.glob("fake-image-%s.*" % new.id))
+    assert len(cloud.upload_calls) == 2
