@@ -223,6 +223,9 @@ def test_build_and_upload(env, builder_factory, store, zk_client, statsd):
     statsd.wait_for_metric(
         "nodepool.builder.%s.image.fake-image.build.state"
         % builder.hostname, "g", 0)
+    statsd.wait_for_metric(
+        "nodepool.builder.%s.image.fake-image.provider.fake.upload.state"
+        % builder.hostname, "g", 0)
 
     # Nothing more happens while everything is current.
     passes(builder.build_workers[0])
@@ -336,6 +339,16 @@ def test_upload_failure_retried(env, builder_factory, store):
     assert [u.state for u in uploads] == [UploadState.FAILED,
                                           UploadState.READY]
     assert len(cloud.images) == 1
+
+
+def test_failed_upload_records_cleaned(env, builder_factory, store):
+    cloud = FakeCloud.get("fake")
+    cloud.fail_uploads = 1
+    builder_factory()
+    build = wait_for_upload(store)[0]
+    wait_for(lambda: [u.state for u in store.get_uploads(
+        "fake-image", build.id, "fake")] == [UploadState.READY])
+    assert len(cloud.upload_calls) == 2
 
 
 def test_rotation(env, builder_factory, store):
