@@ -13,6 +13,7 @@ import pytest
 from nodepool.builder.server import NodePoolBuilder
 from nodepool.cmd import nodepoolcmd
 from nodepool.zk import paths
+from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
@@ -578,3 +579,20 @@ def test_two_builders(env, builder_factory, store, tmp_path):
     owner_env = env if owner is first else other
     assert list(owner_env.images_dir.glob("fake-image-%s.*" % new.id))
     assert len(cloud.upload_calls) == 2
+
+
+def test_session_replaced_during_build(env, builder_factory, store,
+                                       monkeypatch):
+    """A build during which the ZooKeeper session changed is FAILED even
+    though DIB succeeded: its locks were lost meanwhile."""
+    env.images_dir.mkdir()
+    pause = env.images_dir / "fake-dib.pause"
+    pause.write_text("")
+    builder_factory(cleanup_interval=0)
+    building = wait_for(
+        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
+    monkeypatch.setattr(ZooKeeperClient, "session_id",
+                        property(lambda self: "replaced"))
+    pause.unlink()
+    wait_for(lambda: store.get_build("fake-image", building.id).state
+             == BuildState.FAILED)
