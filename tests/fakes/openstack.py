@@ -66,6 +66,7 @@ class FakeOpenStack:
         self.console_output = "fake console output\n"
         self.servers: dict = {}
         self.create_bodies: list = []
+        self.image_bodies: list = []
         self.flavors = {fid: {"id": fid, "name": name, "vcpus": vcpus,
                               "ram": ram, "disk": disk, "swap": "",
                               "OS-FLV-EXT-DATA:ephemeral": 0,
@@ -381,6 +382,7 @@ class FakeOpenStack:
     # Image --------------------------------------------------------------
 
     def create_image(self, body) -> tuple:
+        self.image_bodies.append(body)
         props = dict(body)
         name = props.pop("name", None)
         image_id = self.add_image(name, status="queued", **props)

@@ -156,11 +156,12 @@ def label_of(adapter, name, pool="main"):
     return adapter.provider.pools[pool].labels[name]
 
 
-def create_sm(adapter, label, node_id, pool="main", image=None, az=None):
+def create_sm(adapter, label, node_id, pool="main", image=None, az=None,
+              request_id="200-0000000001"):
     metadata = {"nodepool_node_id": str(node_id),
                 "nodepool_pool_name": pool,
                 "nodepool_provider_name": "os"}
-    request = types.SimpleNamespace(id="200-0000000001", tenant_name="t")
+    request = types.SimpleNamespace(id=request_id, tenant_name="t")
     return adapter.get_create_state_machine(
         "np%s" % node_id, label, image, metadata, request, az, LOG)
 
@@ -311,6 +312,20 @@ def test_explicit_az_wins(env, cloud):
     assert adapter.get_azs() == ["az1", "az2"]
 
 
+def test_nodes_of_a_request_share_an_az(env, cloud):
+    adapter = env.adapter()
+    label = label_of(adapter, "small", pool="nofip")
+    zones = set()
+    for request in range(4):
+        machines = [create_sm(adapter, label, "%d%d" % (request, n),
+                              pool="nofip", request_id="200-%d" % request)
+                    for n in range(3)]
+        instances = run(machines)
+        assert len({i.az for i in instances}) == 1
+        zones.add(instances[0].az)
+    assert zones <= {"az1", "az2"}
+
+
 # Failures ------------------------------------------------------------------
 
 def test_error_state_fails_with_fault(env, cloud):
@@ -365,6 +380,17 @@ def test_missing_cloud_image(env, cloud):
     error = run_until_error(create_sm(adapter, label_of(adapter, "gone"),
                                       11))
     assert "No Such Image" in str(error)
+
+
+def test_vanished_server_fails_the_launch(env, cloud):
+    adapter = env.adapter()
+    cloud.boot_paused = True
+    sm = create_sm(adapter, label_of(adapter, "v6"), 19)
+    wait_for(lambda: sm.advance() or sm.state == sm.CREATING, interval=0.02)
+    with cloud.lock:
+        del cloud.servers[sm.external_id]
+    error = run_until_error(sm)
+    assert "disappeared" in str(error)
 
 
 def test_delete_of_missing_server_completes(env, cloud):
@@ -515,7 +541,9 @@ def test_image_upload_list_delete(env, cloud, tmp_path):
     assert image["status"] == "active" and image["size"] == 4096
     assert image["name"] == "custom-image-0000000001"
     assert image["disk_format"] == "qcow2"
-    assert image["visibility"] == "private"
+    [body] = cloud.image_bodies
+    assert body["visibility"] == "private"
+    assert body["container_format"] == "bare"
     assert image["team"] == "ci" and image["nodepool_upload_id"] == \
         "0000000007"
     listed = {i.id: i for i in adapter.list_images()}

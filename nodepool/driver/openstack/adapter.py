@@ -73,7 +73,8 @@ def translate(error: BaseException, what: str,
         return error
     message = "%s: %s" % (what, error)
     status = http_status(error)
-    if is_quota_message(str(error)) and status in (403, 413, None):
+    # Nova says 403 or 413, Neutron 409; the message is what they share.
+    if is_quota_message(str(error)):
         return exceptions.QuotaException(message)
     if status == 404 and not creating:
         return exceptions.NotFound(message)
@@ -367,8 +368,6 @@ class OpenStackAdapter(Adapter):
     def get_create_state_machine(self, hostname, label, image_external_id,
                                  metadata, request, az, log):
         pool = self._pool_of(label, metadata)
-        if az is None and pool.availability_zones:
-            az = random.choice(pool.availability_zones)
         return OpenStackCreateStateMachine(
             self, hostname, label, pool, image_external_id, metadata,
             request, az, log)
@@ -430,6 +429,9 @@ class OpenStackAdapter(Adapter):
         if label.networks:
             args["networks"] = [{"uuid": self.find_network(n)["id"]}
                                 for n in label.networks]
+        elif self._supports_auto_network():
+            # From microversion 2.37 Nova wants to be told to pick.
+            args["networks"] = "auto"
         if sm.pool.security_groups:
             args["security_groups"] = [{"name": g}
                                        for g in sm.pool.security_groups]
@@ -438,11 +440,37 @@ class OpenStackAdapter(Adapter):
         if label.userdata:
             args["user_data"] = base64.b64encode(
                 label.userdata.encode("utf-8")).decode("ascii")
+        if sm.az is None:
+            sm.az = self.choose_az(sm.pool, sm.request)
         if sm.az:
             args["availability_zone"] = sm.az
         if image_config is not None and image_config.config_drive is not None:
             args["config_drive"] = image_config.config_drive
         return args
+
+    def _supports_auto_network(self) -> bool:
+        from openstack import utils
+        try:
+            return utils.supports_microversion(self.conn.compute, "2.37")
+        except Exception:
+            self.log.debug("Microversion check failed", exc_info=True)
+            return False
+
+    def choose_az(self, pool, request) -> Optional[str]:
+        """The AZ of a new node when the launcher did not pick one: one of
+        the pool's zones, else of the cloud's, the same one for every
+        node of a request (nodes of a job should be close together)."""
+        zones = list(pool.availability_zones or ()) or [
+            z for z in self.get_azs() if z]
+        if not zones:
+            return None
+        request_id = getattr(request, "id", None)
+        chooser = random.Random(request_id) if request_id else random
+        return chooser.choice(sorted(zones))
+
+    def invalidate_limits(self) -> None:
+        with self._limits_lock:
+            self._limits.clear()
 
     def create_server(self, sm) -> str:
         """Create the server of a machine; returns its id (worker)."""
@@ -459,7 +487,10 @@ class OpenStackAdapter(Adapter):
             if http_status(e) == 400:
                 self.clear_caches()
             sm.log.warning("%s failed: %s", what, e)
-            raise translate(e, what, creating=True) from e
+            error = translate(e, what, creating=True)
+            if isinstance(error, exceptions.QuotaException):
+                self.invalidate_limits()
+            raise error from e
         sm.log.info("Created server %s for node %s", server.id, sm.node_id)
         return server.id
 

@@ -18,6 +18,8 @@ from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance, StateMachine
 
+#: A new server missing from this many fresh listings is gone.
+VANISHED_LISTINGS = 3
 #: Server states after which a server will never become ACTIVE.
 DEAD_STATES = frozenset(("ERROR", "DELETED", "SOFT_DELETED", "SHELVED",
                          "SHELVED_OFFLOADED", "SHUTOFF"))
@@ -132,6 +134,7 @@ class OpenStackCreateStateMachine(StateMachine):
         self.floating_ip: Optional[str] = None
         self._future = None
         self._since = None
+        self._missing_in: set = set()
 
     @property
     def node_id(self):
@@ -172,6 +175,7 @@ class OpenStackCreateStateMachine(StateMachine):
                 message = "Server %s of node %s is %s: %s" % (
                     self.server_id, self.node_id, status, fault)
                 if is_quota_message(fault):
+                    self.adapter.invalidate_limits()
                     raise exceptions.QuotaException(message)
                 raise exceptions.LaunchStatusException(message)
             else:
@@ -193,13 +197,24 @@ class OpenStackCreateStateMachine(StateMachine):
         return None
 
     def _record(self) -> Optional[dict]:
-        """The server in a listing newer than our last change, or None."""
+        """The server in a listing newer than our last change, or None.
+
+        Nova lists a server as soon as the create returned; one missing
+        from several such listings was deleted behind our back.
+        """
         servers = self.adapter.servers
         servers.watch(self)
         snapshot = servers.snapshot()
         if snapshot.started < self._since:
             return None
-        return snapshot.get(self.server_id)
+        record = snapshot.get(self.server_id)
+        if record is None:
+            self._missing_in.add(snapshot.started)
+            if len(self._missing_in) >= VANISHED_LISTINGS:
+                raise exceptions.LaunchStatusException(
+                    "Server %s of node %s disappeared" % (self.server_id,
+                                                          self.node_id))
+        return record
 
     def _finish(self, record: dict) -> Instance:
         self.adapter.servers.unwatch(self)
