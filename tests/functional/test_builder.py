@@ -299,6 +299,7 @@ def test_build_timeout(env, builder_factory, store):
         lambda: store.get_builds("fake-image", [BuildState.FAILED]))[0]
     log = (env.log_dir / ("fake-image-%s.log" % failed.id)).read_text()
     assert "timed out" in log
+    env.write(build_timeout=60)
     pause.unlink()
     wait_for_upload(store)
 
