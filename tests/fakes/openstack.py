@@ -14,6 +14,8 @@ the cloud's behaviour through plain attributes:
   and goes to ERROR with it instead of ACTIVE;
 * ``create_errors`` / ``delete_errors``: ``(status, message)`` answers
   given (one each) to the next server creates / deletes;
+* ``volume_limits``: the Cinder quota (``volumes``, ``gigabytes``);
+  ``volume_service = False`` leaves Cinder out of the catalog;
 * ``limits``: the compute quota (``instances``, ``cores``, ``ram``; -1 is
   unlimited), enforced on create with Nova's 403 "Quota exceeded";
 * ``deleted_listings``: a deleted server is still listed, in status
@@ -62,6 +64,8 @@ class FakeOpenStack:
         self.delete_errors: list = []
         self.deleted_listings = 0
         self.limits = {"instances": 20, "cores": 100, "ram": 1000000}
+        self.volume_service = True
+        self.volume_limits = {"volumes": 100, "gigabytes": 1000000}
         self.azs = ["az1", "az2"]
         self.console_output = "fake console output\n"
         self.servers: dict = {}
@@ -549,7 +553,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 service("compute", "nova", base + "/compute/v2.1"),
                 service("image", "glance", base + "/image"),
                 service("network", "neutron", base + "/network"),
-            ]}
+            ] + ([service("block-storage", "cinderv3",
+                          base + "/volume/v3/" + PROJECT_ID)]
+                 if cloud.volume_service else [])}
         return 201, {"token": token}, {"X-Subject-Token": uuid.uuid4().hex}
 
     # Nova ---------------------------------------------------------------
@@ -603,6 +609,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return 200, {"availabilityZoneInfo": [
             {"zoneName": name, "zoneState": {"available": True},
              "hosts": None} for name in cloud.azs]}
+
+    # Cinder -------------------------------------------------------------
+
+    def _volume_version(self) -> dict:
+        return {"id": "v3.0", "status": "CURRENT", "version": "3.70",
+                "min_version": "3.0", "updated": "2023-01-01T00:00:00Z",
+                "links": [{"rel": "self",
+                           "href": self._base() + "/volume/v3/"}]}
+
+    def volume_versions(self, cloud, query, raw):
+        return 300, {"versions": [self._volume_version()]}
+
+    def volume_version(self, cloud, query, raw, project=None):
+        return 200, {"version": self._volume_version()}
+
+    def volume_limits(self, cloud, query, raw, project):
+        return 200, {"limits": {"rate": [], "absolute": {
+            "maxTotalVolumes": cloud.volume_limits["volumes"],
+            "maxTotalVolumeGigabytes": cloud.volume_limits["gigabytes"],
+            "maxTotalSnapshots": 10, "maxTotalBackups": 10,
+            "maxTotalBackupGigabytes": 1000, "totalVolumesUsed": 0,
+            "totalGigabytesUsed": 0, "totalSnapshotsUsed": 0,
+            "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0}}}
 
     # Glance -------------------------------------------------------------
 
@@ -709,6 +738,12 @@ ROUTES = [(pattern, method, name, func) for pattern, method, name, func in (
     (_C + r"/flavors/" + _ID, "GET", "GET flavor", _Handler.flavor_get),
     (_C + r"/limits", "GET", "GET limits", _Handler.limits),
     (_C + r"/os-availability-zone", "GET", "GET azs", _Handler.azs),
+    (r"/volume", "GET", "GET volume", _Handler.volume_versions),
+    (r"/volume/v3", "GET", "GET volume/v3", _Handler.volume_version),
+    (r"/volume/v3/" + _ID, "GET", "GET volume/v3/project",
+     _Handler.volume_version),
+    (r"/volume/v3/" + _ID + "/limits", "GET", "GET volume limits",
+     _Handler.volume_limits),
     (r"/image", "GET", "GET image", _Handler.image_versions),
     (r"/image/v2/images", "GET", "GET images", _Handler.images_list),
     (r"/image/v2/images", "POST", "POST images", _Handler.image_create),

@@ -426,13 +426,32 @@ def test_delete_error_raises(env, cloud):
 def test_quota_limits_cached(env, cloud):
     adapter = env.adapter()
     assert adapter.get_quota_limits() == QuotaInformation(
-        instances=20, cores=100, ram=1000000, default=math.inf)
+        instances=20, cores=100, ram=1000000, volumes=100,
+        default=math.inf, **{"volume-gb": 1000000})
     cloud.limits["cores"] = -1
     limits = adapter.get_quota_limits()
     assert limits.get("cores") == 100
     assert cloud.counts["GET limits"] == 1
+    assert cloud.counts["GET volume limits"] == 1
     fresh = env.adapter()
     assert fresh.get_quota_limits().get("cores") == math.inf
+
+
+def test_quota_limits_without_cinder(env, cloud):
+    cloud.volume_service = False
+    adapter = env.adapter()
+    assert adapter.get_quota_limits() == QuotaInformation(
+        instances=20, cores=100, ram=1000000, default=math.inf)
+    assert cloud.counts["GET volume limits"] == 0
+
+
+def test_quota_refusal_refreshes_limits(env, cloud):
+    adapter = env.adapter()
+    assert adapter.get_quota_limits().get("instances") == 20
+    cloud.limits["instances"] = 0
+    error = run_until_error(create_sm(adapter, label_of(adapter, "v6"), 20))
+    assert isinstance(error, exceptions.QuotaException)
+    assert adapter.get_quota_limits().get("instances") == 0
 
 
 def test_quota_for_label(env, cloud):

@@ -7,7 +7,7 @@ provider, through openstacksdk.
 * One SDK connection per provider, made from clouds.yaml (the provider's
   ``cloud`` and ``region-name``).  The SDK's own rate limiting is off:
   every call goes through a :class:`RateLimiter` per service (compute,
-  network, image), each allowing one call per ``rate`` seconds, as the
+  network, image, volume), each allowing one call per ``rate`` seconds, as the
   SDK's ``rate_limit`` would.
 * Slow calls (server create, floating IP and delete work) run in a thread
   pool of ``api_workers`` threads; state machines only look at futures.
@@ -16,8 +16,8 @@ provider, through openstacksdk.
   while some machine watches it and early after each create or delete.
 * Flavors, networks, images and availability zones are cached
   (:class:`SingleFlightTTLCache`); a create refused with HTTP 400 clears
-  them, in case the cloud changed under us.  Compute limits are cached in
-  a ``cachetools.TTLCache``.
+  them, in case the cloud changed under us.  Compute (and, when the cloud
+  has Cinder, volume) limits are cached in a ``cachetools.TTLCache``.
 """
 
 import base64
@@ -133,6 +133,8 @@ class OpenStackAdapter(Adapter):
                                            per_second)
         self.image_limiter = RateLimiter("openstack-image-%s" % name,
                                          per_second)
+        self.volume_limiter = RateLimiter("openstack-volume-%s" % name,
+                                          per_second)
         self._clock = clock
         self.executor = concurrent.futures.ThreadPoolExecutor(
             api_workers, thread_name_prefix="openstack-api-%s" % name)
@@ -585,10 +587,17 @@ class OpenStackAdapter(Adapter):
 
             def value(number):
                 return math.inf if number is None or number < 0 else number
-            cached = QuotaInformation(
-                instances=value(absolute.instances),
-                cores=value(absolute.total_cores),
-                ram=value(absolute.total_ram), default=math.inf)
+            values = {"instances": value(absolute.instances),
+                      "cores": value(absolute.total_cores),
+                      "ram": value(absolute.total_ram)}
+            if self.conn.has_service("block-storage"):
+                volume = self._call(
+                    self.volume_limiter, "Get volume limits",
+                    self.conn.block_storage.get_limits).absolute
+                values["volumes"] = value(volume.max_total_volumes)
+                values["volume-gb"] = value(
+                    volume.max_total_volume_gigabytes)
+            cached = QuotaInformation(default=math.inf, **values)
             with self._limits_lock:
                 self._limits["limits"] = cached
         return cached.copy()
