@@ -138,3 +138,28 @@ def test_min_ready_and_leaked_server_cleanup(launcher_factory, zuul, cloud):
         assert node.interface_ip
     wait_for(lambda: leaked not in cloud.live_servers(), timeout=60)
     assert len(cloud.live_servers()) == 2
+
+
+def test_cloud_quota_pauses_then_serves(launcher_factory, zuul, cloud):
+    # 16 cores, 2 of them taken by a server nodepool does not manage:
+    # one "big" node (8 cores) fits, a second one must wait.
+    cloud.limits["cores"] = 16
+    with cloud.lock:
+        cloud.create_server({"server": {
+            "name": "someone-elses", "flavorRef": "f-small",
+            "imageRef": IMAGE_ID}})
+    launcher = launcher_factory(CONFIG)
+    first = zuul.wait_for_request(zuul.submit(["big"]), timeout=60)
+    assert first.state == RequestState.FULFILLED
+    nodes = zuul.accept_nodes(first)
+    second = zuul.submit(["big"])
+    worker = launcher.pool_workers[("os", "main")]
+    wait_for(lambda: worker.paused, timeout=60)
+    assert zuul.get_request(second).state == RequestState.PENDING
+    # Paused on the launcher's own accounting, not on a refusal by Nova.
+    assert cloud.counts["POST servers"] == 1
+    zuul.return_nodes(nodes)
+    done = zuul.wait_for_request(second, timeout=60)
+    assert done.state == RequestState.FULFILLED
+    assert cloud.counts["POST servers"] == 2
+    zuul.return_nodes(zuul.accept_nodes(done))

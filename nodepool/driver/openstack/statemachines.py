@@ -228,10 +228,12 @@ class OpenStackCreateStateMachine(StateMachine):
 class OpenStackDeleteStateMachine(StateMachine):
     """Delete a server's floating IPs, then the server.
 
-    States: ``start`` -> [``deleting floating ip``] -> ``submit delete
+    States: ``start`` (until a fresh listing shows whether the server
+    has floating IPs) -> [``deleting floating ip``] -> ``submit delete
     server`` -> ``deleting server`` (until no longer listed, or listed as
     DELETED) -> ``complete``.  A server that is already gone completes the
-    machine.
+    machine.  Floating IPs of a server that is not listed are left to the
+    ``clean-floating-ips`` cleanup.
     """
 
     DELETING_FIP = "deleting floating ip"
@@ -256,17 +258,25 @@ class OpenStackDeleteStateMachine(StateMachine):
 
     def _advance(self) -> None:
         if self.state == self.START:
-            record = self.adapter.servers.snapshot().get(self.external_id)
-            if record is not None and not (record.get("ips") or {}).get(
+            # Whether the server has floating IPs to delete first comes
+            # from a listing that began after this machine did.
+            servers = self.adapter.servers
+            if self._since is None:
+                self._since = self._clock()
+                servers.request_refresh(self._since)
+            servers.watch(self)
+            snapshot = servers.snapshot()
+            if snapshot.started < self._since:
+                return
+            record = snapshot.get(self.external_id)
+            if record is not None and (record.get("ips") or {}).get(
                     "floating"):
-                self._submit_delete()
-            else:
-                # Unknown to the listing, or with a floating IP: ask
-                # Neutron which floating IPs the server's ports have.
                 self._future = self.adapter.submit(
                     self.adapter.delete_server_floating_ips,
                     self.external_id, self.log)
                 self.state = self.DELETING_FIP
+            else:
+                self._submit_delete()
         if self.state == self.DELETING_FIP:
             if not self._future.done():
                 return
