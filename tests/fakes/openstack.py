@@ -114,14 +114,16 @@ class FakeOpenStack:
             self._server.server_close()
             self._thread.join(10)
 
-    def write_clouds(self, path, cloud="fake", region="RegionOne") -> str:
-        """Write a clouds.yaml naming this cloud ``cloud``; returns it."""
-        data = {"clouds": {cloud: {
+    def write_clouds(self, path, cloud="fake", region="RegionOne",
+                     **extra) -> str:
+        """Write a clouds.yaml naming this cloud ``cloud`` (``extra`` goes
+        into its entry, e.g. ``image_format``); returns the path."""
+        data = {"clouds": {cloud: dict(extra, **{
             "auth": {"auth_url": self.url + "/identity/v3",
                      "username": "nodepool", "password": "secret",
                      "project_name": "ci", "user_domain_name": "Default",
                      "project_domain_name": "Default"},
-            "region_name": region, "identity_api_version": 3}}}
+            "region_name": region, "identity_api_version": 3})}}
         path.write_text(yaml.safe_dump(data))
         return str(path)
 

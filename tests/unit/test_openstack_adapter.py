@@ -592,6 +592,15 @@ def test_driver_builds_the_adapter(env, cloud):
         adapter.stop()
 
 
+def test_image_type_from_clouds_yaml(env, cloud, tmp_path, monkeypatch):
+    assert env.config().image_type == "qcow2"
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", cloud.write_clouds(
+        tmp_path / "vhd-clouds.yaml", image_format="vhd"))
+    assert env.config().image_type == "vhd"
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "nothing"))
+    assert env.config().image_type == "qcow2"
+
+
 def test_server_addresses():
     ips = server_addresses({
         "private": [{"addr": "10.0.0.5", "version": 4,

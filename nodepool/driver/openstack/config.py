@@ -3,6 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Schema and config objects of the OpenStack driver."""
 
+import logging
 from dataclasses import dataclass
 
 import voluptuous as v
@@ -14,6 +15,8 @@ from nodepool.driver.base import (
     build_pools, image_connection)
 
 _opt = v.Optional
+_log = logging.getLogger("nodepool.driver.openstack.config")
+DEFAULT_IMAGE_FORMAT = "qcow2"
 
 PROVIDER_DISKIMAGE = schema.Section({
     v.Required("name"): str,
@@ -175,6 +178,28 @@ class OpenStackProviderConfig(ProviderConfig):
     post_upload_hook: str | None
     diskimages: FrozenDict
     cloud_images: FrozenDict
+
+    @property
+    def image_type(self) -> str:
+        """The disk image format this provider uploads: the cloud's
+        ``image_format`` in clouds.yaml (openstacksdk's default qcow2).
+
+        Read on every use (only the builder asks), so that config loading
+        and validation never need openstacksdk or clouds.yaml.
+        """
+        return cloud_image_format(self.cloud, self.region_name)
+
+
+def cloud_image_format(cloud: str, region_name) -> str:
+    try:
+        from openstack import config as sdk_config
+        region = sdk_config.OpenStackConfig().get_one(
+            cloud=cloud, region_name=region_name)
+        return region.config.get("image_format") or DEFAULT_IMAGE_FORMAT
+    except Exception as e:
+        _log.warning("Image format of cloud %s unknown (%s); using %s",
+                     cloud, e, DEFAULT_IMAGE_FORMAT)
+        return DEFAULT_IMAGE_FORMAT
 
 
 def _build_diskimages(data, ctx, path):
