@@ -9,6 +9,7 @@ import base64
 import logging
 import math
 import textwrap
+import threading
 import time
 import types
 
@@ -619,3 +620,17 @@ def test_server_addresses():
     assert ips["public_ipv4"] == ips["private_ipv4"] == "203.0.113.4"
     assert server_addresses({"net": [{"addr": "8.8.4.4"}]})[
         "public_ipv4"] == "8.8.4.4"
+
+
+def test_stop_fails_pending_work(env, cloud):
+    adapter = env.adapter(api_workers=1)
+    release = threading.Event()
+    busy = adapter.submit(release.wait, 30)
+    queued = adapter.submit(lambda: "never")
+    adapter.stop()
+    release.set()
+    with pytest.raises(exceptions.LaunchNodepoolException):
+        queued.result(timeout=10)
+    assert busy.result(timeout=10) is True
+    with pytest.raises(exceptions.LaunchNodepoolException):
+        adapter.submit(lambda: "late").result(timeout=10)

@@ -198,6 +198,10 @@ class OpenStackAdapter(Adapter):
             return result
 
         def ran(inner):
+            if inner.cancelled():  # the adapter is stopping
+                outer.set_exception(exceptions.LaunchNodepoolException(
+                    "%s: cancelled" % self.provider.name))
+                return
             error = inner.exception()
             if error is not None:
                 outer.set_exception(error)
