@@ -180,6 +180,8 @@ class FakeAzure:
         self.held = {}  # lower type -> set of lower names (None: all)
         self.failed_reason = {}  # resource key -> (code, message)
         self.operations = {}
+        self.blobs = {}  # disk name -> {"sig", "data"}
+        self.image_data = {}  # image name -> bytes of its source disk
         self._ips = itertools.count(4)
         self._server = None
         self._thread = None
@@ -304,6 +306,9 @@ class FakeAzure:
         if path.startswith(tenant_prefix):
             return self._identity(method, path[len(tenant_prefix):], raw,
                                   base)
+        if path.startswith("/fake-blob/"):
+            return self._blob(method, path.rsplit("/", 1)[1], query, raw,
+                              headers)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -407,7 +412,7 @@ class FakeAzure:
         key = (rg_key, rtype, name.lower())
         if sub_type is not None:
             return self._sub_resource(method, key, sub_type,
-                                      match.group("sub_name"))
+                                      match.group("sub_name"), base)
         if method == "GET":
             self.counts["GET " + ns_type] += 1
             return 200, self._existing(key, ns_type, name), {}
@@ -433,8 +438,34 @@ class FakeAzure:
                            "was not found." % (TYPES[key[1]], name, key[0]))
         return resource
 
-    def _sub_resource(self, method, key, sub_type, sub_name):
+    def _sub_resource(self, method, key, sub_type, sub_name, base=None):
         resource = self._existing(key, key[1], key[2])
+        if key[1] == "disks" and method == "POST" and sub_type in (
+                "beginGetAccess", "endGetAccess"):
+            self.counts["POST " + sub_type] += 1
+            props = resource["properties"]
+            if sub_type == "beginGetAccess":
+                if props.get("diskState") != "ReadyToUpload":
+                    raise ArmError(409, "OperationNotAllowed",
+                                   "Disk %s is not ready to upload" % key[2])
+                sig = uuid.uuid4().hex
+                self.blobs[key[2]] = {"sig": sig, "data": bytearray(
+                    props["creationData"]["uploadSizeBytes"])}
+                props["diskState"] = "ActiveUpload"
+                result = {"accessSAS": "%s/fake-blob/%s?sv=2020&sig=%s"
+                          % (base, key[2], sig)}
+            else:
+                if props.get("diskState") == "ActiveUpload":
+                    props["diskState"] = "Unattached"
+                blob = self.blobs.get(key[2])
+                if blob:
+                    blob["sig"] = None
+                result = None
+            op = uuid.uuid4().hex
+            self.operations[op] = ("result", result)
+            return 202, None, {
+                "Location": "%s/fake-operations/%s?api-version=1"
+                % (base, op)}
         if key[1] == "virtualmachines" and sub_type == "instanceView":
             self.counts["GET instanceView"] += 1
             state = resource["properties"]["provisioningState"]
@@ -512,6 +543,27 @@ class FakeAzure:
             self._attach_nic(resource)
         elif rtype == "virtualmachines":
             self._attach_vm(rg, resource)
+        elif rtype == "disks":
+            creation = props.get("creationData") or {}
+            if creation.get("createOption") == "Upload":
+                size = creation.get("uploadSizeBytes") or 0
+                if size % 512 or not size:
+                    raise ArmError(400, "InvalidParameter",
+                                   "uploadSizeBytes must be a multiple of "
+                                   "512")
+                props["diskState"] = "ReadyToUpload"
+        elif rtype == "images":
+            os_disk = props.get("storageProfile", {}).get("osDisk", {})
+            ref = (os_disk.get("managedDisk") or {}).get("id")
+            if ref:
+                disk = self.resources.get(self._ref(ref))
+                if disk is None or disk["properties"].get(
+                        "diskState") != "Unattached":
+                    raise ArmError(400, "InvalidParameter",
+                                   "Disk %s is not usable" % ref)
+                blob = self.blobs.get(disk["name"].lower())
+                self.image_data[name.lower()] = bytes(
+                    blob["data"]) if blob else b""
         reason = None
         for fault in self.faults:
             if fault.kind == "provision:" + rtype and fault.count > 0:
@@ -529,7 +581,9 @@ class FakeAzure:
         self.resources[key] = resource
         op = uuid.uuid4().hex
         self.operations[op] = ("put", key)
-        return (200 if existed else 201), resource, {
+        # ARM answers a new disk with 202, other new resources with 201.
+        status = 200 if existed else (202 if rtype == "disks" else 201)
+        return status, resource, {
             "Azure-AsyncOperation": "%s/fake-operations/%s?api-version=1"
             % (base, op)}
 
@@ -670,6 +724,8 @@ class FakeAzure:
             if kind is None:
                 raise ArmError(404, "NotFound", "No operation %s" % op)
             self.counts["GET operation"] += 1
+            if kind == "result":
+                return 200, key, {}
             resource = self.resources.get(key)
             if kind == "delete":
                 return (202 if resource is not None else 204), None, {}
@@ -683,6 +739,34 @@ class FakeAzure:
                     key, ("Failed", "failed"))
                 body["error"] = {"code": code, "message": message}
             return 200, body, {}
+
+    # Page blobs (a managed disk's SAS upload URL) ------------------------
+
+    def _blob(self, method, disk, query, raw, headers):
+        with self.lock:
+            blob = self.blobs.get(disk.lower())
+            if blob is None or not blob["sig"] or \
+                    query.get("sig") != blob["sig"]:
+                raise ArmError(403, "AuthenticationFailed",
+                               "Server failed to authenticate the request.")
+            if method != "PUT" or query.get("comp") != "page" or \
+                    headers.get("x-ms-page-write") != "update":
+                raise ArmError(400, "InvalidQueryParameterValue",
+                               "Only page updates are supported")
+            match = re.match(r"bytes=(\d+)-(\d+)$",
+                             headers.get("x-ms-range") or "")
+            if not match:
+                raise ArmError(400, "InvalidRange", "x-ms-range missing")
+            start, end = int(match.group(1)), int(match.group(2))
+            data = blob["data"]
+            if (start % 512 or (end + 1) % 512 or end >= len(data)
+                    or end - start + 1 != len(raw)
+                    or len(raw) > 4 * 1024 * 1024):
+                raise ArmError(416, "InvalidPageRange",
+                               "Bad page range %d-%d" % (start, end))
+            data[start:end + 1] = raw
+            self.counts["PUT page"] += 1
+        return 201, None, {}
 
     # Quota --------------------------------------------------------------
 

@@ -686,8 +686,58 @@ def test_image_hooks(env, fake):
                          % SUBSCRIPTION)
     assert fake.names("images") == []
     adapter.delete_image("never-there")
-    with pytest.raises(NotImplementedError, match="azure-storage-blob"):
-        adapter.upload_image(None, "img", "/tmp/x.vhd", "vhd", {}, "", "")
+
+
+def write_vhd(path):
+    """A 'VHD' of 9 MiB + 512 bytes: data, 4 MiB of zeros, data."""
+    mib = 1024 * 1024
+    content = (bytes(range(256)) * (4 * mib // 256) + bytes(4 * mib)
+               + b"tail" * (mib // 4) + b"f" * 512)
+    path.write_bytes(content)
+    return content
+
+
+def test_upload_image(env, fake, tmp_path):
+    adapter = env.adapter(poll_interval=0.01)
+    content = write_vhd(tmp_path / "image.vhd")
+    metadata = {"nodepool_build_id": "0000000007", "nodepool_upload_id": "3",
+                "nodepool_provider_name": "azure"}
+    provider_image = adapter.provider.diskimages["custom-image"]
+    external_id = adapter.upload_image(
+        provider_image, "custom-image-7-3", str(tmp_path / "image.vhd"),
+        "vhd", metadata, "md5", "sha256")
+    assert external_id == "custom-image-7-3"
+    # The zero chunk was skipped; the image holds the whole file.
+    assert fake.counts["PUT page"] == 2
+    assert fake.image_data["custom-image-7-3"] == content
+    image = fake.get("images", "custom-image-7-3")
+    assert image["tags"] == dict(metadata, owner="ci", team="provider")
+    assert image["properties"]["storageProfile"]["osDisk"]["osState"] == \
+        "Generalized"
+    # The upload disk is gone and its write access was revoked first.
+    assert fake.names("disks") == []
+    assert fake.counts["POST endGetAccess"] == 1
+    # Nodes boot from it by name.
+    run([create_sm(adapter, "custom", 8, image=external_id)])
+    assert vm_props(fake, "np8")["storageProfile"]["imageReference"][
+        "id"].endswith("/images/custom-image-7-3")
+    assert [i.name for i in adapter.list_images()] == ["custom-image-7-3"]
+
+
+def test_failed_upload_leaves_no_disk(env, fake, tmp_path):
+    adapter = env.adapter(poll_interval=0.01)
+    write_vhd(tmp_path / "image.vhd")
+    fake.fail_put("images", "InvalidParameter", "bad image", status=400)
+    with pytest.raises(Exception, match="bad image"):
+        adapter.upload_image(
+            adapter.provider.diskimages["custom-image"], "img-1",
+            str(tmp_path / "image.vhd"), "vhd", {}, "", "")
+    assert fake.all_names() == {}
+    (tmp_path / "odd.vhd").write_bytes(b"x" * 1000)
+    with pytest.raises(exceptions.ImageCreateException, match="512"):
+        adapter.upload_image(
+            adapter.provider.diskimages["custom-image"], "img-2",
+            str(tmp_path / "odd.vhd"), "vhd", {}, "", "")
 
 
 # Credentials ------------------------------------------------------------
