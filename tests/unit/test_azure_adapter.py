@@ -631,10 +631,14 @@ def test_list_instances_includes_unmanaged(env, fake):
     run([create_sm(adapter, "small", 60)])
     fake.add_resource("virtualMachines", "somebody-else", {
         "hardwareProfile": {"vmSize": "Standard_D4s_v3"}})
+    fake.add_resource("virtualMachines", "odd-size", {
+        "hardwareProfile": {"vmSize": "Standard_Odd"}})
     # Quota accounting takes listings up to ten seconds old.
     assert adapter.vms.wait_newer(timeout=10)
     by_id = {i.external_id: i for i in adapter.list_instances()}
-    assert set(by_id) == {"np60", "somebody-else"}
+    assert set(by_id) == {"np60", "somebody-else", "odd-size"}
+    assert by_id["odd-size"].get_quota_information().get_resources() == {
+        "cores": 0, "instances": 1, "ram": 0}
     assert by_id["np60"].metadata["nodepool_node_id"] == "60"
     assert by_id["somebody-else"].metadata == {}
     assert by_id["somebody-else"].get_quota_information().get_resources() \

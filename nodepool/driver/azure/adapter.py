@@ -293,8 +293,16 @@ class AzureAdapter(Adapter):
     def make_instance(self, vm: dict, nic=None, pips=(),
                       pool=None) -> AzureInstance:
         return AzureInstance(
-            vm, nic, tuple(p for p in pips if p), self._vm_size_quota,
+            vm, nic, tuple(p for p in pips if p), self._instance_quota,
             use_internal_ip=bool(getattr(pool, "use_internal_ip", False)))
+
+    def _instance_quota(self, vm_size: str, spot: bool) -> QuotaInformation:
+        """What a listed VM uses; an unknown size counts as an instance."""
+        try:
+            return self._vm_size_quota(vm_size, spot)
+        except Exception as e:
+            self.log.warning("Quota of VM size %s unknown: %s", vm_size, e)
+            return QuotaInformation(instances=1)
 
     def list_instances(self):
         snapshot = self.vms.snapshot()
