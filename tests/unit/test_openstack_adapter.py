@@ -378,6 +378,10 @@ def test_missing_cloud_image(env, cloud):
     assert adapter.label_ready(label_of(adapter, "small"))
     assert adapter.label_ready(label_of(adapter, "bfv"))
     assert not adapter.label_ready(label_of(adapter, "gone"))
+    calls = sum(cloud.counts.values())
+    # Missing images are remembered too (for IMAGE_TTL).
+    assert not adapter.label_ready(label_of(adapter, "gone"))
+    assert sum(cloud.counts.values()) == calls
     error = run_until_error(create_sm(adapter, label_of(adapter, "gone"),
                                       11))
     assert "No Such Image" in str(error)

@@ -27,6 +27,7 @@ import math
 import random
 import threading
 import time
+import uuid
 from typing import Optional
 
 import cachetools
@@ -79,6 +80,14 @@ def translate(error: BaseException, what: str,
     if status == 404 and not creating:
         return exceptions.NotFound(message)
     return exceptions.LaunchStatusException(message)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def connect(provider_config):
@@ -300,17 +309,36 @@ class OpenStackAdapter(Adapter):
                                                  self.provider.name))
 
     def find_image(self, name_or_id: str) -> dict:
-        """A cloud image by id or name (cached; missing ones are not)."""
+        """A cloud image by id or name (see :meth:`lookup_image`)."""
+        image = self.lookup_image(name_or_id)
+        if image is None:
+            raise exceptions.LaunchNodepoolException(
+                "Unable to find image %s in %s" % (name_or_id,
+                                                   self.provider.name))
+        return image
+
+    def lookup_image(self, name_or_id: str) -> Optional[dict]:
+        """The active image with this id, else the newest active one with
+        this name, or None.  Answers (also None) are cached for
+        ``IMAGE_TTL``: a missing image is looked for again after that."""
         def load():
-            images = self.image("List images %s" % name_or_id, lambda: [
-                i for i in self.conn.image.images()
-                if name_or_id in (i.id, i.name)])
+            images = []
+            if _is_uuid(name_or_id):
+                image = self.image("Get image %s" % name_or_id,
+                                   self.conn.image.find_image, name_or_id,
+                                   ignore_missing=True)
+                images = [image] if image is not None else []
+            if not images:
+                images = self.image("List images named %s" % name_or_id,
+                                    lambda: list(self.conn.image.images(
+                                        name=name_or_id)))
             active = [i for i in images if i.status == "active"]
             if not active:
-                raise exceptions.LaunchNodepoolException(
-                    "Unable to find image %s in %s" % (
-                        name_or_id, self.provider.name))
-            return {"id": active[0].id, "name": active[0].name}
+                self.log.warning("No active image %s in %s", name_or_id,
+                                 self.provider.name)
+                return None
+            newest = max(active, key=lambda i: i.created_at or "")
+            return {"id": newest.id, "name": newest.name}
         return self._images.get(name_or_id, load)
 
     def get_azs(self) -> list:
@@ -641,12 +669,11 @@ class OpenStackAdapter(Adapter):
         if image is None:
             return False
         try:
-            self.find_image(image.external_name)
+            return self.lookup_image(image.external_name) is not None
         except Exception as e:
             self.log.warning("Cloud image of label %s unavailable: %s",
                              label.name, e)
             return False
-        return True
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):
