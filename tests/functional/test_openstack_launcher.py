@@ -163,3 +163,26 @@ def test_cloud_quota_pauses_then_serves(launcher_factory, zuul, cloud):
     assert done.state == RequestState.FULFILLED
     assert cloud.counts["POST servers"] == 2
     zuul.return_nodes(zuul.accept_nodes(done))
+
+
+def test_down_ports_and_loose_floating_ips_cleaned(launcher_factory, zuul,
+                                                   cloud):
+    down = [cloud.add_port(), cloud.add_port(device_owner="compute:az1")]
+    dhcp = cloud.add_port(device_owner="network:dhcp")
+    loose = cloud.add_floating_ip()
+    launcher_factory(CONFIG.replace(
+        "    rate: 0\n",
+        "    rate: 0\n    clean-floating-ips: true\n"
+        "    port-cleanup-interval: 1\n"))
+    # A node in use keeps its port and floating IP.
+    done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
+    [node] = zuul.accept_nodes(done)
+    wait_for(lambda: loose not in cloud.floating_ips, timeout=60)
+    wait_for(lambda: not set(down) & set(cloud.ports), timeout=60)
+    assert dhcp in cloud.ports
+    assert node.public_ipv4 in {f["floating_ip_address"]
+                                for f in cloud.floating_ips.values()}
+    assert [p for p in cloud.ports.values()
+            if p["device_id"] == node.external_id]
+    zuul.return_nodes([node])
+    wait_for(lambda: not cloud.live_servers(), timeout=60)
