@@ -90,8 +90,7 @@ class PoolWorker:
     def _pass(self) -> None:
         self._update_component()
         if self.services.zk_client.connected:
-            if not self.paused:
-                self._assign_requests()
+            self._assign_requests()
             self._poll_handlers()
 
     def _update_component(self) -> None:
@@ -134,13 +133,18 @@ class PoolWorker:
         pools = self.services.registry.pools()
         handled = {h.request.id for h in self.handlers}
         for request in requests:
-            if self._stop.is_set() or self.paused:
+            if self._stop.is_set():
                 return
             if self.launcher_id in request.declined_by:
                 continue
             if request.id in handled:
                 continue
             if not self._should_take(request, labels, pools):
+                continue
+            # A paused pool takes no new work but still turns down what
+            # it can never serve, so such requests fail promptly.
+            paused = self.paused
+            if paused and not self._decline_reason(request):
                 continue
             try:
                 self.services.requests.lock_request(request, blocking=False)
@@ -154,6 +158,9 @@ class PoolWorker:
             reason = self._decline_reason(request)
             if reason:
                 handler.decline(reason)
+                continue
+            if paused:
+                self.services.requests.unlock_request(request)
                 continue
             self.handlers.append(handler)
             # Accepting and creating the node records takes several

@@ -128,6 +128,7 @@ class RequestHandler:
                         self.log.info("Pausing: no quota for %s",
                                       label_name)
                     self.paused = True
+                    self._free_idle_node()
                     return
                 node = None
                 try:
@@ -136,6 +137,39 @@ class RequestHandler:
                     self.provider.claim_node(token, node)
             self.slots[index] = node
         self.paused = False
+
+    def _free_idle_node(self) -> None:
+        """Delete the oldest idle ready node of this pool to make room.
+
+        Without this a pool full of ready nodes nobody asks for (min-ready
+        of other labels) would keep this request waiting forever.  One
+        node at a time: while one of the pool's nodes is being deleted,
+        the freed quota may be enough already.
+        """
+        mine = [n for n in self.services.node_cache.values()
+                if n.provider == self.provider.name
+                and n.pool == self.pool.name]
+        if any(n.state == NodeState.DELETING for n in mine):
+            return
+        idle = sorted((n for n in mine if n.state == NodeState.READY
+                       and not n.allocated_to and not n.lock_contenders
+                       and not n.is_locked),
+                      key=lambda n: n.state_time or 0)
+        for node in idle:
+            try:
+                self.services.nodes.lock_node(node, blocking=False)
+            except exceptions.LockError:
+                continue
+            try:
+                if node.state != NodeState.READY or node.allocated_to:
+                    continue
+                node.state = NodeState.DELETING
+                self.services.nodes.store_node(node)
+                self.log.info("Deleting idle ready node %s (%s) to make "
+                              "room", node.id, ",".join(node.type or ()))
+                return
+            finally:
+                self.services.nodes.unlock_node(node)
 
     def _reuse_node(self, label_name: str):
         ready = self.services.nodes.get_ready_nodes_of_types([label_name])
