@@ -32,16 +32,7 @@ from nodepool.driver.base import (
     build_pools)
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import (
-    Adapter, Instance, Resource, StateMachine)
-
-try:
-    from nodepool.driver.statemachine.adapter import CloudImage
-except ImportError:  # older framework without image listing
-    @dataclass
-    class CloudImage:
-        id: str
-        name: str = None
-        metadata: dict = None
+    Adapter, CloudImage, Instance, Resource, StateMachine)
 
 LABEL = schema.Section({
     v.Required("name"): str,
