@@ -63,7 +63,8 @@ def fake(zk_certs, monkeypatch):
 
 
 @pytest.fixture
-def start(launcher_factory, fake, tmp_path):
+def start(fake, launcher_factory, tmp_path):
+    # ``fake`` first: it must outlive the launchers (stopped before it).
     auth_path = tmp_path / "azure.json"
     auth_path.write_text(json.dumps(fake.auth_data()))
 
@@ -123,7 +124,8 @@ def test_failed_provisioning_retried_without_leak(start, fake, zuul):
     assert fake.names("virtualMachines") == [node.external_id]
     assert fake.counts["DELETE virtualMachines"] == 1
     zuul.return_nodes([node])
-    wait_for(lambda: not fake.all_names(), timeout=30)
+    wait_for(lambda: not fake.all_names() and not node_ids(zuul),
+             timeout=30)
 
 
 def test_quota_refusal_pauses_then_launches(start, fake, zuul):
@@ -144,7 +146,8 @@ def test_quota_refusal_pauses_then_launches(start, fake, zuul):
     assert done.state == RequestState.FULFILLED
     [node] = zuul.accept_nodes(done)
     zuul.return_nodes([node])
-    wait_for(lambda: not fake.all_names(), timeout=30)
+    wait_for(lambda: not fake.all_names() and not node_ids(zuul),
+             timeout=30)
 
 
 def test_leaked_resources_cleaned_up(start, fake, zuul):
