@@ -230,6 +230,7 @@ class AzureCreateStateMachine(_Machine):
                 if not self._provisioned(snapshot.get(name.lower()),
                                          "Public IP %s" % name):
                     return None
+            adapter.pips.unwatch(self)
             self._submit(self.CREATING_NIC, adapter.create_nic, self)
         if self.state == self.CREATING_NIC:
             if not self._future.done():
@@ -244,6 +245,7 @@ class AzureCreateStateMachine(_Machine):
             if not self._provisioned(snapshot.get(name.lower()),
                                      "NIC %s" % name):
                 return None
+            adapter.nics.unwatch(self)
             self._submit(self.CREATING_VM, adapter.create_vm, self)
         if self.state == self.CREATING_VM:
             if not self._future.done():
@@ -351,6 +353,7 @@ class AzureDeleteStateMachine(_Machine):
                 self._note_vm(record)
                 return
             self._vm_gone_at = snapshot.started
+            adapter.vms.unwatch(self)
             for nic in self.nics:
                 self._note_nic(adapter.nics.snapshot().get(nic.lower()))
             targets = [("networkInterfaces", n) for n in sorted(self.nics)]
