@@ -42,16 +42,8 @@ from nodepool.driver.azure.statemachines import (
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import Adapter, Resource
-
-try:
-    from nodepool.driver.statemachine.adapter import CloudImage
-except ImportError:  # a framework without list_images()
-    class CloudImage:
-        def __init__(self, id, name=None, metadata=None):
-            self.id = id
-            self.name = name
-            self.metadata = dict(metadata or {})
+from nodepool.driver.statemachine.adapter import (
+    Adapter, CloudImage, Resource)
 
 PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
