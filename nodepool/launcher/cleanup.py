@@ -219,7 +219,9 @@ class CleanupWorker(_PeriodicWorker):
         for node in self.services.node_cache.values():
             if node.state != NodeState.HOLD:
                 continue
-            limits = [x for x in (max_hold_age, node.hold_expiration) if x]
+            # Unset, zero or negative means no limit (as upstream).
+            limits = [x for x in (max_hold_age, node.hold_expiration)
+                      if x is not None and x > 0]
             if not limits:
                 continue
             if now - (node.state_time or now) > min(limits):

@@ -8,6 +8,7 @@ import threading
 import time
 
 from nodepool.driver.quota import QuotaInformation
+from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.requests import RequestStore
 from tests.fakes.test_driver import FakeCloud
@@ -55,6 +56,19 @@ labels:
   - name: small
     max-ready-age: 1
 max-hold-age: 1
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+NO_HOLD_LIMIT = """
+labels:
+  - name: small
+max-hold-age: -1
 providers:
   - name: fake
     driver: test
@@ -193,6 +207,37 @@ def test_max_ready_age_and_max_hold_age(launcher_factory, zuul):
     # The request is gone: the node is freed, then aged out.
     wait_for(lambda: cloud.created == created + 1 and not all_nodes(zuul),
              timeout=30)
+
+
+def test_negative_max_hold_age_keeps_held_nodes(
+        launcher_factory, zuul, monkeypatch):
+    """max-hold-age (and hold_expiration) <= 0 means no limit."""
+    seen = []
+    original = CleanupWorker.cleanup_max_hold_age
+
+    def counting(self):
+        held = sorted(n.id for n in self.services.node_cache.values()
+                      if n.state == NodeState.HOLD)
+        original(self)
+        seen.append(held)
+    monkeypatch.setattr(CleanupWorker, "cleanup_max_hold_age", counting)
+
+    launcher_factory(NO_HOLD_LIMIT)
+    done = zuul.wait_for_request(zuul.submit(["small", "small"]))
+    nodes = zuul.accept_nodes(done)
+    zuul.hold_nodes(nodes[:1], hold_job="tenant project job")
+    zuul.hold_nodes(nodes[1:], hold_job="tenant project job",
+                    hold_expiration=-1)
+    held = sorted(n.id for n in nodes)
+
+    def states():
+        return {n.id: n.state for n in all_nodes(zuul)}
+    # Three cleanup passes that saw both nodes held, or a node deleted.
+    wait_for(lambda: sum(1 for ids in seen if ids == held) >= 3
+             or any(s != NodeState.HOLD for s in states().values()),
+             timeout=30)
+    assert states() == {i: NodeState.HOLD for i in held}
+    assert FakeCloud.get("fake").deleted == 0
 
 
 def test_stats_emitted(launcher_factory, zuul, statsd):
