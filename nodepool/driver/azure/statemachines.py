@@ -289,6 +289,9 @@ class AzureCreateStateMachine(_Machine):
         pips = [adapter.pips.snapshot().get(
             pip_name(self.hostname, v).lower()) for v in self.versions]
         if nic is None or any(p is None for p in pips):
+            # Not in the latest listings (a failed list call?): ask again.
+            adapter.nics.watch(self)
+            adapter.pips.watch(self)
             return None
         self._finish()
         self.log.debug("VM %s of node %s is ready", self.hostname,
