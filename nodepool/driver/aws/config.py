@@ -123,7 +123,10 @@ LABEL = schema.Section({
         schema.choice("required", "optional")),
     _opt("dedicated-host", default=False): bool,
 }, schema.one_of("cloud-image", "diskimage", required=True),
-    schema.one_of("instance-type", "fleet"), _spot_on_dedicated_host)
+    # Upstream's schema lets both be missing, but such a label can never
+    # launch (RunInstances gets no InstanceType, the quota lookup fails).
+    schema.one_of("instance-type", "fleet", required=True),
+    _spot_on_dedicated_host)
 
 _RESOURCES = {str: int}
 
