@@ -36,7 +36,7 @@ import time
 
 import paramiko
 
-from nodepool.exceptions import NodepoolError
+from nodepool.exceptions import LaunchError, NodepoolError
 
 log = logging.getLogger("nodepool.nodescan")
 
@@ -79,13 +79,13 @@ _MAX_LINE = 8192
 _MAX_PACKET = 35000
 
 
-class ConnectionTimeoutException(NodepoolError):
+class ConnectionTimeoutException(LaunchError):
     """The node's port did not accept a connection within the timeout."""
 
     statsd_key = "error.ssh"
 
 
-class LaunchKeyscanException(NodepoolError):
+class LaunchKeyscanException(LaunchError):
     """The node accepted a connection but its host keys could not be read."""
 
     statsd_key = "error.keyscan"

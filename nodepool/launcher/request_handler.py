@@ -217,6 +217,8 @@ class RequestHandler:
         node.attributes = dict(self.pool.node_attributes or {}) or None
         node.cloud = getattr(self.provider.config, "cloud_name", None)
         node.region = getattr(self.provider.config, "region_name", None)
+        if self.chosen_az is None:
+            self.chosen_az = self.provider.choose_az(self.pool)
         node.az = self.chosen_az
         nodes = self.services.nodes
         # Stored unlocked in "init", then locked and moved to "building":

@@ -39,6 +39,7 @@ LABEL = schema.Section({
     v.Optional("cores", default=1): int,
     v.Optional("ram", default=1024): int,
     v.Optional("host-key-checking", default=False): bool,
+    v.Optional("console-log", default=False): bool,
 })
 
 POOL = schema.POOL.extend({
@@ -72,6 +73,7 @@ class FakeLabel(LabelConfig):
     cores: int
     ram: int
     host_key_checking: bool
+    console_log: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +177,10 @@ class FakeCloud:
         # (ip, port) to give new instances instead of an unreachable fake
         # address, e.g. a real sshd for host-key scanning.
         self.address = None
+        # Zones get_azs() offers (None: the cloud has none; instances then
+        # land in "az1").
+        self.azs = [None]
+        self.console_requests: list = []  # external ids asked for
         # Images (builder uploads).
         self.images: dict = {}         # id -> FakeImage
         self.image_ids = itertools.count(1)
@@ -218,7 +224,7 @@ class FakeCloud:
             return [CloudImage(i.id, i.name, i.metadata)
                     for i in self.images.values()]
 
-    def create(self, label, metadata) -> FakeInstance:
+    def create(self, label, metadata, az=None) -> FakeInstance:
         with self.lock:
             if self.quota_failures > 0:
                 self.quota_failures -= 1
@@ -227,7 +233,7 @@ class FakeCloud:
                 self.fail_creates -= 1
                 raise exceptions.LaunchStatusException("fake create failed")
             instance = FakeInstance("i-%d" % next(self.ids), metadata,
-                                    label.cores, label.ram)
+                                    label.cores, label.ram, az=az or "az1")
             if self.address is not None:
                 ip, port = self.address
                 instance.interface_ip = instance.public_ipv4 = ip
@@ -252,11 +258,12 @@ class FakeCloud:
 
 
 class FakeCreateStateMachine(StateMachine):
-    def __init__(self, cloud, label, metadata):
+    def __init__(self, cloud, label, metadata, az=None):
         super().__init__()
         self.cloud = cloud
         self.label = label
         self.metadata = metadata
+        self.az = az
         self.instance = None
         self.steps = 0
 
@@ -264,7 +271,8 @@ class FakeCreateStateMachine(StateMachine):
         if self.cloud.paused.is_set():
             return None
         if self.instance is None:
-            self.instance = self.cloud.create(self.label, self.metadata)
+            self.instance = self.cloud.create(self.label, self.metadata,
+                                              self.az)
             self.external_id = self.instance.external_id
             self.state = "creating"
         self.steps += 1
@@ -295,7 +303,7 @@ class FakeAdapter(Adapter):
 
     def get_create_state_machine(self, hostname, label, image_external_id,
                                  metadata, request, az, log):
-        return FakeCreateStateMachine(self.cloud, label, metadata)
+        return FakeCreateStateMachine(self.cloud, label, metadata, az)
 
     def get_delete_state_machine(self, external_id, log):
         return FakeDeleteStateMachine(self.cloud, external_id)
@@ -319,6 +327,14 @@ class FakeAdapter(Adapter):
 
     def get_quota_limits(self):
         return self.cloud.limits.copy()
+
+    def get_azs(self):
+        return list(self.cloud.azs)
+
+    def get_console_log(self, label, external_id):
+        with self.cloud.lock:
+            self.cloud.console_requests.append(external_id)
+        return "fake console of %s\nlogin:" % external_id
 
     def get_quota_for_label(self, label):
         if label.name in self.cloud.bad_labels:

@@ -6,10 +6,12 @@ max-servers, stray allocations, timeouts, failing and disabled providers,
 paused pools, provider removal and broken node records."""
 
 import json
+import logging
 
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
 from tests.fakes.test_driver import FakeCloud
+from tests.fixtures.zkserver import free_port
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import read_nodes
 
@@ -185,3 +187,52 @@ def test_broken_node_records_do_not_stop_launching(launcher_factory, zuul):
         (node,) = zuul.accept_nodes(done)
         assert isinstance(node, Node) and node.type == ["small"]
         zuul.finish([node])
+
+
+def test_nodes_of_a_request_share_one_zone(launcher_factory, zuul):
+    cloud = FakeCloud.get("fake")
+    cloud.azs = ["zone-a", "zone-b", "zone-c"]
+    one_server(launcher_factory, max_servers=10)
+    seen = set()
+    for _ in range(4):
+        done = zuul.wait_for_request(zuul.submit(["small", "small",
+                                                  "large"]))
+        nodes = zuul.accept_nodes(done)
+        zones = {n.az for n in nodes}
+        assert len(zones) == 1 and zones <= set(cloud.azs), zones
+        seen |= zones
+        zuul.finish(nodes)
+    # The pool has no zones of its own: they come from the cloud.
+    assert seen <= set(cloud.azs)
+
+
+SCANNED_WITH_CONSOLE = """
+labels:
+  - name: small
+providers:
+  - name: fake
+    driver: test
+    boot-timeout: 1
+    launch-retries: 2
+    pools:
+      - name: main
+        labels:
+          - name: small
+            host-key-checking: true
+            console-log: true
+"""
+
+
+def test_console_log_fetched_after_failed_scan(launcher_factory, zuul,
+                                               caplog):
+    caplog.set_level(logging.INFO, logger="nodepool")
+    cloud = FakeCloud.get("fake")
+    cloud.address = ("127.0.0.1", free_port())  # nothing listens
+    launcher_factory(SCANNED_WITH_CONSOLE)
+    done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
+    assert done.state == RequestState.FAILED
+    # One console fetch per failed attempt, logged with the node's id.
+    wait_for(lambda: len(cloud.console_requests) == 2)
+    wait_for(lambda: sum("Console log of" in r.getMessage()
+                         and "login:" in r.getMessage()
+                         for r in caplog.records) == 2)

@@ -180,6 +180,11 @@ class OpenStackProviderConfig(ProviderConfig):
     cloud_images: FrozenDict
 
     @property
+    def cloud_name(self) -> str:
+        """The clouds.yaml cloud, recorded as the nodes' ``cloud``."""
+        return self.cloud
+
+    @property
     def image_type(self) -> str:
         """The disk image format this provider uploads: the cloud's
         ``image_format`` in clouds.yaml (openstacksdk's default qcow2).

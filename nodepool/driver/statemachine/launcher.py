@@ -153,9 +153,10 @@ class NodeLauncher:
         node.private_ipv4 = instance.private_ipv4
         node.public_ipv6 = instance.public_ipv6
         node.host_id = instance.host_id
-        node.cloud = instance.cloud
-        node.region = instance.region
-        node.az = instance.az
+        # What the instance knows wins; what the launcher chose stays.
+        node.cloud = instance.cloud or node.cloud
+        node.region = instance.region or node.region
+        node.az = instance.az or node.az
         node.driver_data = instance.driver_data
         node.slot = instance.slot
         node.node_properties = dict(instance.node_properties or {})
@@ -177,6 +178,9 @@ class NodeLauncher:
                     self.label, self.node.external_id)
             except Exception:
                 self.log.exception("Nodescan failure notification failed")
+            if getattr(self.label, "console_log", False):
+                self.provider.log_console(self.label, self.node.external_id,
+                                          self.log)
             raise self.scan.exception
         if self.scan.result:
             self.node.host_keys = list(self.scan.result)

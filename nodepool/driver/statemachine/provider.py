@@ -5,6 +5,7 @@
 provider, its quota accounting and its leak cleanup."""
 
 import logging
+import random
 import threading
 import time
 from typing import Optional
@@ -219,6 +220,41 @@ class StateMachineProvider:
             node.interface_ip, node.connection_port, self.boot_timeout,
             gather_keys=checking,
             connection_type=node.connection_type or "ssh")
+
+    def log_console(self, label, external_id, log) -> None:
+        """Log the instance's console output (``console-log: true`` labels,
+        after a failed host-key scan), from a short-lived thread: fetching
+        it is an API call and the runners must not wait for it."""
+        def fetch():
+            try:
+                output = self.adapter.get_console_log(label, external_id)
+            except NotImplementedError:
+                log.info("The %s driver cannot fetch console logs",
+                         getattr(self.config, "driver", "?"))
+                return
+            except Exception as e:
+                log.warning("Could not fetch the console log of %s: %s",
+                            external_id, e)
+                return
+            log.info("Console log of %s:\n%s", external_id,
+                     (output or "").rstrip() or "(empty)")
+        threading.Thread(target=fetch, daemon=True,
+                         name="ConsoleLog.%s" % external_id).start()
+
+    def choose_az(self, pool) -> Optional[str]:
+        """The availability zone for a new request's nodes: one of the
+        pool's ``availability-zones`` if it lists any, else of the
+        adapter's zones; None when the cloud has none.  Nodes of one
+        request share it (the handler asks once)."""
+        zones = [z for z in (getattr(pool, "availability_zones", None)
+                             or ()) if z]
+        if not zones:
+            try:
+                zones = [z for z in self.adapter.get_azs() if z]
+            except Exception:
+                self.log.exception("Listing availability zones failed")
+                zones = []
+        return random.choice(zones) if zones else None
 
     def report_launch(self, launcher: NodeLauncher, result_key: str) -> None:
         stats = self.services.stats
