@@ -30,8 +30,10 @@ import contextlib
 import logging
 import os
 import socket
-from typing import (Any, Dict, Iterable, Iterator, Mapping, NamedTuple,
-                    Optional, Sequence, Tuple)
+import threading
+import time
+from typing import (Any, Callable, Dict, Hashable, Iterable, Iterator,
+                    Mapping, NamedTuple, Optional, Sequence, Tuple)
 
 import statsd
 
@@ -60,6 +62,11 @@ WORKER_PAUSED = 3
 # The ZooKeeper tree caches whose queue lengths are reported, in the order
 # the launcher reports them.
 ZK_CACHES = ("node_cache", "request_cache", "image_cache")
+
+# The contract says "every pool-worker loop" (about a second upstream);
+# pool workers may loop much faster (tests run them every 50 ms), so the
+# per-loop gauges are sent at most this often, per provider and launcher.
+POOL_GAUGE_INTERVAL = 1.0
 
 
 def get_client() -> Optional[statsd.StatsClient]:
@@ -196,10 +203,20 @@ class StatsReporter:
 
     ``client`` is a ``statsd.StatsClient`` (usually from
     :func:`get_client`) or None, which makes every method a no-op.
+    ``pool_gauge_interval`` is the least time in seconds between two
+    emissions of one provider's per-loop gauges (and of the tenant
+    limits), see :meth:`update_pool_gauges`; ``clock`` is the monotonic
+    clock used for that (tests pass their own).
     """
 
-    def __init__(self, client: Optional[statsd.StatsClient] = None):
+    def __init__(self, client: Optional[statsd.StatsClient] = None,
+                 pool_gauge_interval: float = POOL_GAUGE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
         self._client = client
+        self.pool_gauge_interval = pool_gauge_interval
+        self._clock = clock
+        self._last_sent: Dict[Hashable, float] = {}
+        self._throttle_lock = threading.Lock()
 
     @classmethod
     def from_environment(cls) -> "StatsReporter":
@@ -355,6 +372,26 @@ class StatsReporter:
                     pipe.gauge("nodepool.tenant_limits.%s.%s"
                                % (normalize(tenant), normalize(name)), value)
 
+    def update_pool_gauges(self, provider: Any,
+                           tenant_limits: Mapping[str, Any]) -> None:
+        """The gauges every pool-worker loop reports, throttled.
+
+        :meth:`update_provider_limits` for ``provider`` (the pool's
+        provider config) unless this reporter sent that provider's within
+        the last :attr:`pool_gauge_interval` seconds, and
+        :meth:`update_tenant_limits` for ``tenant_limits`` (the config's
+        ``tenant_resource_limits``) unless sent within that time.  A
+        launcher has one reporter, so several pools of one provider (and
+        all providers, for the tenant limits) share the budget.  The first
+        call sends at once.
+        """
+        if self._client is None:
+            return
+        if self._due(("max_servers", provider.name)):
+            self.update_provider_limits(provider)
+        if tenant_limits and self._due(("tenant_limits",)):
+            self.update_tenant_limits(tenant_limits)
+
     def update_zk_queues(self, connection_queue: int,
                          caches: Mapping[str, Tuple[int, int]],
                          hostname: Optional[str] = None) -> None:
@@ -464,6 +501,18 @@ class StatsReporter:
                            % (base, image, provider), state)
 
     # -- helpers ----------------------------------------------------------------
+
+    def _due(self, key: Hashable) -> bool:
+        """Whether the throttled gauges ``key`` may be sent now (at least
+        :attr:`pool_gauge_interval` seconds after the last time); if so,
+        the time is recorded as sent."""
+        now = self._clock()
+        with self._throttle_lock:
+            last = self._last_sent.get(key)
+            if last is not None and now - last < self.pool_gauge_interval:
+                return False
+            self._last_sent[key] = now
+            return True
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[Any]:

@@ -78,6 +78,7 @@ class PoolWorker:
                 self._pass()
             except Exception:
                 self.log.exception("Error in pool worker pass")
+            self._report_stats()
             self.wake.wait(self.interval)
         while self._draining and self.handlers:
             try:
@@ -92,6 +93,18 @@ class PoolWorker:
         if self.services.zk_client.connected:
             self._assign_requests()
             self._poll_handlers()
+
+    def _report_stats(self) -> None:
+        """Provider and tenant limit gauges (throttled by the reporter)."""
+        stats = self.services.stats
+        if stats is None or not stats.enabled:
+            return
+        try:
+            stats.update_pool_gauges(
+                self.provider.config,
+                self.server.config.tenant_resource_limits)
+        except Exception:
+            self.log.exception("Could not report pool stats")
 
     def _update_component(self) -> None:
         attrs = dict(

@@ -129,6 +129,16 @@ class TreeCache:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def event_queue_size(self) -> int:
+        """Watch events (and markers) waiting for the event thread."""
+        return self._event_queue.qsize()
+
+    @property
+    def playback_queue_size(self) -> int:
+        """Events waiting for the playback thread to apply them."""
+        return self._playback_queue.qsize()
+
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(key, obj_or_None, event_type)`` after each update.
 

@@ -124,6 +124,16 @@ class ZooKeeperClient:
     def session_id(self):
         return self.kazoo.client_id[0] if self.kazoo.client_id else None
 
+    @property
+    def connection_queue_size(self) -> int:
+        """Requests waiting in kazoo's send queue (its private ``_queue``
+        deque); 0 if this kazoo version has no such queue."""
+        pending = getattr(self.kazoo, "_queue", None)
+        try:
+            return len(pending) if pending is not None else 0
+        except TypeError:
+            return 0
+
     # Listeners ----------------------------------------------------------
 
     def add_state_listener(self, listener: StateListener) -> None:

@@ -386,6 +386,98 @@ def test_tenant_limits_plain_mapping(statsd, reporter):
     statsd.wait_for_metric("nodepool.tenant_limits.t.x_y", "g", 1)
 
 
+# -- per-loop gauges, throttled ------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clocked(statsd):
+    clock = FakeClock()
+    return stats.StatsReporter(stats.get_client(), clock=clock), clock
+
+
+def sent(statsd, name):
+    """How many times the gauge ``name`` arrived so far (after a sync)."""
+    statsd.sync()
+    return len(statsd.values(name, "g"))
+
+
+TENANTS = FrozenDict({"tenant.a": TenantResourceLimit(
+    tenant_name="tenant.a", limits=FrozenDict({"cores": 8, "ram": 4096}))})
+
+
+def test_pool_gauges_values(statsd, clocked):
+    reporter, _ = clocked
+    reporter.update_pool_gauges(provider_config(
+        "fake-provider", pool_config("a", 10), pool_config("b", None),
+        pool_config("c", 5)), TENANTS)
+    statsd.sync()
+    assert statsd.gauges() == {
+        "nodepool.provider.fake-provider.max_servers": 15,
+        "nodepool.tenant_limits.tenant_a.cores": 8,
+        "nodepool.tenant_limits.tenant_a.ram": 4096,
+    }
+
+
+def test_pool_gauges_default_interval(statsd):
+    reporter = stats.StatsReporter(stats.get_client())
+    assert reporter.pool_gauge_interval == stats.POOL_GAUGE_INTERVAL == 1.0
+
+
+def test_pool_gauges_throttled_per_provider(statsd, clocked):
+    reporter, clock = clocked
+    one = provider_config("one", pool_config("a", 1))
+    two = provider_config("two", pool_config("a", 2))
+    key_one = "nodepool.provider.one.max_servers"
+    key_two = "nodepool.provider.two.max_servers"
+    tenant_key = "nodepool.tenant_limits.tenant_a.cores"
+    # Many pool-worker loops within one second: sent once each.
+    for _ in range(20):
+        reporter.update_pool_gauges(one, TENANTS)
+        reporter.update_pool_gauges(two, TENANTS)
+        clock.now += 0.03125  # binary fractions: exact sums
+    assert sent(statsd, key_one) == 1
+    assert sent(statsd, key_two) == 1
+    # The tenant limits are one launcher-wide budget, not per provider.
+    assert sent(statsd, tenant_key) == 1
+    clock.now += 0.25  # 0.875 s after the first
+    reporter.update_pool_gauges(one, TENANTS)
+    assert sent(statsd, key_one) == 1
+    clock.now += 0.125  # a second later: due again
+    reporter.update_pool_gauges(one, TENANTS)
+    assert sent(statsd, key_one) == 2
+    assert sent(statsd, tenant_key) == 2
+    # "two" was not sent meanwhile: it is due at once.
+    reporter.update_pool_gauges(two, TENANTS)
+    assert sent(statsd, key_two) == 2
+    assert sent(statsd, tenant_key) == 2
+
+
+def test_pool_gauges_interval_configurable(statsd):
+    clock = FakeClock()
+    reporter = stats.StatsReporter(stats.get_client(),
+                                   pool_gauge_interval=0, clock=clock)
+    provider = provider_config("p", pool_config("a", 3))
+    for _ in range(3):
+        reporter.update_pool_gauges(provider, TENANTS)
+    assert sent(statsd, "nodepool.provider.p.max_servers") == 3
+    assert statsd.values("nodepool.provider.p.max_servers") == ["3"] * 3
+
+
+def test_pool_gauges_without_tenant_limits(statsd, clocked):
+    reporter, _ = clocked
+    reporter.update_pool_gauges(provider_config("p", pool_config("a", 3)),
+                                FrozenDict())
+    statsd.sync()
+    assert statsd.gauges() == {"nodepool.provider.p.max_servers": 3}
+
+
 # -- ZooKeeper queues ---------------------------------------------------------
 
 def test_zk_queue_gauges(statsd, reporter):
@@ -500,6 +592,8 @@ def every_call(reporter):
     reporter.update_request_gauges([make_request(["l"])], pools)
     reporter.update_provider_limits(provider_config("p", pool_config("a", 1)))
     reporter.update_tenant_limits({"t": {"cores": 1}})
+    reporter.update_pool_gauges(provider_config("q", pool_config("a", 1)),
+                                {"t": {"cores": 1}})
     reporter.update_zk_queues(0, {"node_cache": (0, 0)}, hostname="h")
     reporter.record_image_build("i", 1, 0, 1, sizes={"raw": 1})
     reporter.record_image_upload("i", "p", 1)
@@ -533,6 +627,7 @@ def test_disabled_reporter_does_not_look_at_arguments():
     reporter.update_node_gauges(Explodes(), Explodes())
     reporter.update_request_gauges(Explodes(), Explodes())
     reporter.update_provider_limits(Explodes())
+    reporter.update_pool_gauges(Explodes(), Explodes())
     reporter.record_node_launch(Explodes(), "ready", 1)
     reporter.update_builder_workers(Explodes(), Explodes())
 
@@ -543,6 +638,7 @@ def test_every_call_enabled(statsd, reporter):
     assert statsd.malformed() == []
     names = statsd.names()
     assert "nodepool.launch.ready" in names
+    assert "nodepool.provider.q.max_servers" in names
     assert "nodepool.builder.f.image.i.provider.p.upload.state" in names
 
 
