@@ -36,7 +36,7 @@ from typing import Optional
 from nodepool import exceptions
 from nodepool.driver.aws import errors, quota_codes
 from nodepool.driver.aws.images import ImageManager
-from nodepool.driver.aws.listing import BatchDeleter, SharedListing
+from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache

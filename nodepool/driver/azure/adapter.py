@@ -34,7 +34,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from nodepool import exceptions
-from nodepool.driver.aws.listing import SharedListing
+from nodepool.driver.listing import SharedListing
 from nodepool.driver.azure import errors
 from nodepool.driver.azure.statemachines import (
     AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, id_name,

@@ -33,7 +33,7 @@ from typing import Optional
 import cachetools
 
 from nodepool import exceptions
-from nodepool.driver.aws.listing import SharedListing
+from nodepool.driver.listing import SharedListing
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,

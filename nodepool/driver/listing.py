@@ -1,20 +1,22 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""Shared, rate-limited views of EC2 state, and the batched deleter.
+"""Shared, rate-limited listings of cloud state, and a batched deleter.
 
-Every state machine of a provider needs to know how its instance is doing.
-Asking EC2 once per machine per pass would spend the whole read budget on
-DescribeInstances for a few dozen nodes; instead one thread per provider
-lists all instances and every machine reads that snapshot.  The thread
-only runs while some machine is watching (so an idle launcher makes no
-calls), polls every ``interval`` seconds, and can be asked for an early
-refresh (after a create or a terminate returned) so that a change is seen
-within a fraction of a second rather than a full interval.
+Every state machine of a provider needs to know how its resource is
+doing.  Asking the cloud once per machine per pass would spend the whole
+read budget on "describe this server" calls for a few dozen nodes; instead
+one thread per provider and resource type lists everything and every
+machine reads that snapshot.  The thread only runs while some machine is
+watching (so an idle launcher makes no calls), polls every ``interval``
+seconds, and can be asked for an early refresh (after a create or a delete
+returned) so that a change is seen within a fraction of a second rather
+than a full interval.
 
-Terminations are queued and sent as TerminateInstances calls of up to 50
-ids: deletes are cheap for AWS but each call takes a slot of the mutating
-rate limit that creates need.
+:class:`BatchDeleter` queues deletions and sends them in batches (EC2's
+TerminateInstances takes up to 50 ids): deletes are cheap for the cloud
+but each call takes a slot of the mutating rate limit that creates need.
+Drivers (AWS, OpenStack, Azure) use these with their own list functions.
 """
 
 import concurrent.futures
