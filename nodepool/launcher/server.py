@@ -47,6 +47,7 @@ class Intervals:
     deleted_nodes: float = 5.0
     cleanup: float = 60.0
     stats: float = 5.0
+    zk_queues: float = 10.0
 
 
 class LauncherServices:
@@ -147,7 +148,7 @@ class NodePoolLauncher:
         self.workers = [
             self.deleted_node_worker,
             CleanupWorker(self, intervals.cleanup),
-            StatsWorker(self, intervals.stats),
+            StatsWorker(self, intervals.stats, intervals.zk_queues),
         ]
         for worker in self.workers:
             worker.start()

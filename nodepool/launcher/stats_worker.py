@@ -14,7 +14,7 @@ Provider and tenant limits are emitted by the pool workers.
 import logging
 import socket
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from nodepool.zk.components import StatsElection
 
@@ -42,18 +42,14 @@ class StatsWorker:
     """Stands for the stats election; while leading, emits the node and
     request gauges whenever the node cache changed (at most every
     ``interval`` seconds).  Independently of the election it reports the
-    ZooKeeper queue lengths every ``zk_interval`` seconds (default: the
-    server's ``intervals.zk_queues`` if it has one, else
-    :data:`ZK_QUEUE_INTERVAL`), starting at once."""
+    ZooKeeper queue lengths every ``zk_interval`` seconds, starting at
+    once."""
 
     def __init__(self, server, interval: float,
-                 zk_interval: Optional[float] = None):
+                 zk_interval: float = ZK_QUEUE_INTERVAL):
         self.server = server
         self.services = server.services
         self.interval = interval
-        if zk_interval is None:
-            zk_interval = getattr(getattr(server, "intervals", None),
-                                  "zk_queues", None) or ZK_QUEUE_INTERVAL
         self.zk_interval = zk_interval
         self.hostname = socket.gethostname()
         self._stop = threading.Event()

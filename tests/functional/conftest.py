@@ -53,13 +53,14 @@ def launcher_factory(tmp_path, zk_factory):
     def factory(config=None, **params):
         """Start a launcher on ``config`` (default BASE_CONFIG), a format
         template filled from defaults and ``params``."""
+        intervals = params.pop("intervals", FAST)
         values = dict(min_ready=0, retries=3, max_servers=10)
         values.update(params)
         text = textwrap.dedent(config or BASE_CONFIG).format(**values)
         path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
         path.write_text(text)
         launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
-                                    intervals=FAST)
+                                    intervals=intervals)
         launcher.start()
         assert launcher.ready.wait(30)
         launchers.append(launcher)

@@ -8,13 +8,15 @@ import os
 import socket
 import time
 import types
+from dataclasses import replace
 
 from nodepool import stats
-from nodepool.launcher import stats_worker
+from nodepool.launcher.server import Intervals
 from nodepool.launcher.stats_worker import StatsWorker, zk_queue_sizes
 from nodepool.zk.cache import NodeCache
 from nodepool.zk.client import ZooKeeperClient
 from tests.fixtures.waits import wait_for
+from tests.functional.conftest import FAST
 
 LIMITS = """
 labels:
@@ -176,9 +178,8 @@ def test_limit_gauges_not_from_stats_election(statsd, launcher_factory):
 
 # -- ZooKeeper queues ---------------------------------------------------------
 
-def test_zk_queue_gauges(statsd, launcher_factory, monkeypatch):
-    monkeypatch.setattr(stats_worker, "ZK_QUEUE_INTERVAL", 0.1)
-    launcher = launcher_factory()
+def test_zk_queue_gauges(statsd, launcher_factory):
+    launcher = launcher_factory(intervals=replace(FAST, zk_queues=0.1))
     assert stats_worker_of(launcher).zk_interval == 0.1
     for name in ZK_GAUGES:
         statsd.wait_for_metric(name, "g", lambda v: v.isdigit())
@@ -192,12 +193,11 @@ def test_zk_queue_gauges(statsd, launcher_factory, monkeypatch):
         assert all(v.isdigit() for v in statsd.values(name))
 
 
-def test_zk_queue_gauges_from_every_launcher(statsd, launcher_factory,
-                                             monkeypatch):
+def test_zk_queue_gauges_from_every_launcher(statsd, launcher_factory):
     # A long interval: each launcher sends once, when it starts.
-    monkeypatch.setattr(stats_worker, "ZK_QUEUE_INTERVAL", 3600)
-    launcher_factory()
-    launcher_factory()
+    slow = replace(FAST, zk_queues=3600)
+    launcher_factory(intervals=slow)
+    launcher_factory(intervals=slow)
     for name in ZK_GAUGES:
         wait_for(lambda: len(statsd.values(name, "g")) >= 2)
     statsd.sync()
@@ -206,22 +206,13 @@ def test_zk_queue_gauges_from_every_launcher(statsd, launcher_factory,
 
 
 def test_zk_queue_default_interval(statsd, launcher_factory):
-    launcher = launcher_factory()
+    launcher = launcher_factory(intervals=replace(FAST, zk_queues=10.0))
     worker = stats_worker_of(launcher)
-    assert stats_worker.ZK_QUEUE_INTERVAL == 10.0
+    assert Intervals().zk_queues == 10.0
     assert worker.zk_interval == 10.0
     assert worker.hostname == socket.gethostname()
     # Sent at once on start, not only after the first ten seconds.
     statsd.wait_for_metric(ZK_GAUGES[0], "g")
-
-
-def test_zk_interval_from_server_intervals(statsd, launcher_factory):
-    launcher = launcher_factory()
-    server = types.SimpleNamespace(
-        services=launcher.services,
-        intervals=types.SimpleNamespace(zk_queues=2.5))
-    assert StatsWorker(server, 1.0).zk_interval == 2.5
-    assert StatsWorker(server, 1.0, zk_interval=0.5).zk_interval == 0.5
 
 
 def test_no_zk_queue_thread_without_statsd(launcher_factory, monkeypatch):
