@@ -530,6 +530,12 @@ def build_parser():
     return parser
 
 
+# Loggers held to WARNING unless --debug (or a logging config) says else.
+QUIET_LOGGERS = ("kazoo", "nodepool.ComponentRegistry", "nodepool.zk.client",
+                 "botocore", "boto3", "urllib3", "openstack", "keystoneauth",
+                 "azure")
+
+
 def setup_logging(args):
     if args.debug:
         logging.basicConfig(
@@ -540,9 +546,10 @@ def setup_logging(args):
         load_logging_config(args.logconfig)
     else:
         logging.basicConfig(level=logging.INFO)
-        logging.getLogger("kazoo").setLevel(logging.WARNING)
-        # Connection chatter would drown the one line a command prints.
-        for name in ("nodepool.ComponentRegistry", "nodepool.zk.client"):
+        # Connection chatter would drown the one line a command prints
+        # (botocore alone says where it found credentials and endpoints
+        # for every client of every AWS provider).
+        for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -571,6 +571,33 @@ def test_alien_image_list_aws_script(tmp_path, zk_server, zk_chroot, stores,
                              "defined in the config\n")
 
 
+def test_alien_image_list_aws_quiet_unless_debug(tmp_path, zk_server,
+                                                 zk_chroot, stores,
+                                                 aws_proxy):
+    """botocore's INFO lines (credentials and endpoint found, for every
+    client of every provider) stay off stderr unless --debug."""
+    config = tmp_path / "aws.yaml"
+    config.write_text(zk_config(zk_server, zk_chroot) + AWS_CONFIG)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-west-2", AWS_ENDPOINT_URL=aws_proxy.url)
+    env.pop("AWS_PROFILE", None)
+
+    def run(*options):
+        return subprocess.run([SCRIPT, "-c", str(config)] + list(options)
+                              + ["alien-image-list"],
+                              capture_output=True, text=True, timeout=120,
+                              env=env)
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    assert table(result.stdout) == [ALIEN_HEADERS]
+    assert result.stderr == ""
+    result = run("--debug")
+    assert result.returncode == 0, result.stderr
+    assert "botocore" in result.stderr
+
+
 # -- errors and the console script ---------------------------------------------
 
 def test_usage_errors(capsys, config):

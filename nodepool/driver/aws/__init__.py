@@ -18,7 +18,13 @@ class AwsDriver(Driver):
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
 
-    def get_adapter(self, provider_config):
+    def get_adapter(self, provider_config, warm: bool = True):
+        """The provider's :class:`AwsAdapter`.
+
+        ``warm`` (the launcher's default) fetches the service quotas and
+        every label's instance type and image in the background at once;
+        a one-off caller (a CLI listing) can do without.
+        """
         # Imported here: boto3 is only needed once a provider runs.
         from nodepool.driver.aws.adapter import AwsAdapter
-        return AwsAdapter(provider_config)
+        return AwsAdapter(provider_config, warm=warm)
