@@ -175,7 +175,8 @@ class AdapterPool:
                 return entry[1]
             if entry is not None:
                 self._retired.append(entry[1])
-            adapter = self._get_driver(provider.driver).get_adapter(provider)
+            driver = self._get_driver(provider.driver)
+            adapter = driver.get_adapter(provider, warm=False)
             self._adapters[provider.name] = (provider, adapter)
             return adapter
 

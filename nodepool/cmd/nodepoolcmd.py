@@ -178,7 +178,8 @@ def cmd_alien_image_list(ctx) -> int:
         if wanted and name != wanted:
             continue
         try:
-            adapter = driver.get_driver(provider.driver).get_adapter(provider)
+            adapter = driver.get_driver(provider.driver).get_adapter(
+                provider, warm=False)
         except NotImplementedError:
             log.info("Provider %s: driver %s cannot list images", name,
                      provider.driver)

@@ -101,9 +101,16 @@ class Driver:
         """
         raise NotImplementedError
 
-    def get_adapter(self, provider_config: ProviderConfig):
+    def get_adapter(self, provider_config: ProviderConfig,
+                    warm: bool = True):
         """The :class:`nodepool.driver.statemachine.adapter.Adapter` that
-        talks to this provider's cloud."""
+        talks to this provider's cloud.
+
+        ``warm`` (the launcher's case) lets the adapter fetch what its
+        launches will need (limits, flavors, images) in the background at
+        once; one-off users (CLI listings, the builder's uploads) pass
+        False and pay only for the calls they make.
+        """
         raise NotImplementedError
 
     def get_provider(self, provider_config: ProviderConfig, services,

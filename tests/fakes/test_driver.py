@@ -375,7 +375,7 @@ class FakeDriver(Driver):
             data, pools=build_pools(data, ctx, path, build_pool),
             diskimages=diskimages))
 
-    def get_adapter(self, provider_config):
+    def get_adapter(self, provider_config, warm=True):
         return FakeAdapter(provider_config)
 
 

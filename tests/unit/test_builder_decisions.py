@@ -145,7 +145,8 @@ def test_adapter_pool_reuses_and_replaces(config):
             self.stopped = True
 
     class Driver:
-        def get_adapter(self, provider):
+        def get_adapter(self, provider, warm=True):
+            assert not warm  # uploads need no background warm-up
             return Adapter(provider)
 
     pool = AdapterPool(lambda name: Driver())

@@ -18,7 +18,7 @@ class AzureDriver(Driver):
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
 
-    def get_adapter(self, provider_config):
+    def get_adapter(self, provider_config, warm=True):
         # Imported here: the Azure SDKs are only needed once a provider runs.
         from nodepool.driver.azure.adapter import AzureAdapter
-        return AzureAdapter(provider_config)
+        return AzureAdapter(provider_config, warm=warm)

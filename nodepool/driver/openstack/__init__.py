@@ -18,10 +18,10 @@ class OpenStackDriver(Driver):
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
 
-    def get_adapter(self, provider_config):
+    def get_adapter(self, provider_config, warm=True):
         # Imported here: openstacksdk is only needed once a provider runs.
         from nodepool.driver.openstack.adapter import OpenStackAdapter
-        return OpenStackAdapter(provider_config)
+        return OpenStackAdapter(provider_config, warm=warm)
 
     def get_provider(self, provider_config, services, interval=1.0):
         from nodepool.driver.openstack.provider import OpenStackProvider

@@ -18,7 +18,7 @@ class StaticDriver(Driver):
     def build_provider(self, data, ctx, path):
         return config.build_provider(data, ctx, path)
 
-    def get_adapter(self, provider_config):
+    def get_adapter(self, provider_config, warm=True):
         from nodepool.driver.static.adapter import StaticAdapter
         return StaticAdapter(provider_config)
 
