@@ -156,6 +156,7 @@ class NodePoolLauncher:
         # worker as soon as a node is done with.
         self.services.request_cache.add_listener(self._on_request_event)
         self.services.node_cache.add_listener(self._on_node_event)
+        self.services.node_cache.add_lock_listener(self._on_node_lock)
         self._thread.start()
 
     def stop(self) -> None:
@@ -191,6 +192,12 @@ class NodePoolLauncher:
 
     def _on_node_event(self, key, obj, event_type) -> None:
         if obj is not None and obj.state in DELETABLE_STATES:
+            self.deleted_node_worker.wake.set()
+
+    def _on_node_lock(self, node, contender, locked) -> None:
+        # Zuul marks a node used, then unlocks it: the unlock is when the
+        # node becomes deletable.
+        if not locked and node.state in DELETABLE_STATES:
             self.deleted_node_worker.wake.set()
 
     def _on_request_event(self, key, obj, event_type) -> None:

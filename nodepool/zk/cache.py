@@ -393,6 +393,17 @@ class NodeCache(TreeCache):
     def __init__(self, client: ZooKeeperClient):
         super().__init__(client, paths.NODE_ROOT)
         self.stats_event = threading.Event()
+        self._lock_listeners: list = []
+
+    def add_lock_listener(self, listener) -> None:
+        """Call ``listener(node, contender, locked)`` when a lock contender
+        of a cached node appears (``locked`` True) or goes away.
+
+        Lock traffic updates no node data, so plain listeners never hear
+        of it; this is how the launcher learns that Zuul let go of a used
+        node.  Runs on the playback thread: it must be quick.
+        """
+        self._lock_listeners.append(listener)
 
     def parse_path(self, path):
         return paths.parse_node_path(path)
@@ -415,6 +426,11 @@ class NodeCache(TreeCache):
             node.lock_contenders.add(contender)
         else:
             node.lock_contenders.discard(contender)
+        for listener in self._lock_listeners:
+            try:
+                listener(node, contender, exists)
+            except Exception:
+                self.log.exception("Lock listener failed")
 
     def _play(self, *item):
         super()._play(*item)

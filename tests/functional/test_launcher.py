@@ -7,11 +7,12 @@ test driver, and a client that behaves like Zuul."""
 import json
 import os
 import time
+from dataclasses import replace
 
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import read_nodes
+from tests.functional.conftest import FAST, read_nodes
 
 
 def test_request_fulfilled_in_node_type_order(launcher_factory, zuul):
@@ -192,3 +193,15 @@ def test_config_reload_adds_label(launcher_factory, zuul, tmp_path):
     wait_for(reloaded)
     done = zuul.wait_for_request(zuul.submit(["extra"]), timeout=30)
     assert done.state == RequestState.FULFILLED
+
+
+def test_used_node_deleted_when_released_not_at_next_tick(launcher_factory,
+                                                          zuul):
+    # The deleted-node worker's own tick is an hour away: only the node's
+    # unlock (after Zuul marked it used) can start the deletion.
+    launcher_factory(intervals=replace(FAST, deleted_nodes=3600))
+    cloud = FakeCloud.get("fake")
+    nodes = zuul.run_job(["small"])
+    zuul.finish(nodes)
+    wait_for(lambda: not read_nodes(zuul.kazoo) and not cloud.list(),
+             timeout=20, message="used node not deleted on release")

@@ -96,6 +96,23 @@ def test_lock_contenders_tracked(node_cache, writer):
     wait_for(lambda: not node.lock_contenders)
 
 
+def test_lock_listeners_hear_lock_and_unlock(node_cache, writer):
+    node_id = make_node(writer)
+    wait_for(lambda: node_cache.get(node_id))
+    heard = []
+    node_cache.add_lock_listener(
+        lambda node, contender, locked: heard.append((node.id, locked)))
+    plain = []
+    node_cache.add_listener(lambda *args: plain.append(args))
+    lock = Lock(writer, "/nodepool/nodes/%s/lock" % node_id)
+    lock.acquire()
+    wait_for(lambda: heard == [(node_id, True)])
+    lock.release()
+    wait_for(lambda: heard == [(node_id, True), (node_id, False)])
+    # Lock traffic is not a data change.
+    assert plain == []
+
+
 def test_initial_sync_of_existing_tree(zk_client, writer):
     ids = [make_node(writer) for _ in range(30)]
     locks = [Lock(writer, "/nodepool/nodes/%s/lock" % i) for i in ids[:10]]
