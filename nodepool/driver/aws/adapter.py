@@ -157,6 +157,9 @@ class AwsAdapter(Adapter):
             threading.Thread(target=self._warm_caches, daemon=True,
                              name="aws-warm-%s" % name).start()
 
+    def listings(self) -> tuple:
+        return (self.instances, self.hosts)
+
     def _warm_caches(self) -> None:
         try:
             self.get_quota_limits()

@@ -17,7 +17,9 @@ from typing import Optional
 
 from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation
-from nodepool.driver.statemachine.adapter import Instance, StateMachine
+from nodepool.driver.statemachine.adapter import Instance
+from nodepool.driver.statemachine.cloud import (
+    CloudCreateStateMachine, CloudDeleteStateMachine)
 
 # EC2 instance states after which an instance will never run again.
 DEAD_STATES = frozenset(("shutting-down", "terminated", "stopping",
@@ -96,7 +98,7 @@ class AwsInstance(Instance):
         return self._quota_loader(self.record)
 
 
-class AwsCreateStateMachine(StateMachine):
+class AwsCreateStateMachine(CloudCreateStateMachine):
     """Create one instance (on a fresh dedicated host if the label says).
 
     States: ``start`` -> [``allocating host`` -> ``waiting for host``] ->
@@ -111,41 +113,13 @@ class AwsCreateStateMachine(StateMachine):
     def __init__(self, adapter, hostname: str, label, pool,
                  image_external_id: Optional[str], metadata: dict, request,
                  az: Optional[str], log):
-        super().__init__()
-        self.adapter = adapter
-        self.hostname = hostname
-        self.label = label
-        self.pool = pool
-        self.image_external_id = image_external_id
-        self.metadata = dict(metadata)
-        self.request = request
-        self.az = az
-        self.log = log
+        super().__init__(adapter, hostname, label, pool, image_external_id,
+                         metadata, request, az, log)
         self.host_id: Optional[str] = None
         self.instance_id: Optional[str] = None
-        self._future = None
         # Idempotency token of RunInstances: a retried call (throttled,
         # timed out) returns the first call's instance, never a second.
         self.client_token = "%s-%s" % (hostname, uuid.uuid4().hex[:16])
-
-    @property
-    def node_id(self):
-        return self.metadata.get("nodepool_node_id")
-
-    @property
-    def request_id(self):
-        return getattr(self.request, "id", None)
-
-    def advance(self) -> Optional[Instance]:
-        try:
-            return self._advance()
-        except Exception:
-            self._forget()
-            raise
-
-    def _forget(self) -> None:
-        self.adapter.instances.unwatch(self)
-        self.adapter.hosts.unwatch(self)
 
     def _advance(self) -> Optional[Instance]:
         if self.state == self.START:
@@ -205,8 +179,7 @@ class AwsCreateStateMachine(StateMachine):
         state = record.get("State", {}).get("Name")
         if state == "running":
             instances.unwatch(self)
-            self.state = self.COMPLETE
-            self.complete = True
+            self._complete()
             self.log.debug("Instance %s of node %s is running",
                            self.instance_id, self.node_id)
             return self.adapter.make_instance(record, self.external_id)
@@ -218,7 +191,7 @@ class AwsCreateStateMachine(StateMachine):
         return None
 
 
-class AwsDeleteStateMachine(StateMachine):
+class AwsDeleteStateMachine(CloudDeleteStateMachine):
     """Terminate an instance (batched) and release its dedicated host.
 
     States: ``start`` -> ``terminating instance`` -> ``deleting instance``
@@ -232,21 +205,10 @@ class AwsDeleteStateMachine(StateMachine):
 
     def __init__(self, adapter, external_id, log,
                  clock=time.monotonic):
-        super().__init__()
-        self.adapter = adapter
-        self.external_id = external_id
+        super().__init__(adapter, external_id, log)
         self.instance_id, self.host_id = split_external_id(external_id)
-        self.log = log
         self._clock = clock
-        self._future = None
         self._terminated_at = None
-
-    def advance(self) -> None:
-        try:
-            self._advance()
-        except Exception:
-            self.adapter.instances.unwatch(self)
-            raise
 
     def _advance(self) -> None:
         if self.state == self.START:
@@ -291,16 +253,12 @@ class AwsDeleteStateMachine(StateMachine):
                 self._future.result()
             except exceptions.NotFound:
                 pass
-            self._finish()
+            self._complete()
 
     def _release_host(self) -> None:
         if self.host_id is None:
-            self._finish()
+            self._complete()
             return
         self._future = self.adapter.host_deleter.submit(self.host_id)
         self._future.add_done_callback(lambda f: self.adapter.wake_runners())
         self.state = self.RELEASING_HOST
-
-    def _finish(self) -> None:
-        self.state = self.COMPLETE
-        self.complete = True

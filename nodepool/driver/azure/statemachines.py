@@ -22,7 +22,9 @@ from typing import Optional
 from nodepool import exceptions
 from nodepool.driver.azure import errors
 from nodepool.driver.quota import QuotaInformation
-from nodepool.driver.statemachine.adapter import Instance, StateMachine
+from nodepool.driver.statemachine.adapter import Instance
+from nodepool.driver.statemachine.cloud import (
+    CloudCreateStateMachine, CloudDeleteStateMachine)
 
 IP_VERSIONS = ("v4", "v6")
 
@@ -121,17 +123,12 @@ class AzureInstance(Instance):
         return self._quota_loader(self.vm_size, self.spot)
 
 
-class _Machine(StateMachine):
-    """Shared plumbing: futures from the adapter's workers, fresh reads of
-    the shared listings."""
+class _Steps:
+    """Azure's steps on top of :class:`CloudStateMachine`: futures from the
+    adapter's workers, fresh reads of the shared listings."""
 
-    def __init__(self, adapter, log):
-        super().__init__()
-        self.adapter = adapter
-        self.log = log
-        self._future = None
-        # Listings must have started after this to be believed.
-        self._since = -float("inf")
+    # Listings must have started after this to be believed.
+    _since = -float("inf")
 
     def _submit(self, state: str, func, *args) -> None:
         self._since = time.monotonic()
@@ -152,17 +149,12 @@ class _Machine(StateMachine):
             return None
         return snapshot
 
-    def _unwatch(self) -> None:
-        for listing in self.adapter.listings():
-            listing.unwatch(self)
-
     def _finish(self) -> None:
         self._unwatch()
-        self.state = self.COMPLETE
-        self.complete = True
+        self._complete()
 
 
-class AzureCreateStateMachine(_Machine):
+class AzureCreateStateMachine(_Steps, CloudCreateStateMachine):
     """Create the public IPs, the NIC and the VM of one node.
 
     States: ``start`` -> [``creating public ips`` -> ``waiting for public
@@ -181,29 +173,12 @@ class AzureCreateStateMachine(_Machine):
     def __init__(self, adapter, hostname: str, label, pool,
                  image_external_id: Optional[str], metadata: dict, request,
                  az: Optional[str], log):
-        super().__init__(adapter, log)
-        self.hostname = hostname
-        self.label = label
-        self.pool = pool
-        self.image_external_id = image_external_id
-        self.metadata = dict(metadata)
-        self.request = request
-        self.az = az
+        super().__init__(adapter, hostname, label, pool, image_external_id,
+                         metadata, request, az, log)
         self.versions = [v for v, on in (("v4", pool.public_ipv4),
                                          ("v6", pool.public_ipv6)) if on]
         self.pip_ids: dict = {}
         self.nic_id: Optional[str] = None
-
-    @property
-    def node_id(self):
-        return self.metadata.get("nodepool_node_id")
-
-    def advance(self) -> Optional[Instance]:
-        try:
-            return self._advance()
-        except Exception:
-            self._unwatch()
-            raise
 
     def _advance(self) -> Optional[Instance]:
         adapter = self.adapter
@@ -299,7 +274,7 @@ class AzureCreateStateMachine(_Machine):
         return adapter.make_instance(record, nic, pips, self.pool)
 
 
-class AzureDeleteStateMachine(_Machine):
+class AzureDeleteStateMachine(_Steps, CloudDeleteStateMachine):
     """Delete a node's VM, then its NIC and OS disk, then its public IPs.
 
     Everything is found by name from the external id (the VM name), plus
@@ -318,23 +293,15 @@ class AzureDeleteStateMachine(_Machine):
     DELETING_PIPS = "deleting public ips"
 
     def __init__(self, adapter, external_id, log):
-        super().__init__(adapter, log)
         if isinstance(external_id, dict):
             external_id = external_id.get("vm") or external_id.get("name")
-        self.external_id = external_id
+        super().__init__(adapter, external_id, log)
         self.hostname = id_name(str(external_id))
         self.disks = {disk_name(self.hostname)}
         self.nics = {nic_name(self.hostname)}
         self.pips = {pip_name(self.hostname, v) for v in IP_VERSIONS}
         self.referenced_pips: set = set()
         self._vm_gone_at = None
-
-    def advance(self) -> None:
-        try:
-            self._advance()
-        except Exception:
-            self._unwatch()
-            raise
 
     def _advance(self) -> None:
         adapter = self.adapter

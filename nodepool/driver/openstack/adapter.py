@@ -167,6 +167,9 @@ class OpenStackAdapter(Adapter):
             threading.Thread(target=self._warm_caches, daemon=True,
                              name="openstack-warm-%s" % name).start()
 
+    def listings(self) -> tuple:
+        return (self.servers,)
+
     def _warm_caches(self) -> None:
         try:
             self.flavors()

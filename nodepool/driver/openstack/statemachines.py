@@ -16,7 +16,9 @@ from typing import Optional
 
 from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation
-from nodepool.driver.statemachine.adapter import Instance, StateMachine
+from nodepool.driver.statemachine.adapter import Instance
+from nodepool.driver.statemachine.cloud import (
+    CloudCreateStateMachine, CloudDeleteStateMachine)
 
 #: A new server missing from this many fresh listings is gone.
 VANISHED_LISTINGS = 3
@@ -104,7 +106,7 @@ class OpenStackInstance(Instance):
         return self._quota_loader(self.record)
 
 
-class OpenStackCreateStateMachine(StateMachine):
+class OpenStackCreateStateMachine(CloudCreateStateMachine):
     """Create one server, and attach a floating IP when it needs one.
 
     States: ``start`` -> ``submit creating server`` -> ``creating server``
@@ -120,32 +122,12 @@ class OpenStackCreateStateMachine(StateMachine):
     def __init__(self, adapter, hostname: str, label, pool,
                  image_external_id: Optional[str], metadata: dict, request,
                  az: Optional[str], log):
-        super().__init__()
-        self.adapter = adapter
-        self.hostname = hostname
-        self.label = label
-        self.pool = pool
-        self.image_external_id = image_external_id
-        self.metadata = dict(metadata)
-        self.request = request
-        self.az = az
-        self.log = log
+        super().__init__(adapter, hostname, label, pool, image_external_id,
+                         metadata, request, az, log)
         self.server_id: Optional[str] = None
         self.floating_ip: Optional[str] = None
-        self._future = None
         self._since = None
         self._missing_in: set = set()
-
-    @property
-    def node_id(self):
-        return self.metadata.get("nodepool_node_id")
-
-    def advance(self) -> Optional[Instance]:
-        try:
-            return self._advance()
-        except Exception:
-            self.adapter.servers.unwatch(self)
-            raise
 
     def _advance(self) -> Optional[Instance]:
         if self.state == self.START:
@@ -218,14 +200,13 @@ class OpenStackCreateStateMachine(StateMachine):
 
     def _finish(self, record: dict) -> Instance:
         self.adapter.servers.unwatch(self)
-        self.state = self.COMPLETE
-        self.complete = True
+        self._complete()
         self.log.debug("Server %s of node %s is active", self.server_id,
                        self.node_id)
         return self.adapter.make_instance(record)
 
 
-class OpenStackDeleteStateMachine(StateMachine):
+class OpenStackDeleteStateMachine(CloudDeleteStateMachine):
     """Delete a server's floating IPs, then the server.
 
     States: ``start`` (until a fresh listing shows whether the server
@@ -241,20 +222,9 @@ class OpenStackDeleteStateMachine(StateMachine):
     DELETING = "deleting server"
 
     def __init__(self, adapter, external_id, log, clock=time.monotonic):
-        super().__init__()
-        self.adapter = adapter
-        self.external_id = external_id
-        self.log = log
+        super().__init__(adapter, external_id, log)
         self._clock = clock
-        self._future = None
         self._since = None
-
-    def advance(self) -> None:
-        try:
-            self._advance()
-        except Exception:
-            self.adapter.servers.unwatch(self)
-            raise
 
     def _advance(self) -> None:
         if self.state == self.START:
@@ -289,7 +259,7 @@ class OpenStackDeleteStateMachine(StateMachine):
                 self._future.result()
             except exceptions.NotFound:
                 self.log.info("Server %s is already gone", self.external_id)
-                self._finish()
+                self._complete()
                 return
             self._since = self._future.listed_after
             self.state = self.DELETING
@@ -304,13 +274,9 @@ class OpenStackDeleteStateMachine(StateMachine):
                     "DELETED", "SOFT_DELETED"):
                 return
             servers.unwatch(self)
-            self._finish()
+            self._complete()
 
     def _submit_delete(self) -> None:
         self._future = self.adapter.submit(self.adapter.delete_server,
                                            self.external_id, self.log)
         self.state = self.SUBMIT_DELETE
-
-    def _finish(self) -> None:
-        self.state = self.COMPLETE
-        self.complete = True
