@@ -11,6 +11,7 @@ from kazoo.client import KazooClient
 
 from nodepool.zk.client import ZooKeeperClient
 from tests.fixtures import zkserver
+from tests.fixtures.clouds import azure_fake, openstack_cloud  # noqa: F401
 from tests.fixtures.sshd import sshd, sshd_factory  # noqa: F401
 from tests.fixtures.statsd import statsd  # noqa: F401
 

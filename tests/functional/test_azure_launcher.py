@@ -10,7 +10,6 @@ import json
 import pytest
 
 from nodepool.zk.models import NodeState, RequestState
-from tests.fakes.azure import FakeAzure
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import read_nodes
 
@@ -53,18 +52,21 @@ providers:
 
 
 @pytest.fixture
-def fake(zk_certs, monkeypatch):
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", zk_certs["ca.pem"])
-    fake = FakeAzure(zk_certs).start()
-    fake.add_resource("virtualNetworks", "np-net", {
-        "subnets": [{"name": "default", "properties": {}}]})
-    yield fake
-    fake.stop()
+def launcher_factory(azure_fake, launcher_factory):
+    """Launchers whose factory depends on the fake ARM, so that it is set
+    up before and torn down after every launcher of the test (against a
+    stopped fake, the launchers' teardown waits in azure-core retries)."""
+    return launcher_factory
+
+
+@pytest.fixture
+def fake(azure_fake):
+    """The fake ARM with its virtual network ``np-net``."""
+    return azure_fake
 
 
 @pytest.fixture
 def start(fake, launcher_factory, tmp_path):
-    # ``fake`` first: it must outlive the launchers (stopped before it).
     auth_path = tmp_path / "azure.json"
     auth_path.write_text(json.dumps(fake.auth_data()))
 

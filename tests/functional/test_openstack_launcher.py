@@ -9,7 +9,7 @@ and a Zuul-like client."""
 import pytest
 
 from nodepool.zk.models import NodeState, RequestState
-from tests.fakes.openstack import IMAGE_ID, FakeOpenStack
+from tests.fakes.openstack import IMAGE_ID
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import read_nodes
 
@@ -47,12 +47,9 @@ providers:
 
 
 @pytest.fixture
-def cloud(tmp_path, monkeypatch):
-    fake = FakeOpenStack().start()
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE",
-                       fake.write_clouds(tmp_path / "clouds.yaml"))
-    yield fake
-    fake.stop()
+def cloud(openstack_cloud):
+    """The fake OpenStack, ``fake`` in the clouds.yaml of the test."""
+    return openstack_cloud
 
 
 def node_ids(zuul):

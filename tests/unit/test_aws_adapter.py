@@ -22,6 +22,7 @@ from nodepool.driver.aws.adapter import AwsAdapter, create_workers
 from nodepool.driver.statemachine.provider import StateMachineProvider
 from tests.fakes.aws import (
     CallRecorder, FakeServiceQuotas, REGION, moto_clients)
+from tests.fixtures.statemachines import run_to_completion
 from tests.fixtures.waits import wait_for
 
 moto = pytest.importorskip("moto")
@@ -200,21 +201,6 @@ def create_sm(adapter, label, node_id, pool="main", image=None,
         "np%s" % node_id, label, image, metadata, request, None, LOG)
 
 
-def run(machines, timeout=20):
-    """Advance every machine until all are complete; returns results."""
-    results = {}
-
-    def step():
-        for sm in machines:
-            if not sm.complete:
-                result = sm.advance()
-                if result is not None:
-                    results[sm] = result
-        return all(sm.complete for sm in machines)
-    wait_for(step, timeout=timeout, interval=0.02)
-    return [results.get(sm) for sm in machines]
-
-
 def running_ids(env):
     ids = []
     for reservation in env.ec2.describe_instances()["Reservations"]:
@@ -229,7 +215,7 @@ def running_ids(env):
 def test_create_and_delete_instance(env):
     adapter = env.adapter()
     sm = create_sm(adapter, label_of(adapter, "small"), 1)
-    [instance] = run([sm])
+    [instance] = run_to_completion([sm])
     assert sm.state == "complete" and sm.external_id == instance.external_id
     assert instance.ready and instance.cloud == "AWS"
     assert instance.region == REGION and instance.az == "us-west-2a"
@@ -244,7 +230,7 @@ def test_create_and_delete_instance(env):
                      "L-1216C47A": 2}
     assert running_ids(env) == [instance.external_id]
     delete = adapter.get_delete_state_machine(instance.external_id, LOG)
-    run([delete])
+    run_to_completion([delete])
     assert delete.state == "complete"
     assert running_ids(env) == []
     assert env.recorder.counts["TerminateInstances"] == 1
@@ -259,13 +245,13 @@ def test_cloud_image_filters_pick_newest(env):
     newest = max(images, key=lambda i: i["CreationDate"])
     env.recorder.reset()
     sm = create_sm(adapter, label_of(adapter, "small"), 1)
-    run([sm])
+    run_to_completion([sm])
     [args] = env.recorder.args["RunInstances"]
     assert args["ImageId"] == newest["ImageId"]
     # Looked up once for the image and once for its block devices.
     sms = [create_sm(adapter, label_of(adapter, "small"), i)
            for i in range(2, 6)]
-    run(sms)
+    run_to_completion(sms)
     assert env.recorder.counts["DescribeImages"] == 2
 
 
@@ -273,7 +259,7 @@ def test_run_instances_arguments_for_every_label_key(env):
     adapter = env.adapter()
     request = types.SimpleNamespace(id="200-0000000042", requestor="zuul")
     sm = create_sm(adapter, label_of(adapter, "full"), 7, request=request)
-    [instance] = run([sm])
+    [instance] = run_to_completion([sm])
     [args] = env.recorder.args["RunInstances"]
     assert args["ImageId"] == env.image_id
     assert args["InstanceType"] == "m5.large"
@@ -317,7 +303,7 @@ def test_spot_label_and_pool_network_keys(env):
     spot = create_sm(adapter, label_of(adapter, "spot"), 1)
     other = create_sm(adapter, label_of(adapter, "small", "other"), 2,
                       pool="other")
-    spot_instance, other_instance = run([spot, other])
+    spot_instance, other_instance = run_to_completion([spot, other])
     spot_args, other_args = sorted(
         env.recorder.args["RunInstances"],
         key=lambda a: a["InstanceType"])
@@ -342,7 +328,7 @@ def test_diskimage_label_uses_uploaded_image(env):
     adapter = env.adapter()
     sm = create_sm(adapter, label_of(adapter, "custom"), 3,
                    image=env.image_id)
-    run([sm])
+    run_to_completion([sm])
     [args] = env.recorder.args["RunInstances"]
     assert args["ImageId"] == env.image_id
 
@@ -358,7 +344,7 @@ def test_label_ready_follows_cloud_image(env):
 def test_dedicated_host_allocated_used_and_released(env):
     adapter = env.adapter()
     sm = create_sm(adapter, label_of(adapter, "dedicated"), 4)
-    [instance] = run([sm])
+    [instance] = run_to_completion([sm])
     host_id = sm.host_id
     assert instance.external_id == {"instance": sm.instance_id,
                                     "host": host_id}
@@ -370,7 +356,7 @@ def test_dedicated_host_allocated_used_and_released(env):
         "AvailabilityZone": "us-west-2a", "Tenancy": "host",
         "HostId": host_id, "Affinity": "host"}
     delete = adapter.get_delete_state_machine(instance.external_id, LOG)
-    run([delete])
+    run_to_completion([delete])
     assert env.recorder.args["ReleaseHosts"] == [{"HostIds": [host_id]}]
     host = env.ec2.describe_hosts(HostIds=[host_id])["Hosts"][0]
     assert host["State"].startswith("released")
@@ -380,7 +366,7 @@ def test_fleet_label_uses_launch_template(env):
     adapter = env.adapter()
     sms = [create_sm(adapter, label_of(adapter, "fleet", "other"), i,
                      pool="other") for i in (1, 2)]
-    instances = run(sms)
+    instances = run_to_completion(sms)
     assert env.recorder.counts["CreateLaunchTemplate"] == 1
     assert env.recorder.counts["CreateFleet"] == 2
     args = env.recorder.args["CreateFleet"][0]
@@ -396,10 +382,11 @@ def test_fleet_label_uses_launch_template(env):
 
 def test_old_string_external_id_deleted(env):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "small"), 1)])
+    sm = create_sm(adapter, label_of(adapter, "small"), 1)
+    [instance] = run_to_completion([sm])
     delete = adapter.get_delete_state_machine(
         {"instance": instance.external_id}, LOG)
-    run([delete])
+    run_to_completion([delete])
     assert running_ids(env) == []
 
 
@@ -473,7 +460,7 @@ def test_deletes_batched_fifty_per_call(env):
         InstanceType="t3.small")["Instances"]]
     env.recorder.reset()
     deletes = [adapter.get_delete_state_machine(i, LOG) for i in ids]
-    run(deletes)
+    run_to_completion(deletes)
     calls = env.recorder.args["TerminateInstances"]
     assert sorted(len(c["InstanceIds"]) for c in calls) == [10, 50]
     assert running_ids(env) == []
@@ -485,7 +472,7 @@ def test_lone_delete_goes_out_promptly(env):
         ImageId=env.image_id, MinCount=1, MaxCount=1,
         InstanceType="t3.small")["Instances"]]
     start = time.monotonic()
-    run([adapter.get_delete_state_machine(iid, LOG)])
+    run_to_completion([adapter.get_delete_state_machine(iid, LOG)])
     assert time.monotonic() - start < 2.0
 
 
@@ -496,7 +483,7 @@ def test_missing_id_in_batch_does_not_fail_the_others(env):
         InstanceType="t3.small")["Instances"]]
     deletes = [adapter.get_delete_state_machine(i, LOG)
                for i in ids + ["i-00000000000000000"]]
-    run(deletes)
+    run_to_completion(deletes)
     assert all(d.complete for d in deletes)
     assert running_ids(env) == []
 
@@ -505,7 +492,7 @@ def test_mutating_calls_paced_at_rate(env):
     adapter = env.adapter(rate=5)
     sms = [create_sm(adapter, label_of(adapter, "small"), i)
            for i in range(5)]
-    run(sms)
+    run_to_completion(sms)
     starts = sorted(env.recorder.starts["RunInstances"])
     # Five starts at 5/s span at least 0.8 s (the limiter spaces entries;
     # thread scheduling adds jitter between entry and the wire).
@@ -544,7 +531,8 @@ def test_concurrent_lookups_coalesced(env):
 def test_throttling_backs_off_and_retries(env):
     adapter = env.adapter()
     env.recorder.fail("RunInstances", "RequestLimitExceeded", 503, times=2)
-    [instance] = run([create_sm(adapter, label_of(adapter, "small"), 1)])
+    sm = create_sm(adapter, label_of(adapter, "small"), 1)
+    [instance] = run_to_completion([sm])
     assert env.recorder.counts["RunInstances"] == 3
     assert running_ids(env) == [instance.external_id]
 
@@ -563,7 +551,7 @@ def test_create_errors_classified(env, caplog, code, status, error):
                    request=types.SimpleNamespace(id="100-0000000001"))
     with caplog.at_level(logging.WARNING):
         with pytest.raises(error):
-            run([sm])
+            run_to_completion([sm])
     assert sm.external_id is None
     assert running_ids(env) == []
     assert any("node 9 (request 100-0000000001)" in r.getMessage()
@@ -607,7 +595,7 @@ def test_instance_dying_while_starting_fails_attempt(env):
     sm = create_sm(adapter, label_of(adapter, "small"), 1)
     with pytest.raises(exceptions.LaunchStatusException,
                        match="terminated"):
-        run([sm])
+        run_to_completion([sm])
     # The launcher deletes what the machine reported.
     assert sm.external_id == sm.instance_id
 
@@ -618,7 +606,7 @@ def test_throttled_terminate_retried(env):
         ImageId=env.image_id, MinCount=1, MaxCount=1,
         InstanceType="t3.small")["Instances"]]
     env.recorder.fail("TerminateInstances", "RequestLimitExceeded", 503)
-    run([adapter.get_delete_state_machine(iid, LOG)])
+    run_to_completion([adapter.get_delete_state_machine(iid, LOG)])
     assert env.recorder.counts["TerminateInstances"] == 2
     assert running_ids(env) == []
 

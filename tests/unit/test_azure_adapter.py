@@ -19,7 +19,9 @@ from nodepool.config.loader import load_config
 from nodepool.driver.azure import errors
 from nodepool.driver.azure.adapter import AzureAdapter, generate_password
 from nodepool.driver.azure.statemachines import AzureInstance
-from tests.fakes.azure import FakeAzure, SUBSCRIPTION
+from tests.fakes.azure import SUBSCRIPTION
+from tests.fixtures.statemachines import (
+    run_to_completion, run_until_error)
 from tests.fixtures.waits import wait_for
 
 LOG = logging.getLogger("tests.azure")
@@ -154,14 +156,9 @@ providers:
 
 
 @pytest.fixture
-def fake(zk_certs, monkeypatch):
-    """The fake cloud with its virtual network; clients trust its CA."""
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", zk_certs["ca.pem"])
-    fake = FakeAzure(zk_certs).start()
-    fake.add_resource("virtualNetworks", "np-net", {
-        "subnets": [{"name": "default", "properties": {}}]})
-    yield fake
-    fake.stop()
+def fake(azure_fake):
+    """The fake cloud with its virtual network ``np-net``."""
+    return azure_fake
 
 
 class Env:
@@ -212,39 +209,9 @@ def create_sm(adapter, label_name, node_id, pool="main", image=None,
         metadata, request, az, LOG)
 
 
-def run(machines, timeout=20):
-    """Advance every machine until all are complete; returns results."""
-    results = {}
-
-    def step():
-        for sm in machines:
-            if not sm.complete:
-                result = sm.advance()
-                if result is not None:
-                    results[sm] = result
-        return all(sm.complete for sm in machines)
-    wait_for(step, timeout=timeout, interval=0.01)
-    return [results.get(sm) for sm in machines]
-
-
-def run_until_error(sm, timeout=20):
-    errors_seen = []
-
-    def step():
-        try:
-            sm.advance()
-        except Exception as e:
-            errors_seen.append(e)
-            return True
-        assert not sm.complete, "expected a failure"
-        return False
-    wait_for(step, timeout=timeout, interval=0.01)
-    return errors_seen[0]
-
-
 def delete(adapter, external_id):
     sm = adapter.get_delete_state_machine(external_id, LOG)
-    run([sm])
+    run_to_completion([sm])
     assert sm.state == "complete"
 
 
@@ -258,7 +225,7 @@ def test_create_and_delete_node(env, fake):
     adapter = env.adapter()
     request = types.SimpleNamespace(id="200-1", tenant_name="tenant-one")
     sm = create_sm(adapter, "small", 1, request=request)
-    [instance] = run([sm])
+    [instance] = run_to_completion([sm])
     assert isinstance(instance, AzureInstance)
     assert sm.external_id == instance.external_id == "np1"
     assert instance.ready and instance.cloud == "Azure"
@@ -319,7 +286,7 @@ def test_create_and_delete_node(env, fake):
 def test_tags_on_every_resource(env, fake):
     adapter = env.adapter()
     request = types.SimpleNamespace(id="200-1", tenant_name="tenant-one")
-    run([create_sm(adapter, "small", 7, request=request)])
+    run_to_completion([create_sm(adapter, "small", 7, request=request)])
     expected = {"owner": "ci", "team": "label", "tenant": "tenant-one",
                 "nodepool_node_id": "7", "nodepool_pool_name": "main",
                 "nodepool_provider_name": "azure"}
@@ -333,7 +300,8 @@ def test_tags_on_every_resource(env, fake):
 
 def test_private_pool_has_no_public_ip(env, fake):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, "small", 2, pool="private")])
+    sm = create_sm(adapter, "small", 2, pool="private")
+    [instance] = run_to_completion([sm])
     assert fake.names("publicIPAddresses") == []
     assert fake.counts["PUT publicIPAddresses"] == 0
     assert instance.public_ipv4 is None and instance.public_ipv6 is None
@@ -349,7 +317,8 @@ def test_private_pool_has_no_public_ip(env, fake):
 
 def test_dual_stack_pool(env, fake):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, "small", 3, pool="dual")])
+    sm = create_sm(adapter, "small", 3, pool="dual")
+    [instance] = run_to_completion([sm])
     assert fake.names("publicIPAddresses") == ["np3-pip-v4", "np3-pip-v6"]
     assert instance.public_ipv4 and ":" in instance.public_ipv6
     assert instance.private_ipv4 and ":" in instance.private_ipv6
@@ -365,14 +334,15 @@ def test_dual_stack_pool(env, fake):
 
 def test_internal_ip_pool(env, fake):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, "small", 4, pool="internal")])
+    sm = create_sm(adapter, "small", 4, pool="internal")
+    [instance] = run_to_completion([sm])
     assert instance.public_ipv4
     assert instance.interface_ip == instance.private_ipv4
 
 
 def test_spot_disk_type_host_group_and_password(env, fake):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, "special", 5, az="2")])
+    [instance] = run_to_completion([create_sm(adapter, "special", 5, az="2")])
     props = vm_props(fake, "np5")
     assert props["priority"] == "Spot"
     assert props["evictionPolicy"] == "Delete"
@@ -399,10 +369,11 @@ def test_image_sources(env, fake):
     fake.add_resource("images", "zz-image", tags={"team": "ci"})
     fake.add_resource("images", "np-image-5", {"provisioningState": "Failed"},
                       tags={"team": "ci"})
-    run([create_sm(adapter, "custom", 10, image="custom-image-123"),
-         create_sm(adapter, "filtered", 11),
-         create_sm(adapter, "gallery", 12),
-         create_sm(adapter, "shared", 13)])
+    run_to_completion([
+        create_sm(adapter, "custom", 10, image="custom-image-123"),
+        create_sm(adapter, "filtered", 11),
+        create_sm(adapter, "gallery", 12),
+        create_sm(adapter, "shared", 13)])
     prefix = "/subscriptions/%s/resourceGroups/nodepool/providers/" \
         "Microsoft.Compute/images/" % SUBSCRIPTION
 
@@ -448,7 +419,7 @@ def test_slow_provisioning_waits(env, fake):
     wait_for(lambda: sm.advance() or adapter.vms.fetches >= fetches + 3)
     assert not sm.complete
     fake.release()
-    [instance] = run([sm])
+    [instance] = run_to_completion([sm])
     assert instance.ready
     assert fake.counts["PUT virtualMachines"] == 1
 
@@ -554,7 +525,7 @@ def test_delete_finds_public_ips_of_a_half_made_node(env, fake):
 
 def test_delete_waits_for_vm_before_nic(env, fake):
     adapter = env.adapter()
-    run([create_sm(adapter, "small", 40)])
+    run_to_completion([create_sm(adapter, "small", 40)])
     # The fake refuses to delete an attached NIC or disk or a public IP in
     # use, so a completed delete proves the order.
     delete(adapter, "np40")
@@ -567,15 +538,15 @@ def test_delete_waits_for_vm_before_nic(env, fake):
 def test_parallel_creates_share_listings(env, fake):
     adapter = env.adapter(listing_interval=0.5)
     machines = [create_sm(adapter, "small", 100 + i) for i in range(6)]
-    results = run(machines)
+    results = run_to_completion(machines)
     assert all(r.ready for r in results)
     assert fake.counts["PUT virtualMachines"] == 6
     # One listing serves many machines (without sharing, 6 machines polling
     # every 10 ms would make hundreds of calls).
     assert fake.counts["LIST virtualMachines"] < 20
     assert fake.counts["GET virtualMachines"] == 0
-    run([adapter.get_delete_state_machine(r.external_id, LOG)
-         for r in results])
+    run_to_completion([adapter.get_delete_state_machine(r.external_id, LOG)
+                       for r in results])
     assert fake.all_names() == {}
 
 
@@ -600,7 +571,7 @@ def test_calls_are_rate_limited(env, fake):
         waits.append(original())
         return waits[-1]
     adapter.limiter.wait = wait
-    run([create_sm(adapter, "small", 50)])
+    run_to_completion([create_sm(adapter, "small", 50)])
     arm_calls = len(fake.requests)
     assert len(waits) >= arm_calls - 1  # the subnet lookup is cached
     assert sum(waits) > 0
@@ -628,7 +599,7 @@ def test_quota_limits_and_label_quota(env, fake):
 
 def test_list_instances_includes_unmanaged(env, fake):
     adapter = env.adapter()
-    run([create_sm(adapter, "small", 60)])
+    run_to_completion([create_sm(adapter, "small", 60)])
     fake.add_resource("virtualMachines", "somebody-else", {
         "hardwareProfile": {"vmSize": "Standard_D4s_v3"}})
     fake.add_resource("virtualMachines", "odd-size", {
@@ -651,7 +622,7 @@ def test_list_instances_includes_unmanaged(env, fake):
 def test_leaked_resources_listed_and_deleted(env, fake):
     adapter = env.adapter()
     tags = {"nodepool_provider_name": "azure", "nodepool_node_id": "999"}
-    run([create_sm(adapter, "small", 70)])
+    run_to_completion([create_sm(adapter, "small", 70)])
     fake.add_resource("networkInterfaces", "stray-nic", tags=tags)
     fake.add_resource("publicIPAddresses", "stray-pip", tags=tags)
     fake.add_resource("disks", "stray-disk", tags=tags)
@@ -722,7 +693,7 @@ def test_upload_image(env, fake, tmp_path):
     assert fake.names("disks") == []
     assert fake.counts["POST endGetAccess"] == 1
     # Nodes boot from it by name.
-    run([create_sm(adapter, "custom", 8, image=external_id)])
+    run_to_completion([create_sm(adapter, "custom", 8, image=external_id)])
     assert vm_props(fake, "np8")["storageProfile"]["imageReference"][
         "id"].endswith("/images/custom-image-7-3")
     assert [i.name for i in adapter.list_images()] == ["custom-image-7-3"]

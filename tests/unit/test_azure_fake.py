@@ -11,17 +11,12 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from nodepool.driver.azure.adapter import AzureClients
-from tests.fakes.azure import FakeAzure
 
 
 @pytest.fixture
-def fake(zk_certs, monkeypatch):
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", zk_certs["ca.pem"])
-    fake = FakeAzure(zk_certs).start()
-    fake.add_resource("virtualNetworks", "net", {
-        "subnets": [{"name": "default", "properties": {}}]})
-    yield fake
-    fake.stop()
+def fake(azure_fake):
+    """The fake with its virtual network ``np-net``."""
+    return azure_fake
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def clients(fake, tmp_path):
 
 
 def nic_body(fake, pip=None):
-    props = {"subnet": {"id": fake.get("virtualNetworks", "net")["id"]
+    props = {"subnet": {"id": fake.get("virtualNetworks", "np-net")["id"]
                         + "/subnets/default"}}
     if pip:
         props["publicIPAddress"] = {"id": pip}

@@ -21,7 +21,9 @@ from nodepool.driver import get_driver
 from nodepool.driver.openstack.adapter import OpenStackAdapter
 from nodepool.driver.openstack.statemachines import server_addresses
 from nodepool.driver.quota import QuotaInformation
-from tests.fakes.openstack import IMAGE_ID, FakeOpenStack
+from tests.fakes.openstack import IMAGE_ID
+from tests.fixtures.statemachines import (
+    run_to_completion, run_until_error)
 from tests.fixtures.waits import wait_for
 
 LOG = logging.getLogger("tests.openstack")
@@ -114,12 +116,9 @@ class Clock:
 
 
 @pytest.fixture
-def cloud(tmp_path, monkeypatch):
-    fake = FakeOpenStack().start()
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE",
-                       fake.write_clouds(tmp_path / "clouds.yaml"))
-    yield fake
-    fake.stop()
+def cloud(openstack_cloud):
+    """The fake OpenStack, ``fake`` in the clouds.yaml of the test."""
+    return openstack_cloud
 
 
 class Env:
@@ -167,42 +166,12 @@ def create_sm(adapter, label, node_id, pool="main", image=None, az=None,
         "np%s" % node_id, label, image, metadata, request, az, LOG)
 
 
-def run(machines, timeout=20):
-    """Advance every machine until all are complete; returns results."""
-    results = {}
-
-    def step():
-        for sm in machines:
-            if not sm.complete:
-                result = sm.advance()
-                if result is not None:
-                    results[sm] = result
-        return all(sm.complete for sm in machines)
-    wait_for(step, timeout=timeout, interval=0.02)
-    return [results.get(sm) for sm in machines]
-
-
-def run_until_error(sm, timeout=20):
-    errors = []
-
-    def step():
-        try:
-            sm.advance()
-        except Exception as e:
-            errors.append(e)
-            return True
-        assert not sm.complete, "machine completed instead of failing"
-        return False
-    wait_for(step, timeout=timeout, interval=0.02)
-    return errors[0]
-
-
 # Create and delete ---------------------------------------------------------
 
 def test_create_with_floating_ip_and_delete(env, cloud):
     adapter = env.adapter()
     sm = create_sm(adapter, label_of(adapter, "small"), 1)
-    [instance] = run([sm])
+    [instance] = run_to_completion([sm])
     assert sm.state == sm.COMPLETE and sm.external_id == instance.external_id
     [body] = cloud.create_bodies
     assert body["name"] == "np1"
@@ -233,7 +202,7 @@ def test_create_with_floating_ip_and_delete(env, cloud):
     assert cloud.counts["GET server"] == 0
 
     delete = adapter.get_delete_state_machine(instance.external_id, LOG)
-    run([delete])
+    run_to_completion([delete])
     assert delete.state == delete.COMPLETE
     assert cloud.live_servers() == {}
     assert cloud.floating_ips == {}
@@ -251,7 +220,7 @@ def test_many_machines_share_the_listing(env, cloud):
         sm.state == sm.CREATING for sm in machines), interval=0.02)
     listings = cloud.counts["GET servers/detail"]
     cloud.boot_paused = False
-    instances = run(machines)
+    instances = run_to_completion(machines)
     assert len({i.external_id for i in instances}) == 6
     # A handful of listings served all six machines.
     assert cloud.counts["GET servers/detail"] - listings < 20
@@ -262,8 +231,8 @@ def test_many_machines_share_the_listing(env, cloud):
         assert instance.interface_ip == instance.private_ipv4
     assert cloud.floating_ips == {}
     assert {b["flavorRef"] for b in cloud.create_bodies} == {"f-large"}
-    run([adapter.get_delete_state_machine(i.external_id, LOG)
-         for i in instances])
+    run_to_completion([adapter.get_delete_state_machine(i.external_id, LOG)
+                       for i in instances])
     assert cloud.live_servers() == {}
     # Without floating IPs in the listing, Neutron is not asked.
     assert cloud.counts["GET floatingips"] == 0
@@ -272,7 +241,7 @@ def test_many_machines_share_the_listing(env, cloud):
 def test_boot_from_volume(env, cloud):
     adapter = env.adapter()
     label = label_of(adapter, "bfv")
-    [instance] = run([create_sm(adapter, label, 2)])
+    [instance] = run_to_completion([create_sm(adapter, label, 2)])
     [body] = cloud.create_bodies
     assert "imageRef" not in body
     assert body["block_device_mapping_v2"] == [{
@@ -290,7 +259,8 @@ def test_diskimage_upload_id_is_booted(env, cloud):
     adapter = env.adapter()
     image_id = cloud.add_image("custom-image-0001")
     label = label_of(adapter, "custom")
-    [instance] = run([create_sm(adapter, label, 3, image=image_id)])
+    sm = create_sm(adapter, label, 3, image=image_id)
+    [instance] = run_to_completion([sm])
     assert cloud.create_bodies[0]["imageRef"] == image_id
     assert cloud.create_bodies[0]["metadata"]["groups"] == \
         "os,custom-image,custom"
@@ -298,7 +268,8 @@ def test_diskimage_upload_id_is_booted(env, cloud):
 
 def test_ipv6_only_server_gets_no_floating_ip(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "v6"), 4)])
+    sm = create_sm(adapter, label_of(adapter, "v6"), 4)
+    [instance] = run_to_completion([sm])
     assert instance.public_ipv6.startswith("2001:db8::")
     assert instance.interface_ip == instance.public_ipv6
     assert instance.public_ipv4 is None
@@ -307,8 +278,8 @@ def test_ipv6_only_server_gets_no_floating_ip(env, cloud):
 
 def test_explicit_az_wins(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "v6"), 5,
-                                az="az1")])
+    sm = create_sm(adapter, label_of(adapter, "v6"), 5, az="az1")
+    [instance] = run_to_completion([sm])
     assert instance.az == "az1"
     assert adapter.get_azs() == ["az1", "az2"]
 
@@ -321,7 +292,7 @@ def test_nodes_of_a_request_share_an_az(env, cloud):
         machines = [create_sm(adapter, label, "%d%d" % (request, n),
                               pool="nofip", request_id="200-%d" % request)
                     for n in range(3)]
-        instances = run(machines)
+        instances = run_to_completion(machines)
         assert len({i.az for i in instances}) == 1
         zones.add(instances[0].az)
     assert zones <= {"az1", "az2"}
@@ -337,7 +308,7 @@ def test_error_state_fails_with_fault(env, cloud):
     assert isinstance(error, exceptions.LaunchStatusException)
     assert "No valid host was found" in str(error)
     assert sm.external_id  # recorded, so the launcher cleans it up
-    run([adapter.get_delete_state_machine(sm.external_id, LOG)])
+    run_to_completion([adapter.get_delete_state_machine(sm.external_id, LOG)])
     assert cloud.live_servers() == {}
 
 
@@ -401,15 +372,17 @@ def test_vanished_server_fails_the_launch(env, cloud):
 def test_delete_of_missing_server_completes(env, cloud):
     adapter = env.adapter()
     sm = adapter.get_delete_state_machine("no-such-server", LOG)
-    run([sm])
+    run_to_completion([sm])
     assert sm.complete
 
 
 def test_server_listed_as_deleted_counts_as_gone(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "v6"), 12)])
+    sm = create_sm(adapter, label_of(adapter, "v6"), 12)
+    [instance] = run_to_completion([sm])
     cloud.deleted_listings = 1000
-    run([adapter.get_delete_state_machine(instance.external_id, LOG)])
+    delete = adapter.get_delete_state_machine(instance.external_id, LOG)
+    run_to_completion([delete])
     assert instance.external_id in cloud.servers
     assert [i for i in adapter.list_instances()
             if i.external_id == instance.external_id] == []
@@ -417,12 +390,14 @@ def test_server_listed_as_deleted_counts_as_gone(env, cloud):
 
 def test_delete_error_raises(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "v6"), 13)])
+    sm = create_sm(adapter, label_of(adapter, "v6"), 13)
+    [instance] = run_to_completion([sm])
     cloud.delete_errors = [(500, "Internal error")]
     sm = adapter.get_delete_state_machine(instance.external_id, LOG)
     error = run_until_error(sm)
     assert "Internal error" in str(error)
-    run([adapter.get_delete_state_machine(instance.external_id, LOG)])
+    delete = adapter.get_delete_state_machine(instance.external_id, LOG)
+    run_to_completion([delete])
     assert cloud.live_servers() == {}
 
 
@@ -473,12 +448,13 @@ def test_quota_for_label(env, cloud):
 
 def test_list_instances_includes_foreign_servers(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "v6"), 14)])
+    sm = create_sm(adapter, label_of(adapter, "v6"), 14)
+    [instance] = run_to_completion([sm])
     other = env.adapter()
     label = label_of(other, "v6")
     sm = create_sm(other, label, 15)
     sm.metadata = {}
-    run([sm])
+    run_to_completion([sm])
     # list_instances may answer from a listing up to 10 s old.
     assert adapter.servers.wait_newer(timeout=10) is not None
     listed = {i.external_id: i for i in adapter.list_instances()}
@@ -501,7 +477,8 @@ def test_rate_is_seconds_between_calls(env, cloud):
 
 def test_leak_listing_and_deletion(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "small"), 16)])
+    sm = create_sm(adapter, label_of(adapter, "small"), 16)
+    [instance] = run_to_completion([sm])
     image_id = cloud.add_image("custom-image-0002",
                                nodepool_build_id="0000000002",
                                nodepool_upload_id="0000000001",
@@ -543,7 +520,8 @@ def test_down_ports_deleted_after_interval(env, cloud):
 
 def test_unattached_floating_ips_deleted(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "small"), 17)])
+    sm = create_sm(adapter, label_of(adapter, "small"), 17)
+    [instance] = run_to_completion([sm])
     loose = cloud.add_floating_ip()
     assert adapter.cleanup_floating_ips() == 1
     assert loose not in cloud.floating_ips
@@ -582,7 +560,8 @@ def test_image_upload_list_delete(env, cloud, tmp_path):
 
 def test_console_log(env, cloud):
     adapter = env.adapter()
-    [instance] = run([create_sm(adapter, label_of(adapter, "v6"), 18)])
+    sm = create_sm(adapter, label_of(adapter, "v6"), 18)
+    [instance] = run_to_completion([sm])
     assert adapter.get_console_log(label_of(adapter, "v6"),
                                    instance.external_id) == \
         "fake console output\n"
