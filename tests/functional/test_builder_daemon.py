@@ -3,19 +3,13 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """nodepool-builder as a real process: start, register, build, stop."""
 
-import json
-import os
 import signal
-import subprocess
-import sys
 
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import BuildState
 from tests.fakes.fake_dib import DIB_CMD
-from tests.fixtures import zkserver
+from tests.fixtures import processes
 from tests.fixtures.waits import wait_for
-
-BUILDER = os.path.join(os.path.dirname(sys.executable), "nodepool-builder")
 
 CONFIG = """
 images-dir: {images_dir}
@@ -30,24 +24,18 @@ diskimages:
 
 
 def write_config(tmp_path, zk_server, chroot):
-    path = tmp_path / "nodepool.yaml"
-    path.write_text(zkserver.client_config(
-        zk_server.host, zk_server.secure_port, chroot, zk_server.certs)
-        + CONFIG.format(images_dir=tmp_path / "images",
-                        log_dir=tmp_path / "logs", dib_cmd=DIB_CMD))
-    return path
+    return processes.write_config(
+        tmp_path / "nodepool.yaml", zk_server, chroot,
+        CONFIG.format(images_dir=tmp_path / "images",
+                      log_dir=tmp_path / "logs", dib_cmd=DIB_CMD))
 
 
 def start(args, log):
-    with open(log, "w") as out:
-        return subprocess.Popen([BUILDER] + args, stdout=out,
-                                stderr=subprocess.STDOUT)
+    return processes.start("nodepool-builder", args, log)
 
 
-def stop(proc):
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+def running(kazoo):
+    return processes.component_running(kazoo, "builder")
 
 
 def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
@@ -58,17 +46,7 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
                   "--build-workers", "2", "--upload-workers", "1"], log)
     try:
         kazoo = zk_client.kazoo
-        path = "/nodepool/components/builder"
-
-        def running():
-            if not kazoo.exists(path):
-                return False
-            for child in kazoo.get_children(path):
-                data = json.loads(kazoo.get(path + "/" + child)[0])
-                if data["state"] == "running":
-                    return True
-            return False
-        wait_for(running, timeout=60)
+        wait_for(lambda: running(kazoo), timeout=60)
         assert int(pidfile.read_text()) == proc.pid
         store = ImageStore(zk_client)
         build = wait_for(lambda: store.get_builds(
@@ -80,29 +58,28 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         assert not pidfile.exists()
-        wait_for(lambda: not kazoo.get_children(path))
+        wait_for(lambda: not kazoo.get_children(
+            "/nodepool/components/builder"))
         assert "Builder stopped" in log.read_text()
     finally:
-        stop(proc)
+        processes.stop(proc)
 
     # A second run keeps the builder id.
     proc = start(["-d", "-c", str(config), "-p", str(pidfile)], log)
     try:
-        wait_for(running, timeout=60)
+        wait_for(lambda: running(kazoo), timeout=60)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert (tmp_path / "images" / "builder_id.txt").read_text() == \
             builder_id
     finally:
-        stop(proc)
+        processes.stop(proc)
 
 
 def test_daemon_refuses_config_without_images_dir(tmp_path, zk_server,
                                                   zk_chroot):
-    config = tmp_path / "nodepool.yaml"
-    config.write_text(zkserver.client_config(
-        zk_server.host, zk_server.secure_port, zk_chroot, zk_server.certs)
-        + "labels: []\nproviders: []\n")
+    config = processes.write_config(tmp_path / "nodepool.yaml",
+                                    zk_server, zk_chroot)
     log = tmp_path / "builder.log"
     proc = start(["-d", "-c", str(config), "-p",
                   str(tmp_path / "builder.pid")], log)
@@ -110,4 +87,4 @@ def test_daemon_refuses_config_without_images_dir(tmp_path, zk_server,
         assert proc.wait(60) == 1
         assert "No images-dir specified in config." in log.read_text()
     finally:
-        stop(proc)
+        processes.stop(proc)
