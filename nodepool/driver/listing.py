@@ -149,6 +149,16 @@ class SharedListing:
                 self._cond.wait(remaining)
             return self._snapshot
 
+    def recent(self, max_age: float,
+               timeout: float = 60.0) -> Optional[Snapshot]:
+        """The latest listing if it started at most ``max_age`` seconds
+        ago, else the next one (see :meth:`wait_newer`: blocking, None on
+        timeout or stop)."""
+        snapshot = self.snapshot()
+        if self._clock() - snapshot.started > max_age:
+            return self.wait_newer(timeout=timeout)
+        return snapshot
+
     def when_newer(self, callback: Callable[[], None],
                    after: Optional[float] = None) -> None:
         """Call ``callback()`` (from the listing thread) once a listing

@@ -29,7 +29,6 @@ import copy
 import hashlib
 import json
 import logging
-import threading
 import time
 from typing import Optional
 
@@ -42,8 +41,8 @@ from nodepool.driver.aws.statemachines import (
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import (
-    Adapter, CloudImage, Resource)
+from nodepool.driver.statemachine.adapter import CloudImage, Resource
+from nodepool.driver.statemachine.cloud import CloudAdapter
 
 TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
@@ -97,7 +96,7 @@ class AwsClients:
                    session.client("service-quotas", config=config))
 
 
-class AwsAdapter(Adapter):
+class AwsAdapter(CloudAdapter):
     """Adapter for one ``driver: aws`` provider.
 
     :param clients: an :class:`AwsClients`; made from the provider's
@@ -105,6 +104,8 @@ class AwsAdapter(Adapter):
     :param listing_interval: seconds between DescribeInstances while some
         machine waits on an instance.
     """
+
+    create_state_machine_class = AwsCreateStateMachine
 
     def __init__(self, provider_config, clients: Optional[AwsClients] = None,
                  listing_interval: float = 1.0, linger: float = 0.1,
@@ -154,31 +155,16 @@ class AwsAdapter(Adapter):
         if warm:
             # The first request would otherwise wait for every quota and
             # instance type lookup (Service Quotas pages come at `rate`).
-            threading.Thread(target=self._warm_caches, daemon=True,
-                             name="aws-warm-%s" % name).start()
+            self._start_warming("aws")
 
     def listings(self) -> tuple:
         return (self.instances, self.hosts)
 
-    def _warm_caches(self) -> None:
-        try:
-            self.get_quota_limits()
-            for pool in self.provider.pools.values():
-                for label in pool.labels.values():
-                    self.get_quota_for_label(label)
-                    self.label_ready(label)
-        except Exception:
-            self.log.exception("Warming the caches failed")
-
     def stop(self) -> None:
         self.images.stop()
-        for thread in (self.instances, self.hosts, self.instance_deleter,
-                       self.host_deleter):
-            thread.stop()
-        self.create_executor.shutdown(wait=False, cancel_futures=True)
-        for thread in (self.instances, self.hosts, self.instance_deleter,
-                       self.host_deleter):
-            thread.join(10)
+        self._stop_threads((self.instances, self.hosts,
+                            self.instance_deleter, self.host_deleter),
+                           self.create_executor)
 
     # API call helpers ---------------------------------------------------
 
@@ -231,38 +217,12 @@ class AwsAdapter(Adapter):
                            external_id=external_id)
 
     def list_instances(self):
-        # Quota accounting may use a listing a few seconds old; when none
-        # is that fresh, ask for one and wait for it (quota threads may
-        # block, state machines never call this).
-        snapshot = self.instances.snapshot()
-        if time.monotonic() - snapshot.started > 10.0:
-            snapshot = self.instances.wait_newer(timeout=60.0)
-            if snapshot is None:
-                raise exceptions.NodepoolError(
-                    "No instance listing for %s" % self.provider.name)
+        snapshot = self._recent_snapshot(self.instances, "instance")
         return [self.make_instance(record)
                 for record in snapshot.items.values()
                 if record.get("State", {}).get("Name") != "terminated"]
 
     # Creating -----------------------------------------------------------
-
-    def get_create_state_machine(self, hostname, label, image_external_id,
-                                 metadata, request, az, log):
-        pool = self._pool_of(label, metadata)
-        return AwsCreateStateMachine(self, hostname, label, pool,
-                                     image_external_id, metadata, request,
-                                     az, log)
-
-    def _pool_of(self, label, metadata):
-        pools = self.provider.pools
-        pool = pools.get(metadata.get("nodepool_pool_name"))
-        if pool is not None:
-            return pool
-        for pool in pools.values():
-            if pool.labels.get(label.name) is label:
-                return pool
-        raise exceptions.LaunchNodepoolException(
-            "Label %s is in no pool of %s" % (label.name, self.provider.name))
 
     def submit_create(self, sm) -> concurrent.futures.Future:
         """Run the instance create for ``sm`` in the create pool.

@@ -42,8 +42,8 @@ from nodepool.driver.azure.statemachines import (
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import (
-    Adapter, CloudImage, Resource)
+from nodepool.driver.statemachine.adapter import CloudImage, Resource
+from nodepool.driver.statemachine.cloud import CloudAdapter
 
 PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
@@ -154,7 +154,7 @@ class AzureClients:
                     pass
 
 
-class AzureAdapter(Adapter):
+class AzureAdapter(CloudAdapter):
     """Adapter for one ``driver: azure`` provider.
 
     :param clients: an :class:`AzureClients`; made from the auth file when
@@ -165,6 +165,8 @@ class AzureAdapter(Adapter):
     :param listing_gap: shortest time between two list calls of a type.
     :param poll_interval: seconds between polls of image upload steps.
     """
+
+    create_state_machine_class = AzureCreateStateMachine
 
     def __init__(self, provider_config, clients: Optional[AzureClients] = None,
                  listing_interval: Optional[float] = None,
@@ -209,28 +211,13 @@ class AzureAdapter(Adapter):
         for listing in self.listings():
             listing.start()
         if warm:
-            threading.Thread(target=self._warm_caches, daemon=True,
-                             name="azure-warm-%s" % name).start()
+            self._start_warming("azure")
 
     def listings(self) -> tuple:
         return (self.vms, self.nics, self.pips)
 
-    def _warm_caches(self) -> None:
-        try:
-            self.get_quota_limits()
-            for pool in self.provider.pools.values():
-                for label in pool.labels.values():
-                    self.get_quota_for_label(label)
-                    self.label_ready(label)
-        except Exception:
-            self.log.exception("Warming the caches failed")
-
     def stop(self) -> None:
-        for listing in self.listings():
-            listing.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        for listing in self.listings():
-            listing.join(10)
+        self._stop_threads(self.listings(), self.executor)
         self.clients.close()
 
     # Calls ----------------------------------------------------------------
@@ -297,12 +284,7 @@ class AzureAdapter(Adapter):
             return QuotaInformation(instances=1)
 
     def list_instances(self):
-        snapshot = self.vms.snapshot()
-        if time.monotonic() - snapshot.started > LISTING_MAX_AGE:
-            snapshot = self.vms.wait_newer(timeout=60.0)
-            if snapshot is None:
-                raise exceptions.NodepoolError(
-                    "No VM listing for %s" % self.provider.name)
+        snapshot = self._recent_snapshot(self.vms, "VM", LISTING_MAX_AGE)
         nics = self.nics.snapshot()
         pips = self.pips.snapshot()
         instances = []
@@ -314,24 +296,6 @@ class AzureAdapter(Adapter):
         return instances
 
     # Creating -------------------------------------------------------------
-
-    def get_create_state_machine(self, hostname, label, image_external_id,
-                                 metadata, request, az, log):
-        pool = self._pool_of(label, metadata)
-        return AzureCreateStateMachine(self, hostname, label, pool,
-                                       image_external_id, metadata, request,
-                                       az, log)
-
-    def _pool_of(self, label, metadata):
-        pools = self.provider.pools
-        pool = pools.get(metadata.get("nodepool_pool_name"))
-        if pool is not None:
-            return pool
-        for pool in pools.values():
-            if pool.labels.get(label.name) is label:
-                return pool
-        raise exceptions.LaunchNodepoolException(
-            "Label %s is in no pool of %s" % (label.name, self.provider.name))
 
     def _ensure_group(self, log) -> None:
         """Create the resource group once (a no-op PUT if it exists)."""

@@ -40,8 +40,8 @@ from nodepool.driver.openstack.statemachines import (
     OpenStackInstance, is_quota_message, server_addresses)
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import (
-    Adapter, CloudImage, Resource)
+from nodepool.driver.statemachine.adapter import CloudImage, Resource
+from nodepool.driver.statemachine.cloud import CloudAdapter
 
 FLAVOR_TTL = 3600.0
 NETWORK_TTL = 3600.0
@@ -113,7 +113,7 @@ class _SafeRequest:
             setattr(self, attr, value)
 
 
-class OpenStackAdapter(Adapter):
+class OpenStackAdapter(CloudAdapter):
     """Adapter for one ``driver: openstack`` provider.
 
     :param connection: an openstacksdk ``Connection``; made from
@@ -122,6 +122,8 @@ class OpenStackAdapter(Adapter):
         machine waits on a server (default: twice the ``rate`` spacing,
         at least one second).
     """
+
+    create_state_machine_class = OpenStackCreateStateMachine
 
     def __init__(self, provider_config, connection=None,
                  listing_interval: Optional[float] = None,
@@ -164,8 +166,7 @@ class OpenStackAdapter(Adapter):
         self._stopped = False
         self.servers.start()
         if warm:
-            threading.Thread(target=self._warm_caches, daemon=True,
-                             name="openstack-warm-%s" % name).start()
+            self._start_warming("openstack")
 
     def listings(self) -> tuple:
         return (self.servers,)
@@ -183,9 +184,7 @@ class OpenStackAdapter(Adapter):
 
     def stop(self) -> None:
         self._stopped = True
-        self.servers.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.servers.join(10)
+        self._stop_threads((self.servers,), self.executor)
         try:
             self.conn.close()
         except Exception:
@@ -390,35 +389,12 @@ class OpenStackAdapter(Adapter):
                                  self._server_quota)
 
     def list_instances(self):
-        snapshot = self.servers.snapshot()
-        if self._clock() - snapshot.started > 10.0:
-            snapshot = self.servers.wait_newer(timeout=60.0)
-            if snapshot is None:
-                raise exceptions.NodepoolError(
-                    "No server listing for %s" % self.provider.name)
+        snapshot = self._recent_snapshot(self.servers, "server")
         return [self.make_instance(record)
                 for record in snapshot.items.values()
                 if record.get("status") not in ("DELETED", "SOFT_DELETED")]
 
     # Creating -----------------------------------------------------------
-
-    def get_create_state_machine(self, hostname, label, image_external_id,
-                                 metadata, request, az, log):
-        pool = self._pool_of(label, metadata)
-        return OpenStackCreateStateMachine(
-            self, hostname, label, pool, image_external_id, metadata,
-            request, az, log)
-
-    def _pool_of(self, label, metadata):
-        pools = self.provider.pools
-        pool = pools.get(metadata.get("nodepool_pool_name"))
-        if pool is not None:
-            return pool
-        for pool in pools.values():
-            if pool.labels.get(label.name) is label:
-                return pool
-        raise exceptions.LaunchNodepoolException(
-            "Label %s is in no pool of %s" % (label.name, self.provider.name))
 
     def _server_metadata(self, sm) -> dict:
         label = sm.label
@@ -512,7 +488,7 @@ class OpenStackAdapter(Adapter):
     def create_server(self, sm) -> str:
         """Create the server of a machine; returns its id (worker)."""
         what = "Create server for node %s (request %s)" % (
-            sm.node_id, getattr(sm.request, "id", None))
+            sm.node_id, sm.request_id)
         try:
             args = self.create_args(sm)
             server = self.compute(what, self.conn.compute.create_server,

@@ -9,6 +9,10 @@ worker threads and reads resource states from shared listings
 look at futures and listing snapshots.  What that takes in every driver
 lives here:
 
+* :class:`CloudAdapter`: finding the pool of a label, making the create
+  machine, the adapter's listings, a recent enough listing for quota
+  accounting, warming the caches in the background and stopping the
+  threads;
 * :class:`CloudStateMachine`, :class:`CloudCreateStateMachine` and
   :class:`CloudDeleteStateMachine`: the fields of a node operation, the
   node and request ids for log messages, and the rule that a machine that
@@ -17,9 +21,11 @@ lives here:
 The cloud-specific steps stay in the drivers.
 """
 
-from typing import Optional
+import threading
+from typing import Iterable, Optional
 
-from nodepool.driver.statemachine.adapter import StateMachine
+from nodepool import exceptions
+from nodepool.driver.statemachine.adapter import Adapter, StateMachine
 
 
 class CloudStateMachine(StateMachine):
@@ -87,3 +93,86 @@ class CloudDeleteStateMachine(CloudStateMachine):
     def __init__(self, adapter, external_id, log):
         super().__init__(adapter, log)
         self.external_id = external_id
+
+
+class CloudAdapter(Adapter):
+    """An adapter whose machines wait on worker futures and shared
+    listings.
+
+    Subclasses set :attr:`create_state_machine_class` (built with the
+    arguments of :meth:`get_create_state_machine` and the label's pool,
+    see :class:`CloudCreateStateMachine`) and return their listings from
+    :meth:`listings`.
+    """
+
+    create_state_machine_class = None
+
+    def listings(self) -> tuple:
+        """The adapter's shared listings, which machines may watch."""
+        return ()
+
+    def get_create_state_machine(self, hostname, label, image_external_id,
+                                 metadata, request, az, log):
+        pool = self._pool_of(label, metadata)
+        return self.create_state_machine_class(
+            self, hostname, label, pool, image_external_id, metadata,
+            request, az, log)
+
+    def _pool_of(self, label, metadata):
+        """The pool the launcher chose for the node (its metadata names
+        it), else the pool that holds ``label``."""
+        pools = self.provider.pools
+        pool = pools.get(metadata.get("nodepool_pool_name"))
+        if pool is not None:
+            return pool
+        for pool in pools.values():
+            if pool.labels.get(label.name) is label:
+                return pool
+        raise exceptions.LaunchNodepoolException(
+            "Label %s is in no pool of %s" % (label.name, self.provider.name))
+
+    def _recent_snapshot(self, listing, what: str, max_age: float = 10.0,
+                         timeout: float = 60.0):
+        """A snapshot of ``listing`` at most ``max_age`` seconds old.
+
+        Quota accounting may use a listing a few seconds old; when none
+        is that fresh, ask for one and wait for it (quota threads may
+        block, state machines never call this).  ``what`` names the
+        listing in the error raised when none comes.
+        """
+        snapshot = listing.recent(max_age, timeout)
+        if snapshot is None:
+            raise exceptions.NodepoolError(
+                "No %s listing for %s" % (what, self.provider.name))
+        return snapshot
+
+    def _start_warming(self, prefix: str) -> None:
+        """Run :meth:`_warm_caches` in a daemon thread."""
+        threading.Thread(target=self._warm_caches, daemon=True,
+                         name="%s-warm-%s" % (prefix, self.provider.name)
+                         ).start()
+
+    def _warm_caches(self) -> None:
+        """Look up the quota of the provider and of every label, and
+        whether each label is ready: the first request would otherwise
+        wait for all of those lookups."""
+        try:
+            self.get_quota_limits()
+            for pool in self.provider.pools.values():
+                for label in pool.labels.values():
+                    self.get_quota_for_label(label)
+                    self.label_ready(label)
+        except Exception:
+            self.log.exception("Warming the caches failed")
+
+    @staticmethod
+    def _stop_threads(threads: Iterable, executor) -> None:
+        """Stop the adapter's threads (listings, deleters), cancel the
+        work queued in its worker pool, and give the threads ten seconds
+        each to end."""
+        threads = tuple(threads)
+        for thread in threads:
+            thread.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+        for thread in threads:
+            thread.join(10)
