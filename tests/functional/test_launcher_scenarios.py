@@ -124,7 +124,10 @@ def test_pool_with_no_servers_fails_requests(launcher_factory, zuul):
 
 def test_failing_provider_hands_request_to_the_next(launcher_factory, zuul):
     FakeCloud.get("broken").fail_creates = 100
-    launcher_factory(TWO_PROVIDERS)
+    launcher = launcher_factory(TWO_PROVIDERS)
+    # Until both pools are registered the lower-priority one does not
+    # know it should leave the request to the other.
+    wait_for(lambda: len(launcher.services.registry.pools()) == 2)
     done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
     assert done.state == RequestState.FULFILLED
     assert any(d.startswith("broken") or "broken" in d
