@@ -33,6 +33,18 @@ providers:
             cores: 4
 """
 
+# The providers section of a config whose one provider, ``fake`` on the
+# test driver, serves label ``small`` from pool ``main``.
+SMALL_PROVIDER = """
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
 FAST = Intervals(main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1,
                  cleanup=0.2, stats=0.1)
 

@@ -22,9 +22,10 @@ from nodepool.zk.models import (ImageBuild, ImageUpload, Node, NodeRequest,
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
 from tests.fakes.test_driver import FakeAdapter, FakeCloud, FakeInstance
-from tests.fixtures import zkserver
+from tests.fixtures import processes, zkserver
+from tests.functional.conftest import SMALL_PROVIDER
 
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "nodepool")
+SCRIPT = processes.console_script("nodepool")
 
 NODE_HEADERS = ["ID", "Provider", "Label", "Server ID", "Public IPv4",
                 "IPv6", "State", "Age", "Locked"]
@@ -36,18 +37,11 @@ DETAIL_HEADERS = NODE_HEADERS + [
 EXTRA_CONFIG = """
 labels:
   - name: small
-providers:
-  - name: fake
-    driver: test
-    pools:
-      - name: main
-        labels:
-          - name: small
 diskimages:
   - name: ubuntu
   - name: frozen
     pause: true
-"""
+""" + SMALL_PROVIDER
 # For the console script, which does not know the test driver.
 SCRIPT_CONFIG = """
 labels: []
@@ -506,8 +500,25 @@ def aws_proxy():
     server.stop()
 
 
-def test_alien_image_list_aws_script(tmp_path, zk_server, zk_chroot, stores,
-                                     aws_proxy):
+@pytest.fixture
+def aws_script(tmp_path, zk_server, zk_chroot, aws_proxy):
+    """``aws_script(*args)``: the ``nodepool`` script with ``args`` on a
+    config of AWS_CONFIG, its AWS calls going to ``aws_proxy``."""
+    config = tmp_path / "aws.yaml"
+    config.write_text(zk_config(zk_server, zk_chroot) + AWS_CONFIG)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-west-2", AWS_ENDPOINT_URL=aws_proxy.url)
+    env.pop("AWS_PROFILE", None)
+
+    def run(*args):
+        return subprocess.run([SCRIPT, "-c", str(config)] + list(args),
+                              capture_output=True, text=True, timeout=120,
+                              env=env)
+    return run
+
+
+def test_alien_image_list_aws_script(stores, aws_proxy, aws_script):
     import boto3
 
     def register(region, name, **tags):
@@ -536,20 +547,7 @@ def test_alien_image_list_aws_script(tmp_path, zk_server, zk_chroot, stores,
     east_alien = register("us-east-1", "ubuntu-east",
                           **tags("east", "gone", "0000000003"))
 
-    config = tmp_path / "aws.yaml"
-    config.write_text(zk_config(zk_server, zk_chroot) + AWS_CONFIG)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-west-2", AWS_ENDPOINT_URL=aws_proxy.url)
-    env.pop("AWS_PROFILE", None)
-
-    def run(*args):
-        return subprocess.run([SCRIPT, "-c", str(config),
-                               "alien-image-list"] + list(args),
-                              capture_output=True, text=True, timeout=120,
-                              env=env)
-
-    result = run()
+    result = aws_script("alien-image-list")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert table(result.stdout) == [
@@ -558,42 +556,27 @@ def test_alien_image_list_aws_script(tmp_path, zk_server, zk_chroot, stores,
     assert aws_proxy.counts["DescribeImages"] == 2
 
     aws_proxy.reset_counts()
-    result = run("east")
+    result = aws_script("alien-image-list", "east")
     assert result.returncode == 0, result.stderr
     assert table(result.stdout) == [ALIEN_HEADERS,
                                     ["east", "ubuntu-east", east_alien]]
     assert aws_proxy.counts["DescribeImages"] == 1
 
-    result = run("north")
+    result = aws_script("alien-image-list", "north")
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == ("nodepool: error: Provider north is not "
                              "defined in the config\n")
 
 
-def test_alien_image_list_aws_quiet_unless_debug(tmp_path, zk_server,
-                                                 zk_chroot, stores,
-                                                 aws_proxy):
+def test_alien_image_list_aws_quiet_unless_debug(stores, aws_script):
     """botocore's INFO lines (credentials and endpoint found, for every
     client of every provider) stay off stderr unless --debug."""
-    config = tmp_path / "aws.yaml"
-    config.write_text(zk_config(zk_server, zk_chroot) + AWS_CONFIG)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-west-2", AWS_ENDPOINT_URL=aws_proxy.url)
-    env.pop("AWS_PROFILE", None)
-
-    def run(*options):
-        return subprocess.run([SCRIPT, "-c", str(config)] + list(options)
-                              + ["alien-image-list"],
-                              capture_output=True, text=True, timeout=120,
-                              env=env)
-
-    result = run()
+    result = aws_script("alien-image-list")
     assert result.returncode == 0, result.stderr
     assert table(result.stdout) == [ALIEN_HEADERS]
     assert result.stderr == ""
-    result = run("--debug")
+    result = aws_script("--debug", "alien-image-list")
     assert result.returncode == 0, result.stderr
     assert "botocore" in result.stderr
 

@@ -14,7 +14,7 @@ from nodepool.zk.requests import RequestStore
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import read_nodes
+from tests.functional.conftest import SMALL_PROVIDER, read_nodes
 
 TWO_PROVIDERS = """
 labels:
@@ -42,41 +42,20 @@ labels:
 tenant-resource-limits:
   - tenant-name: tenant-a
     max-cores: 2
-providers:
-  - name: fake
-    driver: test
-    pools:
-      - name: main
-        labels:
-          - name: small
-"""
+""" + SMALL_PROVIDER
 
 AGES = """
 labels:
   - name: small
     max-ready-age: 1
 max-hold-age: 1
-providers:
-  - name: fake
-    driver: test
-    pools:
-      - name: main
-        labels:
-          - name: small
-"""
+""" + SMALL_PROVIDER
 
 NO_HOLD_LIMIT = """
 labels:
   - name: small
 max-hold-age: -1
-providers:
-  - name: fake
-    driver: test
-    pools:
-      - name: main
-        labels:
-          - name: small
-"""
+""" + SMALL_PROVIDER
 
 
 def all_nodes(zuul):
