@@ -86,6 +86,14 @@ class Env:
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
         os.replace(tmp, self.config)
 
+    def pause_dib(self):
+        """Make the fake DIB wait (with its build BUILDING) until the
+        returned file is removed."""
+        self.images_dir.mkdir()
+        pause = self.images_dir / "fake-dib.pause"
+        pause.write_text("")
+        return pause
+
 
 @pytest.fixture
 def env(tmp_path):
@@ -141,6 +149,12 @@ def wait_for_upload(store, count=1, image="fake-image", provider="fake"):
                     if ready_uploads(store, b.id, provider, image)]
         return uploaded if len(uploaded) >= count else None
     return wait_for(done, timeout=30)
+
+
+def wait_for_building(store):
+    """The first build of fake-image in state BUILDING, once there is one."""
+    return wait_for(
+        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
 
 
 def passes(worker, more=2):
@@ -291,9 +305,7 @@ def test_failed_builds_cleaned_up(env, builder_factory, store):
 
 def test_build_timeout(env, builder_factory, store):
     env.write(build_timeout=1)
-    (env.images_dir).mkdir()
-    pause = env.images_dir / "fake-dib.pause"
-    pause.write_text("")
+    pause = env.pause_dib()
     builder_factory(cleanup_interval=0)
     failed = wait_for(
         lambda: store.get_builds("fake-image", [BuildState.FAILED]))[0]
@@ -445,12 +457,9 @@ def test_stale_records_cleaned(env, builder_factory, store, zk_client):
 
 
 def test_in_progress_build_not_cleaned(env, builder_factory, store):
-    env.images_dir.mkdir()
-    pause = env.images_dir / "fake-dib.pause"
-    pause.write_text("")
+    pause = env.pause_dib()
     builder = builder_factory()
-    building = wait_for(
-        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
+    building = wait_for_building(store)
     passes(builder.cleanup_worker, 3)
     assert store.get_build("fake-image", building.id).state == \
         BuildState.BUILDING
@@ -459,11 +468,9 @@ def test_in_progress_build_not_cleaned(env, builder_factory, store):
 
 
 def test_stop_during_build(env, builder_factory, store):
-    env.images_dir.mkdir()
-    (env.images_dir / "fake-dib.pause").write_text("")
+    env.pause_dib()
     builder = builder_factory(cleanup_interval=0)
-    building = wait_for(
-        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
+    building = wait_for_building(store)
     builder.stop()
     builder.join()
     assert store.get_build("fake-image", building.id).state == \
@@ -488,12 +495,9 @@ def test_build_deleted_by_cli(env, builder_factory, store):
 def test_record_vanished_during_build(env, builder_factory, store):
     """A build whose record disappeared while DIB ran (session loss) is
     not recreated and its files are removed."""
-    env.images_dir.mkdir()
-    pause = env.images_dir / "fake-dib.pause"
-    pause.write_text("")
+    pause = env.pause_dib()
     builder_factory(cleanup_interval=0)
-    building = wait_for(
-        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
+    building = wait_for_building(store)
     store.delete_build("fake-image", building.id)
     pause.unlink()
     # The next build proves the first one finished.
@@ -586,12 +590,9 @@ def test_session_replaced_during_build(env, builder_factory, store,
                                        monkeypatch):
     """A build during which the ZooKeeper session changed is FAILED even
     though DIB succeeded: its locks were lost meanwhile."""
-    env.images_dir.mkdir()
-    pause = env.images_dir / "fake-dib.pause"
-    pause.write_text("")
+    pause = env.pause_dib()
     builder_factory(cleanup_interval=0)
-    building = wait_for(
-        lambda: store.get_builds("fake-image", [BuildState.BUILDING]))[0]
+    building = wait_for_building(store)
     monkeypatch.setattr(ZooKeeperClient, "session_id",
                         property(lambda self: "replaced"))
     pause.unlink()
