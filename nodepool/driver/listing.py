@@ -102,6 +102,11 @@ class SharedListing:
 
     # Readers ------------------------------------------------------------
 
+    def now(self) -> float:
+        """The listing's clock: what :attr:`Snapshot.started` and the
+        ``after`` arguments are measured in."""
+        return self._clock()
+
     def snapshot(self) -> Snapshot:
         """The latest listing (possibly :data:`EMPTY`); never blocks."""
         with self._cond:

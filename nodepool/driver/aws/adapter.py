@@ -230,26 +230,10 @@ class AwsAdapter(CloudAdapter):
         The returned future's result is the new instance id, set once a
         listing that started after RunInstances returned is available:
         the machine then usually finds its instance running on the pass
-        that sees the future done, instead of one runner pass later.  The
-        wait is the listing thread's, so the worker is free at once.
+        that sees the future done, instead of one runner pass later.
         """
-        outer = concurrent.futures.Future()
-
-        def created(inner):
-            error = inner.exception()
-            if error is not None:
-                outer.set_exception(error)
-                return
-            self.instances.when_newer(
-                lambda: outer.set_result(inner.result()))
-        try:
-            inner = self.create_executor.submit(self._create_instance, sm)
-        except RuntimeError as e:  # shut down
-            outer.set_exception(exceptions.LaunchNodepoolException(str(e)))
-            return outer
-        inner.add_done_callback(created)
-        outer.add_done_callback(lambda f: self.wake_runners())
-        return outer
+        return self.submit_to(self.create_executor, self._create_instance,
+                              sm, listing=self.instances)
 
     def submit_host_allocation(self, sm) -> concurrent.futures.Future:
         return self.create_executor.submit(self._allocate_host, sm)

@@ -225,13 +225,7 @@ class AzureAdapter(CloudAdapter):
     def submit(self, func, *args) -> concurrent.futures.Future:
         """Run ``func(*args)`` in the API pool; the runners are woken when
         it is done.  Never blocks."""
-        try:
-            future = self.executor.submit(func, *args)
-        except RuntimeError as e:  # shut down
-            future = concurrent.futures.Future()
-            future.set_exception(exceptions.LaunchNodepoolException(str(e)))
-        future.add_done_callback(lambda f: self.wake_runners())
-        return future
+        return self.submit_to(self.executor, func, *args)
 
     def call(self, what: str, func, *args, log=None, **kwargs):
         """One rate-limited ARM call, logged with its delay and duration."""

@@ -198,36 +198,10 @@ class OpenStackAdapter(CloudAdapter):
         The returned future has ``listed_after``: the time the call
         returned; its result is only set once a server listing started
         after that is available, so a machine that sees the future done
-        finds its change in the listing.  The runners are woken then.
+        finds its change in the listing (see :meth:`submit_to`).
         """
-        outer = concurrent.futures.Future()
-        outer.listed_after = -math.inf
-
-        def run():
-            result = func(*args)
-            outer.listed_after = self._clock()
-            return result
-
-        def ran(inner):
-            if inner.cancelled():  # the adapter is stopping
-                outer.set_exception(exceptions.LaunchNodepoolException(
-                    "%s: cancelled" % self.provider.name))
-                return
-            error = inner.exception()
-            if error is not None:
-                outer.set_exception(error)
-                return
-            self.servers.when_newer(
-                lambda: outer.set_result(inner.result()),
-                after=outer.listed_after)
-        try:
-            inner = self.executor.submit(run)
-        except RuntimeError as e:  # shut down
-            outer.set_exception(exceptions.LaunchNodepoolException(str(e)))
-            return outer
-        inner.add_done_callback(ran)
-        outer.add_done_callback(lambda f: self.wake_runners())
-        return outer
+        return self.submit_to(self.executor, func, *args,
+                              listing=self.servers)
 
     def _call(self, limiter, what: str, func, *args, log=None, **kwargs):
         with limiter.limited((log or self.log).debug, what):

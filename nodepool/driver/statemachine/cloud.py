@@ -9,8 +9,10 @@ worker threads and reads resource states from shared listings
 look at futures and listing snapshots.  What that takes in every driver
 lives here:
 
-* :class:`CloudAdapter`: finding the pool of a label, making the create
-  machine, the adapter's listings, a recent enough listing for quota
+* :class:`CloudAdapter`: running a call in a worker pool for a machine
+  (optionally completing only once a listing can show its effect),
+  finding the pool of a label, making the create machine, the adapter's
+  listings, a recent enough listing for quota
   accounting, warming the caches in the background and stopping the
   threads;
 * :class:`CloudStateMachine`, :class:`CloudCreateStateMachine` and
@@ -21,6 +23,8 @@ lives here:
 The cloud-specific steps stay in the drivers.
 """
 
+import concurrent.futures
+import math
 import threading
 from typing import Iterable, Optional
 
@@ -110,6 +114,53 @@ class CloudAdapter(Adapter):
     def listings(self) -> tuple:
         """The adapter's shared listings, which machines may watch."""
         return ()
+
+    def submit_to(self, executor, func, *args,
+                  listing=None) -> concurrent.futures.Future:
+        """Run ``func(*args)`` in ``executor`` for a machine; never blocks.
+
+        The runners are woken when the returned future is done.  With a
+        ``listing``, the future has ``listed_after``, the listing's time
+        when the call returned, and its result is only set once a listing
+        that started after that is available: a machine that sees the
+        future done finds the call's effect in the listing (the wait is
+        the listing thread's, so the worker is free at once).  A stopped
+        executor fails the future with :class:`LaunchNodepoolException`.
+        """
+        try:
+            if listing is None:
+                future = executor.submit(func, *args)
+            else:
+                future = self._submit_listed(executor, listing, func, *args)
+        except RuntimeError as e:  # shut down
+            future = concurrent.futures.Future()
+            future.set_exception(exceptions.LaunchNodepoolException(str(e)))
+        future.add_done_callback(lambda f: self.wake_runners())
+        return future
+
+    def _submit_listed(self, executor, listing, func,
+                       *args) -> concurrent.futures.Future:
+        outer = concurrent.futures.Future()
+        outer.listed_after = -math.inf
+
+        def run():
+            result = func(*args)
+            outer.listed_after = listing.now()
+            return result
+
+        def ran(inner):
+            if inner.cancelled():  # the adapter is stopping
+                outer.set_exception(exceptions.LaunchNodepoolException(
+                    "%s: cancelled" % self.provider.name))
+                return
+            error = inner.exception()
+            if error is not None:
+                outer.set_exception(error)
+                return
+            listing.when_newer(lambda: outer.set_result(inner.result()),
+                               after=outer.listed_after)
+        executor.submit(run).add_done_callback(ran)
+        return outer
 
     def get_create_state_machine(self, hostname, label, image_external_id,
                                  metadata, request, az, log):
