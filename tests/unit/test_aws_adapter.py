@@ -7,7 +7,6 @@ pool, the shared listing, batched terminates, rate limiting, errors,
 quota and leak cleanup.  API calls are counted by action."""
 
 import logging
-import textwrap
 import threading
 import time
 import types
@@ -16,12 +15,12 @@ import boto3
 import pytest
 
 from nodepool import exceptions
-from nodepool.config.loader import load_config
 from nodepool.driver.aws import errors
 from nodepool.driver.aws.adapter import AwsAdapter, create_workers
 from nodepool.driver.statemachine.provider import StateMachineProvider
 from tests.fakes.aws import (
     CallRecorder, FakeServiceQuotas, REGION, moto_clients)
+from tests.fixtures.adapters import AdapterEnv, label_of
 from tests.fixtures.statemachines import run_to_completion
 from tests.fixtures.waits import wait_for
 
@@ -133,14 +132,15 @@ providers:
 """
 
 
-class Env:
+class Env(AdapterEnv):
     """moto, a config, an adapter and a call recorder for one test."""
 
+    provider = "ec2"
+
     def __init__(self, tmp_path):
-        self.tmp_path = tmp_path
+        super().__init__(tmp_path, CONFIG)
         self.recorder = CallRecorder()
         self.quotas = FakeServiceQuotas()
-        self.adapters = []
         self.clients = moto_clients(self.recorder, quotas=self.quotas)
         self.ec2 = self.clients.ec2
         # One of moto's stock AMIs (listing them all takes seconds).
@@ -154,26 +154,13 @@ class Env:
             iam.create_instance_profile(InstanceProfileName=name)
         self.recorder.reset()
 
-    def config(self, rate=100):
-        path = self.tmp_path / ("nodepool-%d.yaml" % len(self.adapters))
-        path.write_text(textwrap.dedent(CONFIG).format(
-            rate=rate, image_id=self.image_id, subnet=self.subnet,
-            sg=self.sg))
-        return load_config(str(path)).providers["ec2"]
+    def values(self):
+        return dict(image_id=self.image_id, subnet=self.subnet, sg=self.sg)
 
-    def adapter(self, rate=100, **kwargs):
-        kwargs.setdefault("listing_interval", 0.1)
-        kwargs.setdefault("warm", False)
+    def make_adapter(self, provider, **kwargs):
         kwargs.setdefault("retrier", errors.Retrier(
             LOG, sleep=lambda s: None))
-        adapter = AwsAdapter(self.config(rate), clients=self.clients,
-                             **kwargs)
-        self.adapters.append(adapter)
-        return adapter
-
-    def close(self):
-        for adapter in self.adapters:
-            adapter.stop()
+        return AwsAdapter(provider, clients=self.clients, **kwargs)
 
 
 @pytest.fixture
@@ -186,10 +173,6 @@ def env(tmp_path, monkeypatch):
         env = Env(tmp_path)
         yield env
         env.close()
-
-
-def label_of(adapter, name, pool="main"):
-    return adapter.provider.pools[pool].labels[name]
 
 
 def create_sm(adapter, label, node_id, pool="main", image=None,

@@ -9,17 +9,16 @@ quota, leak cleanup and image hooks."""
 import base64
 import json
 import logging
-import textwrap
 import types
 
 import pytest
 
 from nodepool import exceptions
-from nodepool.config.loader import load_config
 from nodepool.driver.azure import errors
 from nodepool.driver.azure.adapter import AzureAdapter, generate_password
 from nodepool.driver.azure.statemachines import AzureInstance
 from tests.fakes.azure import SUBSCRIPTION
+from tests.fixtures.adapters import AdapterEnv, label_of
 from tests.fixtures.statemachines import (
     run_to_completion, run_until_error)
 from tests.fixtures.waits import wait_for
@@ -161,31 +160,22 @@ def fake(azure_fake):
     return azure_fake
 
 
-class Env:
+class Env(AdapterEnv):
+    provider = "azure"
+    rate = 1000
+    adapter_defaults = dict(AdapterEnv.adapter_defaults, listing_gap=0.02)
+
     def __init__(self, fake, tmp_path):
+        super().__init__(tmp_path, CONFIG)
         self.fake = fake
-        self.tmp_path = tmp_path
         self.auth_path = tmp_path / "azure.json"
         self.auth_path.write_text(json.dumps(fake.auth_data()))
-        self.adapters = []
 
-    def config(self, rate=100):
-        path = self.tmp_path / ("nodepool-%d.yaml" % len(self.adapters))
-        path.write_text(textwrap.dedent(CONFIG).format(
-            auth_path=self.auth_path, rate=rate))
-        return load_config(str(path)).providers["azure"]
+    def values(self):
+        return dict(auth_path=self.auth_path)
 
-    def adapter(self, rate=1000, **kwargs):
-        kwargs.setdefault("listing_interval", 0.1)
-        kwargs.setdefault("listing_gap", 0.02)
-        kwargs.setdefault("warm", False)
-        adapter = AzureAdapter(self.config(rate), **kwargs)
-        self.adapters.append(adapter)
-        return adapter
-
-    def close(self):
-        for adapter in self.adapters:
-            adapter.stop()
+    def make_adapter(self, provider, **kwargs):
+        return AzureAdapter(provider, **kwargs)
 
 
 @pytest.fixture
@@ -193,10 +183,6 @@ def env(fake, tmp_path):
     env = Env(fake, tmp_path)
     yield env
     env.close()
-
-
-def label_of(adapter, name, pool="main"):
-    return adapter.provider.pools[pool].labels[name]
 
 
 def create_sm(adapter, label_name, node_id, pool="main", image=None,

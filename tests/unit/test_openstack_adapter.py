@@ -8,7 +8,6 @@ failures, quota, leak cleanup, images."""
 import base64
 import logging
 import math
-import textwrap
 import threading
 import time
 import types
@@ -16,12 +15,12 @@ import types
 import pytest
 
 from nodepool import exceptions
-from nodepool.config.loader import load_config
 from nodepool.driver import get_driver
 from nodepool.driver.openstack.adapter import OpenStackAdapter
 from nodepool.driver.openstack.statemachines import server_addresses
 from nodepool.driver.quota import QuotaInformation
 from tests.fakes.openstack import IMAGE_ID
+from tests.fixtures.adapters import AdapterEnv, label_of
 from tests.fixtures.statemachines import (
     run_to_completion, run_until_error)
 from tests.fixtures.waits import wait_for
@@ -121,28 +120,19 @@ def cloud(openstack_cloud):
     return openstack_cloud
 
 
-class Env:
+class Env(AdapterEnv):
+    provider = "os"
+    rate = 0
+
     def __init__(self, tmp_path, cloud):
-        self.tmp_path = tmp_path
+        super().__init__(tmp_path, CONFIG)
         self.cloud = cloud
-        self.adapters = []
 
-    def config(self, rate=0):
-        path = self.tmp_path / ("nodepool-%d.yaml" % len(self.adapters))
-        path.write_text(textwrap.dedent(CONFIG).format(rate=rate,
-                                                       image_id=IMAGE_ID))
-        return load_config(str(path)).providers["os"]
+    def values(self):
+        return dict(image_id=IMAGE_ID)
 
-    def adapter(self, rate=0, **kwargs):
-        kwargs.setdefault("listing_interval", 0.1)
-        kwargs.setdefault("warm", False)
-        adapter = OpenStackAdapter(self.config(rate), **kwargs)
-        self.adapters.append(adapter)
-        return adapter
-
-    def close(self):
-        for adapter in self.adapters:
-            adapter.stop()
+    def make_adapter(self, provider, **kwargs):
+        return OpenStackAdapter(provider, **kwargs)
 
 
 @pytest.fixture
@@ -150,10 +140,6 @@ def env(tmp_path, cloud):
     env = Env(tmp_path, cloud)
     yield env
     env.close()
-
-
-def label_of(adapter, name, pool="main"):
-    return adapter.provider.pools[pool].labels[name]
 
 
 def create_sm(adapter, label, node_id, pool="main", image=None, az=None,
