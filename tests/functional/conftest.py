@@ -91,6 +91,14 @@ def zuul(zk_factory):
     client.close()
 
 
+def node_ids(kazoo):
+    """The ids of all node records (none before the first one)."""
+    try:
+        return kazoo.get_children("/nodepool/nodes")
+    except NoNodeError:
+        return []
+
+
 def read_nodes(kazoo):
     """All node records with data (records vanishing meanwhile skipped)."""
     try:

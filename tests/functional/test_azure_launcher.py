@@ -11,7 +11,7 @@ import pytest
 
 from nodepool.zk.models import NodeState, RequestState
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import read_nodes
+from tests.functional.conftest import node_ids, read_nodes
 
 CONFIG = """
 labels:
@@ -75,12 +75,6 @@ def start(fake, launcher_factory, tmp_path):
     return start
 
 
-def node_ids(zuul):
-    if not zuul.kazoo.exists("/nodepool/nodes"):
-        return []
-    return zuul.kazoo.get_children("/nodepool/nodes")
-
-
 def test_request_served_and_resources_deleted(start, fake, zuul):
     start()
     request = zuul.submit(["small", "small"])
@@ -108,7 +102,7 @@ def test_request_served_and_resources_deleted(start, fake, zuul):
                         "nodepool_provider_name": "azure"}
     assert fake.counts["PUT virtualMachines"] == 2
     zuul.return_nodes(nodes)
-    wait_for(lambda: not node_ids(zuul), timeout=30)
+    wait_for(lambda: not node_ids(zuul.kazoo), timeout=30)
     # Everything of the nodes is gone: VMs, disks, NICs and public IPs.
     assert fake.all_names() == {}
 
@@ -126,7 +120,7 @@ def test_failed_provisioning_retried_without_leak(start, fake, zuul):
     assert fake.names("virtualMachines") == [node.external_id]
     assert fake.counts["DELETE virtualMachines"] == 1
     zuul.return_nodes([node])
-    wait_for(lambda: not fake.all_names() and not node_ids(zuul),
+    wait_for(lambda: not fake.all_names() and not node_ids(zuul.kazoo),
              timeout=30)
 
 
@@ -148,7 +142,7 @@ def test_quota_refusal_pauses_then_launches(start, fake, zuul):
     assert done.state == RequestState.FULFILLED
     [node] = zuul.accept_nodes(done)
     zuul.return_nodes([node])
-    wait_for(lambda: not fake.all_names() and not node_ids(zuul),
+    wait_for(lambda: not fake.all_names() and not node_ids(zuul.kazoo),
              timeout=30)
 
 

@@ -11,7 +11,7 @@ import pytest
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.openstack import IMAGE_ID
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import read_nodes
+from tests.functional.conftest import node_ids, read_nodes
 
 CONFIG = """
 labels:
@@ -52,12 +52,6 @@ def cloud(openstack_cloud):
     return openstack_cloud
 
 
-def node_ids(zuul):
-    if not zuul.kazoo.exists("/nodepool/nodes"):
-        return []
-    return zuul.kazoo.get_children("/nodepool/nodes")
-
-
 def test_request_served_and_servers_deleted(launcher_factory, zuul, cloud):
     launcher_factory(CONFIG)
     done = zuul.wait_for_request(zuul.submit(["small", "big"]), timeout=60)
@@ -91,7 +85,7 @@ def test_request_served_and_servers_deleted(launcher_factory, zuul, cloud):
     assert cloud.counts["GET server"] == 0
 
     zuul.return_nodes(nodes)
-    wait_for(lambda: not node_ids(zuul) and not cloud.live_servers(),
+    wait_for(lambda: not node_ids(zuul.kazoo) and not cloud.live_servers(),
              timeout=60)
     # Nothing left behind: floating IPs and ports went with the servers.
     wait_for(lambda: not cloud.floating_ips and not cloud.ports, timeout=30)
