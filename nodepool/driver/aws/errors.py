@@ -19,22 +19,11 @@ EC2 errors fall into a few classes that call for different reactions:
 Everything else is a plain launch failure.
 """
 
-import enum
 import logging
 import time
 from typing import Callable, Optional
 
-from nodepool import exceptions
-
-
-class ErrorClass(enum.Enum):
-    THROTTLE = "throttle"
-    SERVER = "server"
-    CAPACITY = "capacity"
-    QUOTA = "quota"
-    NOT_FOUND = "not-found"
-    BAD_REQUEST = "bad-request"
-    OTHER = "other"
+from nodepool.driver.errors import CloudApiError, ErrorClass, exception_for
 
 
 THROTTLE_CODES = frozenset((
@@ -108,24 +97,14 @@ def translate(error: BaseException, what: str,
     unknown instance profile or subnet) is a failed launch, not the
     "already gone" that NotFound means to a delete.
     """
-    kind = classify(error)
-    message = "%s: %s" % (what, error)
-    if kind is ErrorClass.CAPACITY:
-        return exceptions.CapacityException(message)
-    if kind is ErrorClass.QUOTA:
-        return exceptions.QuotaException(message)
-    if kind is ErrorClass.NOT_FOUND and not creating:
-        return exceptions.NotFound(message)
-    if kind in (ErrorClass.THROTTLE, ErrorClass.SERVER):
-        # Only seen once the call's own retries are used up.
-        return AwsApiError(message)
-    return exceptions.LaunchStatusException(message)
+    # Throttling and server errors are only seen here once the call's
+    # own retries are used up: AwsApiError.
+    return exception_for(classify(error), "%s: %s" % (what, error),
+                         creating, AwsApiError)
 
 
-class AwsApiError(exceptions.LaunchError):
+class AwsApiError(CloudApiError):
     """AWS kept failing (throttling or server errors) after retries."""
-
-    statsd_key = "error.api"
 
 
 class Retrier:

@@ -21,20 +21,11 @@ Throttling (429) and server errors are retried by azure-core's retry
 policy before they get here.
 """
 
-import enum
 import re
 from typing import Optional
 
 from nodepool import exceptions
-
-
-class ErrorClass(enum.Enum):
-    QUOTA = "quota"
-    CAPACITY = "capacity"
-    NOT_FOUND = "not-found"
-    THROTTLE = "throttle"
-    SERVER = "server"
-    OTHER = "other"
+from nodepool.driver.errors import CloudApiError, ErrorClass, exception_for
 
 
 QUOTA_CODES = frozenset((
@@ -91,18 +82,6 @@ def classify(error: BaseException) -> ErrorClass:
     return classify_code(error_code(error), message, status)
 
 
-def _exception_for(kind: ErrorClass, message: str, creating: bool):
-    if kind is ErrorClass.QUOTA:
-        return exceptions.QuotaException(message)
-    if kind is ErrorClass.CAPACITY:
-        return exceptions.CapacityException(message)
-    if kind is ErrorClass.NOT_FOUND and not creating:
-        return exceptions.NotFound(message)
-    if kind in (ErrorClass.THROTTLE, ErrorClass.SERVER):
-        return AzureApiError(message)
-    return exceptions.LaunchStatusException(message)
-
-
 def translate(error: BaseException, what: str,
               creating: bool = False) -> BaseException:
     """The nodepool exception the launcher should see for ``error``.
@@ -114,7 +93,7 @@ def translate(error: BaseException, what: str,
     message = getattr(details, "message", None) or str(error)
     code = error_code(error)
     text = "%s: %s%s" % (what, "%s: " % code if code else "", message)
-    return _exception_for(classify(error), text, creating)
+    return exception_for(classify(error), text, creating, AzureApiError)
 
 
 def provisioning_failure(what: str, statuses: list) -> BaseException:
@@ -126,13 +105,12 @@ def provisioning_failure(what: str, statuses: list) -> BaseException:
             reason = code.split("/", 2)[2]
             message = status.get("message") or status.get(
                 "displayStatus") or ""
-            return _exception_for(
+            return exception_for(
                 classify_code(reason, message),
-                "%s failed: %s: %s" % (what, reason, message), True)
+                "%s failed: %s: %s" % (what, reason, message), True,
+                AzureApiError)
     return exceptions.LaunchStatusException("%s failed" % what)
 
 
-class AzureApiError(exceptions.LaunchError):
+class AzureApiError(CloudApiError):
     """Azure kept throttling or failing after the client's retries."""
-
-    statsd_key = "error.api"

@@ -33,6 +33,7 @@ from typing import Optional
 import cachetools
 
 from nodepool import exceptions
+from nodepool.driver.errors import ErrorClass, exception_for
 from nodepool.driver.listing import SharedListing
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.openstack.statemachines import (
@@ -72,14 +73,14 @@ def translate(error: BaseException, what: str,
     """
     if isinstance(error, exceptions.NodepoolError):
         return error
-    message = "%s: %s" % (what, error)
-    status = http_status(error)
     # Nova says 403 or 413, Neutron 409; the message is what they share.
     if is_quota_message(str(error)):
-        return exceptions.QuotaException(message)
-    if status == 404 and not creating:
-        return exceptions.NotFound(message)
-    return exceptions.LaunchStatusException(message)
+        kind = ErrorClass.QUOTA
+    elif http_status(error) == 404:
+        kind = ErrorClass.NOT_FOUND
+    else:
+        kind = ErrorClass.OTHER
+    return exception_for(kind, "%s: %s" % (what, error), creating)
 
 
 def _is_uuid(text: str) -> bool:

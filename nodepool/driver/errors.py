@@ -1,0 +1,58 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""What a cloud API error means to the launcher, shared by the drivers.
+
+Each driver sorts its cloud's errors (codes, HTTP statuses, messages) into
+an :class:`ErrorClass`; :func:`exception_for` turns the class into the
+exception the launcher reacts to:
+
+* capacity: the cloud has no such machine now, :class:`CapacityException`
+  (the attempt fails, another may succeed);
+* quota: :class:`QuotaException`, the node is aborted and the pool pauses;
+* not found: :class:`NotFound`, the resource is gone (a delete is done),
+  except while creating, where a missing resource (subnet, image,
+  flavor) is a failed launch;
+* throttling and server errors that outlived the retries: the driver's
+  :class:`CloudApiError`;
+* anything else: a failed launch attempt (:class:`LaunchStatusException`).
+"""
+
+import enum
+
+from nodepool import exceptions
+
+
+class ErrorClass(enum.Enum):
+    THROTTLE = "throttle"
+    SERVER = "server"
+    CAPACITY = "capacity"
+    QUOTA = "quota"
+    NOT_FOUND = "not-found"
+    BAD_REQUEST = "bad-request"
+    OTHER = "other"
+
+
+class CloudApiError(exceptions.LaunchError):
+    """The cloud kept throttling or failing after the retries."""
+
+    statsd_key = "error.api"
+
+
+def exception_for(kind: ErrorClass, message: str, creating: bool = False,
+                  api_error: type = CloudApiError) -> BaseException:
+    """The nodepool exception for an error of class ``kind``.
+
+    ``creating``: the call was part of a create, where NotFound means a
+    failed launch rather than "already gone".  ``api_error`` is the
+    driver's :class:`CloudApiError` subclass.
+    """
+    if kind is ErrorClass.CAPACITY:
+        return exceptions.CapacityException(message)
+    if kind is ErrorClass.QUOTA:
+        return exceptions.QuotaException(message)
+    if kind is ErrorClass.NOT_FOUND and not creating:
+        return exceptions.NotFound(message)
+    if kind in (ErrorClass.THROTTLE, ErrorClass.SERVER):
+        return api_error(message)
+    return exceptions.LaunchStatusException(message)
