@@ -42,7 +42,7 @@ from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter
+from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
 
 TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
@@ -287,7 +287,7 @@ class AwsAdapter(CloudAdapter):
         tags = dict(sm.label.tags)
         for key, template in sm.label.dynamic_tags.items():
             try:
-                tags[key] = template.format(request=_SafeRequest(sm.request))
+                tags[key] = template.format(request=SafeRequest(sm.request))
             except Exception:
                 sm.log.exception("Bad dynamic tag %s=%r for node %s", key,
                                  template, sm.node_id)
@@ -806,22 +806,6 @@ class AwsAdapter(CloudAdapter):
             if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
                 return
             raise
-
-
-class _SafeRequest:
-    """What dynamic tags may use of a request: plain attributes only."""
-
-    def __init__(self, request):
-        for attr in ("id", "requestor", "event_id", "node_types",
-                     "relative_priority", "tenant_name", "build_set_uuid",
-                     "job_name", "project_name", "pipeline_name",
-                     "branch"):
-            setattr(self, attr, getattr(request, attr, None))
-        data = getattr(request, "requestor_data", None)
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if key.isidentifier() and not hasattr(self, key):
-                    setattr(self, key, value)
 
 
 class _CodedError(Exception):

@@ -110,16 +110,13 @@ class AwsCreateStateMachine(CloudCreateStateMachine):
     SUBMIT_CREATING = "submit creating instance"
     CREATING = "creating instance"
 
-    def __init__(self, adapter, hostname: str, label, pool,
-                 image_external_id: Optional[str], metadata: dict, request,
-                 az: Optional[str], log):
-        super().__init__(adapter, hostname, label, pool, image_external_id,
-                         metadata, request, az, log)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.host_id: Optional[str] = None
         self.instance_id: Optional[str] = None
         # Idempotency token of RunInstances: a retried call (throttled,
         # timed out) returns the first call's instance, never a second.
-        self.client_token = "%s-%s" % (hostname, uuid.uuid4().hex[:16])
+        self.client_token = "%s-%s" % (self.hostname, uuid.uuid4().hex[:16])
 
     def _advance(self) -> Optional[Instance]:
         if self.state == self.START:

@@ -43,7 +43,7 @@ from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter
+from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
 
 PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
@@ -333,7 +333,7 @@ class AzureAdapter(CloudAdapter):
         tags.update(sm.label.tags or {})
         for key, template in (sm.label.dynamic_tags or {}).items():
             try:
-                tags[key] = template.format(request=_SafeRequest(sm.request))
+                tags[key] = template.format(request=SafeRequest(sm.request))
             except Exception as e:
                 sm.log.warning("Bad dynamic tag %s=%r for node %s: %s",
                                key, template, sm.node_id, e)
@@ -883,19 +883,3 @@ def _as_dict(item) -> dict:
     if as_dict is not None:
         return as_dict()
     return dict(item)
-
-
-class _SafeRequest:
-    """What dynamic tags may use of a request: plain attributes only."""
-
-    def __init__(self, request):
-        for attr in ("id", "requestor", "event_id", "node_types",
-                     "relative_priority", "tenant_name", "build_set_uuid",
-                     "job_name", "project_name", "pipeline_name",
-                     "branch"):
-            setattr(self, attr, getattr(request, attr, None))
-        data = getattr(request, "requestor_data", None)
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if key.isidentifier() and not hasattr(self, key):
-                    setattr(self, key, value)

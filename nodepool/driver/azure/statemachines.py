@@ -170,13 +170,11 @@ class AzureCreateStateMachine(_Steps, CloudCreateStateMachine):
     WAITING_VM = "waiting for vm"
     QUERYING_FAILURE = "querying failure"
 
-    def __init__(self, adapter, hostname: str, label, pool,
-                 image_external_id: Optional[str], metadata: dict, request,
-                 az: Optional[str], log):
-        super().__init__(adapter, hostname, label, pool, image_external_id,
-                         metadata, request, az, log)
-        self.versions = [v for v, on in (("v4", pool.public_ipv4),
-                                         ("v6", pool.public_ipv6)) if on]
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.versions = [v for v, on in (("v4", self.pool.public_ipv4),
+                                         ("v6", self.pool.public_ipv6))
+                         if on]
         self.pip_ids: dict = {}
         self.nic_id: Optional[str] = None
 

@@ -119,11 +119,8 @@ class OpenStackCreateStateMachine(CloudCreateStateMachine):
     CREATING_FIP = "creating floating ip"
     ATTACHING_FIP = "attaching floating ip"
 
-    def __init__(self, adapter, hostname: str, label, pool,
-                 image_external_id: Optional[str], metadata: dict, request,
-                 az: Optional[str], log):
-        super().__init__(adapter, hostname, label, pool, image_external_id,
-                         metadata, request, az, log)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.server_id: Optional[str] = None
         self.floating_ip: Optional[str] = None
         self._since = None

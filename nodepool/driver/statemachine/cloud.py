@@ -15,6 +15,8 @@ lives here:
   listings, a recent enough listing for quota
   accounting, warming the caches in the background and stopping the
   threads;
+* :class:`SafeRequest`: what ``dynamic-tags`` templates (AWS, Azure)
+  may read of a node request;
 * :class:`CloudStateMachine`, :class:`CloudCreateStateMachine` and
   :class:`CloudDeleteStateMachine`: the fields of a node operation, the
   node and request ids for log messages, and the rule that a machine that
@@ -68,7 +70,11 @@ class CloudStateMachine(StateMachine):
 
 class CloudCreateStateMachine(CloudStateMachine):
     """Create one node's instance: the arguments of
-    :meth:`Adapter.get_create_state_machine` plus the label's ``pool``."""
+    :meth:`Adapter.get_create_state_machine` plus the label's ``pool``.
+
+    Subclasses that add fields take the same arguments
+    (``__init__(self, *args, **kwargs)``) and read them from ``self``.
+    """
 
     def __init__(self, adapter, hostname: str, label, pool,
                  image_external_id: Optional[str], metadata: dict, request,
@@ -227,3 +233,21 @@ class CloudAdapter(Adapter):
         executor.shutdown(wait=False, cancel_futures=True)
         for thread in threads:
             thread.join(10)
+
+
+class SafeRequest:
+    """What dynamic tags may use of a request: plain attributes only
+    (``{request.id}``, ``{request.tenant_name}``...), plus the keys of
+    the requestor data that are identifiers."""
+
+    def __init__(self, request):
+        for attr in ("id", "requestor", "event_id", "node_types",
+                     "relative_priority", "tenant_name", "build_set_uuid",
+                     "job_name", "project_name", "pipeline_name",
+                     "branch"):
+            setattr(self, attr, getattr(request, attr, None))
+        data = getattr(request, "requestor_data", None)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key.isidentifier() and not hasattr(self, key):
+                    setattr(self, key, value)
