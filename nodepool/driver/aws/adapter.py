@@ -715,13 +715,8 @@ class AwsAdapter(CloudAdapter):
     def label_ready(self, label) -> bool:
         if not label.cloud_image:
             return True
-        try:
-            self.resolve_cloud_image(label.cloud_image)
-        except Exception as e:
-            self.log.warning("Cloud image of label %s unavailable: %s",
-                             label.name, e)
-            return False
-        return True
+        return self._cloud_image_found(label, self.resolve_cloud_image,
+                                       label.cloud_image)
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):

@@ -16,10 +16,9 @@ import uuid
 from typing import Optional
 
 from nodepool import exceptions
-from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.cloud import (
-    CloudCreateStateMachine, CloudDeleteStateMachine)
+    CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
 
 # EC2 instance states after which an instance will never run again.
 DEAD_STATES = frozenset(("shutting-down", "terminated", "stopping",
@@ -55,18 +54,16 @@ def tags_to_dict(tags) -> dict:
     return {t["Key"]: t["Value"] for t in tags or ()}
 
 
-class AwsInstance(Instance):
+class AwsInstance(CloudInstance):
     """An EC2 instance from a DescribeInstances record.
 
-    ``quota_loader(record)`` gives its :class:`QuotaInformation`; it is
-    only called when the launcher asks (a cached lookup of the instance
-    type, already warm for instances nodepool made).
+    ``quota_loader(record)`` gives its :class:`QuotaInformation`: a cached
+    lookup of the instance type, already warm for instances nodepool made.
     """
 
     def __init__(self, record: dict, region: str, quota_loader=None,
                  external_id=None):
-        super().__init__()
-        self.record = record
+        super().__init__(record, quota_loader)
         self.external_id = external_id or record["InstanceId"]
         self.metadata = tags_to_dict(record.get("Tags"))
         state = record.get("State", {}).get("Name")
@@ -90,12 +87,6 @@ class AwsInstance(Instance):
             "spot": record.get("InstanceLifecycle") == "spot",
             "fleet": "nodepool_fleet" in self.metadata,
         }
-        self._quota_loader = quota_loader
-
-    def get_quota_information(self) -> QuotaInformation:
-        if self._quota_loader is None:
-            return QuotaInformation(instances=1)
-        return self._quota_loader(self.record)
 
 
 class AwsCreateStateMachine(CloudCreateStateMachine):

@@ -655,13 +655,8 @@ class AzureAdapter(CloudAdapter):
         image = self.provider.cloud_images.get(label.cloud_image)
         if image is None or not image.image_filter:
             return True
-        try:
-            self.resolve_image_filter(image)
-        except Exception as e:
-            self.log.warning("Cloud image of label %s unavailable: %s",
-                             label.name, e)
-            return False
-        return True
+        return self._cloud_image_found(label, self.resolve_image_filter,
+                                       image)
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):

@@ -24,7 +24,7 @@ from nodepool.driver.azure import errors
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.cloud import (
-    CloudCreateStateMachine, CloudDeleteStateMachine)
+    CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
 
 IP_VERSIONS = ("v4", "v6")
 
@@ -71,7 +71,7 @@ def nic_addresses(nic: Optional[dict]) -> dict:
     return found
 
 
-class AzureInstance(Instance):
+class AzureInstance(CloudInstance):
     """A VM from a listing record, with its NIC and public IP records when
     known (they hold the addresses).
 
@@ -81,8 +81,7 @@ class AzureInstance(Instance):
     def __init__(self, vm: dict, nic: Optional[dict] = None,
                  pips: tuple = (), quota_loader=None,
                  use_internal_ip: bool = False):
-        super().__init__()
-        self.record = vm
+        super().__init__(vm, quota_loader)
         props = vm.get("properties") or {}
         self.external_id = vm["name"]
         self.metadata = dict(vm.get("tags") or {})
@@ -115,7 +114,6 @@ class AzureInstance(Instance):
         self.vm_size = (props.get("hardwareProfile") or {}).get("vmSize")
         self.spot = props.get("priority") == "Spot"
         self.node_properties = {"spot": self.spot}
-        self._quota_loader = quota_loader
 
     def get_quota_information(self) -> QuotaInformation:
         if self._quota_loader is None or not self.vm_size:

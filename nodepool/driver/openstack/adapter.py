@@ -622,12 +622,8 @@ class OpenStackAdapter(CloudAdapter):
         image = self.provider.cloud_images.get(label.cloud_image)
         if image is None:
             return False
-        try:
-            return self.lookup_image(image.external_name) is not None
-        except Exception as e:
-            self.log.warning("Cloud image of label %s unavailable: %s",
-                             label.name, e)
-            return False
+        return self._cloud_image_found(label, self.lookup_image,
+                                       image.external_name)
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):

@@ -15,10 +15,9 @@ import time
 from typing import Optional
 
 from nodepool import exceptions
-from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.cloud import (
-    CloudCreateStateMachine, CloudDeleteStateMachine)
+    CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
 
 #: A new server missing from this many fresh listings is gone.
 VANISHED_LISTINGS = 3
@@ -70,18 +69,17 @@ def server_addresses(addresses: dict, external_networks=()) -> dict:
             "floating": floating}
 
 
-class OpenStackInstance(Instance):
+class OpenStackInstance(CloudInstance):
     """A Nova server from a listing record (see
     :meth:`OpenStackAdapter.server_record`).
 
-    ``quota_loader(record)`` gives its :class:`QuotaInformation`; it is only
-    called when the launcher asks (a cached flavor lookup).
+    ``quota_loader(record)`` gives its :class:`QuotaInformation` (a cached
+    flavor lookup).
     """
 
     def __init__(self, record: dict, cloud: str, region: Optional[str],
                  quota_loader=None):
-        super().__init__()
-        self.record = record
+        super().__init__(record, quota_loader)
         self.external_id = record["id"]
         self.metadata = dict(record.get("metadata") or {})
         status = record.get("status")
@@ -98,12 +96,6 @@ class OpenStackInstance(Instance):
         self.host_id = record.get("host_id")
         self.cloud = cloud
         self.region = region
-        self._quota_loader = quota_loader
-
-    def get_quota_information(self) -> QuotaInformation:
-        if self._quota_loader is None:
-            return QuotaInformation(instances=1)
-        return self._quota_loader(self.record)
 
 
 class OpenStackCreateStateMachine(CloudCreateStateMachine):

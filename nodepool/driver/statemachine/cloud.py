@@ -15,6 +15,8 @@ lives here:
   listings, a recent enough listing for quota
   accounting, warming the caches in the background and stopping the
   threads;
+* :class:`CloudInstance`: an instance made from a listing record, its
+  quota looked up only when the launcher asks;
 * :class:`SafeRequest`: what ``dynamic-tags`` templates (AWS, Azure)
   may read of a node request;
 * :class:`CloudStateMachine`, :class:`CloudCreateStateMachine` and
@@ -31,7 +33,28 @@ import threading
 from typing import Iterable, Optional
 
 from nodepool import exceptions
-from nodepool.driver.statemachine.adapter import Adapter, StateMachine
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.statemachine.adapter import (
+    Adapter, Instance, StateMachine)
+
+
+class CloudInstance(Instance):
+    """An instance from a listing ``record`` (kept as :attr:`record`).
+
+    ``quota_loader(record)`` gives its :class:`QuotaInformation`; it is
+    only called when the launcher asks (a cached lookup of the instance's
+    size); without one the instance counts as one instance.
+    """
+
+    def __init__(self, record: dict, quota_loader=None):
+        super().__init__()
+        self.record = record
+        self._quota_loader = quota_loader
+
+    def get_quota_information(self) -> QuotaInformation:
+        if self._quota_loader is None:
+            return QuotaInformation(instances=1)
+        return self._quota_loader(self.record)
 
 
 class CloudStateMachine(StateMachine):
@@ -202,6 +225,18 @@ class CloudAdapter(Adapter):
             raise exceptions.NodepoolError(
                 "No %s listing for %s" % (what, self.provider.name))
         return snapshot
+
+    def _cloud_image_found(self, label, lookup, *args) -> bool:
+        """Whether ``lookup(*args)`` finds the cloud image of ``label``
+        (returns anything but None); an error is logged and counts as
+        not found.  For :meth:`label_ready`."""
+        try:
+            found = lookup(*args)
+        except Exception as e:
+            self.log.warning("Cloud image of label %s unavailable: %s",
+                             label.name, e)
+            return False
+        return found is not None
 
     def _start_warming(self, prefix: str) -> None:
         """Run :meth:`_warm_caches` in a daemon thread."""
