@@ -12,9 +12,9 @@ lives here:
 * :class:`CloudAdapter`: running a call in a worker pool for a machine
   (optionally completing only once a listing can show its effect),
   finding the pool of a label, making the create machine, the adapter's
-  listings, a recent enough listing for quota
-  accounting, warming the caches in the background and stopping the
-  threads;
+  listings, a recent enough listing for quota accounting, whether a
+  label's cloud image is found, warming the caches in the background and
+  stopping the threads;
 * :class:`CloudInstance`: an instance made from a listing record, its
   quota looked up only when the launcher asks;
 * :class:`SafeRequest`: what ``dynamic-tags`` templates (AWS, Azure)
@@ -24,7 +24,9 @@ lives here:
   node and request ids for log messages, and the rule that a machine that
   fails stops watching the adapter's listings.
 
-The cloud-specific steps stay in the drivers.
+What an API error means to the launcher is in
+:mod:`nodepool.driver.errors`.  The cloud-specific steps stay in the
+drivers.
 """
 
 import concurrent.futures
