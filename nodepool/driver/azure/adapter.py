@@ -18,6 +18,9 @@
   IPs) serves every state machine, and only runs while a machine waits.
 * Lookups that rarely change (resource SKUs, usage limits, the subnet,
   image filters) are cached; concurrent misses share one call.
+
+The node's resources and state machines are in ``statemachines``; image
+upload, delete and listing for the builder in ``images``.
 """
 
 import base64
@@ -25,7 +28,6 @@ import concurrent.futures
 import fnmatch
 import json
 import logging
-import os
 import secrets
 import string
 import threading
@@ -36,13 +38,14 @@ from urllib.parse import urlsplit
 from nodepool import exceptions
 from nodepool.driver.listing import SharedListing
 from nodepool.driver.azure import errors
+from nodepool.driver.azure.images import UPLOAD_TIMEOUT, ImageManager
 from nodepool.driver.azure.statemachines import (
-    AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, id_name,
+    AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, as_dict,
     nic_name, pip_name, disk_name)
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import CloudImage, Resource
+from nodepool.driver.statemachine.adapter import Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
 
 PUBLIC_ARM = "https://management.azure.com"
@@ -54,10 +57,6 @@ SUBNET_TTL = 3600.0
 LISTING_MAX_AGE = 10.0
 DELETE_RESOURCE_TIMEOUT = 600.0
 PASSWORD_LENGTH = 64
-# Page blob writes: at most 4 MiB each, retried a few times.
-PAGE_CHUNK = 4 * 1024 * 1024
-PAGE_TRIES = 3
-UPLOAD_TIMEOUT = 3600.0
 
 
 def worker_count(rate: Optional[float]) -> int:
@@ -185,8 +184,6 @@ class AzureAdapter(CloudAdapter):
         self.network = clients.network
         rate = provider_config.rate
         self.limiter = RateLimiter("azure-%s" % name, rate)
-        self.poll_interval = poll_interval
-        self.upload_timeout = upload_timeout
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -196,6 +193,8 @@ class AzureAdapter(CloudAdapter):
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
         self._group_lock = threading.Lock()
         self._group_ready = False
+        self.images = ImageManager(self, poll_interval=poll_interval,
+                                   upload_timeout=upload_timeout)
         self.vms = SharedListing(
             "azure-vms-%s" % name, lambda: self._fetch(
                 "virtual machines", self.compute.virtual_machines.list),
@@ -246,7 +245,7 @@ class AzureAdapter(CloudAdapter):
                     page = next(pages)
                 except StopIteration:
                     break
-                items.extend(_as_dict(item) for item in page)
+                items.extend(as_dict(item) for item in page)
         return items
 
     def _fetch(self, what: str, func) -> dict:
@@ -291,7 +290,7 @@ class AzureAdapter(CloudAdapter):
 
     # Creating -------------------------------------------------------------
 
-    def _ensure_group(self, log) -> None:
+    def ensure_group(self, log) -> None:
         """Create the resource group once (a no-op PUT if it exists)."""
         with self._group_lock:
             if self._group_ready:
@@ -308,11 +307,11 @@ class AzureAdapter(CloudAdapter):
         """PUT one resource of ``sm``'s node without waiting for it."""
         label = "%s %s for node %s" % (what, name, sm.node_id)
         try:
-            self._ensure_group(sm.log)
+            self.ensure_group(sm.log)
             poller = self.call(
                 "Create " + label, operations.begin_create_or_update,
                 self.resource_group, name, body, polling=False, log=sm.log)
-            record = _as_dict(poller.result())
+            record = as_dict(poller.result())
         except exceptions.NodepoolError:
             raise
         except Exception as e:
@@ -377,7 +376,7 @@ class AzureAdapter(CloudAdapter):
                 "Get subnet %s/%s" % (network.network, network.subnet),
                 self.network.subnets.get, network.resource_group,
                 network.network, network.subnet)
-            return _as_dict(subnet)["id"]
+            return as_dict(subnet)["id"]
         return self._lookups.get(("subnet",), load)
 
     def create_nic(self, sm) -> str:
@@ -543,7 +542,7 @@ class AzureAdapter(CloudAdapter):
         except Exception as e:
             self.log.warning("Instance view of VM %s: %s", name, e)
             return []
-        return _as_dict(view).get("statuses") or []
+        return as_dict(view).get("statuses") or []
 
     # Deleting -------------------------------------------------------------
 
@@ -660,153 +659,19 @@ class AzureAdapter(CloudAdapter):
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):
-        """Upload a VHD as managed image ``image_name`` (its external id).
-
-        A managed disk made for upload receives the file through its
-        write SAS URL as page-blob writes (plain HTTPS PUTs, so no storage
-        SDK), then becomes the source of the image and is deleted.  Runs
-        in a builder thread: it blocks.
-        """
-        tags = {}
-        tags.update(getattr(self.provider, "tags", None) or {})
-        tags.update(getattr(provider_image, "tags", None) or {})
-        tags.update(metadata or {})
-        tags = {str(k): str(v) for k, v in tags.items()}
-        size = os.path.getsize(filename)
-        if not size or size % 512:
-            raise exceptions.ImageCreateException(
-                "%s is %d bytes, not a fixed VHD (a multiple of 512)"
-                % (filename, size))
-        disks = self.compute.disks
-        self.log.info("Uploading %s (%d bytes) as image %s", filename, size,
-                      image_name)
-        self._ensure_group(self.log)
-        self.call("Create upload disk %s" % image_name,
-                  disks.begin_create_or_update, self.resource_group,
-                  image_name, {
-                      "location": self.location, "tags": tags,
-                      "sku": {"name": "Standard_LRS"},
-                      "properties": {
-                          "osType": "Linux", "hyperVGeneration": "V2",
-                          "creationData": {"createOption": "Upload",
-                                           "uploadSizeBytes": size}}},
-                  polling=False).result()
-        try:
-            disk = self._wait_provisioned(disks, image_name)
-            access = self.call(
-                "Grant write access to disk %s" % image_name,
-                disks.begin_grant_access, self.resource_group, image_name,
-                {"access": "Write", "durationInSeconds": 24 * 3600},
-                polling_interval=self.poll_interval)
-            sas = _as_dict(access.result(timeout=self.upload_timeout))[
-                "accessSAS"]
-            try:
-                written = self._put_pages(sas, filename, size)
-            finally:
-                self.call("Revoke access to disk %s" % image_name,
-                          disks.begin_revoke_access, self.resource_group,
-                          image_name, polling_interval=self.poll_interval
-                          ).result(timeout=self.upload_timeout)
-            self.log.info("Wrote %d bytes of %s to disk %s", written,
-                          filename, image_name)
-            self.call("Create image %s" % image_name,
-                      self.compute.images.begin_create_or_update,
-                      self.resource_group, image_name, {
-                          "location": self.location, "tags": tags,
-                          "properties": {
-                              "hyperVGeneration": "V2",
-                              "storageProfile": {
-                                  "osDisk": {
-                                      "osType": "Linux",
-                                      "osState": "Generalized",
-                                      "managedDisk": {"id": disk["id"]},
-                                      "caching": "ReadWrite"},
-                                  "zoneResilient": True}}},
-                      polling=False).result()
-            self._wait_provisioned(self.compute.images, image_name)
-        finally:
-            try:
-                self.delete_one("disks", image_name)
-            except Exception:
-                # Tagged with the upload: leak cleanup takes it later.
-                self.log.exception("Deleting upload disk %s failed",
-                                   image_name)
+        """Upload a VHD as managed image ``image_name`` (its external id);
+        blocks (a builder thread)."""
+        external_id = self.images.upload(provider_image, image_name,
+                                         filename, metadata)
         self._image_cache.invalidate()
-        return image_name
-
-    def _wait_provisioned(self, operations, name: str) -> dict:
-        """GET a resource until it is Succeeded (blocking; builder only)."""
-        deadline = time.monotonic() + self.upload_timeout
-        while True:
-            record = _as_dict(self.call(
-                "Get %s" % name, operations.get, self.resource_group, name))
-            state = (record.get("properties") or {}).get(
-                "provisioningState")
-            if state == "Succeeded":
-                return record
-            if state == "Failed":
-                raise exceptions.ImageCreateException(
-                    "%s failed to provision" % name)
-            if time.monotonic() > deadline:
-                raise exceptions.ImageCreateException(
-                    "Timeout waiting for %s" % name)
-            time.sleep(self.poll_interval)
-
-    def _put_pages(self, sas: str, filename: str, size: int) -> int:
-        """Write the file to a page blob in 4 MiB page writes, skipping
-        all-zero chunks (a new blob reads as zeros)."""
-        import requests
-        written = 0
-        session = requests.Session()
-        separator = "&" if "?" in sas else "?"
-        url = sas + separator + "comp=page"
-        with open(filename, "rb") as f:
-            offset = 0
-            while offset < size:
-                chunk = f.read(PAGE_CHUNK)
-                if not chunk:
-                    break
-                if chunk.count(0) != len(chunk):
-                    self._put_page(session, url, offset, chunk)
-                    written += len(chunk)
-                offset += len(chunk)
-        session.close()
-        return written
-
-    def _put_page(self, session, url: str, offset: int, chunk: bytes) -> None:
-        headers = {"x-ms-page-write": "update", "x-ms-version": "2021-08-06",
-                   "x-ms-blob-type": "PageBlob",
-                   "x-ms-range": "bytes=%d-%d" % (offset,
-                                                  offset + len(chunk) - 1)}
-        for attempt in range(1, PAGE_TRIES + 1):
-            try:
-                response = session.put(url, data=chunk, headers=headers,
-                                       timeout=120)
-                if response.status_code == 201:
-                    return
-                error = "HTTP %d %s" % (response.status_code,
-                                        response.text[:200])
-                if response.status_code < 500 and \
-                        response.status_code != 429:
-                    break
-            except Exception as e:
-                error = str(e)
-            if attempt < PAGE_TRIES:
-                time.sleep(self.poll_interval * attempt)
-        raise exceptions.ImageCreateException(
-            "Writing bytes %d-%d failed: %s" % (
-                offset, offset + len(chunk) - 1, error))
+        return external_id
 
     def delete_image(self, external_id):
-        self.delete_one("images", id_name(external_id))
+        self.images.delete(external_id)
         self._image_cache.invalidate()
 
     def list_images(self):
-        return [CloudImage(record["name"], record["name"],
-                           record.get("tags") or {})
-                for record in self.list_all(
-                    "images", self.compute.images.list_by_resource_group,
-                    self.resource_group)]
+        return self.images.list_images()
 
     # Leak cleanup ---------------------------------------------------------
 
@@ -868,13 +733,3 @@ def _gallery_id(kind: str, image) -> str:
     if image.version:
         path += "/Versions/%s" % image.version
     return path
-
-
-def _as_dict(item) -> dict:
-    """An SDK model (or anything mapping-like) as a plain wire-format dict."""
-    if item is None:
-        return {}
-    as_dict = getattr(item, "as_dict", None)
-    if as_dict is not None:
-        return as_dict()
-    return dict(item)

@@ -48,6 +48,16 @@ def id_name(resource_id: Optional[str]) -> Optional[str]:
     return resource_id.rstrip("/").rsplit("/", 1)[-1]
 
 
+def as_dict(item) -> dict:
+    """An SDK model (or anything mapping-like) as a plain wire-format dict."""
+    if item is None:
+        return {}
+    to_dict = getattr(item, "as_dict", None)
+    if to_dict is not None:
+        return to_dict()
+    return dict(item)
+
+
 def provisioning_state(record: Optional[dict]) -> Optional[str]:
     if record is None:
         return None
