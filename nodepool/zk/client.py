@@ -17,7 +17,7 @@ of listener exist:
 import logging
 import queue
 import threading
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Optional
 
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
@@ -29,30 +29,6 @@ log = logging.getLogger("nodepool.zk.client")
 
 StateListener = Callable[[KazooState], None]
 SessionListener = Callable[[], None]
-
-
-def hosts_string(servers: Iterable[Mapping]) -> str:
-    """Build a kazoo hosts string from ``zookeeper-servers`` entries.
-
-    Each entry has ``host`` and optionally ``port`` (default 2181) and
-    ``chroot``.  ZooKeeper supports one chroot per connection string, so
-    the chroot of the first entry that has one applies to all.
-    """
-    parts = []
-    chroot = None
-    for server in servers:
-        host = server["host"]
-        if ":" in host and not host.startswith("["):
-            host = "[%s]" % host  # a bare IPv6 address
-        parts.append("%s:%s" % (host, server.get("port", 2181)))
-        if chroot is None and server.get("chroot"):
-            chroot = server["chroot"]
-    if not parts:
-        raise ValueError("no ZooKeeper servers given")
-    result = ",".join(parts)
-    if chroot:
-        result += "/" + chroot.strip("/")
-    return result
 
 
 class ZooKeeperClient:

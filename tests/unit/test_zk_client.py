@@ -7,18 +7,9 @@ import pytest
 from kazoo.protocol.states import KazooState
 
 from nodepool.exceptions import ZooKeeperConnectionError
-from nodepool.zk.client import ZooKeeperClient, hosts_string
+from nodepool.zk.client import ZooKeeperClient
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
-
-
-def test_hosts_string():
-    assert hosts_string([{"host": "zk1", "port": 2281},
-                         {"host": "zk2", "chroot": "/np"}]) == \
-        "zk1:2281,zk2:2181/np"
-    assert hosts_string([{"host": "::1", "port": 2281}]) == "[::1]:2281"
-    with pytest.raises(ValueError):
-        hosts_string([])
 
 
 @pytest.mark.parametrize("tls", [True, False])
