@@ -409,27 +409,28 @@ def test_metrics(launcher_factory, zuul, serve):
     node = zuul.accept_nodes(zuul.wait_for_request(zuul.submit(["small"])))[0]
     zuul.wait_for_request(zuul.submit(["large"]))  # kept: addressable
 
+    expected = {
+        ("nodepool_nodes", ("state", "in-use")): 1,
+        ("nodepool_nodes", ("state", "ready")): 1,
+        ("nodepool_nodes", ("state", "deleted")): 0,
+        ("nodepool_provider_nodes", ("provider", "fake"),
+         ("state", "in-use")): 1,
+        ("nodepool_label_nodes", ("label", "small"), ("state", "in-use")): 1,
+        ("nodepool_label_nodes", ("label", "large"), ("state", "ready")): 1,
+        ("nodepool_label_nodes", ("label", "large"), ("state", "used")): 0,
+        ("nodepool_provider_pool_addressable_requests",
+         ("pool", "main"), ("provider", "fake")): 1,
+        ("nodepool_provider_max_servers", ("provider", "fake")): 10,
+    }
+
+    # The node and request caches catch up independently: wait until the
+    # scrape shows all of it.
     def settled():
         values = metrics(app)
-        return values.get(("nodepool_nodes", ("state", "in-use"))) == 1 \
-            and values.get(("nodepool_provider_pool_addressable_requests",
-                            ("pool", "main"), ("provider", "fake"))) == 1 \
-            and values
-    values = wait_for(settled)
-    assert values[("nodepool_nodes", ("state", "ready"))] == 1
-    assert values[("nodepool_nodes", ("state", "deleted"))] == 0
-    assert values[("nodepool_provider_nodes", ("provider", "fake"),
-                   ("state", "in-use"))] == 1
-    assert values[("nodepool_label_nodes", ("label", "small"),
-                   ("state", "in-use"))] == 1
-    assert values[("nodepool_label_nodes", ("label", "large"),
-                   ("state", "ready"))] == 1
-    assert values[("nodepool_label_nodes", ("label", "large"),
-                   ("state", "used"))] == 0
-    assert values[("nodepool_provider_pool_addressable_requests",
-                   ("pool", "main"), ("provider", "fake"))] == 1
-    assert values[("nodepool_provider_max_servers",
-                   ("provider", "fake"))] == 10
+        return values if all(values.get(key) == value
+                             for key, value in expected.items()) else None
+    values = wait_for(settled, message="metrics never matched %s" % (
+        expected,))
     # Every node state is reported, as with statsd.
     states = {dict(key[1:])["state"] for key in values
               if key[0] == "nodepool_nodes"}
