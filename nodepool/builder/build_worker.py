@@ -152,10 +152,12 @@ class BuildWorker(BuilderWorker):
         Returns the final record (READY or FAILED), as stored.
         """
         name = diskimage.name
+        # The session the build lock lives in; read before the record is
+        # written so that no session change after that goes unnoticed.
+        session = self.zk_client.session_id
         record = self._record(name, types)
         record.state = BuildState.BUILDING
         build_id = self.images.store_build(name, record)
-        session = self.zk_client.session_id
         self.states[name] = stats_mod.WORKER_BUILDING
         try:
             ok = self._run(diskimage, types, build_id)
