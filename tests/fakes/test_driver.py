@@ -16,6 +16,11 @@ cloud keeps uploaded images in :attr:`FakeCloud.images`; tests make
 uploads or image deletions fail (``fail_uploads``,
 ``fail_image_deletes``), hold uploads (``hold_uploads``) and read the calls
 made (``upload_calls``, ``image_delete_calls``).
+
+A pool label may boot from one of those uploads (``diskimage: <name>``, a
+name the provider lists under ``diskimages``); without it a label needs no
+image.  Instances record the external id of the image they were created
+from (:attr:`FakeInstance.image_external_id`, None for image-less labels).
 """
 
 import itertools
@@ -29,7 +34,7 @@ from nodepool.config import schema
 from nodepool.config.models import ConfigObject, FrozenDict
 from nodepool.driver.base import (
     Driver, LabelConfig, PoolConfig, ProviderConfig, build_labels,
-    build_pools)
+    build_pools, image_connection)
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import (
     Adapter, CloudImage, Instance, Resource, StateMachine)
@@ -40,6 +45,7 @@ LABEL = schema.Section({
     v.Optional("ram", default=1024): int,
     v.Optional("host-key-checking", default=False): bool,
     v.Optional("console-log", default=False): bool,
+    v.Optional("diskimage", default=None): schema.nullable(str),
 })
 
 POOL = schema.POOL.extend({
@@ -52,6 +58,8 @@ DISKIMAGE = schema.Section({
     v.Required("name"): str,
     v.Optional("pause", default=False): bool,
     v.Optional("meta", default=dict): {str: str},
+    v.Optional("connection-type", default="ssh"): str,
+    v.Optional("connection-port", default=None): schema.nullable(int),
 })
 
 PROVIDER = schema.PROVIDER.extend({
@@ -74,6 +82,7 @@ class FakeLabel(LabelConfig):
     ram: int
     host_key_checking: bool
     console_log: bool = False
+    diskimage: str | None = None  # a provider diskimage, else no image
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +96,13 @@ class FakeDiskImage(ConfigObject):
     name: str
     pause: bool
     meta: FrozenDict
+    # How nodes booted from it are reached (username, python-path and
+    # shell-type come from the top-level diskimage), as ImageConfig.
+    username: str | None = None
+    python_path: str = "auto"
+    shell_type: str | None = None
+    connection_type: str = "ssh"
+    connection_port: int = 22
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,9 +122,12 @@ class FakeProviderConfig(ProviderConfig):
 
 
 class FakeInstance(Instance):
-    def __init__(self, external_id, metadata, cores, ram, az="az1"):
+    def __init__(self, external_id, metadata, cores, ram, az="az1",
+                 image_external_id=None):
         super().__init__()
         self.external_id = external_id
+        # The uploaded image it was created from (diskimage labels).
+        self.image_external_id = image_external_id
         self.metadata = dict(metadata)
         self.cores = cores
         self.ram = ram
@@ -224,7 +243,8 @@ class FakeCloud:
             return [CloudImage(i.id, i.name, i.metadata)
                     for i in self.images.values()]
 
-    def create(self, label, metadata, az=None) -> FakeInstance:
+    def create(self, label, metadata, az=None,
+               image_external_id=None) -> FakeInstance:
         with self.lock:
             if self.quota_failures > 0:
                 self.quota_failures -= 1
@@ -233,7 +253,8 @@ class FakeCloud:
                 self.fail_creates -= 1
                 raise exceptions.LaunchStatusException("fake create failed")
             instance = FakeInstance("i-%d" % next(self.ids), metadata,
-                                    label.cores, label.ram, az=az or "az1")
+                                    label.cores, label.ram, az=az or "az1",
+                                    image_external_id=image_external_id)
             if self.address is not None:
                 ip, port = self.address
                 instance.interface_ip = instance.public_ipv4 = ip
@@ -258,12 +279,14 @@ class FakeCloud:
 
 
 class FakeCreateStateMachine(StateMachine):
-    def __init__(self, cloud, label, metadata, az=None):
+    def __init__(self, cloud, label, metadata, az=None,
+                 image_external_id=None):
         super().__init__()
         self.cloud = cloud
         self.label = label
         self.metadata = metadata
         self.az = az
+        self.image_external_id = image_external_id
         self.instance = None
         self.steps = 0
 
@@ -271,8 +294,9 @@ class FakeCreateStateMachine(StateMachine):
         if self.cloud.paused.is_set():
             return None
         if self.instance is None:
-            self.instance = self.cloud.create(self.label, self.metadata,
-                                              self.az)
+            self.instance = self.cloud.create(
+                self.label, self.metadata, self.az,
+                image_external_id=self.image_external_id)
             self.external_id = self.instance.external_id
             self.state = "creating"
         self.steps += 1
@@ -303,7 +327,8 @@ class FakeAdapter(Adapter):
 
     def get_create_state_machine(self, hostname, label, image_external_id,
                                  metadata, request, az, log):
-        return FakeCreateStateMachine(self.cloud, label, metadata, az)
+        return FakeCreateStateMachine(self.cloud, label, metadata, az,
+                                      image_external_id=image_external_id)
 
     def get_delete_state_machine(self, external_id, log):
         return FakeDeleteStateMachine(self.cloud, external_id)
@@ -362,15 +387,25 @@ class FakeDriver(Driver):
         return PROVIDER
 
     def build_provider(self, data, ctx, path):
+        def build_label(label, label_path):
+            if label["diskimage"] is not None:
+                ctx.require_member(label["diskimage"],
+                                   [d["name"] for d in data["diskimages"]],
+                                   "a diskimage", label_path + ("diskimage",))
+            return FakeLabel(**label)
+
         def build_pool(pool, pool_path):
-            labels = build_labels(pool, ctx, pool_path,
-                                  lambda d, p: FakeLabel(**d))
+            labels = build_labels(pool, ctx, pool_path, build_label)
             return FakePool(**dict(pool, labels=labels))
         diskimages = {}
         for index, image in enumerate(data["diskimages"]):
-            if ctx.require_diskimage(image["name"], path + (
-                    "diskimages", index, "name")) is not None:
-                diskimages[image["name"]] = FakeDiskImage(**image)
+            top = ctx.require_diskimage(image["name"], path + (
+                "diskimages", index, "name"))
+            if top is not None:
+                diskimages[image["name"]] = FakeDiskImage(**image_connection(
+                    dict(image, username=top.username,
+                         python_path=top.python_path,
+                         shell_type=top.shell_type)))
         return FakeProviderConfig(**dict(
             data, pools=build_pools(data, ctx, path, build_pool),
             diskimages=diskimages))
