@@ -34,9 +34,22 @@ class MinReadyManager:
         self._submit_requests()
 
     def _served_labels(self) -> set:
+        """Labels some provider of this launcher can launch now: a label
+        whose image is nowhere available yet (no ready upload) is left
+        alone, or its request would only be declined, deleted and asked
+        again on every pass."""
         labels = set()
         for provider in self.server.providers.values():
-            labels |= set(provider.config.supported_labels)
+            available = getattr(provider, "images_available", None)
+            for pool in provider.config.pools.values():
+                for name, label in pool.labels.items():
+                    if name in labels:
+                        continue
+                    try:
+                        if available is None or available(label):
+                            labels.add(name)
+                    except Exception:
+                        log.exception("Checking images of label %s", name)
         return labels
 
     def _complete_requests(self) -> None:

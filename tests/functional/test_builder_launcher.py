@@ -298,11 +298,6 @@ def test_min_ready_waits_for_a_ready_upload(env, zuul):
                 if "dib-label" in n.type]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nodepool/launcher/min_ready.py submits a min-ready request per main "
-    "pass for a label whose image is not available anywhere (the pool "
-    "declines it, it fails and is submitted again); upstream skips such "
-    "labels (drivers.md section 0, min-ready)"))
 def test_min_ready_asks_nothing_without_an_image(env, zuul):
     env.write(min_ready=1)
     env.cloud.hold_uploads.set()
