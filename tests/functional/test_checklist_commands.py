@@ -1,0 +1,284 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Upstream ``test_commands.py`` scenarios not covered by test_cli.py:
+the CLI together with a running launcher (hold, delete, held nodes not
+reused), pause shown in listings, empty-tree commands and the upload
+sequence after an export/import round trip."""
+
+import textwrap
+
+import pytest
+
+from nodepool.cmd import nodepoolcmd
+from nodepool.zk import paths
+from nodepool.zk.images import ImageStore
+from nodepool.zk.models import ImageBuild, ImageUpload, NodeState
+from nodepool.zk.nodes import NodeStore
+from tests.fixtures.waits import wait_for
+from tests.functional.conftest import BASE_CONFIG, read_nodes
+from tests.functional.test_cli import zk_config
+
+IMAGES = """
+diskimages:
+  - name: ubuntu
+  - name: frozen
+    pause: true
+"""
+
+
+@pytest.fixture
+def cli_config(tmp_path, zk_server, zk_chroot):
+    """A CLI config with the launcher's providers and labels (min-ready
+    as given) and two diskimages."""
+    def make(min_ready=0):
+        path = tmp_path / ("cli-%d.yaml" % min_ready)
+        body = textwrap.dedent(BASE_CONFIG).format(
+            min_ready=min_ready, retries=3, max_servers=10)
+        path.write_text(zk_config(zk_server, zk_chroot) + body + IMAGES)
+        return str(path)
+    return make
+
+
+@pytest.fixture
+def cli(cli_config, capsys):
+    config = cli_config()
+
+    def run(*args):
+        capsys.readouterr()
+        status = nodepoolcmd.main(["-c", config] + list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
+
+
+@pytest.fixture
+def images(zk_client):
+    return ImageStore(zk_client)
+
+
+def table(text):
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def node_state(zk_client, node_id):
+    node = NodeStore(zk_client).get_node(node_id, cached=False)
+    return None if node is None else node.state
+
+
+def make_build(images, image="ubuntu", state="ready"):
+    build = ImageBuild(image)
+    build.state = state
+    build.builder = "builder01"
+    build.formats = ["qcow2"]
+    return images.store_build(image, build)
+
+
+def make_upload(images, image, build_id, provider="fake", state="ready"):
+    upload = ImageUpload()
+    upload.state = state
+    upload.external_id = "img-x"
+    upload.external_name = image
+    return images.store_upload(image, build_id, provider, upload)
+
+
+# -- CLI against a running launcher ----------------------------------------
+
+def test_held_node_not_reused_by_requests(launcher_factory, zuul, cli,
+                                          zk_client):
+    """attempt_request_held_node: a held READY node is never handed out;
+    the next request gets a new node."""
+    launcher_factory()
+    first = zuul.wait_for_request(zuul.submit(["small"]))
+    zuul.delete_request(first)
+    (held_id,) = first.nodes
+    # Zuul let go of the request without locking: the node stays READY
+    # and allocated until the launcher de-allocates it; hold it now.
+    status, out, _ = cli("hold", held_id)
+    assert status == 0
+    assert table(out)[1][6] == "hold"
+
+    done = zuul.wait_for_request(zuul.submit(["small"]))
+    assert done.state == "fulfilled"
+    assert done.nodes != [held_id]
+    taken = zuul.accept_nodes(done)
+    assert node_state(zk_client, held_id) == NodeState.HOLD
+    zuul.finish(taken)
+    # The held node survives the launcher's cleanup passes untouched.
+    wait_for(lambda: node_state(zk_client, taken[0].id) is None)
+    assert node_state(zk_client, held_id) == NodeState.HOLD
+
+
+def test_hold_then_delete_replaced_by_min_ready(launcher_factory, zuul,
+                                                cli_config, capsys,
+                                                zk_client):
+    """hold: a held min-ready node no longer counts as ready, so a
+    replacement is built; ``delete`` of the held node removes it and a
+    new request is served."""
+    launcher_factory(min_ready=1)
+    config = cli_config(min_ready=1)
+
+    def cli(*args):
+        capsys.readouterr()
+        status = nodepoolcmd.main(["-c", config] + list(args))
+        return status, capsys.readouterr().out
+
+    def ready_ids():
+        return [n.id for n in read_nodes(zk_client.kazoo)
+                if n.state == NodeState.READY and not n.allocated_to]
+    (original,) = wait_for(ready_ids)
+    status, out = cli("hold", original)
+    assert status == 0 and table(out)[1][6] == "hold"
+    replacement = wait_for(lambda: [i for i in ready_ids() if i != original])
+    assert original not in replacement
+
+    status, out = cli("delete", original)
+    assert status == 0 and table(out)[1][6] == "deleting"
+    wait_for(lambda: node_state(zk_client, original) is None)
+    status, out = cli("list")
+    assert original not in [row[0] for row in table(out)[1:]]
+
+    nodes = zuul.run_job(["small"])
+    assert nodes[0].id != original
+    zuul.finish(nodes)
+
+
+def test_hold_node_locked_by_zuul_fails_cleanly(launcher_factory, zuul, cli,
+                                                zk_client, monkeypatch):
+    """attempt_hold_busy_node: the node is locked by its user; hold and
+    delete give up with a clear error and change nothing."""
+    monkeypatch.setattr(nodepoolcmd, "LOCK_TIMEOUT", 0.5)
+    launcher_factory()
+    (node,) = zuul.run_job(["small"])
+    for command in ("hold", "delete"):
+        status, out, err = cli(command, node.id)
+        assert status == 1
+        assert "Traceback" not in out + err
+        assert err.strip() == ("nodepool: error: Timed out after 0.5s "
+                               "waiting for the lock of node %s" % node.id)
+    assert node_state(zk_client, node.id) == NodeState.IN_USE
+    # Our failed attempts left no contender behind: Zuul is the only one.
+    assert len(NodeStore(zk_client).node_lock_contenders(node.id)) == 1
+    zuul.finish([node])
+
+
+# -- image pause as seen by the listings ------------------------------------
+
+def test_image_pause_shown_in_dib_image_list(cli, images):
+    """dib_image_cmd_pause: builds of a paused image show ``paused``;
+    pause/unpause are idempotent and unpausing shows the real state."""
+    build_id = make_build(images)
+    other = make_build(images, image="frozen", state="building")
+
+    def states():
+        rows = table(cli("dib-image-list")[1])
+        return {row[0]: row[4] for row in rows[1:]}
+
+    assert states() == {"ubuntu-" + build_id: "ready",
+                        "frozen-" + other: "building"}
+    for _ in range(2):
+        assert cli("image-pause", "ubuntu")[0] == 0
+        assert states()["ubuntu-" + build_id] == "paused"
+        assert states()["frozen-" + other] == "building"
+    rows = table(cli("image-status")[1])
+    assert {r[0]: r[1] for r in rows[1:]} == {
+        "ubuntu": "True", "frozen": "False"}
+    for _ in range(2):
+        assert cli("image-unpause", "ubuntu")[0] == 0
+        assert states()["ubuntu-" + build_id] == "ready"
+    # Pausing an image nobody built yet works too, and shows up.
+    assert cli("image-pause", "newimage")[0] == 0
+    assert images.is_image_paused("newimage")
+    rows = table(cli("image-status")[1])
+    assert ["newimage", "True", "", ""] in rows
+
+
+def test_image_build_of_config_paused_image_refused(cli, images):
+    """dib_image_build_pause: the message of cli.md and no request."""
+    status, out, err = cli("image-build", "frozen")
+    assert status == 1
+    assert err.strip() == ("nodepool: error: Skipping build request for "
+                           "image frozen; paused")
+    assert not images.has_build_request("frozen")
+    assert images.get_image_names() == []
+
+
+# -- empty trees -------------------------------------------------------------
+
+def test_commands_on_an_empty_tree(cli, zk_client):
+    """image_list_empty, image_delete_invalid, request_list, info of an
+    unknown provider: headers only or a message, never a crash."""
+    for command, headers in [
+            ("list", ["ID", "Provider", "Label", "Server ID", "Public IPv4",
+                      "IPv6", "State", "Age", "Locked"]),
+            ("image-list", ["Build ID", "Upload ID", "Provider", "Image",
+                            "Provider Image Name", "Provider Image ID",
+                            "State", "Age"]),
+            ("dib-image-list", ["ID", "Image", "Builder", "Formats", "State",
+                                "Age"]),
+            ("image-status", ["Image", "Paused", "Build Request",
+                              "Build Request Age"]),
+            ("request-list", ["Request ID", "Priority", "State", "Requestor",
+                              "Node Types", "Nodes", "Declined By",
+                              "Event ID"])]:
+        status, out, err = cli(command)
+        assert (status, table(out)) == (0, [headers]), command
+        assert err == ""
+
+    status, out, err = cli("image-delete", "--provider", "fake", "--image",
+                           "fake-image", "--build-id", "1", "--upload-id",
+                           "1")
+    assert (status, out.strip()) == (1, "Image upload not found")
+    assert "Traceback" not in err
+    status, out, err = cli("dib-image-delete", "fake-image-1")
+    assert (status, out.strip()) == (1, "Build fake-image-1 not found")
+    assert "Traceback" not in err
+    # Neither left anything behind.
+    assert not zk_client.kazoo.exists(paths.IMAGE_ROOT) or \
+        zk_client.kazoo.get_children(paths.IMAGE_ROOT) == []
+
+    status, out, _ = cli("info", "nope")
+    assert status == 0
+    assert out.splitlines()[:3] == ["ZooKeeper data for provider nope", "",
+                                    "Image data:"]
+    assert "Nodes:" in out
+
+
+def test_without_subcommand(cli_config, capsys):
+    assert nodepoolcmd.main(["-c", cli_config()]) == 1
+    assert "usage: nodepool" in capsys.readouterr().out
+
+
+# -- export / import ---------------------------------------------------------
+
+def test_export_import_upload_sequence_continues(cli, images, tmp_path,
+                                                 zk_client):
+    """export_image_data: after wiping the tree and importing, the next
+    upload of the same build and provider gets id 0000000003 (the
+    builder's first uploads are 1 and 2 because the upload lock directory
+    takes sequence 0); new builds and uploads work as usual."""
+    build_id = make_build(images)
+    with images.upload_lock("ubuntu", build_id, "fake"):
+        ids = [make_upload(images, "ubuntu", build_id) for _ in range(2)]
+    assert ids == ["0000000001", "0000000002"]
+    path = tmp_path / "export.json"
+    assert cli("export-image-data", str(path))[0] == 0
+    zk_client.kazoo.delete(paths.IMAGE_ROOT, recursive=True)
+
+    assert cli("import-image-data", str(path))[0] == 0
+    assert images.get_upload_ids("ubuntu", build_id, "fake") == ids
+    assert make_upload(images, "ubuntu", build_id) == "0000000003"
+    rows = table(cli("image-list")[1])
+    assert [r[1] for r in rows[1:]] == ids + ["0000000003"]
+
+    new_build = make_build(images)
+    assert new_build != build_id
+    with images.upload_lock("ubuntu", new_build, "fake"):
+        assert make_upload(images, "ubuntu", new_build) == "0000000001"
+    rows = table(cli("dib-image-list")[1])
+    assert sorted(r[0] for r in rows[1:]) == sorted(
+        ["ubuntu-" + build_id, "ubuntu-" + new_build])
