@@ -68,7 +68,7 @@ def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,
         if blocking:
             raise TimeoutException(
                 "timed out after %ss waiting for lock %s" % (timeout, path))
-        raise LockError("lock %s is held by another contender" % path)
+        raise LockError("Did not get lock on %s" % path)
     return lock
 
 

@@ -282,3 +282,88 @@ def test_export_import_upload_sequence_continues(cli, images, tmp_path,
     rows = table(cli("dib-image-list")[1])
     assert sorted(r[0] for r in rows[1:]) == sorted(
         ["ubuntu-" + build_id, "ubuntu-" + new_build])
+
+
+# -- static driver (upstream test_driver_static.py) ---------------------------
+
+@pytest.fixture
+def events_only(monkeypatch):
+    """Only the static provider's first full pass; later changes must
+    come from the events."""
+    from nodepool.driver.static import provider as static_provider
+    monkeypatch.setattr(static_provider, "SYNC_FACTOR", 100000)
+
+
+def _static(launcher_factory, sshd, hosts):
+    from tests.functional import test_static as st
+    return launcher_factory(st.render(hosts, port=sshd.port))
+
+
+def test_static_multiname(launcher_factory, zuul, sshd, events_only):
+    """One host listed twice with different usernames serves both."""
+    from tests.functional import test_static as st
+    _static(launcher_factory, sshd, [st.HOST_A, st.HOST_A_OTHER_USER])
+    st.wait_ready(zuul, 2, username="alice")
+    (bob,) = st.wait_ready(zuul, 1, username="bob")
+    assert bob.hostname == "127.0.0.1" and bob.type == ["static-c"]
+    nodes = zuul.run_job(["static-c", "static-a"])
+    assert [(n.hostname, n.username) for n in nodes] == [
+        ("127.0.0.1", "bob"), ("127.0.0.1", "alice")]
+    zuul.finish(nodes)
+
+
+def test_static_parallel_jobs_increase_and_decrease(launcher_factory, zuul,
+                                                    sshd, events_only):
+    from tests.functional import test_static as st
+    launcher = _static(launcher_factory, sshd, [st.HOST_B])
+    (first,) = st.wait_ready(zuul, 1, hostname="127.0.0.2")
+    more = st.HOST_B + "            max-parallel-jobs: 2\n"
+    st.rewrite_config(launcher, st.render([more], port=sshd.port))
+    nodes = st.wait_ready(zuul, 2, hostname="127.0.0.2")
+    assert sorted(n.slot for n in nodes) == [0, 1]
+    assert first.id in [n.id for n in nodes]
+    st.rewrite_config(launcher, st.render([st.HOST_B], port=sshd.port))
+    wait_for(lambda: len(st.all_nodes(zuul)) == 1)
+    nodes = st.stable_nodes(zuul, launcher)
+    assert [(n.slot, n.state) for n in nodes] == [(0, NodeState.READY)]
+
+
+def test_static_waiting_requests_served_by_priority(launcher_factory, zuul,
+                                                    sshd, events_only):
+    """With the only slot busy, a normal (200) request submitted after a
+    low (300) one is served first once the slot frees."""
+    from tests.functional import test_static as st
+    _static(launcher_factory, sshd, [st.HOST_B])
+    st.wait_ready(zuul, 1)
+    busy = zuul.run_job(["static-b"])
+    low = zuul.submit(["static-b"], priority="300")
+    normal = zuul.submit(["static-b"], priority="200")
+    zuul.finish(busy)
+    done = zuul.wait_for_request(normal)
+    assert done.state == "fulfilled"
+    assert zuul.get_request(low).state == "requested"
+    nodes = zuul.accept_nodes(done)
+    zuul.finish(nodes)
+    done = zuul.wait_for_request(low)
+    assert done.state == "fulfilled"
+    zuul.finish(zuul.accept_nodes(done))
+
+
+def test_static_missing_node_re_added(launcher_factory, zuul, sshd,
+                                      zk_client, monkeypatch):
+    """A READY node record removed behind the driver's back comes back
+    (as a new record for the same slot) with the periodic sync (every
+    ``SYNC_FACTOR`` provider intervals: 1.2 s here, 60 s in production;
+    upstream re-adds it in its equally periodic cleanup)."""
+    from nodepool.driver.static import registrar
+    from tests.functional import test_static as st
+    # Our own creations are trusted over the cache for FRESH_GRACE; a
+    # record deleted that early would otherwise wait that long.
+    monkeypatch.setattr(registrar, "FRESH_GRACE", 0.5)
+    _static(launcher_factory, sshd, [st.HOST_B])
+    (node,) = st.wait_ready(zuul, 1)
+    zk_client.kazoo.delete(paths.node_path(node.id), recursive=True)
+    (again,) = st.wait_ready(zuul, 1)
+    assert again.id != node.id
+    assert (again.hostname, again.slot) == ("127.0.0.2", 0)
+    zuul.finish(zuul.run_job(["static-b"]))
