@@ -84,8 +84,19 @@ class MinReadyManager:
         finally:
             nodes.unlock_node(node)
 
-    def _submit_requests(self) -> None:
+    def _pending_labels(self) -> set:
+        """Labels with a min-ready request under way: ours, and those of
+        other launchers sharing the labels (else each of them would add
+        its own node and min-ready would be met once per launcher)."""
         pending = set(self.submitted.values())
+        for request in self.services.request_cache.values():
+            if (request.requestor == MIN_READY_REQUESTOR
+                    and request.state != RequestState.FAILED):
+                pending.update(request.node_types)
+        return pending
+
+    def _submit_requests(self) -> None:
+        pending = self._pending_labels()
         ready = {}
         for node in self.services.node_cache.values():
             if node.state == NodeState.READY and not node.allocated_to:

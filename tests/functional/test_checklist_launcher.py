@@ -1,0 +1,377 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""More of the operator's launcher checklist: failing deletions, request
+order, provider hints and priorities, labels served by some providers
+only, several launchers, zone changes, min-ready at capacity and
+registration of config changes."""
+
+import json
+import os
+import time
+
+from kazoo.exceptions import KazooException
+
+from nodepool.launcher.min_ready import MinReadyManager
+from nodepool.launcher.request_handler import MIN_READY_REQUESTOR
+from nodepool.zk.models import NodeState, RequestState
+from nodepool.zk.nodes import NodeStore
+from tests.fakes.test_driver import FakeCloud
+from tests.fixtures.waits import wait_for
+from tests.functional.conftest import node_ids, read_nodes
+
+ONE_PROVIDER = """
+labels:
+  - name: small
+    min-ready: {min_ready}
+  - name: large
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        max-servers: {max_servers}
+        labels:
+          - name: small
+          - name: large
+            cores: 4
+"""
+
+# ``first`` serves small and large, ``second`` small only.
+TWO_PROVIDERS = """
+labels:
+  - name: small
+    min-ready: {min_ready}
+  - name: large
+    min-ready: {large_min_ready}
+providers:
+  - name: first
+    driver: test
+    priority: {first_priority}
+    pools:
+      - name: main
+        max-servers: {first_max}
+        labels:
+          - name: small
+          - name: large
+            cores: 4
+  - name: second
+    driver: test
+    priority: 50
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def one_provider(launcher_factory, **params):
+    values = dict(min_ready=0, max_servers=10)
+    values.update(params)
+    return launcher_factory(ONE_PROVIDER, **values)
+
+
+def two_providers(launcher_factory, **params):
+    values = dict(min_ready=0, large_min_ready=0, first_priority=100,
+                  first_max=10)
+    values.update(params)
+    launcher = launcher_factory(TWO_PROVIDERS, **values)
+    # Yielding to the better pool needs both pools registered.
+    wait_for(lambda: len(launcher.services.registry.pools()) == 2)
+    return launcher
+
+
+def nodes_of(zuul, state=None, label=None, provider=None):
+    return [n for n in read_nodes(zuul.kazoo)
+            if (state is None or n.state == state)
+            and (label is None or label in (n.type or ()))
+            and (provider is None or n.provider == provider)]
+
+
+def idle_ready(zuul, label="small"):
+    return [n for n in nodes_of(zuul, NodeState.READY, label)
+            if not n.allocated_to]
+
+
+def set_state(launcher, node_id, state):
+    """Write a node's state under its lock, as an operator tool does."""
+    store = NodeStore(launcher.services.zk_client)
+    node = store.get_node(node_id, cached=False)
+    store.lock_node(node, blocking=True, timeout=10)
+    try:
+        node.state = state
+        store.store_node(node)
+    finally:
+        store.unlock_node(node)
+
+
+def served_by(zuul, request, timeout=30):
+    done = zuul.wait_for_request(request, timeout=timeout)
+    assert done.state == RequestState.FULFILLED, done.declined_by
+    nodes = zuul.accept_nodes(done)
+    return done, nodes
+
+
+# Deletion failures ---------------------------------------------------------
+
+def test_failing_cloud_delete_keeps_node_deleting_and_replaces_it(
+        launcher_factory, zuul):
+    launcher = one_provider(launcher_factory, min_ready=1)
+    cloud = FakeCloud.get("fake")
+    (node,) = wait_for(lambda: idle_ready(zuul) or None)
+    cloud.fail_deletes = 10 ** 6
+    set_state(launcher, node.id, NodeState.DELETING)
+    # min-ready replaces it although the old instance cannot be deleted.
+    wait_for(lambda: [n for n in idle_ready(zuul) if n.id != node.id],
+             message="no replacement for the undeletable node")
+    # Several attempts failed; the record stays, still deleting, and so
+    # does the instance.
+    wait_for(lambda: cloud.fail_deletes <= 10 ** 6 - 3)
+    (old,) = [n for n in read_nodes(zuul.kazoo) if n.id == node.id]
+    assert old.state == NodeState.DELETING
+    assert node.external_id in {i.external_id for i in cloud.list()}
+    # Once the cloud deletes again, the node goes.
+    cloud.fail_deletes = 0
+    wait_for(lambda: node.id not in node_ids(zuul.kazoo)
+             and node.external_id not in
+             {i.external_id for i in cloud.list()})
+
+
+def test_failure_removing_the_record_is_retried(launcher_factory, zuul,
+                                                monkeypatch):
+    # deleteRawNode_exception: the instance is gone but removing the
+    # record fails once; a later pass removes it.
+    one_provider(launcher_factory)
+    cloud = FakeCloud.get("fake")
+    calls = []
+    original = NodeStore.delete_node
+
+    def failing_once(self, node):
+        calls.append(node.id)
+        if len(calls) == 1:
+            raise KazooException("fake ZooKeeper failure")
+        return original(self, node)
+    monkeypatch.setattr(NodeStore, "delete_node", failing_once)
+    (node,) = zuul.run_job(["small"])
+    zuul.finish([node])
+    wait_for(lambda: node.id not in node_ids(zuul.kazoo), timeout=30)
+    assert len(calls) >= 2 and set(calls) == {node.id}
+    assert not cloud.list()
+    # Nothing is wedged.
+    zuul.finish(zuul.run_job(["small"]))
+
+
+# Request order -------------------------------------------------------------
+
+def test_relative_priority_orders_requests(launcher_factory, zuul):
+    # Both wait before any launcher runs; with room for one node the one
+    # with the lower relative priority is served first.
+    later = zuul.submit(["small"], relative_priority=2)
+    sooner = zuul.submit(["small"], relative_priority=1)
+    one_provider(launcher_factory, max_servers=1)
+    done, nodes = served_by(zuul, sooner)
+    assert zuul.get_request(later).state != RequestState.FULFILLED
+    zuul.finish(nodes)
+    done_later, nodes = served_by(zuul, later)
+    assert done.state_time < done_later.state_time
+    zuul.finish(nodes)
+
+
+def test_servable_requests_not_held_up_by_unservable_ones(
+        launcher_factory, zuul):
+    bad = [zuul.submit(["no-such-label"]) for _ in range(3)]
+    good = zuul.submit(["small"])
+    one_provider(launcher_factory)
+    for request in bad:
+        assert zuul.wait_for_request(request).state == RequestState.FAILED
+    done, nodes = served_by(zuul, good)
+    zuul.finish(nodes)
+
+
+# Provider hints, priorities and label placement -----------------------------
+
+def test_unknown_provider_hint_still_fulfilled(launcher_factory, zuul):
+    two_providers(launcher_factory)
+    done, nodes = served_by(zuul, zuul.submit(["small"],
+                                              provider="no-such-provider"))
+    assert nodes[0].provider in ("first", "second")
+    zuul.finish(nodes)
+
+
+def test_hinted_provider_without_the_label_leaves_it_to_others(
+        launcher_factory, zuul):
+    two_providers(launcher_factory)
+    done, nodes = served_by(zuul, zuul.submit(["large"], provider="second"))
+    assert [n.provider for n in nodes] == ["first"]
+    zuul.finish(nodes)
+
+
+def test_priority_provider_used_until_paused(launcher_factory, zuul):
+    # "first" has the better priority but room for one node only.
+    launcher = two_providers(launcher_factory, first_priority=1,
+                             first_max=1)
+    done, first_nodes = served_by(zuul, zuul.submit(["small"]))
+    assert [n.provider for n in first_nodes] == ["first"]
+    # The next request pauses "first"; only then may "second" take the
+    # requests after it.
+    waiting = zuul.submit(["small"])
+    worker = launcher.pool_workers[("first", "main")]
+    wait_for(lambda: worker.paused, message="first pool never paused")
+    wait_for(lambda: any(p.paused for p in launcher.services.registry.pools()
+                         if p.provider_name == "first"))
+    done, nodes = served_by(zuul, zuul.submit(["small"]))
+    assert [n.provider for n in nodes] == ["second"]
+    zuul.finish(nodes)
+    zuul.finish(first_nodes)
+    done, nodes = served_by(zuul, waiting)
+    assert [n.provider for n in nodes] == ["first"]
+    zuul.finish(nodes)
+
+
+def test_only_providers_defining_a_label_serve_it(launcher_factory, zuul):
+    # "second" has the better priority but no "large": min-ready comes
+    # from "first", and so do requests.
+    two_providers(launcher_factory, large_min_ready=1)
+    (node,) = wait_for(lambda: idle_ready(zuul, "large") or None)
+    assert node.provider == "first"
+    assert FakeCloud.get("second").created == 0
+    for _ in range(2):
+        done, nodes = served_by(zuul, zuul.submit(["large", "large"]))
+        assert {n.provider for n in nodes} == {"first"}
+        zuul.finish(nodes)
+    assert FakeCloud.get("second").created == 0
+
+
+def test_label_without_min_ready_gets_no_nodes(launcher_factory, zuul,
+                                               monkeypatch):
+    passes = []
+    original = MinReadyManager.run
+
+    def counting(self):
+        original(self)
+        passes.append(1)
+    monkeypatch.setattr(MinReadyManager, "run", counting)
+    one_provider(launcher_factory, min_ready=0)
+    wait_for(lambda: len(passes) >= 5)
+    assert not zuul.kazoo.exists("/nodepool/requests") or \
+        not zuul.kazoo.get_children("/nodepool/requests")
+    assert not node_ids(zuul.kazoo)
+    assert FakeCloud.get("fake").created == 0
+
+
+# Several launchers ---------------------------------------------------------
+
+LAUNCHER_ONE = """
+labels:
+  - name: small
+    min-ready: 1
+providers:
+  - name: {provider}
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def test_two_launchers_share_min_ready(launcher_factory, zuul):
+    one = launcher_factory(LAUNCHER_ONE, provider="alpha")
+    two = launcher_factory(LAUNCHER_ONE, provider="beta")
+    (node,) = wait_for(lambda: idle_ready(zuul) or None, timeout=30)
+    assert node.provider in ("alpha", "beta")
+    assert node.type == ["small"]
+    # Each launcher's min-ready pass sees the node; no second one is made.
+    passes = {id(one): 0, id(two): 0}
+    for launcher in (one, two):
+        original = launcher.min_ready.run
+
+        def counting(original=original, key=id(launcher)):
+            original()
+            passes[key] += 1
+        launcher.min_ready.run = counting
+    wait_for(lambda: min(passes.values()) >= 3 and not any(
+        launcher.min_ready.submitted for launcher in (one, two)),
+        timeout=30)
+    assert len(nodes_of(zuul, label="small")) == 1
+
+
+# Clouds changing under the launcher ----------------------------------------
+
+def test_zone_change_in_the_cloud_is_followed(launcher_factory, zuul):
+    cloud = FakeCloud.get("fake")
+    cloud.azs = ["old-a", "old-b"]
+    one_provider(launcher_factory)
+    done, nodes = served_by(zuul, zuul.submit(["small"]))
+    assert nodes[0].az in ("old-a", "old-b")
+    zuul.finish(nodes)
+    cloud.azs = ["new-a", "new-b"]
+    # Upstream tolerates one failed request here; we recover at once.
+    for _ in range(3):
+        done, nodes = served_by(zuul, zuul.submit(["small", "small"]))
+        assert {n.az for n in nodes} <= {"new-a", "new-b"}
+        zuul.finish(nodes)
+
+
+# Capacity ------------------------------------------------------------------
+
+def test_min_ready_request_at_capacity_is_declined(launcher_factory, zuul):
+    one_provider(launcher_factory, max_servers=1)
+    nodes = zuul.run_job(["small"])
+    request = zuul.submit(["small"], requestor=MIN_READY_REQUESTOR,
+                          reuse=False)
+    done = zuul.wait_for_request(request)
+    assert done.state == RequestState.FAILED
+    assert done.declined_by
+    assert FakeCloud.get("fake").created == 1
+    zuul.delete_request(done)
+    zuul.finish(nodes)
+
+
+# Node records --------------------------------------------------------------
+
+def test_empty_node_record_removed(launcher_factory, zuul):
+    zuul.kazoo.create("/nodepool/nodes/9000000010", b"", makepath=True)
+    one_provider(launcher_factory)
+    wait_for(lambda: "9000000010" not in node_ids(zuul.kazoo), timeout=30)
+    done, nodes = served_by(zuul, zuul.submit(["small"]))
+    zuul.finish(nodes)
+
+
+def test_records_without_type_or_pool_do_not_break_launching(
+        launcher_factory, zuul):
+    kazoo = zuul.kazoo
+    kazoo.create("/nodepool/nodes/9000000020", json.dumps({
+        "state": "ready", "provider": "fake", "pool": "main",
+        "external_id": "i-none"}).encode(), makepath=True)
+    kazoo.create("/nodepool/nodes/9000000021", json.dumps({
+        "state": "ready", "provider": "fake", "type": ["small"],
+        "external_id": "i-none"}).encode(), makepath=True)
+    one_provider(launcher_factory)
+    for _ in range(2):
+        done, nodes = served_by(zuul, zuul.submit(["small"]))
+        assert nodes[0].id not in ("9000000020", "9000000021")
+        zuul.finish(nodes)
+
+
+# Config changes ------------------------------------------------------------
+
+def test_config_change_updates_registered_labels(launcher_factory, zuul,
+                                                 tmp_path):
+    launcher = one_provider(launcher_factory)
+    registry = launcher.services.registry
+
+    def labels():
+        return [sorted(p.supported_labels or ()) for p in registry.pools()
+                if p.provider_name == "fake"]
+    wait_for(lambda: labels() == [["large", "small"]])
+    path = tmp_path / "nodepool-0.yaml"
+    text = path.read_text()
+    text = text.replace("  - name: large\n",
+                        "  - name: large\n  - name: extra\n", 1)
+    text = text.replace("          - name: small\n",
+                        "          - name: small\n          - name: extra\n")
+    path.write_text(text)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: labels() == [["extra", "large", "small"]], timeout=30,
+             message="pool component still lists the old labels")
