@@ -18,6 +18,7 @@ from nodepool.zk.nodes import NodeStore
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import BASE_CONFIG, read_nodes
 from tests.functional.test_cli import zk_config
+from tests.functional import test_webapp as web
 
 IMAGES = """
 diskimages:
@@ -367,3 +368,125 @@ def test_static_missing_node_re_added(launcher_factory, zuul, sshd,
     assert again.id != node.id
     assert (again.hostname, again.slot) == ("127.0.0.2", 0)
     zuul.finish(zuul.run_job(["static-b"]))
+
+
+def test_static_unresolvable_host_registered(launcher_factory, zuul,
+                                             events_only):
+    """static_unresolvable: a host name that does not resolve, trusted
+    without host-key checking, is registered without addresses."""
+    from tests.functional import test_static as st
+    host = """
+          - name: nodepool-unresolvable.invalid
+            labels: [static-c]
+            host-key-checking: false
+            host-key: {key}
+"""
+    launcher_factory(st.render([host]))
+    (node,) = st.wait_ready(zuul, 1)
+    assert node.hostname == node.interface_ip == \
+        "nodepool-unresolvable.invalid"
+    assert node.external_id == "nodepool-unresolvable.invalid"
+    assert node.public_ipv4 is None and node.public_ipv6 is None
+    assert node.host_keys == [st.CONFIGURED_KEY]
+    assert node.connection_port == 22
+    zuul.finish(zuul.run_job(["static-c"]))
+
+
+def test_static_node_updated_at_startup(launcher_factory, zuul, sshd,
+                                        events_only):
+    """A config changed while the launcher was down updates the free
+    node in place (same id) when it starts again."""
+    from tests.functional import test_static as st
+    launcher = _static(launcher_factory, sshd, [st.HOST_B])
+    (before,) = st.wait_ready(zuul, 1)
+    st.stop_launcher(launcher)
+    changed = st.HOST_B.replace("static-b", "[static-b, static-c]") + \
+        "            python-path: /usr/bin/python3\n"
+    launcher = launcher_factory(st.render([changed], port=sshd.port))
+    wait_for(lambda: [n.type for n in st.ready(zuul)] == [
+        ["static-b", "static-c"]])
+    (after,) = st.stable_nodes(zuul, launcher)
+    assert after.id == before.id
+    assert after.python_path == "/usr/bin/python3"
+
+
+MULTI_PROVIDER = """
+labels:
+  - name: static-b
+  - name: small
+providers:
+  - name: static
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: 127.0.0.2
+            labels: static-b
+            connection-port: {port}
+            host-key-checking: false
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def test_static_and_cloud_provider_side_by_side(launcher_factory, zuul,
+                                                sshd, events_only):
+    """multiprovider: each label is served by the provider having it; a
+    request mixing both cannot be served by any single pool."""
+    from tests.functional import test_static as st
+    launcher_factory(MULTI_PROVIDER.replace("{port}", str(sshd.port)))
+    st.wait_ready(zuul, 1)
+    (static_node,) = zuul.run_job(["static-b"])
+    (cloud_node,) = zuul.run_job(["small"])
+    assert (static_node.provider, static_node.hostname) == (
+        "static", "127.0.0.2")
+    assert cloud_node.provider == "fake"
+    mixed = zuul.wait_for_request(zuul.submit(["static-b", "small"]))
+    assert mixed.state == "failed"
+    assert len(mixed.declined_by) == 2
+    zuul.finish([static_node, cloud_node])
+
+
+# -- web app (upstream test_webapp.py) ---------------------------------------
+
+@pytest.fixture
+def web_app(launcher_factory):
+    from nodepool.web.app import WebApp
+    app = WebApp(launcher_factory(), "127.0.0.1", 0, clock=web.Clock())
+    app.start()
+    yield app
+    app.stop()
+
+
+def test_web_image_status_pending_then_building(web_app, images, zk_factory):
+    """image_status: null, then pending after a build request, building
+    while the image build lock is held for an existing build."""
+    app = web_app
+    images.pause_image("ubuntu")
+    images.unpause_image("ubuntu")   # leaves the image znode
+
+    def status_of(image):
+        rows = [r for r in web.fresh_json(app, "/image-status")
+                if r["image"] == image]
+        return rows[0] if rows else None
+    assert status_of("ubuntu") == {"image": "ubuntu", "paused": False,
+                                   "build_request": None,
+                                   "build_request_age": None}
+    images.submit_build_request("ubuntu")
+    row = status_of("ubuntu")
+    assert row["build_request"] == "pending"
+    assert isinstance(row["build_request_age"], int)
+    builder = ImageStore(zk_factory())
+    lock = builder.acquire_image_build_lock("ubuntu", blocking=False)
+    try:
+        make_build(images, state="building")
+        assert status_of("ubuntu")["build_request"] == "building"
+    finally:
+        builder.release_lock(lock)
+    assert status_of("ubuntu")["build_request"] == "pending"
+    images.remove_build_request("ubuntu")
+    assert status_of("ubuntu")["build_request"] is None
