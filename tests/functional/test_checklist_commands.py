@@ -490,3 +490,49 @@ def test_web_image_status_pending_then_building(web_app, images, zk_factory):
     assert status_of("ubuntu")["build_request"] == "pending"
     images.remove_build_request("ubuntu")
     assert status_of("ubuntu")["build_request"] is None
+
+
+def test_static_assigned_ready_node_not_taken(launcher_factory, zuul, sshd,
+                                              zk_client, events_only,
+                                              monkeypatch):
+    """ignore_assigned_ready_nodes: a READY node allocated to another
+    (still existing) request is not handed out; the new request waits,
+    without being declined, until the allocation is gone."""
+    from tests.functional import test_static as st
+    launcher = _static(launcher_factory, sshd, [st.HOST_B])
+    (node,) = st.wait_ready(zuul, 1)
+    # A request nobody can serve, kept around (as Zuul would until it
+    # notices the failure), owns the node.
+    other = zuul.wait_for_request(zuul.submit(["static-a"]))
+    assert other.state == "failed"
+    store = NodeStore(zk_client)
+    current = store.get_node(node.id, cached=False)
+    store.lock_node(current, timeout=10)
+    current.allocated_to = other.id
+    store.store_node(current)
+    store.unlock_node(current)
+    wait_for(lambda: (launcher.services.node_cache.get(node.id) or
+                      current).allocated_to == other.id)
+
+    worker = launcher.pool_workers[("static", "main")]
+    passes = []
+    real_pass = worker._pass
+
+    def counted_pass():
+        real_pass()
+        passes.append(1)
+    monkeypatch.setattr(worker, "_pass", counted_pass)
+
+    waiting = zuul.submit(["static-b"])
+    # A few complete pool passes later: served nothing, declined nothing.
+    seen = len(passes)
+    wait_for(lambda: len(passes) >= seen + 3)
+    request = zuul.get_request(waiting)
+    assert request.state == "requested" and request.declined_by == []
+    assert store.get_node(node.id, cached=False).allocated_to == other.id
+    # Zuul deletes the failed request; the launcher de-allocates the node
+    # and the waiting request gets it.
+    zuul.delete_request(other)
+    done = zuul.wait_for_request(waiting)
+    assert done.state == "fulfilled" and done.nodes == [node.id]
+    zuul.finish(zuul.accept_nodes(done))
