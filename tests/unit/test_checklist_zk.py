@@ -280,3 +280,31 @@ def test_connection_port_default_and_custom_on_the_wire(zk_client):
         assert (data["connection_port"], data["ssh_port"]) == (port, port)
         assert "id" not in data
         assert store.get_node(node.id, cached=False).connection_port == port
+
+
+def test_same_process_second_lock_attempt_fails(zk_client):
+    """A node locked by this process cannot be locked again (no
+    re-entrance); the first lock stays intact."""
+    store = NodeStore(zk_client)
+    node = make_node()
+    store.store_node(node)
+    store.lock_node(node, blocking=False)
+    copy = store.get_node(node.id, cached=False)
+    with pytest.raises(LockError):
+        store.lock_node(copy, blocking=False)
+    assert copy.lock is None
+    assert store.node_lock_contenders(node.id) == [node.lock.node]
+    store.unlock_node(node)
+
+
+def test_delete_upload_under_its_lock(images):
+    """Cleanup deletes an upload while holding its upload-number lock;
+    the lock goes with the record and releasing it afterwards is fine."""
+    build_id = images.store_build("img", make_build())
+    upload_id = images.store_upload("img", build_id, "p", make_upload())
+    with images.upload_number_lock("img", build_id, "p", upload_id):
+        assert images.delete_upload("img", build_id, "p", upload_id)
+    assert images.get_upload_ids("img", build_id, "p") == []
+    assert images._kazoo.exists(paths.upload_path(
+        "img", build_id, "p", upload_id)) is None
+    assert images.delete_build("img", build_id) is True
