@@ -536,3 +536,67 @@ def test_static_assigned_ready_node_not_taken(launcher_factory, zuul, sshd,
     done = zuul.wait_for_request(waiting)
     assert done.state == "fulfilled" and done.nodes == [node.id]
     zuul.finish(zuul.accept_nodes(done))
+
+
+# -- dib-image-delete with two builders (builder in-process) -------------------
+
+@pytest.fixture
+def builder_env(tmp_path, zk_factory, zk_server, zk_chroot):
+    """``(make_builder(env), make_env(name), cli(env, *args))`` for
+    builders from tests/functional/test_builder.py's config."""
+    from nodepool.builder.server import NodePoolBuilder
+    from tests.functional import test_builder as tb
+    builders = []
+
+    def make_env(name):
+        env = tb.Env(tmp_path / name)
+        env.tmp_path.mkdir()
+        env.write()
+        return env
+
+    def make_builder(env):
+        builder = NodePoolBuilder(
+            str(env.config), zk_client=zk_factory(), num_builders=1,
+            num_uploaders=1, build_interval=0.05, upload_interval=0.05,
+            cleanup_interval=0.1, dib_poll=0.02, upload_join_timeout=10)
+        builder.start()
+        builders.append(builder)
+        return builder
+
+    def cli(env, *args):
+        config = env.tmp_path / "cli.yaml"
+        config.write_text(zk_config(zk_server, zk_chroot) +
+                          env.config.read_text())
+        return nodepoolcmd.main(["-c", str(config)] + list(args))
+
+    yield make_builder, make_env, cli
+    for builder in builders:
+        builder.stop()
+    for builder in builders:
+        builder.join()
+
+
+def test_dib_image_delete_two_builders(builder_env, images):
+    """The build's records are removed by the other builder; its owner
+    removes the local files when it comes back."""
+    from tests.functional import test_builder as tb
+    from tests.fakes.test_driver import FakeCloud
+    make_builder, make_env, cli = builder_env
+    first_env, other_env = make_env("first"), make_env("other")
+    first = make_builder(first_env)
+    (build,) = tb.wait_for_upload(images)
+    files = list(first_env.images_dir.glob("fake-image-%s.*" % build.id))
+    assert files
+    first.stop()
+    first.join()
+
+    make_builder(other_env)
+    assert cli(other_env, "dib-image-delete",
+               "fake-image-" + build.id) == 0
+    wait_for(lambda: images.get_build("fake-image", build.id) is None)
+    assert FakeCloud.get("fake").image_delete_calls == ["img-1"]
+    # Not its files: the other builder cannot remove them.
+    assert all(f.exists() for f in files)
+
+    make_builder(first_env)
+    wait_for(lambda: not any(f.exists() for f in files))
