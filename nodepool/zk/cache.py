@@ -91,7 +91,10 @@ class TreeCache:
         self._generation = 0
         self._event_queue: queue.Queue = queue.Queue()
         self._playback_queue: queue.Queue = queue.Queue()
-        self._last_warning = {"event": 0.0, "playback": 0.0}
+        # Never warned yet: the first warning must not wait for the
+        # monotonic clock to pass the interval (it starts near 0 at boot).
+        self._last_warning = {"event": float("-inf"),
+                              "playback": float("-inf")}
         self._event_thread = threading.Thread(
             target=self._run_events, name="%sEvents" % self.name, daemon=True)
         self._playback_thread = threading.Thread(
