@@ -82,6 +82,7 @@ class PoolWorker:
             self.wake.wait(self.interval)
         while self._draining and self.handlers:
             try:
+                self._decline_paused()
                 self._poll_handlers()
             except Exception:
                 self.log.exception("Error finishing handlers")
@@ -118,6 +119,31 @@ class PoolWorker:
         current = self.component.to_dict()
         if any(current.get(k) != v for k, v in attrs.items()):
             self.component.update(**attrs)
+
+    def _decline_paused(self) -> None:
+        """Draining after a reconfiguration: a paused handler would wait
+        for room under the old config (possibly forever, e.g. when
+        max-servers shrank below the request's size).  Decline its request
+        instead (its nodes are freed) so the pools of the new config judge
+        it afresh, as upstream re-checks a paused request against the
+        current config.  The pool's replacement must be registered first,
+        or the request would fail as declined by every pool."""
+        provider = self.server.config.providers.get(self.provider.name)
+        if provider is not None and self.pool.name in provider.pools:
+            replacement = self.server.pool_workers.get(
+                (self.provider.name, self.pool.name))
+            if replacement is None or replacement is self or \
+                    replacement.launcher_id not in self.registered_pool_ids():
+                return
+        for handler in list(self.handlers):
+            if handler.starting is not None and not handler.starting.done():
+                continue
+            if handler.done or not handler.paused or any(
+                    not launcher.complete
+                    for launcher in handler.launchers.values()):
+                continue
+            handler.decline("pool reconfigured while paused")
+            self.handlers.remove(handler)
 
     def _poll_handlers(self) -> None:
         for handler in list(self.handlers):

@@ -375,3 +375,288 @@ def test_config_change_updates_registered_labels(launcher_factory, zuul,
     os.utime(path, (time.time() + 5, time.time() + 5))
     wait_for(lambda: labels() == [["extra", "large", "small"]], timeout=30,
              message="pool component still lists the old labels")
+
+
+def test_paused_request_declined_when_max_servers_shrinks(
+        launcher_factory, zuul, tmp_path):
+    launcher = one_provider(launcher_factory, max_servers=2)
+    first = zuul.run_job(["small", "small"])
+    waiting = zuul.submit(["small", "small"])
+    worker = launcher.pool_workers[("fake", "main")]
+    wait_for(lambda: worker.paused, message="pool never paused")
+    assert zuul.get_request(waiting).state == RequestState.PENDING
+    # Two nodes at once no longer fit the pool: the request fails instead
+    # of waiting for capacity that will never be there.
+    path = tmp_path / "nodepool-0.yaml"
+    path.write_text(path.read_text().replace("max-servers: 2",
+                                             "max-servers: 1"))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    done = zuul.wait_for_request(waiting, timeout=30)
+    assert done.state == RequestState.FAILED
+    assert done.declined_by
+    zuul.finish(first)
+    assert FakeCloud.get("fake").created == 2
+
+
+def test_paused_request_served_when_max_servers_grows(
+        launcher_factory, zuul, tmp_path):
+    launcher = one_provider(launcher_factory, max_servers=1)
+    first = zuul.run_job(["small"])
+    waiting = zuul.submit(["small"])
+    worker = launcher.pool_workers[("fake", "main")]
+    wait_for(lambda: worker.paused, message="pool never paused")
+    path = tmp_path / "nodepool-0.yaml"
+    path.write_text(path.read_text().replace("max-servers: 1",
+                                             "max-servers: 2"))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    done, nodes = served_by(zuul, waiting)
+    assert done.declined_by  # the old pool gave it up
+    zuul.finish(nodes + first)
+
+
+# OpenStack ------------------------------------------------------------------
+
+OPENSTACK = """
+labels:
+  - name: small
+  - name: bfv
+  - name: v6
+  - name: nofip
+providers:
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    cloud-images:
+      - name: base
+        image-name: Fake Image
+        username: zuul
+    pools:
+      - name: one
+        availability-zones: [az1]
+        security-groups: [sg-a]
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: small
+            cloud-image: base
+            flavor-name: m1.small
+          - name: bfv
+            cloud-image: base
+            flavor-name: m1.small
+            boot-from-volume: true
+            volume-size: 20
+          - name: v6
+            cloud-image: base
+            flavor-name: m1.small
+            networks: [ipv6]
+      - name: two
+        availability-zones: [az2]
+        auto-floating-ip: false
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: nofip
+            cloud-image: base
+            flavor-name: m1.small
+"""
+
+
+def test_openstack_pools_zones_groups_volumes_and_addresses(
+        launcher_factory, zuul, openstack_cloud):
+    cloud = openstack_cloud
+    launcher_factory(OPENSTACK)
+    nodes = zuul.run_job(["small", "bfv", "v6"], timeout=60)
+    servers = cloud.live_servers()
+    fips = {f["floating_ip_address"]: f for f in cloud.floating_ips.values()}
+    for node in nodes:
+        assert node.pool == "one" and node.az == "az1"
+        server = servers[node.external_id]
+        assert server["OS-EXT-AZ:availability_zone"] == "az1"
+        assert server["security_groups"] == [{"name": "sg-a"}]
+    small, bfv, v6 = nodes
+    # Floating IP by default, used to reach the node.
+    assert small.public_ipv4 in fips
+    assert small.interface_ip == small.public_ipv4
+    # Boot from volume: no image, a volume the size asked for.
+    body = next(b for b in cloud.create_bodies
+                if b["metadata"]["nodepool_node_id"] == bfv.id)
+    assert "imageRef" not in body
+    assert body["block_device_mapping_v2"][0]["volume_size"] == 20
+    assert servers[bfv.external_id]["os-extended-volumes:volumes_attached"]
+    assert bfv.resources["volumes"] == 1
+    # A v6-only network: reached over IPv6, no floating IP.
+    assert v6.public_ipv6.startswith("2001:db8::")
+    assert v6.interface_ip == v6.public_ipv6
+    assert not v6.public_ipv4
+    assert len(fips) == 2
+
+    (nofip,) = zuul.run_job(["nofip"], timeout=60)
+    server = cloud.live_servers()[nofip.external_id]
+    assert nofip.pool == "two" and nofip.az == "az2"
+    assert server["OS-EXT-AZ:availability_zone"] == "az2"
+    assert server["security_groups"] == []
+    # auto-floating-ip false: no public address, the private one is used.
+    assert not nofip.public_ipv4
+    assert nofip.interface_ip == nofip.private_ipv4
+    assert nofip.private_ipv4.startswith("10.0.0.")
+    assert len(cloud.floating_ips) == 2
+    zuul.finish(nodes + [nofip])
+    wait_for(lambda: not cloud.live_servers() and not cloud.floating_ips,
+             timeout=60)
+
+
+IGNORE_QUOTA = """
+labels:
+  - name: small
+providers:
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    launch-retries: 1
+    cloud-images:
+      - name: base
+        image-name: Fake Image
+    pools:
+      - name: main
+        max-servers: 1
+        ignore-provider-quota: {ignore}
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: small
+            cloud-image: base
+            flavor-name: m1.small
+"""
+
+
+def test_openstack_provider_quota_declines_unless_ignored(
+        launcher_factory, zuul, openstack_cloud):
+    openstack_cloud.limits["cores"] = 0
+    launcher_factory(IGNORE_QUOTA, ignore="false")
+    done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
+    assert done.state == RequestState.FAILED
+    assert openstack_cloud.counts["POST servers"] == 0
+
+
+def test_openstack_ignored_provider_quota(launcher_factory, zuul,
+                                          openstack_cloud, statsd):
+    cloud = openstack_cloud
+    cloud.limits["cores"] = 0
+    launcher = launcher_factory(IGNORE_QUOTA, ignore="true")
+    # More than max-servers at once can never be served.
+    too_big = zuul.wait_for_request(zuul.submit(["small", "small"]),
+                                    timeout=60)
+    assert too_big.state == RequestState.FAILED
+    # One node is tried although the cloud says there is no room; Nova
+    # refuses, the node is aborted and the request waits.
+    request = zuul.submit(["small"])
+    wait_for(lambda: cloud.counts["POST servers"] >= 1, timeout=60)
+    worker = launcher.pool_workers[("os", "main")]
+    wait_for(lambda: worker.paused, timeout=60)
+    assert zuul.get_request(request).state == RequestState.PENDING
+    statsd.wait_for_metric("nodepool.launch.provider.os.error.quota", "c")
+    # Once the cloud has room the request is served.
+    cloud.limits["cores"] = 100
+    done = zuul.wait_for_request(request, timeout=60)
+    assert done.state == RequestState.FULFILLED
+    zuul.finish(zuul.accept_nodes(done))
+    wait_for(lambda: not cloud.live_servers(), timeout=60)
+
+
+# Paused requests -------------------------------------------------------------
+
+def test_error_while_paused_fails_the_request_and_unpauses(
+        launcher_factory, zuul, monkeypatch):
+    launcher = one_provider(launcher_factory, max_servers=1)
+    first = zuul.run_job(["small"])
+    waiting = zuul.submit(["small"])
+    worker = launcher.pool_workers[("fake", "main")]
+    wait_for(lambda: worker.paused, message="pool never paused")
+    provider = launcher.providers["fake"]
+
+    def broken(label_name, pool):
+        raise RuntimeError("fake failure while paused")
+    monkeypatch.setattr(provider, "reserve_quota", broken)
+    done = zuul.wait_for_request(waiting)
+    assert done.state == RequestState.FAILED
+    assert done.declined_by == [worker.launcher_id]
+    wait_for(lambda: not worker.handlers and not worker.paused)
+    monkeypatch.undo()
+    zuul.finish(first)
+    zuul.finish(zuul.run_job(["small"]))
+
+
+# Held nodes ------------------------------------------------------------------
+
+HOLD_AGE = """
+labels:
+  - name: small
+max-hold-age: {max_hold_age}
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def test_hold_expiration_shorter_than_max_hold_age(launcher_factory, zuul):
+    launcher_factory(HOLD_AGE, max_hold_age=3600)
+    short, default, text = zuul.run_job(["small", "small", "small"])
+    zuul.hold_nodes([short], hold_job="t p j", hold_expiration=1)
+    zuul.hold_nodes([default], hold_job="t p j")
+    # A string is read as a number of seconds.
+    zuul.hold_nodes([text], hold_job="t p j", hold_expiration="1")
+    wait_for(lambda: not {short.id, text.id} & set(node_ids(zuul.kazoo)),
+             timeout=30, message="expired holds not deleted")
+    (kept,) = read_nodes(zuul.kazoo)
+    assert kept.id == default.id and kept.state == NodeState.HOLD
+
+
+def test_hold_expiration_capped_by_max_hold_age(launcher_factory, zuul):
+    launcher_factory(HOLD_AGE, max_hold_age=1)
+    (node,) = zuul.run_job(["small"])
+    zuul.hold_nodes([node], hold_job="t p j", hold_expiration=3600)
+    wait_for(lambda: node.id not in node_ids(zuul.kazoo), timeout=30,
+             message="max-hold-age did not cap the hold")
+    assert not FakeCloud.get("fake").list()
+
+
+def test_unreadable_hold_expiration_reads_as_none(launcher_factory, zuul):
+    launcher_factory(HOLD_AGE, max_hold_age=3600)
+    (node,) = zuul.run_job(["small"])
+    zuul.hold_nodes([node], hold_job="t p j",
+                    hold_expiration="notanumber")
+    (held,) = read_nodes(zuul.kazoo)
+    assert held.state == NodeState.HOLD and held.hold_expiration == 0
+
+
+# Leaked instances --------------------------------------------------------------
+
+def test_leaked_instance_whose_delete_fails_is_retried(launcher_factory,
+                                                       zuul):
+    # node_delete_error: the record is gone while the cloud will not
+    # delete the server; the leak cleanup keeps trying until it can.
+    launcher = one_provider(launcher_factory)
+    cloud = FakeCloud.get("fake")
+    (node,) = zuul.run_job(["small"])
+    cloud.fail_deletes = 10 ** 6
+    zuul.return_nodes([node])
+    store = NodeStore(launcher.services.zk_client)
+    wait_for(lambda: cloud.fail_deletes < 10 ** 6)
+    # The record goes (an operator removed it, say); the server stays.
+    record = store.get_node(node.id, cached=False)
+    store.lock_node(record, blocking=True, timeout=10)
+    zuul.kazoo.delete("/nodepool/nodes/%s" % node.id, recursive=True)
+    failed = cloud.fail_deletes
+    wait_for(lambda: cloud.fail_deletes <= failed - 2, timeout=30,
+             message="leak cleanup did not retry")
+    assert node.external_id in {i.external_id for i in cloud.list()}
+    cloud.fail_deletes = 0
+    wait_for(lambda: not cloud.list(), timeout=30)

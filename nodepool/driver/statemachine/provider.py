@@ -19,6 +19,7 @@ from nodepool.driver.statemachine.launcher import NodeLauncher
 from nodepool.zk.models import UploadState
 
 PROVIDER_QUOTA_TTL = 300.0
+FRESH_NODE_TTL = 60.0
 
 
 class _NoScan:
@@ -360,7 +361,17 @@ class StateMachineProvider:
             if token in self._reservations:
                 self._reservations.remove(token)
             if node is not None:
-                self._fresh_nodes[node.id] = node
+                self._fresh_nodes[node.id] = (node, time.monotonic())
+
+    def forget_node(self, node_id: str) -> None:
+        """The node's record is gone: stop counting it as just created.
+
+        A node deleted before the node cache ever listed it (a launch
+        refused at once for quota, deleted within milliseconds) would
+        otherwise be counted forever and wedge a small pool.
+        """
+        with self._claims_lock:
+            self._fresh_nodes.pop(node_id, None)
 
     def _nodes_used(self, pool_name: Optional[str] = None
                     ) -> QuotaInformation:
@@ -368,11 +379,14 @@ class StateMachineProvider:
         cached = self.services.node_cache.values()
         cached_ids = {node.id for node in cached}
         with self._claims_lock:
-            # Once the cache has a node it is the source of truth.
-            for node_id in list(self._fresh_nodes):
-                if node_id in cached_ids:
+            # Once the cache has a node it is the source of truth; one it
+            # never listed is gone after FRESH_NODE_TTL at the latest
+            # (deleted elsewhere: the cache lags by far less).
+            now = time.monotonic()
+            for node_id, (_, added) in list(self._fresh_nodes.items()):
+                if node_id in cached_ids or now - added > FRESH_NODE_TTL:
                     del self._fresh_nodes[node_id]
-            extra = list(self._fresh_nodes.values())
+            extra = [node for node, _ in self._fresh_nodes.values()]
             for reserved_pool, quota in self._reservations:
                 if pool_name is None or reserved_pool == pool_name:
                     used.add(quota)
