@@ -660,3 +660,20 @@ def test_leaked_instance_whose_delete_fails_is_retried(launcher_factory,
     assert node.external_id in {i.external_id for i in cloud.list()}
     cloud.fail_deletes = 0
     wait_for(lambda: not cloud.list(), timeout=30)
+
+
+def test_openstack_failed_cleanup_of_a_failed_boot_is_retried(
+        launcher_factory, zuul, openstack_cloud):
+    # launchNode_delete_error: the first boot ends in ERROR and deleting
+    # that server fails too; the delete is retried, the next boot serves.
+    cloud = openstack_cloud
+    cloud.error_faults = ["No valid host was found"]
+    cloud.delete_errors = [(500, "fake delete failure")] * 2
+    launcher_factory(OPENSTACK)
+    (node,) = zuul.run_job(["small"], timeout=60)
+    assert cloud.counts["POST servers"] == 2
+    wait_for(lambda: list(cloud.live_servers()) == [node.external_id],
+             timeout=60, message="the failed server was not deleted")
+    assert not cloud.delete_errors
+    zuul.finish([node])
+    wait_for(lambda: not cloud.live_servers(), timeout=60)
