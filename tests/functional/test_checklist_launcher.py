@@ -16,6 +16,7 @@ from nodepool.launcher.min_ready import MinReadyManager
 from nodepool.launcher.request_handler import MIN_READY_REQUESTOR
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
+from tests.fakes.openstack import IMAGE_ID
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import node_ids, read_nodes
@@ -677,3 +678,71 @@ def test_openstack_failed_cleanup_of_a_failed_boot_is_retried(
     assert not cloud.delete_errors
     zuul.finish([node])
     wait_for(lambda: not cloud.live_servers(), timeout=60)
+
+
+UNMANAGED = """
+labels:
+  - name: plain
+  - name: win
+  - name: win-port
+  - name: by-id
+providers:
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    cloud-images:
+      - name: plain
+        image-name: Fake Image
+      - name: windows
+        image-name: Fake Image
+        username: zuul
+        connection-type: winrm
+        shell-type: cmd
+        python-path: /usr/bin/python3
+      - name: windows-port
+        image-name: Fake Image
+        username: zuul
+        connection-type: winrm
+        connection-port: 1234
+      - name: by-id
+        image-id: {image_id}
+    pools:
+      - name: main
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: plain
+            cloud-image: plain
+            flavor-name: m1.small
+          - name: win
+            cloud-image: windows
+            flavor-name: m1.small
+          - name: win-port
+            cloud-image: windows-port
+            flavor-name: m1.small
+          - name: by-id
+            cloud-image: by-id
+            flavor-name: m1.small
+"""
+
+
+def test_openstack_unmanaged_images(launcher_factory, zuul, openstack_cloud):
+    launcher_factory(UNMANAGED, image_id=IMAGE_ID)
+    plain, win, win_port, by_id = zuul.run_job(
+        ["plain", "win", "win-port", "by-id"], timeout=60)
+    assert {b["imageRef"] for b in openstack_cloud.create_bodies} == \
+        {IMAGE_ID}
+    assert plain.username is None
+    assert plain.connection_type == "ssh" and plain.connection_port == 22
+    assert (win.username, win.connection_type, win.connection_port) == \
+        ("zuul", "winrm", 5986)
+    assert win.shell_type == "cmd"
+    assert win.python_path == "/usr/bin/python3"
+    assert (win_port.connection_type, win_port.connection_port) == \
+        ("winrm", 1234)
+    assert by_id.image_id == "by-id"
+    for node in (plain, win, win_port, by_id):
+        assert node.host_keys == []
+    zuul.finish([plain, win, win_port, by_id])
