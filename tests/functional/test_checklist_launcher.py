@@ -17,7 +17,7 @@ from nodepool.launcher.request_handler import MIN_READY_REQUESTOR
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
 from tests.fakes.openstack import IMAGE_ID
-from tests.fakes.test_driver import FakeCloud
+from tests.fakes.test_driver import FakeCloud, FakeDriver
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import node_ids, read_nodes
 
@@ -746,3 +746,61 @@ def test_openstack_unmanaged_images(launcher_factory, zuul, openstack_cloud):
     for node in (plain, win, win_port, by_id):
         assert node.host_keys == []
     zuul.finish([plain, win, win_port, by_id])
+
+
+def test_openstack_quota_shrinking_unexpectedly(launcher_factory, zuul,
+                                                openstack_cloud):
+    cloud = openstack_cloud
+    cloud.limits["instances"] = 2
+    launcher = launcher_factory(OPENSTACK)
+    (first,) = zuul.run_job(["small"], timeout=60)
+    # The cloud now allows one server; the launcher's cached quota still
+    # says two: Nova refuses, the request waits instead of failing.
+    cloud.limits["instances"] = 1
+    waiting = zuul.submit(["small"])
+    worker = launcher.pool_workers[("os", "one")]
+    wait_for(lambda: cloud.counts["POST servers"] >= 2, timeout=60)
+    wait_for(lambda: worker.paused, timeout=60)
+    assert zuul.get_request(waiting).state == RequestState.PENDING
+    zuul.finish([first])
+    done, nodes = served_by(zuul, waiting, timeout=60)
+    assert list(cloud.live_servers()) == [nodes[0].external_id]
+    zuul.finish(nodes)
+
+
+BROKEN_AND_HEALTHY = """
+labels:
+  - name: small
+  - name: large
+providers:
+  - name: broken
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: large
+  - name: healthy
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def test_provider_that_cannot_start_fails_only_its_labels(
+        launcher_factory, zuul, monkeypatch):
+    original = FakeDriver.get_adapter
+
+    def get_adapter(self, provider_config, warm=True):
+        if provider_config.name == "broken":
+            raise RuntimeError("fake: cannot reach this cloud")
+        return original(self, provider_config, warm)
+    monkeypatch.setattr(FakeDriver, "get_adapter", get_adapter)
+    launcher = launcher_factory(BROKEN_AND_HEALTHY)
+    assert sorted(launcher.providers) == ["healthy"]
+    done = zuul.wait_for_request(zuul.submit(["large"]))
+    assert done.state == RequestState.FAILED
+    done, nodes = served_by(zuul, zuul.submit(["small"]))
+    assert nodes[0].provider == "healthy"
+    zuul.finish(nodes)
