@@ -24,6 +24,7 @@ providers:
   - name: fake
     driver: test
     launch-retries: {retries}
+    launch-timeout: {launch_timeout}
     pools:
       - name: main
         max-servers: {max_servers}
@@ -32,6 +33,17 @@ providers:
           - name: large
             cores: 4
 """
+
+# The values BASE_CONFIG is filled with unless a test says otherwise.
+BASE_DEFAULTS = dict(min_ready=0, retries=3, max_servers=10,
+                     launch_timeout=60)
+
+
+def base_config(**params) -> str:
+    """BASE_CONFIG filled from BASE_DEFAULTS and ``params``."""
+    return textwrap.dedent(BASE_CONFIG).format(**dict(BASE_DEFAULTS,
+                                                      **params))
+
 
 # The providers section of a config whose one provider, ``fake`` on the
 # test driver, serves label ``small`` from pool ``main``.
@@ -66,8 +78,7 @@ def launcher_factory(tmp_path, zk_factory):
         """Start a launcher on ``config`` (default BASE_CONFIG), a format
         template filled from defaults and ``params``."""
         intervals = params.pop("intervals", FAST)
-        values = dict(min_ready=0, retries=3, max_servers=10)
-        values.update(params)
+        values = dict(BASE_DEFAULTS, **params)
         text = textwrap.dedent(config or BASE_CONFIG).format(**values)
         path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
         path.write_text(text)

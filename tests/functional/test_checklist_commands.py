@@ -6,7 +6,6 @@ the CLI together with a running launcher (hold, delete, held nodes not
 reused), pause shown in listings, empty-tree commands and the upload
 sequence after an export/import round trip."""
 
-import textwrap
 
 import pytest
 
@@ -16,7 +15,7 @@ from nodepool.zk.images import ImageStore
 from nodepool.zk.models import ImageBuild, ImageUpload, NodeState
 from nodepool.zk.nodes import NodeStore
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import BASE_CONFIG, read_nodes
+from tests.functional.conftest import base_config, read_nodes
 from tests.functional.test_cli import zk_config
 from tests.functional import test_webapp as web
 
@@ -34,8 +33,7 @@ def cli_config(tmp_path, zk_server, zk_chroot):
     as given) and two diskimages."""
     def make(min_ready=0):
         path = tmp_path / ("cli-%d.yaml" % min_ready)
-        body = textwrap.dedent(BASE_CONFIG).format(
-            min_ready=min_ready, retries=3, max_servers=10)
+        body = base_config(min_ready=min_ready)
         path.write_text(zk_config(zk_server, zk_chroot) + body + IMAGES)
         return str(path)
     return make

@@ -21,23 +21,6 @@ from tests.fakes.test_driver import FakeCloud, FakeDriver
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import node_ids, read_nodes
 
-ONE_PROVIDER = """
-labels:
-  - name: small
-    min-ready: {min_ready}
-  - name: large
-providers:
-  - name: fake
-    driver: test
-    pools:
-      - name: main
-        max-servers: {max_servers}
-        labels:
-          - name: small
-          - name: large
-            cores: 4
-"""
-
 # ``first`` serves small and large, ``second`` small only.
 TWO_PROVIDERS = """
 labels:
@@ -64,12 +47,6 @@ providers:
         labels:
           - name: small
 """
-
-
-def one_provider(launcher_factory, **params):
-    values = dict(min_ready=0, max_servers=10)
-    values.update(params)
-    return launcher_factory(ONE_PROVIDER, **values)
 
 
 def two_providers(launcher_factory, **params):
@@ -117,7 +94,7 @@ def served_by(zuul, request, timeout=30):
 
 def test_failing_cloud_delete_keeps_node_deleting_and_replaces_it(
         launcher_factory, zuul):
-    launcher = one_provider(launcher_factory, min_ready=1)
+    launcher = launcher_factory(min_ready=1)
     cloud = FakeCloud.get("fake")
     (node,) = wait_for(lambda: idle_ready(zuul) or None)
     cloud.fail_deletes = 10 ** 6
@@ -142,7 +119,7 @@ def test_failure_removing_the_record_is_retried(launcher_factory, zuul,
                                                 monkeypatch):
     # deleteRawNode_exception: the instance is gone but removing the
     # record fails once; a later pass removes it.
-    one_provider(launcher_factory)
+    launcher_factory()
     cloud = FakeCloud.get("fake")
     calls = []
     original = NodeStore.delete_node
@@ -169,7 +146,7 @@ def test_relative_priority_orders_requests(launcher_factory, zuul):
     # with the lower relative priority is served first.
     later = zuul.submit(["small"], relative_priority=2)
     sooner = zuul.submit(["small"], relative_priority=1)
-    one_provider(launcher_factory, max_servers=1)
+    launcher_factory(max_servers=1)
     done, nodes = served_by(zuul, sooner)
     assert zuul.get_request(later).state != RequestState.FULFILLED
     zuul.finish(nodes)
@@ -182,7 +159,7 @@ def test_servable_requests_not_held_up_by_unservable_ones(
         launcher_factory, zuul):
     bad = [zuul.submit(["no-such-label"]) for _ in range(3)]
     good = zuul.submit(["small"])
-    one_provider(launcher_factory)
+    launcher_factory()
     for request in bad:
         assert zuul.wait_for_request(request).state == RequestState.FAILED
     done, nodes = served_by(zuul, good)
@@ -252,7 +229,7 @@ def test_label_without_min_ready_gets_no_nodes(launcher_factory, zuul,
         original(self)
         passes.append(1)
     monkeypatch.setattr(MinReadyManager, "run", counting)
-    one_provider(launcher_factory, min_ready=0)
+    launcher_factory(min_ready=0)
     wait_for(lambda: len(passes) >= 5)
     assert not zuul.kazoo.exists("/nodepool/requests") or \
         not zuul.kazoo.get_children("/nodepool/requests")
@@ -302,7 +279,7 @@ def test_two_launchers_share_min_ready(launcher_factory, zuul):
 def test_zone_change_in_the_cloud_is_followed(launcher_factory, zuul):
     cloud = FakeCloud.get("fake")
     cloud.azs = ["old-a", "old-b"]
-    one_provider(launcher_factory)
+    launcher_factory()
     done, nodes = served_by(zuul, zuul.submit(["small"]))
     assert nodes[0].az in ("old-a", "old-b")
     zuul.finish(nodes)
@@ -317,7 +294,7 @@ def test_zone_change_in_the_cloud_is_followed(launcher_factory, zuul):
 # Capacity ------------------------------------------------------------------
 
 def test_min_ready_request_at_capacity_is_declined(launcher_factory, zuul):
-    one_provider(launcher_factory, max_servers=1)
+    launcher_factory(max_servers=1)
     nodes = zuul.run_job(["small"])
     request = zuul.submit(["small"], requestor=MIN_READY_REQUESTOR,
                           reuse=False)
@@ -333,7 +310,7 @@ def test_min_ready_request_at_capacity_is_declined(launcher_factory, zuul):
 
 def test_empty_node_record_removed(launcher_factory, zuul):
     zuul.kazoo.create("/nodepool/nodes/9000000010", b"", makepath=True)
-    one_provider(launcher_factory)
+    launcher_factory()
     wait_for(lambda: "9000000010" not in node_ids(zuul.kazoo), timeout=30)
     done, nodes = served_by(zuul, zuul.submit(["small"]))
     zuul.finish(nodes)
@@ -348,7 +325,7 @@ def test_records_without_type_or_pool_do_not_break_launching(
     kazoo.create("/nodepool/nodes/9000000021", json.dumps({
         "state": "ready", "provider": "fake", "type": ["small"],
         "external_id": "i-none"}).encode(), makepath=True)
-    one_provider(launcher_factory)
+    launcher_factory()
     for _ in range(2):
         done, nodes = served_by(zuul, zuul.submit(["small"]))
         assert nodes[0].id not in ("9000000020", "9000000021")
@@ -359,7 +336,7 @@ def test_records_without_type_or_pool_do_not_break_launching(
 
 def test_config_change_updates_registered_labels(launcher_factory, zuul,
                                                  tmp_path):
-    launcher = one_provider(launcher_factory)
+    launcher = launcher_factory()
     registry = launcher.services.registry
 
     def labels():
@@ -380,7 +357,7 @@ def test_config_change_updates_registered_labels(launcher_factory, zuul,
 
 def test_paused_request_declined_when_max_servers_shrinks(
         launcher_factory, zuul, tmp_path):
-    launcher = one_provider(launcher_factory, max_servers=2)
+    launcher = launcher_factory(max_servers=2)
     first = zuul.run_job(["small", "small"])
     waiting = zuul.submit(["small", "small"])
     worker = launcher.pool_workers[("fake", "main")]
@@ -401,7 +378,7 @@ def test_paused_request_declined_when_max_servers_shrinks(
 
 def test_paused_request_served_when_max_servers_grows(
         launcher_factory, zuul, tmp_path):
-    launcher = one_provider(launcher_factory, max_servers=1)
+    launcher = launcher_factory(max_servers=1)
     first = zuul.run_job(["small"])
     waiting = zuul.submit(["small"])
     worker = launcher.pool_workers[("fake", "main")]
@@ -572,7 +549,7 @@ def test_openstack_ignored_provider_quota(launcher_factory, zuul,
 
 def test_error_while_paused_fails_the_request_and_unpauses(
         launcher_factory, zuul, monkeypatch):
-    launcher = one_provider(launcher_factory, max_servers=1)
+    launcher = launcher_factory(max_servers=1)
     first = zuul.run_job(["small"])
     waiting = zuul.submit(["small"])
     worker = launcher.pool_workers[("fake", "main")]
@@ -644,7 +621,7 @@ def test_leaked_instance_whose_delete_fails_is_retried(launcher_factory,
                                                        zuul):
     # node_delete_error: the record is gone while the cloud will not
     # delete the server; the leak cleanup keeps trying until it can.
-    launcher = one_provider(launcher_factory)
+    launcher = launcher_factory()
     cloud = FakeCloud.get("fake")
     (node,) = zuul.run_job(["small"])
     cloud.fail_deletes = 10 ** 6

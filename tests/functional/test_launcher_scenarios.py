@@ -15,25 +15,6 @@ from tests.fixtures.zkserver import free_port
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import read_nodes
 
-ONE_SERVER = """
-labels:
-  - name: small
-    min-ready: {min_ready}
-  - name: large
-providers:
-  - name: fake
-    driver: test
-    launch-timeout: {launch_timeout}
-    launch-retries: {retries}
-    pools:
-      - name: main
-        max-servers: {max_servers}
-        labels:
-          - name: small
-          - name: large
-            cores: 4
-"""
-
 TWO_PROVIDERS = """
 labels:
   - name: small
@@ -57,9 +38,7 @@ providers:
 
 
 def one_server(launcher_factory, **params):
-    values = dict(min_ready=0, launch_timeout=60, retries=3, max_servers=1)
-    values.update(params)
-    return launcher_factory(ONE_SERVER, **values)
+    return launcher_factory(**dict(dict(max_servers=1), **params))
 
 
 def nodes_of(zuul, state=None, label=None):

@@ -25,7 +25,7 @@ from nodepool.web.app import WebApp
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import BASE_CONFIG, FAST
+from tests.functional.conftest import BASE_CONFIG, FAST, base_config
 
 NODE_KEYS = [
     "id", "provider", "label", "server_id", "public_ipv4", "ipv6", "state",
@@ -376,8 +376,7 @@ def test_conditional_get(launcher_factory, zuul, serve):
 
 def test_ready(tmp_path, zk_factory, serve):
     path = tmp_path / "nodepool.yaml"
-    path.write_text(textwrap.dedent(BASE_CONFIG).format(
-        min_ready=0, retries=3, max_servers=10))
+    path.write_text(base_config())
     launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
                                 intervals=FAST)
     app = serve(launcher)
@@ -480,8 +479,7 @@ def test_two_web_apps_side_by_side(launcher_factory, serve):
 
 def test_launcher_owns_its_web_app(tmp_path, zk_factory):
     path = tmp_path / "nodepool.yaml"
-    path.write_text(textwrap.dedent(BASE_CONFIG).format(
-        min_ready=0, retries=3, max_servers=10) + textwrap.dedent("""
+    path.write_text(base_config() + textwrap.dedent("""
         webapp:
           listen_address: 127.0.0.1
           port: 0
