@@ -40,13 +40,12 @@ class MinReadyManager:
         again on every pass."""
         labels = set()
         for provider in self.server.providers.values():
-            available = getattr(provider, "images_available", None)
             for pool in provider.config.pools.values():
                 for name, label in pool.labels.items():
                     if name in labels:
                         continue
                     try:
-                        if available is None or available(label):
+                        if provider.images_available(label):
                             labels.add(name)
                     except Exception:
                         log.exception("Checking images of label %s", name)

@@ -6,7 +6,7 @@
 * Global node and request gauges, emitted by the one launcher that wins
   the stats election.
 * This launcher's ZooKeeper backlogs (client send queue, cache queues),
-  emitted by every launcher every :data:`ZK_QUEUE_INTERVAL` seconds.
+  emitted by every launcher every ``Intervals.zk_queues`` seconds.
 
 Provider and tenant limits are emitted by the pool workers.
 """
@@ -19,9 +19,6 @@ from typing import Dict, Tuple
 from nodepool.zk.components import StatsElection
 
 log = logging.getLogger("nodepool.StatsWorker")
-
-# How often every launcher reports its ZooKeeper queue lengths (seconds).
-ZK_QUEUE_INTERVAL = 10.0
 
 
 def zk_queue_sizes(services) -> Tuple[int, Dict[str, Tuple[int, int]]]:
@@ -45,8 +42,7 @@ class StatsWorker:
     ZooKeeper queue lengths every ``zk_interval`` seconds, starting at
     once."""
 
-    def __init__(self, server, interval: float,
-                 zk_interval: float = ZK_QUEUE_INTERVAL):
+    def __init__(self, server, interval: float, zk_interval: float):
         self.server = server
         self.services = server.services
         self.interval = interval
