@@ -7,6 +7,5 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-[ -x .venv/bin/nodepool-launcher ] && [ -x /usr/sbin/sshd ] \
-    && [ -f /usr/share/java/zookeeper.jar ] || tools/install.sh
+tools/install.sh --if-needed
 exec .venv/bin/python tools/demo.py "$@"

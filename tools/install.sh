@@ -6,6 +6,17 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
+# --if-needed: do nothing when everything is in place and the virtualenv
+# is newer than the files that say what goes into it.
+stamp=.venv/.installed
+if [ "${1:-}" = "--if-needed" ] && [ -f "$stamp" ] \
+        && [ -f /usr/share/java/zookeeper.jar ] && [ -x /usr/sbin/sshd ] \
+        && [ ! requirements.txt -nt "$stamp" ] \
+        && [ ! test-requirements.txt -nt "$stamp" ] \
+        && [ ! setup.cfg -nt "$stamp" ]; then
+    exit 0
+fi
+
 packages=(zookeeper openssh-server openssl)
 missing=()
 for p in "${packages[@]}"; do
@@ -23,3 +34,4 @@ fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -r requirements.txt -r test-requirements.txt
 .venv/bin/pip install -q --no-deps -e .
+touch "$stamp"

@@ -5,7 +5,7 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-[ -x .venv/bin/pytest ] || tools/install.sh
+tools/install.sh --if-needed
 tools/test-setup.sh
 .venv/bin/flake8 nodepool tests tools
 exec .venv/bin/pytest -n 2 -p no:cacheprovider "${@:-tests}"
