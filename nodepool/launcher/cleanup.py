@@ -25,6 +25,10 @@ DELETABLE_STATES = frozenset((
     NodeState.USED, NodeState.IN_USE, NodeState.BUILDING, NodeState.FAILED,
     NodeState.DELETING, NodeState.DELETED, NodeState.ABORTED))
 REQUEST_LOCK_MAX_AGE = 8 * 3600
+# A node is stored in "init" unlocked and locked right after (the lock
+# wait is bounded by 30 s); one still unlocked long after was left behind
+# by a handler interrupted by a ZooKeeper fault.
+INIT_MAX_AGE = 60.0
 
 
 class _PeriodicWorker:
@@ -80,21 +84,28 @@ class DeletedNodeWorker(_PeriodicWorker):
             if node.state == NodeState.READY and node.allocated_to:
                 self._check_allocation(node)
                 continue
-            if node.state not in DELETABLE_STATES:
+            if node.state not in DELETABLE_STATES and not self._stale_init(
+                    node):
                 continue
             if node.lock_contenders or node.is_locked:
                 continue
-            if self._deleting(provider, node):
+            if self._deleting(provider, node) or provider.launching(node.id):
                 continue
             try:
                 self.services.nodes.lock_node(node, blocking=False)
             except exceptions.LockError:
                 continue
-            if node.state not in DELETABLE_STATES:
+            if node.state not in DELETABLE_STATES and not self._stale_init(
+                    node):
                 self.services.nodes.unlock_node(node)
                 continue
             self.log.info("Deleting %s node %s", node.state, node.id)
             provider.start_node_cleanup(node)
+
+    @staticmethod
+    def _stale_init(node) -> bool:
+        return (node.state == NodeState.INIT and node.state_time is not None
+                and time.time() - node.state_time > INIT_MAX_AGE)
 
     @staticmethod
     def _deleting(provider, node) -> bool:

@@ -12,6 +12,7 @@ import uuid
 from nodepool import exceptions
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.request_handler import RequestHandler
+from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import RequestState
 
@@ -185,6 +186,7 @@ class PoolWorker:
             paused = self.paused
             if paused and not self._decline_reason(request):
                 continue
+            guard = self.services.zk_client.guard()
             try:
                 self.services.requests.lock_request(request, blocking=False)
             except exceptions.LockError:
@@ -193,10 +195,13 @@ class PoolWorker:
                     or self.launcher_id in request.declined_by):
                 self.services.requests.unlock_request(request)
                 continue
-            handler = RequestHandler(self, request)
+            handler = RequestHandler(self, request, guard)
             reason = self._decline_reason(request)
             if reason:
-                handler.decline(reason)
+                try:
+                    handler.decline(reason)
+                except CONNECTION_ERRORS:
+                    self.handlers.append(handler)  # poll() finishes it
                 continue
             if paused:
                 self.services.requests.unlock_request(request)
@@ -210,9 +215,16 @@ class PoolWorker:
     def _start(self, handler) -> None:
         try:
             handler.start()
+        except CONNECTION_ERRORS as e:
+            # The handler's next poll starts it again (or takes it back
+            # after a lost session).
+            handler.log.info("Start interrupted by ZooKeeper (%r)", e)
         except Exception:
             handler.log.exception("Could not start request")
-            handler.decline("an error occurred")
+            try:
+                handler.decline("an error occurred")
+            except CONNECTION_ERRORS:
+                pass  # poll() finishes the decline
         finally:
             self.wake.set()
 

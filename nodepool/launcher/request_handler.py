@@ -8,11 +8,17 @@ locked and decided to take, calls :meth:`RequestHandler.start` once and
 then :meth:`RequestHandler.poll` on every pass until it returns True.
 """
 
+import copy
 import logging
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import (
+    KazooException,
+    NoNodeError,
+    SessionExpiredError,
+)
 
 from nodepool import exceptions
+from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.paths import request_path
 
@@ -32,9 +38,16 @@ class RequestHandler:
 
     The handler holds the request lock from creation to completion and the
     lock of every node it assigns until it hands them over.
+
+    ZooKeeper faults: a step that fails because the connection dropped is
+    repeated by a later :meth:`poll` (the pool worker polls only while
+    connected).  If the session was lost, and with it the locks, the
+    handler locks the request (and its finished nodes) again and carries
+    on if nobody changed them meanwhile; otherwise it cancels its launches
+    and leaves the request to whoever has it now.
     """
 
-    def __init__(self, worker, request):
+    def __init__(self, worker, request, guard=None):
         self.worker = worker
         self.provider = worker.provider
         self.pool = worker.pool
@@ -50,8 +63,12 @@ class RequestHandler:
         self.done = False
         self.chosen_az = None
         self.starting = None  # future of start() when run in a pool
-        # The request lock lives and dies with this ZooKeeper session.
-        self.session_id = self.services.zk_client.session_id
+        self.started = False
+        self.accepted = False
+        self.declining = None  # the reason, once a decline has begun
+        # The request lock lives and dies with the session of this guard
+        # (taken by the pool worker before it locked the request).
+        self.guard = guard or self.services.zk_client.guard()
 
     @property
     def is_min_ready(self) -> bool:
@@ -60,23 +77,48 @@ class RequestHandler:
     # Entry points -------------------------------------------------------
 
     def start(self) -> None:
-        """Accept the locked request and start filling it."""
-        self.services.requests.accept_request(self.request)
-        self.log.info("Accepted by %s", self.worker.launcher_id)
+        """Accept the locked request and start filling it.
+
+        May be called again (by :meth:`poll`) after a ZooKeeper connection
+        error interrupted it.
+        """
+        if self.guard.lost:
+            raise SessionExpiredError()
+        if not self.accepted:
+            if self.request.state == RequestState.REQUESTED:
+                self.services.requests.accept_request(self.request)
+            else:  # an earlier attempt's write may not have happened
+                self.services.requests.store_request(self.request)
+            self.accepted = True
+            self.log.info("Accepted by %s", self.worker.launcher_id)
         self._assign()
+        self.started = True
 
     def poll(self) -> bool:
         """Advance; True once the request is finished (lock released)."""
         if self.done:
             return True
-        if self.services.zk_client.session_id != self.session_id:
-            self._abandon()
-            return True
+        if self.guard.lost:
+            if not self.services.zk_client.connected:
+                return False
+            if not self._take_back():
+                return True
         try:
+            if self.declining is not None:
+                self.decline(self.declining)
+                return True
+            if not self.started:
+                self.start()
             return self._poll()
+        except CONNECTION_ERRORS as e:
+            self.log.info("ZooKeeper unavailable (%r); will retry", e)
+            return False
         except Exception:
             self.log.exception("Error handling request")
-            self.decline("an error occurred")
+            try:
+                self.decline("an error occurred")
+            except CONNECTION_ERRORS:
+                return False
             return True
 
     def _poll(self) -> bool:
@@ -221,15 +263,27 @@ class RequestHandler:
             self.chosen_az = self.provider.choose_az(self.pool)
         node.az = self.chosen_az
         nodes = self.services.nodes
+        if self.guard.lost:
+            raise SessionExpiredError()
         # Stored unlocked in "init", then locked and moved to "building":
-        # an unlocked "building" node is garbage to the cleanup worker.
+        # an unlocked "building" node is garbage to the cleanup worker, and
+        # so is an "init" node left unlocked for long (a launch interrupted
+        # here by a ZooKeeper fault).
         nodes.store_node(node)
         nodes.lock_node(node, blocking=True, timeout=30)
+        if self.guard.lost:
+            # Locked under a newer session than our request lock: this
+            # launch must not start; the node goes to the cleanup worker.
+            node.state = NodeState.DELETING
+            node.allocated_to = None
+            nodes.store_node(node)
+            nodes.unlock_node(node)
+            raise SessionExpiredError()
         node.state = NodeState.BUILDING
         nodes.store_node(node)
         self.log.info("Launching node %s (%s)", node.id, label_name)
         self.launchers[index] = self.provider.launch(
-            node, label, self.pool, self.request, self.log)
+            node, label, self.pool, self.request, self.log, guard=self.guard)
         return node
 
     # Completion ---------------------------------------------------------
@@ -251,8 +305,13 @@ class RequestHandler:
 
     def decline(self, reason: str) -> None:
         """Free our nodes, add this pool to ``declined_by`` (the request
-        fails once every registered pool declined it) and unlock."""
-        self.log.info("Declining: %s", reason)
+        fails once every registered pool declined it) and unlock.
+
+        A ZooKeeper connection error propagates; :meth:`poll` calls this
+        again until it went through."""
+        if self.declining is None:
+            self.log.info("Declining: %s", reason)
+        self.declining = reason
         for node in self.slots:
             if node is not None:
                 self._release_node(node, keep_allocation=False)
@@ -283,10 +342,14 @@ class RequestHandler:
         try:
             return self.services.requests.kazoo.exists(
                 request_path(self.request.id)) is not None
+        except CONNECTION_ERRORS:
+            raise  # not an answer: poll() asks again
         except KazooException:
             return False
 
     def _release_node(self, node: Node, keep_allocation: bool) -> None:
+        if node.lock is None:
+            return  # not (or no longer) ours: its holder decides
         nodes = self.services.nodes
         try:
             if not keep_allocation and node.state == NodeState.READY:
@@ -294,22 +357,80 @@ class RequestHandler:
                 nodes.store_node(node)
         except NoNodeError:
             pass
+        except CONNECTION_ERRORS:
+            raise  # retried by poll() while we still hold the lock
         except KazooException:
             self.log.exception("Could not release node %s", node.id)
-        if node.lock is not None:
-            nodes.unlock_node(node)
+        nodes.unlock_node(node)
 
-    def _abandon(self) -> None:
-        """The session that held our locks is gone: drop everything.
+    def _take_back(self) -> bool:
+        """Our session was lost: lock the request again and carry on if it
+        is still ours.  Returns False if the request was given up."""
+        guard = self.services.zk_client.guard()
+        probe = copy.copy(self.request)  # lock_request refreshes it
+        probe.lock = None
+        expected = (RequestState.PENDING if self.accepted
+                    else RequestState.REQUESTED)
+        try:
+            self.services.requests.lock_request(probe, blocking=False)
+        except exceptions.LockError as e:
+            if isinstance(e.__cause__, CONNECTION_ERRORS):
+                return True  # try again on the next poll
+            self._abandon("could not lock it again: %s" % e)
+            return False
+        if (probe.state != expected
+                or self.worker.launcher_id in probe.declined_by):
+            self.services.requests.unlock_request(probe)
+            self._abandon("it changed meanwhile (%s)" % probe.state)
+            return False
+        self.request.lock = probe.lock
+        self.request.stat = probe.stat
+        for index, node in enumerate(self.slots):
+            launcher = self.launchers.get(index)
+            if node is None or (launcher is not None
+                                and not launcher.complete):
+                continue  # a running launch takes its node back itself
+            if not self._take_back_node(node):
+                self.slots[index] = None
+                self.launchers.pop(index, None)
+                self.paused = True  # _assign fills the slot again
+        self.guard = guard
+        self.log.info("Locked the request again after the ZooKeeper "
+                      "session was lost; carrying on")
+        return True
 
-        The request is unlocked (by the server) and still pending, so the
-        lost-request cleanup hands it back; our nodes are unlocked and get
-        deleted or freed by the deleted-node worker.
+    def _take_back_node(self, node: Node) -> bool:
+        node.lock = None  # it went with the session
+        probe = copy.copy(node)
+        try:
+            self.services.nodes.lock_node(probe, blocking=False)
+        except exceptions.LockError:
+            return node.state != NodeState.READY
+        if (probe.state != node.state
+                or probe.allocated_to != self.request.id):
+            self.services.nodes.unlock_node(probe)
+            return node.state != NodeState.READY
+        node.lock = probe.lock
+        node.stat = probe.stat
+        return True
+
+    def _abandon(self, why: str) -> None:
+        """The session that held our locks is gone and the request is no
+        longer ours: cancel our launches (each deletes its instance) and
+        forget the dead locks.
+
+        Whoever holds the request now serves it; the lost-request cleanup
+        hands a still pending one back, and nodes allocated to it are
+        freed or deleted by the cleanup workers.
         """
-        self.log.warning("ZooKeeper session lost; abandoning the request")
+        self.log.warning("ZooKeeper session lost; leaving the request: %s",
+                         why)
+        for launcher in self.launchers.values():
+            launcher.cancel()
         self.request.lock = None
-        for node in self.slots:
-            if node is not None:
+        for index, node in enumerate(self.slots):
+            launcher = self.launchers.get(index)
+            if node is not None and (launcher is None or launcher.complete):
                 node.lock = None
         self.done = True
 

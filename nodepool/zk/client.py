@@ -20,6 +20,12 @@ import threading
 from typing import Callable, Optional
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
@@ -29,6 +35,14 @@ log = logging.getLogger("nodepool.zk.client")
 
 StateListener = Callable[[KazooState], None]
 SessionListener = Callable[[], None]
+
+#: Errors of a ZooKeeper call that say nothing about the data: the
+#: connection dropped (or the session expired) before the answer came.
+#: Whoever meets one retries later rather than treating it as a failure
+#: of the work at hand; :attr:`ZooKeeperClient.session_generation` tells
+#: whether the locks taken before are still held.
+CONNECTION_ERRORS = (ConnectionLoss, OperationTimeoutError,
+                     SessionExpiredError, ConnectionClosedError)
 
 
 class ZooKeeperClient:
@@ -61,6 +75,7 @@ class ZooKeeperClient:
         self._dispatcher: Optional[threading.Thread] = None
         self._session_lost = False
         self._closing = False
+        self._generation = 0
         self.kazoo.add_listener(self._on_kazoo_state)
 
     # Connection ---------------------------------------------------------
@@ -98,7 +113,25 @@ class ZooKeeperClient:
 
     @property
     def session_id(self):
+        """The live session's id; None while disconnected, even when the
+        session itself is still valid (use :attr:`session_generation` to
+        tell whether a session was lost)."""
         return self.kazoo.client_id[0] if self.kazoo.client_id else None
+
+    @property
+    def session_generation(self) -> int:
+        """A number that changes when a session is lost (expired or
+        closed), and only then.
+
+        A suspended connection keeps the session, and with it every lock
+        and ephemeral node: work that captured the generation may go on
+        once the connection is back, as long as the number is unchanged.
+        """
+        return self._generation
+
+    def guard(self) -> "SessionGuard":
+        """A :class:`SessionGuard` for work starting now."""
+        return SessionGuard(self)
 
     @property
     def connection_queue_size(self) -> int:
@@ -137,7 +170,11 @@ class ZooKeeperClient:
                 self._session_listeners.remove(listener)
 
     def _on_kazoo_state(self, state: KazooState) -> None:
-        # Kazoo's connection thread: never block here.
+        # Kazoo's connection thread: never block here.  The generation
+        # changes here rather than on the dispatch thread so that nobody
+        # can see the new session before the count moved on.
+        if state == KazooState.LOST:
+            self._generation += 1
         self._events.put(state)
 
     def _dispatch(self) -> None:
@@ -171,3 +208,21 @@ class ZooKeeperClient:
             listener(*args)
         except Exception:
             log.exception("ZooKeeper listener %r failed", listener)
+
+
+class SessionGuard:
+    """Ties work to the ZooKeeper session it began in.
+
+    Locks taken under one session are gone once it is lost; work that
+    holds such locks checks :attr:`lost` before writing and either takes
+    its locks again (and a new guard) or stops.  Only a lost session counts:
+    a connection that is merely suspended keeps its locks.
+    """
+
+    def __init__(self, client: ZooKeeperClient):
+        self._client = client
+        self.generation = client.session_generation
+
+    @property
+    def lost(self) -> bool:
+        return self._client.session_generation != self.generation

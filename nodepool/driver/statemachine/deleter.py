@@ -55,6 +55,13 @@ class NodeDeleter:
             self._unlock()
             self.complete = True
 
+    def abort(self, error: Exception) -> None:
+        """An unexpected error escaped :meth:`step`: unlock and end; the
+        node stays ``deleting`` and the deleted-node worker retries it."""
+        self.log.error("Deleting node %s aborted: %r", self.node.id, error)
+        self._unlock()
+        self.complete = True
+
     def _unlock(self) -> None:
         try:
             self.provider.nodes.unlock_node(self.node)

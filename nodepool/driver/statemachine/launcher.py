@@ -13,9 +13,12 @@ handler can pause and launch a fresh one.
 
 import time
 
-from kazoo.exceptions import NoNodeError, SessionExpiredError
+import copy
+
+from kazoo.exceptions import NoNodeError
 
 from nodepool import exceptions
+from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.models import NodeState
 from nodepool.zk import paths
 
@@ -24,10 +27,19 @@ class NodeLauncher:
     """Launch state of one node.
 
     Not thread-safe: only the provider's create runner calls :meth:`step`;
-    other threads read :attr:`complete` (set last).
+    other threads read :attr:`complete` (set last) and may call
+    :meth:`cancel`.
+
+    ZooKeeper faults: a write that fails because the connection dropped is
+    kept and written again once the connection is back; the launch goes
+    on meanwhile, but it only completes once its final state is stored.
+    If the session (and with it the node lock) was lost, the launch takes
+    the lock again and resumes when the record is still ours to take;
+    otherwise it deletes whatever instance it created and ends failed.
     """
 
-    def __init__(self, provider, node, label, pool, request, log):
+    def __init__(self, provider, node, label, pool, request, log,
+                 guard=None):
         self.provider = provider
         self.adapter = provider.adapter
         self.node = node
@@ -40,15 +52,24 @@ class NodeLauncher:
         self.result_key = None  # "ready" or the error stat of the last try
         self.create_sm = None
         self.cleanup_sm = None
+        self.cleanup_start = None
         self.scan = None
         self.first_step = None
         self.attempt_start = None
-        # The node lock belongs to this ZooKeeper session; once it is gone
-        # the record is no longer ours to write.
-        self.session_id = provider.services.zk_client.session_id
-        self.abandoned = False
+        # The node lock belongs to the session this guard was taken in.
+        self.guard = guard or provider.services.zk_client.guard()
+        self.abandoned = False  # the record is no longer ours to write
+        self.cancelled = False  # the request handler gave the launch up
+        self._unsaved = False   # the last write of the record failed
+        self._pending_result = None  # finish once the record is stored
+        self._pending_report = True
 
     # Runner entry point -------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the launch (any thread): the instance is deleted, the node
+        ends failed.  Used when the request is no longer ours."""
+        self.cancelled = True
 
     def step(self) -> None:
         if self.complete:
@@ -56,8 +77,17 @@ class NodeLauncher:
         if self.first_step is None:
             self.first_step = time.monotonic()
         try:
-            if not self.abandoned and self._lock_lost():
-                self._abandon()
+            if self.guard.lost and not self.abandoned:
+                if not self._zk.connected:
+                    return  # wait for a session to decide with
+                self._take_back()
+            if self.cancelled and not self.abandoned:
+                self._give_up()
+            if self._unsaved and not self._flush():
+                return
+            if self._pending_result is not None:
+                self._finish(self._pending_result)
+                return
             if self.cleanup_sm is not None:
                 self._step_cleanup()
                 return
@@ -70,8 +100,13 @@ class NodeLauncher:
                 self._step_create()
             else:
                 self._step_scan()
-        except (SessionExpiredError, NoNodeError):
-            self._abandon()
+        except NoNodeError:
+            self._abandon("its record was deleted")
+        except CONNECTION_ERRORS as e:
+            # Whatever failed is repeated on a later pass; the session
+            # guard tells then whether our locks survived.
+            self.log.debug("ZooKeeper unavailable launching node %s: %r",
+                           self.node.id, e)
         except exceptions.QuotaException as e:
             self.log.info("Quota exceeded launching node %s: %s",
                           self.node.id, e)
@@ -81,6 +116,28 @@ class NodeLauncher:
             self._finish(e.statsd_key)
         except Exception as e:
             self._attempt_failed(e)
+
+    def abort(self, error: Exception) -> None:
+        """An unexpected error escaped :meth:`step`: end failed.
+
+        The runner calls this rather than dropping the launch, so that the
+        request handler sees a terminal state and declines; the record
+        keeps the instance's id for the deleted-node worker.
+        """
+        self.log.error("Launch of node %s aborted: %r", self.node.id, error)
+        try:
+            self.node.external_id = self._created_id()
+            self.create_sm = None
+            self._cancel_scan()
+            self.node.state = NodeState.FAILED
+            self._store()
+        except Exception:
+            self.log.exception("Could not store aborted node %s",
+                               self.node.id)
+        self.node.state = NodeState.FAILED
+        self.result_key = "error.unknown"
+        self.complete = True
+        self.provider.notify_launch_complete(self)
 
     # Steps --------------------------------------------------------------
 
@@ -191,6 +248,15 @@ class NodeLauncher:
         self._finish("ready")
 
     def _step_cleanup(self) -> None:
+        """Delete the instance of a failed attempt before the next one.
+
+        Bounded by the launch timeout: a delete that keeps failing ends
+        the launch failed, the record naming the instance, so that the
+        deleted-node worker (and leak cleanup after it) own the instance
+        and the request does not wait forever.
+        """
+        if self.cleanup_start is None:
+            self.cleanup_start = time.monotonic()
         try:
             self.cleanup_sm.advance()
         except exceptions.NotFound:
@@ -198,49 +264,125 @@ class NodeLauncher:
         except Exception:
             self.log.exception("Cleanup of failed attempt for node %s",
                                self.node.id)
+            if (time.monotonic() - self.cleanup_start
+                    > self.provider.launch_timeout):
+                self._cleanup_gave_up()
+                return
             self.cleanup_sm = self.adapter.get_delete_state_machine(
                 self.node.external_id, self.log)
             return
         if self.cleanup_sm.complete:
             self.cleanup_sm = None
+            self.cleanup_start = None
+            if self.abandoned:
+                return
             self.node.external_id = None
-            if not self.abandoned:
-                self._store()
+            self._store()
 
-    def _lock_lost(self) -> bool:
-        return (self.provider.services.zk_client.session_id
-                != self.session_id)
+    def _cleanup_gave_up(self) -> None:
+        self.log.error("Giving up deleting instance %s of node %s after "
+                       "%ds; the deleted-node worker takes over",
+                       self.node.external_id, self.node.id,
+                       self.provider.launch_timeout)
+        self.cleanup_sm = None
+        if self.abandoned:
+            self._finish("error.zksession")
+        else:
+            self._fail(self.result_key or "error.unknown")
 
-    def _abandon(self) -> None:
+    @property
+    def _zk(self):
+        return self.provider.services.zk_client
+
+    def _created_id(self):
+        """The cloud id of the instance this launch made, if any."""
+        if self.create_sm is not None and self.create_sm.external_id:
+            return self.create_sm.external_id
+        return self.node.external_id
+
+    def _take_back(self) -> None:
+        """The session that held the node lock was lost: lock the node
+        again and resume if its record is still ours, else abandon.
+
+        The record is ours when it still exists, nobody else holds it and
+        it is still ``building`` for us; the in-memory node (which may be
+        ahead of the record) is then written again.
+        """
+        probe = copy.copy(self.node)  # lock_node refreshes the object
+        probe.lock = None
+        nodes = self.provider.nodes
+        guard = self._zk.guard()
+        try:
+            nodes.lock_node(probe, blocking=False)
+        except exceptions.LockError as e:
+            if isinstance(e.__cause__, CONNECTION_ERRORS):
+                return  # the connection dropped again: next pass
+            self._abandon("could not lock it again: %s" % e)
+            return
+        if (probe.state != NodeState.BUILDING
+                or probe.allocated_to != self.node.allocated_to
+                or self.cancelled):
+            nodes.unlock_node(probe)
+            self._abandon("its record changed meanwhile (%s)" % probe.state)
+            return
+        self.node.lock = probe.lock
+        self.node.stat = probe.stat
+        self.guard = guard
+        self._unsaved = True
+        self.log.info("Locked node %s again after the ZooKeeper session "
+                      "was lost; resuming its launch", self.node.id)
+
+    def _abandon(self, why: str) -> None:
         """Give the node up without touching its record.
 
-        The lock went with the ZooKeeper session (or the record was
-        deleted): the deleted-node worker owns the record now and deletes
-        any instance it names.  An instance created but not yet recorded
-        would leak, so it is deleted here.
+        The record belongs to whoever holds it now (the deleted-node worker
+        deletes it and any instance it names).  The instance this launch
+        created is deleted here at once: the record may not name it yet.
         """
-        if self.abandoned:
-            return
         self.abandoned = True
-        self.log.warning("Lost the lock of node %s while launching it",
-                         self.node.id)
+        self.log.warning("Lost the lock of node %s while launching it: %s",
+                         self.node.id, why)
         self.node.lock = None
-        self.node.state = NodeState.FAILED
-        if self.scan is not None:
-            self.scan.cancel()
-            self.scan = None
-        external_id = None
-        if self.create_sm is not None:
-            external_id = self.create_sm.external_id
+        # Not a failure of the launch: the handler (if it still has the
+        # request) relaunches, as for a quota refusal.
+        self.node.state = NodeState.ABORTED
+        self._pending_result = None
+        self._unsaved = False
+        self._cancel_scan()
+        external_id = self._created_id()
+        self.create_sm = None
         if external_id and self.cleanup_sm is None:
             self.node.external_id = external_id
             self.cleanup_sm = self.adapter.get_delete_state_machine(
                 external_id, self.log)
 
+    def _give_up(self) -> None:
+        """Cancelled by the owner while we hold the node: delete the
+        instance, then end failed."""
+        if self.cleanup_sm is not None or self._pending_result is not None:
+            return
+        self.log.info("Launch of node %s cancelled", self.node.id)
+        self._cancel_scan()
+        external_id = self._created_id()
+        self.create_sm = None
+        if external_id:
+            self.node.external_id = external_id
+            self._store()
+            self.cleanup_sm = self.adapter.get_delete_state_machine(
+                external_id, self.log)
+        else:
+            self._fail("error.cancelled", report=False)
+
+    def _cancel_scan(self) -> None:
+        if self.scan is not None:
+            self.scan.cancel()
+            self.scan = None
+
     # Outcomes -----------------------------------------------------------
 
     def _attempt_failed(self, error: Exception) -> None:
         key = getattr(error, "statsd_key", "error.unknown")
+        self.result_key = key
         self.provider.report_launch(self, key)
         retries = self.provider.launch_retries
         if isinstance(error, exceptions.LaunchError):
@@ -249,37 +391,76 @@ class NodeLauncher:
         else:
             self.log.exception("Launch attempt %d/%d of node %s failed",
                                self.attempts, retries, self.node.id)
-        external_id = self.node.external_id
-        if self.create_sm is not None and self.create_sm.external_id:
-            external_id = self.create_sm.external_id
+        external_id = self._created_id()
         self.create_sm = None
-        if self.scan is not None:
-            self.scan.cancel()
-            self.scan = None
-        if self.attempts < retries:
+        self._cancel_scan()
+        if self.attempts < retries and not self.cancelled:
             if external_id:
                 self.node.external_id = external_id
                 self.cleanup_sm = self.adapter.get_delete_state_machine(
                     external_id, self.log)
             return
-        # Out of retries.  The record keeps saying "building" with the
-        # external id: the handler declines the request and unlocks the
-        # node, and the deleted-node worker removes the instance.
+        # Out of retries.  The record says "failed" with the external id:
+        # the handler declines the request and unlocks the node, and the
+        # deleted-node worker removes the instance.
         self.node.external_id = external_id
-        if external_id:
-            self._store()
+        self._fail(key, report=False)
+
+    def _fail(self, result_key: str, report: bool = True) -> None:
+        """End failed; the state is stored before the launch completes."""
         self.node.state = NodeState.FAILED
-        self._finish(key, report=False)
+        self._store()
+        self._finish(result_key, report=report)
 
     def _finish(self, result_key: str, report: bool = True) -> None:
+        if self._unsaved and not self.abandoned:
+            # Complete only once the record says what we say: the handler
+            # acts on it (fulfils, declines) as soon as we are complete.
+            self._pending_result = result_key
+            self._pending_report = report
+            return
+        if self._pending_result is not None:
+            report = self._pending_report
+            self._pending_result = None
         self.result_key = result_key
         if report:
             self.provider.report_launch(self, result_key)
+        if self.cancelled and self.node.lock is not None:
+            # Nobody waits for this node: the deleted-node worker takes it.
+            self.provider.nodes.unlock_node(self.node)
         self.complete = True
         self.provider.notify_launch_complete(self)
 
     def _store(self) -> None:
-        self.provider.nodes.store_node(self.node)
+        """Write the record; a failure of the connection is not an error.
+
+        The write is retried by :meth:`_flush` on later passes.  Nothing is
+        written once the session that holds our lock is gone: the record
+        may be somebody else's by now.
+        """
+        if self.abandoned:
+            return
+        self._unsaved = True
+        if self.guard.lost:
+            return
+        try:
+            self.provider.nodes.store_node(self.node)
+        except CONNECTION_ERRORS as e:
+            self.log.info("Could not store node %s (%r); retrying once "
+                          "ZooKeeper is back", self.node.id, e)
+            return
+        self._unsaved = False
+
+    def _flush(self) -> bool:
+        """Write a record whose last write failed; True once stored."""
+        if not self._zk.connected:
+            return False
+        try:
+            self._store()
+        except NoNodeError:
+            self._abandon("its record was deleted")
+            return False
+        return not self._unsaved
 
     @property
     def duration(self) -> float:

@@ -39,7 +39,9 @@ _NO_SCAN = _NoScan()
 class Runner:
     """A named thread that steps a list of work items until each is done.
 
-    Items have ``step()`` and ``complete``.  The thread sleeps ``interval``
+    Items have ``step()``, ``complete`` and ``abort(error)``; an error that
+    escapes ``step()`` is handed to ``abort()``, which must leave the item
+    in a terminal state its owner understands and set ``complete``.  The thread sleeps ``interval``
     between passes, or until :meth:`add` wakes it.
     """
 
@@ -78,6 +80,13 @@ class Runner:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def _abort(self, item, error) -> None:
+        try:
+            item.abort(error)
+        except Exception:
+            self.log.exception("%s: could not abort %r", self.name, item)
+        item.complete = True
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
@@ -87,10 +96,10 @@ class Runner:
                     return
                 try:
                     item.step()
-                except Exception:
+                except Exception as e:
                     self.log.exception("%s: unhandled error stepping %r",
                                        self.name, item)
-                    item.complete = True
+                    self._abort(item, e)
             with self._lock:
                 self._items = [i for i in self._items if not i.complete]
                 busy = bool(self._items)
@@ -183,11 +192,24 @@ class StateMachineProvider:
 
     # Launch and delete --------------------------------------------------
 
-    def launch(self, node, label, pool, request, log) -> NodeLauncher:
-        """Start launching a locked ``building`` node; returns its tracker."""
-        launcher = NodeLauncher(self, node, label, pool, request, log)
+    def launch(self, node, label, pool, request, log,
+               guard=None) -> NodeLauncher:
+        """Start launching a locked ``building`` node; returns its tracker.
+
+        ``guard`` is the :class:`~nodepool.zk.client.SessionGuard` of the
+        session the node was locked in (default: the current one).
+        """
+        launcher = NodeLauncher(self, node, label, pool, request, log,
+                                guard=guard)
         self.create_runner.add(launcher)
         return launcher
+
+    def launching(self, node_id: str) -> bool:
+        """Whether a launch of this process still works on the node (the
+        deleted-node worker leaves such a node alone even when its lock
+        went with a lost session: the launch takes it back)."""
+        return any(item.node.id == node_id and not item.complete
+                   for item in self.create_runner.items())
 
     def start_node_cleanup(self, node, log=None) -> NodeDeleter:
         """Start deleting a locked node; returns its tracker."""
