@@ -154,7 +154,7 @@ class BuildWorker(BuilderWorker):
         name = diskimage.name
         # The session the build lock lives in; read before the record is
         # written so that no session change after that goes unnoticed.
-        session = self.zk_client.session_id
+        guard = self.zk_client.guard()
         record = self._record(name, types)
         record.state = BuildState.BUILDING
         build_id = self.images.store_build(name, record)
@@ -163,8 +163,7 @@ class BuildWorker(BuilderWorker):
             ok = self._run(diskimage, types, build_id)
         finally:
             self.states[name] = stats_mod.WORKER_IDLE
-        if ok and (self.zk_client.session_id != session
-                   or not self.zk_client.connected):
+        if ok and guard.lost:
             self.log.error("ZooKeeper session lost during build %s of %s; "
                            "marking it failed", build_id, name)
             ok = False

@@ -7,13 +7,13 @@ and the test driver's fake image uploads."""
 import json
 import os
 import textwrap
+import threading
 
 import pytest
 
 from nodepool.builder.server import NodePoolBuilder
 from nodepool.cmd import nodepoolcmd
 from nodepool.zk import paths
-from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
@@ -586,15 +586,16 @@ def test_two_builders(env, builder_factory, store, tmp_path):
     assert len(cloud.upload_calls) == 2
 
 
-def test_session_replaced_during_build(env, builder_factory, store,
-                                       monkeypatch):
-    """A build during which the ZooKeeper session changed is FAILED even
+def test_session_replaced_during_build(env, builder_factory, store):
+    """A build during which the ZooKeeper session expired is FAILED even
     though DIB succeeded: its locks were lost meanwhile."""
     pause = env.pause_dib()
-    builder_factory(cleanup_interval=0)
+    builder = builder_factory(cleanup_interval=0)
     building = wait_for_building(store)
-    monkeypatch.setattr(ZooKeeperClient, "session_id",
-                        property(lambda self: "replaced"))
+    lost = threading.Event()
+    builder.zk_client.add_session_listener(lost.set)
+    zkserver.expire_session(builder.zk_client.kazoo)
+    assert lost.wait(30)
     pause.unlink()
     wait_for(lambda: store.get_build("fake-image", building.id).state
              == BuildState.FAILED)
