@@ -102,6 +102,8 @@ class NodePoolLauncher:
         self.zk_client = zk_client
         self.scanner = scanner or NodeScanner()
         self.services: Optional[LauncherServices] = None
+        # Both maps are replaced, never changed in place, by the main
+        # thread only: other threads read whichever snapshot they got.
         self.providers: dict = {}
         self.pool_workers: dict = {}
         self.component: Optional[LauncherComponent] = None
@@ -247,22 +249,27 @@ class NodePoolLauncher:
             log.exception("Could not start provider %s", config.name)
             return
         provider.start()
-        self.providers[config.name] = provider
+        self.providers = {**self.providers, config.name: provider}
+        workers = {}
         for pool in config.pools.values():
-            worker = PoolWorker(self, provider, pool,
-                                interval=self.intervals.pool)
-            self.pool_workers[(config.name, pool.name)] = worker
+            workers[(config.name, pool.name)] = PoolWorker(
+                self, provider, pool, interval=self.intervals.pool)
+        self.pool_workers = {**self.pool_workers, **workers}
+        for worker in workers.values():
             worker.start()
         log.info("Started provider %s", config.name)
 
     def _stop_provider(self, name: str) -> None:
         workers = [w for key, w in self.pool_workers.items()
                    if key[0] == name]
+        self.pool_workers = {key: w for key, w in self.pool_workers.items()
+                             if key[0] != name}
         for worker in workers:
-            del self.pool_workers[(name, worker.pool.name)]
             # Serve what was accepted, take nothing new.
             worker.stop(drain=True)
-        provider = self.providers.pop(name, None)
+        provider = self.providers.get(name)
+        self.providers = {key: p for key, p in self.providers.items()
+                          if key != name}
         if provider is not None:
             log.info("Retiring provider %s", name)
             thread = threading.Thread(

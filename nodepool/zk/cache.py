@@ -25,6 +25,7 @@ but did not find (those reads fail with NoNode and the entries go).
 Readers may wait for that with :meth:`TreeCache.ensure_ready`.
 """
 
+import contextlib
 import logging
 import queue
 import threading
@@ -364,11 +365,12 @@ class TreeCache:
         with self._objects_lock:
             old = self._objects.get(key)
         if old is not None:
-            if getattr(old, "is_locked", False):
-                return old  # the holder owns this object's contents
-            if stat is not None and old.stat is not None \
-                    and stat.mzxid <= old.stat.mzxid:
-                return old  # never go back to older data
+            with _record_lock(old):
+                if getattr(old, "is_locked", False):
+                    return old  # the holder owns this object's contents
+                if stat is not None and old.stat is not None \
+                        and stat.mzxid <= old.stat.mzxid:
+                    return old  # never go back to older data
         try:
             new = self.make_object(key, data, stat)
         except InvalidRecordError as e:
@@ -378,7 +380,12 @@ class TreeCache:
                 self._objects.pop(key, None)
             return None
         if old is not None:
-            old.update_from(new)
+            # Checked again under the record's lock: a thread of ours that
+            # locked the record meanwhile owns its contents from then on
+            # (lock_node sets ``lock`` under the same lock).
+            with _record_lock(old):
+                if not getattr(old, "is_locked", False):
+                    old.update_from(new)
             return old
         with self._objects_lock:
             self._objects[key] = new
@@ -386,6 +393,12 @@ class TreeCache:
 
     def object_path(self, key) -> str:
         return "%s/%s" % (self.root, "/".join(key))
+
+
+def _record_lock(obj):
+    """The record's own thread lock (records that have none need none)."""
+    lock = getattr(obj, "thread_lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
 
 
 class NodeCache(TreeCache):

@@ -251,9 +251,10 @@ class NodeStore:
             locks.release_lock(lock)
             self._remove_lock_skeleton(node.id, stat)
             raise LockError("node %s was deleted" % node.id)
-        node.update_from(fresh)
-        node.stat = stat
-        node.lock = lock
+        with node.thread_lock:  # the cache checks the lock under it
+            node.update_from(fresh)
+            node.stat = stat
+            node.lock = lock
 
     def _remove_lock_skeleton(self, node_id: str, stat) -> None:
         # Locking a node deleted meanwhile recreated its lock directory and

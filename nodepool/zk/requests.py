@@ -201,9 +201,10 @@ class RequestStore:
             self.delete_request_lock(request.id)
             raise LockError("request %s was deleted or is unreadable"
                             % request.id)
-        request.update_from(fresh)
-        request.stat = stat
-        request.lock = lock
+        with request.thread_lock:  # the cache checks the lock under it
+            request.update_from(fresh)
+            request.stat = stat
+            request.lock = lock
 
     def unlock_request(self, request: NodeRequest) -> None:
         """Release the lock taken by :meth:`lock_request`.
