@@ -262,11 +262,9 @@ class AzureAdapter(CloudAdapter):
 
     # Instances ------------------------------------------------------------
 
-    def make_instance(self, vm: dict, nic=None, pips=(),
-                      pool=None) -> AzureInstance:
+    def make_instance(self, vm: dict, nic=None, pips=()) -> AzureInstance:
         return AzureInstance(
-            vm, nic, tuple(p for p in pips if p), self._instance_quota,
-            use_internal_ip=bool(getattr(pool, "use_internal_ip", False)))
+            vm, nic, tuple(p for p in pips if p), self._instance_quota)
 
     def _instance_quota(self, vm_size: str, spot: bool) -> QuotaInformation:
         """What a listed VM uses; an unknown size counts as an instance."""
