@@ -42,7 +42,8 @@ from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
+from nodepool.driver.statemachine.cloud import (
+    CloudAdapter, format_dynamic)
 
 TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
@@ -285,12 +286,8 @@ class AwsAdapter(CloudAdapter):
 
     def _tags(self, sm) -> dict:
         tags = dict(sm.label.tags)
-        for key, template in sm.label.dynamic_tags.items():
-            try:
-                tags[key] = template.format(request=SafeRequest(sm.request))
-            except Exception:
-                sm.log.exception("Bad dynamic tag %s=%r for node %s", key,
-                                 template, sm.node_id)
+        tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
+                                   sm.log, "dynamic tag", sm.node_id))
         tags.update(sm.metadata)
         # The console shows Name; it always matches the node's hostname.
         tags["Name"] = sm.hostname

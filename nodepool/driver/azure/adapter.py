@@ -46,7 +46,8 @@ from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
+from nodepool.driver.statemachine.cloud import (
+    CloudAdapter, format_dynamic)
 
 PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
@@ -328,12 +329,8 @@ class AzureAdapter(CloudAdapter):
         tags = {}
         tags.update(getattr(self.provider, "tags", None) or {})
         tags.update(sm.label.tags or {})
-        for key, template in (sm.label.dynamic_tags or {}).items():
-            try:
-                tags[key] = template.format(request=SafeRequest(sm.request))
-            except Exception as e:
-                sm.log.warning("Bad dynamic tag %s=%r for node %s: %s",
-                               key, template, sm.node_id, e)
+        tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
+                                   sm.log, "dynamic tag", sm.node_id))
         tags.update(sm.metadata)
         return {str(k): str(v) for k, v in tags.items()}
 
