@@ -318,12 +318,14 @@ def test_dual_stack_pool(env, fake):
     assert fake.all_names() == {}
 
 
-def test_internal_ip_pool(env, fake):
+def test_internal_ip_pool_instance_offers_both_addresses(env, fake):
+    # The instance offers its public address; the launcher picks the
+    # private one for use-internal-ip pools (test_parity_drivers.py).
     adapter = env.adapter()
     sm = create_sm(adapter, "small", 4, pool="internal")
     [instance] = run_to_completion([sm])
-    assert instance.public_ipv4
-    assert instance.interface_ip == instance.private_ipv4
+    assert instance.public_ipv4 and instance.private_ipv4
+    assert instance.interface_ip == instance.public_ipv4
 
 
 def test_spot_disk_type_host_group_and_password(env, fake):

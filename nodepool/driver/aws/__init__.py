@@ -22,8 +22,10 @@ class AwsDriver(Driver):
         """The provider's :class:`AwsAdapter`.
 
         ``warm`` (the launcher's default) fetches the service quotas and
-        every label's instance type and image in the background at once;
-        a one-off caller (a CLI listing) can do without.
+        every label's instance type and image in the background at once,
+        and makes the fleet labels' launch templates (deleting those of
+        this provider that no label uses); a one-off caller (a CLI
+        listing) can do without.
         """
         # Imported here: boto3 is only needed once a provider runs.
         from nodepool.driver.aws.adapter import AwsAdapter

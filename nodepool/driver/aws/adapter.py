@@ -26,8 +26,6 @@ Notes on rate limits, which shape most of this module:
 
 import concurrent.futures
 import copy
-import hashlib
-import json
 import logging
 import time
 from typing import Optional
@@ -35,6 +33,7 @@ from typing import Optional
 from nodepool import exceptions
 from nodepool.driver.aws import errors, quota_codes
 from nodepool.driver.aws.images import ImageManager
+from nodepool.driver.aws.templates import LaunchTemplates
 from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
@@ -42,7 +41,8 @@ from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
+from nodepool.driver.statemachine.cloud import (
+    CloudAdapter, format_dynamic)
 
 TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
@@ -53,6 +53,11 @@ SERVICE_QUOTA_TTL = 300.0
 # A host allocation waits this long at most for the listing that shows
 # its new host (same idea as the instance listing after a create).
 CREATE_LISTING_WAIT = 2.0
+# The EBS keys of a disk in a CreateFleet override (an AMI's mapping may
+# carry more, like OutpostArn, that the call rejects).
+FLEET_EBS_KEYS = frozenset(("DeleteOnTermination", "Iops", "SnapshotId",
+                            "VolumeSize", "VolumeType", "KmsKeyId",
+                            "Throughput"))
 
 
 def create_workers(rate: Optional[float], override: Optional[int]) -> int:
@@ -133,7 +138,6 @@ class AwsAdapter(CloudAdapter):
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
         self._type_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
         self._quota_cache = SingleFlightTTLCache(SERVICE_QUOTA_TTL)
-        self._template_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
         self.instances = SharedListing(
             "aws-instances-%s" % name, self._fetch_instances, self.log,
             interval=listing_interval)
@@ -149,6 +153,7 @@ class AwsAdapter(CloudAdapter):
             batch_size=TERMINATE_BATCH, linger=linger,
             limiter=self.mutate_limiter)
         self.images = ImageManager(self, poll_interval=image_poll_interval)
+        self.templates = LaunchTemplates(self, self._config_args)
         for thread in (self.instances, self.hosts, self.instance_deleter,
                        self.host_deleter):
             thread.start()
@@ -165,6 +170,15 @@ class AwsAdapter(CloudAdapter):
         self._stop_threads((self.instances, self.hosts,
                             self.instance_deleter, self.host_deleter),
                            self.create_executor)
+
+    def _warm_caches(self) -> None:
+        # Starting for the launcher: also make the fleet labels' launch
+        # templates and delete this provider's unused ones.
+        try:
+            self.templates.sync()
+        except Exception:
+            self.log.exception("Syncing the launch templates failed")
+        super()._warm_caches()
 
     # API call helpers ---------------------------------------------------
 
@@ -285,12 +299,8 @@ class AwsAdapter(CloudAdapter):
 
     def _tags(self, sm) -> dict:
         tags = dict(sm.label.tags)
-        for key, template in sm.label.dynamic_tags.items():
-            try:
-                tags[key] = template.format(request=SafeRequest(sm.request))
-            except Exception:
-                sm.log.exception("Bad dynamic tag %s=%r for node %s", key,
-                                 template, sm.node_id)
+        tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
+                                   sm.log, "dynamic tag", sm.node_id))
         tags.update(sm.metadata)
         # The console shows Name; it always matches the node's hostname.
         tags["Name"] = sm.hostname
@@ -362,8 +372,7 @@ class AwsAdapter(CloudAdapter):
                 ebs[key] = value
         return [mapping]
 
-    def _network_interface(self, sm) -> dict:
-        pool = sm.pool
+    def _network_interface(self, pool) -> dict:
         nic = {"AssociatePublicIpAddress": bool(pool.public_ipv4),
                "DeviceIndex": 0}
         if pool.security_group_id:
@@ -374,17 +383,13 @@ class AwsAdapter(CloudAdapter):
             nic["Ipv6AddressCount"] = 1
         return nic
 
-    def _common_args(self, sm, image_id: str) -> dict:
-        """Arguments shared by RunInstances and launch templates."""
-        label = sm.label
-        args = dict(ImageId=image_id, KeyName=label.key_name,
+    def _config_args(self, label, pool) -> dict:
+        """Arguments of RunInstances and of launch templates that only
+        depend on the label and pool config (not the UserData, which the
+        two calls encode differently)."""
+        args = dict(KeyName=label.key_name,
                     EbsOptimized=label.ebs_optimized,
-                    NetworkInterfaces=[self._network_interface(sm)])
-        devices = self._block_devices(sm, image_id)
-        if devices:
-            args["BlockDeviceMappings"] = devices
-        if label.userdata:
-            args["UserData"] = label.userdata
+                    NetworkInterfaces=[self._network_interface(pool)])
         profile = label.iam_instance_profile
         if profile is not None:
             args["IamInstanceProfile"] = (
@@ -397,7 +402,15 @@ class AwsAdapter(CloudAdapter):
 
     def _run_instances_args(self, sm) -> dict:
         label = sm.label
-        args = self._common_args(sm, self._image_id(sm))
+        image_id = self._image_id(sm)
+        args = self._config_args(label, sm.pool)
+        args["ImageId"] = image_id
+        devices = self._block_devices(sm, image_id)
+        if devices:
+            args["BlockDeviceMappings"] = devices
+        if label.userdata:
+            # botocore base64-encodes RunInstances' UserData itself.
+            args["UserData"] = label.userdata
         tags = self._tag_list(sm)
         args.update(
             MinCount=1, MaxCount=1, InstanceType=label.instance_type,
@@ -426,41 +439,27 @@ class AwsAdapter(CloudAdapter):
 
     # Fleets -------------------------------------------------------------
 
-    def _launch_template(self, sm) -> str:
-        """Name of a launch template with the label's common arguments,
-        created on first use (shared by all nodes of identical labels)."""
-        data = self._common_args(sm, self._image_id(sm))
-        digest = hashlib.sha256(json.dumps(
-            data, sort_keys=True, default=str).encode()).hexdigest()
-        name = "nodepool-launch-template-%s" % digest[:40]
-
-        def load():
-            try:
-                self.mutate(
-                    "CreateLaunchTemplate %s" % name,
-                    self.ec2.create_launch_template,
-                    LaunchTemplateName=name, LaunchTemplateData=data,
-                    TagSpecifications=[{
-                        "ResourceType": "launch-template",
-                        "Tags": [{"Key": "nodepool_managed",
-                                  "Value": "true"},
-                                 {"Key": "nodepool_provider_name",
-                                  "Value": self.provider.name}]}])
-            except Exception as e:
-                if errors.error_code(e) != \
-                        "InvalidLaunchTemplateName.AlreadyExistsException":
-                    raise
-            return name
-        return self._template_cache.get(name, load)
+    def _fleet_disks(self, sm, image_id: str) -> Optional[list]:
+        """The block device mappings of a fleet override: those of
+        RunInstances, with only the EBS keys CreateFleet accepts."""
+        devices = self._block_devices(sm, image_id)
+        for mapping in devices or ():
+            mapping["Ebs"] = {k: v for k, v in mapping["Ebs"].items()
+                              if k in FLEET_EBS_KEYS}
+        return devices
 
     def _create_fleet_instance(self, sm, what: str) -> str:
         fleet = sm.label.fleet
-        template = self._launch_template(sm)
+        template = self.templates.name_for(sm.label, sm.pool)
+        image_id = self._image_id(sm)
+        disks = self._fleet_disks(sm, image_id)
         tags = self._tag_list(sm, {"nodepool_fleet": "true"})
         capacity = "spot" if sm.label.use_spot else "on-demand"
         overrides = []
         for priority, instance_type in enumerate(fleet.instance_types):
-            override = {"InstanceType": instance_type}
+            override = {"InstanceType": instance_type, "ImageId": image_id}
+            if disks:
+                override["BlockDeviceMappings"] = disks
             if sm.pool.subnet_id:
                 override["SubnetId"] = sm.pool.subnet_id
             if fleet.allocation_strategy == "prioritized":

@@ -46,7 +46,8 @@ from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter, SafeRequest
+from nodepool.driver.statemachine.cloud import (
+    CloudAdapter, format_dynamic)
 
 PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
@@ -262,11 +263,9 @@ class AzureAdapter(CloudAdapter):
 
     # Instances ------------------------------------------------------------
 
-    def make_instance(self, vm: dict, nic=None, pips=(),
-                      pool=None) -> AzureInstance:
+    def make_instance(self, vm: dict, nic=None, pips=()) -> AzureInstance:
         return AzureInstance(
-            vm, nic, tuple(p for p in pips if p), self._instance_quota,
-            use_internal_ip=bool(getattr(pool, "use_internal_ip", False)))
+            vm, nic, tuple(p for p in pips if p), self._instance_quota)
 
     def _instance_quota(self, vm_size: str, spot: bool) -> QuotaInformation:
         """What a listed VM uses; an unknown size counts as an instance."""
@@ -330,12 +329,8 @@ class AzureAdapter(CloudAdapter):
         tags = {}
         tags.update(getattr(self.provider, "tags", None) or {})
         tags.update(sm.label.tags or {})
-        for key, template in (sm.label.dynamic_tags or {}).items():
-            try:
-                tags[key] = template.format(request=SafeRequest(sm.request))
-            except Exception as e:
-                sm.log.warning("Bad dynamic tag %s=%r for node %s: %s",
-                               key, template, sm.node_id, e)
+        tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
+                                   sm.log, "dynamic tag", sm.node_id))
         tags.update(sm.metadata)
         return {str(k): str(v) for k, v in tags.items()}
 

@@ -89,8 +89,7 @@ class AzureInstance(CloudInstance):
     """
 
     def __init__(self, vm: dict, nic: Optional[dict] = None,
-                 pips: tuple = (), quota_loader=None,
-                 use_internal_ip: bool = False):
+                 pips: tuple = (), quota_loader=None):
         super().__init__(vm, quota_loader)
         props = vm.get("properties") or {}
         self.external_id = vm["name"]
@@ -111,11 +110,9 @@ class AzureInstance(CloudInstance):
                 self.public_ipv6 = self.public_ipv6 or address
             else:
                 self.public_ipv4 = self.public_ipv4 or address
-        if use_internal_ip and (self.private_ipv4 or self.private_ipv6):
-            self.interface_ip = self.private_ipv4 or self.private_ipv6
-        else:
-            self.interface_ip = (self.public_ipv4 or self.public_ipv6
-                                 or self.private_ipv4 or self.private_ipv6)
+        # The launcher picks the private address for use-internal-ip.
+        self.interface_ip = (self.public_ipv4 or self.public_ipv6
+                             or self.private_ipv4 or self.private_ipv6)
         self.cloud = "Azure"
         self.region = vm.get("location")
         zones = vm.get("zones") or ()
@@ -277,7 +274,7 @@ class AzureCreateStateMachine(_Steps, CloudCreateStateMachine):
         self._finish()
         self.log.debug("VM %s of node %s is ready", self.hostname,
                        self.node_id)
-        return adapter.make_instance(record, nic, pips, self.pool)
+        return adapter.make_instance(record, nic, pips)
 
 
 class AzureDeleteStateMachine(_Steps, CloudDeleteStateMachine):

@@ -42,7 +42,8 @@ from nodepool.driver.openstack.statemachines import (
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
-from nodepool.driver.statemachine.cloud import CloudAdapter
+from nodepool.driver.statemachine.cloud import (
+    CloudAdapter, format_dynamic)
 
 FLAVOR_TTL = 3600.0
 NETWORK_TTL = 3600.0
@@ -98,20 +99,6 @@ def connect(provider_config):
     return openstack.connect(cloud=provider_config.cloud,
                              region_name=provider_config.region_name,
                              app_name="nodepool")
-
-
-class _SafeRequest:
-    """What dynamic instance properties may use of a request."""
-
-    ATTRS = ("id", "labels", "requestor", "requestor_data",
-             "relative_priority", "event_id", "created_time", "tenant_name")
-
-    def __init__(self, request):
-        for attr in self.ATTRS:
-            value = getattr(request, attr, None)
-            if attr == "labels" and value is None:
-                value = getattr(request, "node_types", None)
-            setattr(self, attr, value)
 
 
 class OpenStackAdapter(CloudAdapter):
@@ -375,13 +362,9 @@ class OpenStackAdapter(CloudAdapter):
         label = sm.label
         meta = {key: str(value)
                 for key, value in label.instance_properties.items()}
-        request = _SafeRequest(sm.request)
-        for key, template in label.dynamic_instance_properties.items():
-            try:
-                meta[key] = template.format(request=request)
-            except Exception as e:
-                sm.log.warning("Bad dynamic instance property %s=%r for "
-                               "node %s: %r", key, template, sm.node_id, e)
+        meta.update(format_dynamic(
+            label.dynamic_instance_properties, sm.request, sm.log,
+            "dynamic instance property", sm.node_id))
         image = label.diskimage or label.cloud_image
         meta["groups"] = ",".join((self.provider.name, image, label.name))
         meta.update({key: str(value) for key, value in sm.metadata.items()})

@@ -17,8 +17,9 @@ lives here:
   stopping the threads;
 * :class:`CloudInstance`: an instance made from a listing record, its
   quota looked up only when the launcher asks;
-* :class:`SafeRequest`: what ``dynamic-tags`` templates (AWS, Azure)
-  may read of a node request;
+* :class:`SafeRequest` and :func:`format_dynamic`: what the templates
+  of ``dynamic-tags`` (AWS, Azure) and ``dynamic-instance-properties``
+  (OpenStack) may read of a node request, and how they are formatted;
 * :class:`CloudStateMachine`, :class:`CloudCreateStateMachine` and
   :class:`CloudDeleteStateMachine`: the fields of a node operation, the
   node and request ids for log messages, and the rule that a machine that
@@ -32,7 +33,7 @@ drivers.
 import concurrent.futures
 import math
 import threading
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation
@@ -273,18 +274,49 @@ class CloudAdapter(Adapter):
 
 
 class SafeRequest:
-    """What dynamic tags may use of a request: plain attributes only
-    (``{request.id}``, ``{request.tenant_name}``...), plus the keys of
-    the requestor data that are identifiers."""
+    """What a ``dynamic-tags`` or ``dynamic-instance-properties`` template
+    may read of a node request, the same for every driver: ``id``,
+    ``labels`` (the requested node types), ``requestor``,
+    ``requestor_data`` (a dict, empty when the request has
+    none, so ``{request.requestor_data[job_name]}`` works),
+    ``relative_priority``, ``event_id``, ``created_time`` and
+    ``tenant_name``.
+
+    Only copies of plain record fields are offered: a template must not
+    reach the launcher's objects through the request (its lock, the
+    ZooKeeper client).  ``request`` may be None (all fields empty).
+    """
 
     def __init__(self, request):
-        for attr in ("id", "requestor", "event_id", "node_types",
-                     "relative_priority", "tenant_name", "build_set_uuid",
-                     "job_name", "project_name", "pipeline_name",
-                     "branch"):
-            setattr(self, attr, getattr(request, attr, None))
+        self.id = getattr(request, "id", None)
+        self.labels = list(getattr(request, "node_types", None) or ())
+        self.requestor = getattr(request, "requestor", None)
         data = getattr(request, "requestor_data", None)
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if key.isidentifier() and not hasattr(self, key):
-                    setattr(self, key, value)
+        # A copy: format strings cannot call methods, but the request's
+        # own data must not be shared.
+        self.requestor_data = dict(data) if isinstance(data, dict) else {}
+        self.relative_priority = getattr(request, "relative_priority", None)
+        self.event_id = getattr(request, "event_id", None)
+        self.created_time = getattr(request, "created_time", None)
+        self.tenant_name = getattr(request, "tenant_name", None)
+
+
+def format_dynamic(templates: Mapping[str, str], request, log,
+                   what: str, node_id) -> dict:
+    """``templates`` (key -> format string) formatted with ``request``
+    (as :class:`SafeRequest`).
+
+    A template that fails (an unknown attribute or key, bad syntax) is
+    logged with its key, template and the reason and left out: the
+    launch goes on without that value.  ``what`` names the values in the
+    log ("dynamic tag"...).
+    """
+    view = SafeRequest(request)
+    values = {}
+    for key, template in templates.items():
+        try:
+            values[key] = template.format(request=view)
+        except Exception as e:
+            log.warning("Skipping %s %s=%r of node %s: %s: %s", what, key,
+                        template, node_id, type(e).__name__, e)
+    return values

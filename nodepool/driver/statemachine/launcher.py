@@ -201,11 +201,14 @@ class NodeLauncher:
     def _apply_instance(self, instance) -> None:
         node = self.node
         node.external_id = instance.external_id
-        interface_ip = instance.public_ipv4 or instance.public_ipv6
-        if getattr(self.pool, "use_internal_ip", False) and (
-                instance.private_ipv4 or instance.private_ipv6):
-            interface_ip = instance.private_ipv4 or instance.private_ipv6
-        node.interface_ip = instance.interface_ip or interface_ip
+        # use-internal-ip (AWS, Azure pools) beats the address the
+        # instance offers, which is its public one whenever it has one.
+        private_ip = instance.private_ipv4 or instance.private_ipv6
+        if getattr(self.pool, "use_internal_ip", False) and private_ip:
+            node.interface_ip = private_ip
+        else:
+            node.interface_ip = (instance.interface_ip or instance.public_ipv4
+                                 or instance.public_ipv6)
         node.public_ipv4 = instance.public_ipv4
         node.private_ipv4 = instance.private_ipv4
         node.public_ipv6 = instance.public_ipv6
