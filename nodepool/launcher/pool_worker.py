@@ -10,6 +10,7 @@ import threading
 import uuid
 
 from nodepool import exceptions
+from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.request_handler import RequestHandler
 from nodepool.zk.components import PoolComponent
@@ -232,7 +233,11 @@ class PoolWorker:
             if request.provider == self.provider.name and \
                     p.provider_name != request.provider:
                 continue  # the request asked for us, not for them
-            if not p.paused and (p.priority or 100) < my_priority:
+            # Compare the numbers as given: 0 is the highest priority
+            # there is, not "unset".  A record without one (None) gets
+            # the config's default.
+            if not p.paused and \
+                    schema.pool_priority(p.priority, None) < my_priority:
                 return False
         if not wanted <= labels and candidates:
             return False
