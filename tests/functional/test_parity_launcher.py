@@ -6,8 +6,13 @@ priority 0, max-concurrency per provider, launch result names, max-ready-age
 of multi-label nodes, OpenStack ``groups`` metadata and the static driver's
 winrm port."""
 
+import logging
+import threading
+
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import RequestState
+from tests.fakes.test_driver import FakeCloud
+from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 
 # Our pool serves both labels; another launcher's pool (a record planted
@@ -50,3 +55,59 @@ def test_pool_priority_zero_is_the_highest(launcher_factory, zuul,
     done = zuul.wait_for_request(yielded)
     assert done.state == RequestState.FULFILLED
     other.unregister()
+
+
+CONCURRENCY = """
+labels:
+  - name: small
+  - name: large
+providers:
+  - name: fake
+    driver: test
+    max-concurrency: 1
+    launch-retries: 1
+    pools:
+      - name: a
+        labels:
+          - name: small
+      - name: b
+        labels:
+          - name: large
+"""
+
+
+def test_max_concurrency_counts_every_pool_of_the_provider(
+        launcher_factory, zuul, caplog):
+    caplog.set_level(logging.DEBUG, logger="nodepool.PoolWorker.fake-b")
+    cloud = FakeCloud.get("fake")
+    cloud.paused.set()  # creates make no progress for now
+    launcher = launcher_factory(CONCURRENCY)
+    provider = launcher.providers["fake"]
+    first = zuul.submit(["small"])
+    wait_for(lambda: zuul.get_request(first).state == RequestState.PENDING)
+    second = zuul.submit(["large"])
+    # Pool b saw the request and held back (pool a's request counts), or
+    # took it (the bug: a count per pool).
+    wait_for(lambda: any("max-concurrency" in r.getMessage()
+                         for r in caplog.records
+                         if r.name == "nodepool.PoolWorker.fake-b")
+             or zuul.get_request(second).state != RequestState.REQUESTED)
+    assert zuul.get_request(second).state == RequestState.REQUESTED
+    assert provider.requests_handled == 1
+
+    # A handler ending by session loss, and one ending by declining (its
+    # launch fails), give their count back: with max-concurrency 1 a
+    # count kept by mistake would stall the other request for good.
+    lost = threading.Event()
+    launcher.zk_client.add_session_listener(lost.set)
+    zkserver.expire_session(launcher.zk_client.kazoo)
+    assert lost.wait(30)
+    cloud.fail_creates = 1
+    cloud.paused.clear()
+    done = [zuul.wait_for_request(r, timeout=60) for r in (first, second)]
+    assert sorted(r.state for r in done) == sorted(
+        [RequestState.FAILED, RequestState.FULFILLED])
+    wait_for(lambda: provider.requests_handled == 0)
+    for request in done:
+        if request.state == RequestState.FULFILLED:
+            zuul.return_nodes(zuul.accept_nodes(request))
