@@ -9,8 +9,10 @@ winrm port."""
 import logging
 import threading
 
+from nodepool import stats
+from nodepool.driver.errors import CloudApiError
 from nodepool.zk.components import PoolComponent
-from nodepool.zk.models import RequestState
+from nodepool.zk.models import Node, RequestState
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
@@ -111,3 +113,59 @@ def test_max_concurrency_counts_every_pool_of_the_provider(
     for request in done:
         if request.state == RequestState.FULFILLED:
             zuul.return_nodes(zuul.accept_nodes(request))
+
+
+SCANNED = """
+labels:
+  - name: small
+providers:
+  - name: fake
+    driver: test
+    boot-timeout: 1
+    launch-retries: 2
+    pools:
+      - name: main
+        labels:
+          - name: small
+            host-key-checking: true
+"""
+
+
+def test_unanswered_host_key_scan_is_a_keyscan_error(
+        launcher_factory, zuul, statsd):
+    cloud = FakeCloud.get("fake")
+    cloud.address = ("127.0.0.1", zkserver.free_port())  # nothing listens
+    launcher_factory(SCANNED)
+    done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
+    assert done.state == RequestState.FAILED
+    # One result per failed attempt, under nodepool 11's name.
+    for key in ("nodepool.launch.error.keyscan",
+                "nodepool.launch.provider.fake.error.keyscan",
+                "nodepool.launch.provider.fake.az1.error.keyscan"):
+        statsd.wait_for_metric(key, "c")
+        statsd.wait_for_metric(key, "ms")
+    wait_for(lambda: len(statsd.values("nodepool.launch.error.keyscan",
+                                       "c")) == 2)
+    statsd.sync()
+    launch = {name for name in statsd.names()
+              if name.startswith("nodepool.launch.")}
+    assert launch == {
+        "nodepool.launch.error.keyscan",
+        "nodepool.launch.provider.fake.error.keyscan",
+        "nodepool.launch.provider.fake.az1.error.keyscan",
+        "nodepool.launch.requestor.zuul-scheduler.error.keyscan"}
+
+
+def test_launch_results_outside_the_contract_are_unknown(statsd):
+    reporter = stats.StatsReporter(stats.get_client())
+    node = Node("0000000001")
+    node.provider = "fake"
+    # A cloud API that kept failing has no result name in nodepool 11.
+    error = CloudApiError("throttled for good")
+    reporter.record_node_launch(node, error.statsd_key, 0.5)
+    assert stats.launch_result(error) == stats.RESULT_UNKNOWN
+    statsd.wait_for_metric("nodepool.launch.error.unknown", "c")
+    statsd.wait_for_metric("nodepool.launch.provider.fake.error.unknown",
+                           "ms", 500)
+    statsd.sync()
+    assert not any("api" in name for name in statsd.names())
