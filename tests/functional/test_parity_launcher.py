@@ -12,10 +12,11 @@ import threading
 from nodepool import stats
 from nodepool.driver.errors import CloudApiError
 from nodepool.zk.components import PoolComponent
-from nodepool.zk.models import Node, RequestState
+from nodepool.zk.models import Node, NodeState, RequestState
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
+from tests.functional.conftest import read_nodes
 
 # Our pool serves both labels; another launcher's pool (a record planted
 # by the test) serves only ``small``.
@@ -169,3 +170,41 @@ def test_launch_results_outside_the_contract_are_unknown(statsd):
                            "ms", 500)
     statsd.sync()
     assert not any("api" in name for name in statsd.names())
+
+
+# Static hosts that are never contacted (no host-key checking).  The
+# multi-label host's *second* label has a max-ready-age.
+STATIC_AGES = """
+labels:
+  - name: static-a
+  - name: static-b
+    max-ready-age: 1
+providers:
+  - name: static
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: 127.0.0.2
+            labels: [static-a, static-b]
+            host-key-checking: false
+          - name: 127.0.0.4
+            labels: [static-a]
+            host-key-checking: false
+"""
+
+
+def test_max_ready_age_applies_to_every_label_of_a_node(
+        launcher_factory, zuul):
+    launcher_factory(STATIC_AGES)
+
+    def ready_by_host():
+        return {n.hostname: n.id for n in read_nodes(zuul.kazoo)
+                if n.state == NodeState.READY}
+    first = wait_for(lambda: len(ready_by_host()) == 2 and ready_by_host())
+    # The two-label host's node ages out and its slot is registered
+    # again; the other host's label has no max-ready-age.
+    replaced = wait_for(lambda: (
+        ready_by_host().get("127.0.0.2") not in (None, first["127.0.0.2"])
+        and ready_by_host()))
+    assert replaced["127.0.0.4"] == first["127.0.0.4"]
