@@ -208,3 +208,50 @@ def test_max_ready_age_applies_to_every_label_of_a_node(
         ready_by_host().get("127.0.0.2") not in (None, first["127.0.0.2"])
         and ready_by_host()))
     assert replaced["127.0.0.4"] == first["127.0.0.4"]
+
+
+OPENSTACK_GROUPS = """
+labels:
+  - name: mine
+  - name: plain
+providers:
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    cloud-images:
+      - name: base
+        image-name: Fake Image
+    pools:
+      - name: main
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: mine
+            cloud-image: base
+            flavor-name: m1.small
+            instance-properties:
+              groups: web,db
+              team: ci
+          - name: plain
+            cloud-image: base
+            flavor-name: m1.small
+"""
+
+
+def test_openstack_instance_properties_groups_win(launcher_factory, zuul,
+                                                  openstack_cloud):
+    launcher_factory(OPENSTACK_GROUPS)
+    done = zuul.wait_for_request(zuul.submit(["mine", "plain"]), timeout=60)
+    assert done.state == RequestState.FULFILLED
+    mine, plain = zuul.accept_nodes(done)
+    servers = openstack_cloud.live_servers()
+    meta = servers[mine.external_id]["metadata"]
+    assert meta["groups"] == "web,db"
+    assert meta["team"] == "ci"
+    assert meta["nodepool_node_id"] == mine.id
+    # Without one of the user's, nodepool's own groups.
+    assert servers[plain.external_id]["metadata"]["groups"] == \
+        "os,base,plain"
+    zuul.return_nodes([mine, plain])

@@ -373,8 +373,13 @@ class OpenStackAdapter(CloudAdapter):
 
     def _server_metadata(self, sm) -> dict:
         label = sm.label
-        meta = {key: str(value)
-                for key, value in label.instance_properties.items()}
+        # "groups" lets Ansible's OpenStack inventory group servers by
+        # provider, image and label.  It is only a default: a "groups"
+        # the user sets in instance-properties wins, as in nodepool 11.
+        image = label.diskimage or label.cloud_image
+        meta = {"groups": ",".join((self.provider.name, image, label.name))}
+        meta.update({key: str(value)
+                     for key, value in label.instance_properties.items()})
         request = _SafeRequest(sm.request)
         for key, template in label.dynamic_instance_properties.items():
             try:
@@ -382,8 +387,6 @@ class OpenStackAdapter(CloudAdapter):
             except Exception as e:
                 sm.log.warning("Bad dynamic instance property %s=%r for "
                                "node %s: %r", key, template, sm.node_id, e)
-        image = label.diskimage or label.cloud_image
-        meta["groups"] = ",".join((self.provider.name, image, label.name))
         meta.update({key: str(value) for key, value in sm.metadata.items()})
         return meta
 
