@@ -7,7 +7,10 @@ of multi-label nodes, OpenStack ``groups`` metadata and the static driver's
 winrm port."""
 
 import logging
+import socket
 import threading
+
+import pytest
 
 from nodepool import stats
 from nodepool.driver.errors import CloudApiError
@@ -255,3 +258,71 @@ def test_openstack_instance_properties_groups_win(launcher_factory, zuul,
     assert servers[plain.external_id]["metadata"]["groups"] == \
         "os,base,plain"
     zuul.return_nodes([mine, plain])
+
+
+# A winrm host without a port; the second host says which port it wants.
+STATIC_WINRM = """
+labels:
+  - name: windows
+providers:
+  - name: static
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: {host}
+            labels: [windows]
+            connection-type: winrm
+          - name: 127.0.0.23
+            labels: [windows]
+            connection-type: winrm
+            connection-port: 5986
+"""
+
+WINRM_HOST = "127.0.0.22"
+
+
+def test_static_winrm_host_without_port_uses_22(launcher_factory):
+    launcher = launcher_factory(STATIC_WINRM, host="192.0.2.1")
+    first, second = launcher.providers["static"].config.pools["main"].nodes
+    assert (first.connection_type, first.connection_port) == ("winrm", 22)
+    assert second.connection_port == 5986
+
+
+@pytest.fixture
+def port_22_listener():
+    """A TCP listener on WINRM_HOST port 22 (needs the right to bind a
+    privileged port); it accepts and closes connections."""
+    sock = socket.socket()
+    try:
+        sock.bind((WINRM_HOST, 22))
+    except PermissionError:
+        sock.close()
+        pytest.skip("cannot bind port 22 here")
+    sock.listen(16)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.close()
+    thread = threading.Thread(target=serve, name="port-22-listener",
+                              daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def test_static_winrm_host_checked_on_port_22(launcher_factory, zuul,
+                                              port_22_listener):
+    launcher_factory(STATIC_WINRM, host=WINRM_HOST)
+    node = wait_for(lambda: [n for n in read_nodes(zuul.kazoo)
+                             if n.hostname == WINRM_HOST
+                             and n.state == NodeState.READY])[0]
+    assert (node.connection_type, node.connection_port) == ("winrm", 22)
