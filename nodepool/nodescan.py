@@ -82,7 +82,10 @@ _MAX_PACKET = 35000
 class ConnectionTimeoutException(LaunchError):
     """The node's port did not accept a connection within the timeout."""
 
-    statsd_key = "error.ssh"
+    # Every failed scan of a launch is a "keyscan" launch result, as in
+    # nodepool 11 (which wraps them all): dashboards and alerts count
+    # unreachable boots under that name, not "ssh".
+    statsd_key = "error.keyscan"
 
 
 class LaunchKeyscanException(LaunchError):
@@ -93,6 +96,8 @@ class LaunchKeyscanException(LaunchError):
 
 class ScanCancelledException(NodepoolError):
     """The scan was cancelled, or its scanner stopped, before it finished."""
+
+    statsd_key = "error.keyscan"
 
 
 def wants_keys(gather_keys: bool, connection_type: str) -> bool:

@@ -52,6 +52,18 @@ RESULT_QUOTA = "error.quota"
 RESULT_UNKNOWN = "error.unknown"
 _ERROR_PREFIX = "error."
 
+#: Every ``<result>`` nodepool 11 sends.  Dashboards and alerts key on
+#: these names, so any other key an exception carries (a driver's own
+#: ``error.api``, say) is sent as ``error.unknown``, which is what
+#: nodepool 11 reports for an error it has no name for.
+LAUNCH_RESULTS = frozenset((
+    RESULT_READY, RESULT_ZKSESSION, RESULT_QUOTA, RESULT_UNKNOWN,
+    "error.nodepool", "error.status", "error.network", "error.keyscan",
+    "error.capacity", "error.ssh", "error.ipadd",
+    "error.servercreatetimeout", "error.serverdeletetimeout",
+    "error.imagetimeout",
+))
+
 # -- builder worker states (``...build.state`` / ``...upload.state``) -------
 
 WORKER_IDLE = 0
@@ -100,18 +112,19 @@ def launch_result(exc: Optional[BaseException] = None) -> str:
 
     None means success (``ready``).  An exception's ``statsd_key``
     attribute names its result, either in full (``error.quota``) or
-    without the ``error.`` prefix (``quota``); any other exception is
-    ``error.unknown``.  Session loss and quota errors have the constants
-    :data:`RESULT_ZKSESSION` and :data:`RESULT_QUOTA`.
+    without the ``error.`` prefix (``quota``); any other exception, and a
+    key not in :data:`LAUNCH_RESULTS`, is ``error.unknown``.  Session loss
+    and quota errors have the constants :data:`RESULT_ZKSESSION` and
+    :data:`RESULT_QUOTA`.
     """
     if exc is None:
         return RESULT_READY
     key = getattr(exc, "statsd_key", None)
     if not key or not isinstance(key, str):
         return RESULT_UNKNOWN
-    if key.startswith(_ERROR_PREFIX):
-        return key
-    return _ERROR_PREFIX + key
+    if not key.startswith(_ERROR_PREFIX):
+        key = _ERROR_PREFIX + key
+    return key if key in LAUNCH_RESULTS else RESULT_UNKNOWN
 
 
 def _pool_fields(pool: Any) -> Tuple[Optional[str], Optional[str],
@@ -241,7 +254,8 @@ class StatsReporter:
         """One finished launch attempt.
 
         ``result`` is ``ready`` or an ``error.<reason>`` key (see
-        :func:`launch_result`); ``duration`` is in seconds since the
+        :func:`launch_result`; one not in :data:`LAUNCH_RESULTS` is sent
+        as ``error.unknown``); ``duration`` is in seconds since the
         launcher first ran the node's state machine.  Emits a timer (ms)
         and a +1 counter on each of ``nodepool.launch.<result>``,
         ``nodepool.launch.provider.<provider>.<result>``,
@@ -254,6 +268,8 @@ class StatsReporter:
         """
         if self._client is None:
             return
+        if result not in LAUNCH_RESULTS:
+            result = RESULT_UNKNOWN
         keys = ["nodepool.launch.%s" % result,
                 "nodepool.launch.provider.%s.%s" % (provider, result)]
         if az:

@@ -213,15 +213,23 @@ class CleanupWorker(_PeriodicWorker):
                                    provider.name)
 
     def cleanup_max_ready_age(self) -> None:
+        """Delete unallocated ready nodes that waited too long.
+
+        A node is judged against every label it carries (a static host
+        may offer several): it goes once it is older than the
+        ``max-ready-age`` of any of them, as in nodepool 11.
+        """
         labels = self.server.config.labels
         now = time.time()
         for node in self.services.node_cache.values():
-            label = labels.get(node.type[0]) if node.type else None
-            if (label is None or not label.max_ready_age
-                    or node.state != NodeState.READY or node.allocated_to
+            if (node.state != NodeState.READY or node.allocated_to
                     or node.provider not in self.server.providers):
                 continue
-            if now - (node.state_time or now) > label.max_ready_age:
+            # 0 (the default) or less: no limit, as upstream.
+            ages = [labels[name].max_ready_age for name in node.type or ()
+                    if name in labels and labels[name].max_ready_age > 0]
+            age = now - (node.state_time or now)
+            if any(age > limit for limit in ages):
                 self._delete_unlocked(node, "exceeded max-ready-age")
 
     def cleanup_max_hold_age(self) -> None:

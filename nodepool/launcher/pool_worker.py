@@ -10,6 +10,7 @@ import threading
 import uuid
 
 from nodepool import exceptions
+from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.request_handler import RequestHandler
 from nodepool.zk.client import CONNECTION_ERRORS
@@ -42,6 +43,7 @@ class PoolWorker:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._draining = False
+        self._limited = False  # at max-concurrency on the last check
         self._start_pool = concurrent.futures.ThreadPoolExecutor(
             START_WORKERS, thread_name_prefix="start-%s" % provider.name)
         self._thread = threading.Thread(target=self._run, name=self.name,
@@ -89,6 +91,10 @@ class PoolWorker:
                 self.log.exception("Error finishing handlers")
             self.wake.clear()
             self.wake.wait(self.interval)
+        # Stopped without draining: whatever is left is abandoned (the
+        # launcher is going away); stop counting it for max-concurrency.
+        for handler in list(self.handlers):
+            self._drop_handler(handler)
 
     def _pass(self) -> None:
         self._update_component()
@@ -144,23 +150,25 @@ class PoolWorker:
                     for launcher in handler.launchers.values()):
                 continue
             handler.decline("pool reconfigured while paused")
-            self.handlers.remove(handler)
+            self._drop_handler(handler)
 
     def _poll_handlers(self) -> None:
         for handler in list(self.handlers):
             if handler.starting is not None and not handler.starting.done():
                 continue
             if handler.poll():
-                self.handlers.remove(handler)
+                self._drop_handler(handler)
+
+    def _drop_handler(self, handler) -> None:
+        """Forget a finished handler; every handler in :attr:`handlers`
+        was counted by the provider's ``begin_request``."""
+        self.handlers.remove(handler)
+        self.provider.end_request()
 
     # Request selection --------------------------------------------------
 
     def registered_pool_ids(self) -> set:
         return {p.id for p in self.services.registry.pools() if p.id}
-
-    def _active_launches(self) -> int:
-        return sum(1 for h in self.handlers for launcher in
-                   h.launchers.values() if not launcher.complete)
 
     def _assign_requests(self) -> None:
         labels = set(self.pool.labels)
@@ -203,7 +211,9 @@ class PoolWorker:
                 except CONNECTION_ERRORS:
                     self.handlers.append(handler)  # poll() finishes it
                 continue
-            if paused:
+            if paused or not self.provider.begin_request():
+                # Paused, or max-concurrency reached meanwhile (another
+                # pool of the provider took a request).
                 self.services.requests.unlock_request(request)
                 continue
             self.handlers.append(handler)
@@ -244,7 +254,11 @@ class PoolWorker:
             if request.provider == self.provider.name and \
                     p.provider_name != request.provider:
                 continue  # the request asked for us, not for them
-            if not p.paused and (p.priority or 100) < my_priority:
+            # Compare the numbers as given: 0 is the highest priority
+            # there is, not "unset".  A record without one (None) gets
+            # the config's default.
+            if not p.paused and \
+                    schema.pool_priority(p.priority, None) < my_priority:
                 return False
         if not wanted <= labels and candidates:
             return False
@@ -253,11 +267,22 @@ class PoolWorker:
             return False  # e.g. every static host of a label is busy
         if wanted <= labels and not self._tenant_allows(request):
             return False
-        max_concurrency = getattr(self.provider.config, "max_concurrency", 0)
-        if max_concurrency and max_concurrency > 0 and \
-                self._active_launches() >= max_concurrency:
+        if self._at_max_concurrency():
             return False
         return True
+
+    def _at_max_concurrency(self) -> bool:
+        """Whether the provider's pools together handle ``max-concurrency``
+        requests already (unset, 0 or less: no limit)."""
+        limit = self.provider.config.max_concurrency
+        at_limit = limit > 0 and self.provider.requests_handled >= limit
+        if at_limit and not self._limited:
+            self.log.debug("Request handling limited: %d requests handled "
+                           "by provider %s (max-concurrency)",
+                           self.provider.requests_handled,
+                           self.provider.name)
+        self._limited = at_limit
+        return at_limit
 
     def _tenant_allows(self, request) -> bool:
         """Whether the request fits in its tenant's resource limits."""

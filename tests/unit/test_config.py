@@ -220,7 +220,8 @@ def test_static_provider():
     assert first.labels == ("trusty-static",)
     assert (first.timeout, first.connection_port, first.max_parallel_jobs,
             first.host_key) == (13, 22022, 2, ("fake-key",))
-    assert second.connection_port == 5986 and not second.host_key_checking
+    # A winrm host without a port: 22, as nodepool 11 (not 5986).
+    assert second.connection_port == 22 and not second.host_key_checking
     assert legacy.labels == ("small", "big")
     assert legacy.connection_port == 2200
     assert (legacy.username, legacy.timeout, legacy.python_path,

@@ -169,7 +169,7 @@ def test_nothing_listening_times_out():
     assert 2 <= elapsed < 4
     assert str(info.value) == "Timeout connecting to 127.0.0.1 on port %d" % (
         port,)
-    assert info.value.statsd_key == "error.ssh"
+    assert info.value.statsd_key == "error.keyscan"
 
 
 def test_server_speaking_something_else_fails_keyscan():

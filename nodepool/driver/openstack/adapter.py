@@ -360,13 +360,16 @@ class OpenStackAdapter(CloudAdapter):
 
     def _server_metadata(self, sm) -> dict:
         label = sm.label
-        meta = {key: str(value)
-                for key, value in label.instance_properties.items()}
+        # "groups" lets Ansible's OpenStack inventory group servers by
+        # provider, image and label.  It is only a default: a "groups"
+        # the user sets in instance-properties wins, as in nodepool 11.
+        image = label.diskimage or label.cloud_image
+        meta = {"groups": ",".join((self.provider.name, image, label.name))}
+        meta.update({key: str(value)
+                     for key, value in label.instance_properties.items()})
         meta.update(format_dynamic(
             label.dynamic_instance_properties, sm.request, sm.log,
             "dynamic instance property", sm.node_id))
-        image = label.diskimage or label.cloud_image
-        meta["groups"] = ",".join((self.provider.name, image, label.name))
         meta.update({key: str(value) for key, value in sm.metadata.items()})
         return meta
 

@@ -140,6 +140,10 @@ class StateMachineProvider:
         self._claims_lock = threading.RLock()
         self._reservations: list = []
         self._fresh_nodes: dict = {}
+        # Requests being handled by all pools of this provider together
+        # (max-concurrency); pool workers run in threads of their own.
+        self._requests_lock = threading.Lock()
+        self._requests_handled = 0
 
     #: Whether the provider makes nodes on demand.  Providers of existing
     #: hosts (static) only hand out the ready nodes they registered, and
@@ -189,6 +193,34 @@ class StateMachineProvider:
     def wake_runners(self) -> None:
         self.create_runner.wake()
         self.delete_runner.wake()
+
+    # Request handling ---------------------------------------------------
+
+    @property
+    def requests_handled(self) -> int:
+        """How many requests the provider's pools are handling now."""
+        with self._requests_lock:
+            return self._requests_handled
+
+    def begin_request(self) -> bool:
+        """Count one more request handled by one of the pools, unless
+        ``max-concurrency`` (when above 0) is reached; False then.
+
+        Thread-safe.  Each True must be matched by one :meth:`end_request`
+        whatever way the handling ends.
+        """
+        limit = self.config.max_concurrency
+        with self._requests_lock:
+            if limit > 0 and self._requests_handled >= limit:
+                return False
+            self._requests_handled += 1
+            return True
+
+    def end_request(self) -> None:
+        """A request counted by :meth:`begin_request` is no longer
+        handled."""
+        with self._requests_lock:
+            self._requests_handled = max(0, self._requests_handled - 1)
 
     # Launch and delete --------------------------------------------------
 

@@ -13,13 +13,19 @@ from nodepool.driver.base import (
     LabelConfig, PoolConfig, ProviderConfig, build_pools)
 
 
+# A static host's port when neither ``connection-port`` nor ``ssh-port`` is
+# given, whatever its ``connection-type``: nodepool 11 uses 22 for winrm
+# hosts too (cloud images differ: 5986 for winrm).
+DEFAULT_PORT = 22
+
+
 def _node_port(data):
     # ``ssh-port`` is the legacy spelling; ``connection-port`` wins.
     port = data["connection-port"]
     if port is None:
         port = data["ssh-port"]
     if port is None:
-        port = schema.default_connection_port(data["connection-type"])
+        port = DEFAULT_PORT
     data = dict(data, **{"connection-port": port})
     del data["ssh-port"]
     return data
