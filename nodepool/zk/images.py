@@ -40,6 +40,7 @@ from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import REPORTED
 from nodepool.zk.models import BuildState, ImageBuild, ImageUpload, UploadState
 
 log = logging.getLogger("nodepool.zk.images")
@@ -180,7 +181,7 @@ class ImageStore:
         try:
             return cls.from_bytes(data, stat, **ids)
         except InvalidRecordError as e:
-            log.warning("Ignoring invalid record %s: %s", path, e)
+            REPORTED.report(log, path, stat, e)
             return None
 
     def get_builds(self, image: str,

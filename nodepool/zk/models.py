@@ -122,6 +122,14 @@ def _str_list(data: dict, key: str) -> List[str]:
     return value
 
 
+def _opt_str(data: dict, key: str) -> Optional[str]:
+    """A string field that may be absent or null."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRecordError("%s must be a string, not %r" % (key, value))
+    return value
+
+
 def _opt_dict(data: dict, key: str) -> Optional[dict]:
     value = data.get(key)
     if value is not None and not isinstance(value, dict):
@@ -410,9 +418,16 @@ class Node(Record):
         data["ssh_port"] = self.connection_port
         return data
 
+    # Names the launcher compares, uses as dict keys or joins into paths;
+    # another type there would break a pass over all nodes, not one node.
+    _STR_FIELDS = ("cloud", "provider", "pool", "allocated_to", "az",
+                   "region", "launcher", "tenant_name", "requestor")
+
     def _load(self, data: dict) -> None:
         for name in self._FIELDS:
             setattr(self, name, data.get(name))
+        for name in self._STR_FIELDS:
+            setattr(self, name, _opt_str(data, name))
         labels = data.get("type")
         if isinstance(labels, str):
             # Records from old launchers hold a single label.
@@ -495,6 +510,38 @@ class NodeRequest(Record):
         request.created_time = created_time
         return request
 
+    @classmethod
+    def salvage(cls, payload: Optional[bytes],
+                id: Optional[str] = None) -> "NodeRequest":
+        """A valid, stateless request with what can be read of a payload
+        that :meth:`from_bytes` rejects.
+
+        Each field of a JSON object payload is kept when it is valid on its
+        own and gets its default otherwise; a payload that is no JSON
+        object at all yields a blank request.  Used to fail a malformed
+        request while keeping what its requestor may recognise it by
+        (``requestor``, ``requestor_data``, ``event_id``).  The caller
+        sets the state.
+        """
+        request = cls(id)
+        try:
+            decoded = json.loads(bytes(payload).decode("utf-8"))
+        except (TypeError, UnicodeDecodeError, ValueError):
+            decoded = None
+        if not isinstance(decoded, dict):
+            return request
+        for name in cls._FIELDS:
+            if name not in decoded:
+                continue
+            trial = cls()
+            try:
+                trial._load_dict({"state": RequestState.FAILED.value,
+                                  "node_types": [], name: decoded[name]})
+            except InvalidRecordError:
+                continue
+            setattr(request, name, getattr(trial, name))
+        return request
+
     @property
     def priority(self) -> Tuple[str, int, str]:
         """Sort key ``(prefix, relative_priority, sequence)``.
@@ -514,10 +561,19 @@ class NodeRequest(Record):
     def _dump(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self._FIELDS}
 
+    # As for nodes: fields used as keys or compared with names.
+    _STR_FIELDS = ("requestor", "provider", "event_id", "tenant_name")
+
     def _load(self, data: dict) -> None:
         for name in self._FIELDS:
             setattr(self, name, data.get(name))
+        for name in self._STR_FIELDS:
+            setattr(self, name, _opt_str(data, name))
         self.declined_by = _str_list(data, "declined_by")
+        if data.get("node_types") is None:
+            # nodepool 11 reads this as no labels and fulfils the request
+            # with no nodes; no requestor means that.
+            raise InvalidRecordError("node_types is missing")
         self.node_types = _str_list(data, "node_types")
         self.nodes = _str_list(data, "nodes")
         reuse = data.get("reuse")

@@ -28,6 +28,7 @@ from kazoo.exceptions import (
 from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import REPORTED
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.paths import NODE_ROOT, node_lock_path, node_path
 
@@ -80,7 +81,7 @@ class NodeStore:
         try:
             return Node.from_bytes(data, stat=stat, id=node_id)
         except InvalidRecordError as e:
-            log.warning("Ignoring node %s with invalid data: %s", node_id, e)
+            REPORTED.report(log, node_path(node_id), stat, e, "node")
             return None
 
     def get_node_ids(self) -> list[str]:
