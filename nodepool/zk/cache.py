@@ -43,7 +43,7 @@ from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from nodepool.exceptions import InvalidRecordError
 from nodepool.zk import models, paths
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.invalid import REPORTED, InvalidRecordLog
+from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
 
 # Event type of the events the cache makes up while re-synchronising.
@@ -87,8 +87,7 @@ class TreeCache:
 
     name = "TreeCache"
 
-    def __init__(self, client: ZooKeeperClient, root: str,
-                 invalid_log: InvalidRecordLog = REPORTED):
+    def __init__(self, client: ZooKeeperClient, root: str):
         self.client = client
         self.kazoo = client.kazoo
         self.root = root
@@ -101,7 +100,7 @@ class TreeCache:
         self._objects_lock = threading.Lock()
         self._cached_paths: set[str] = set()
         self._invalid: Dict[Hashable, InvalidEntry] = {}
-        self.invalid_log = invalid_log
+        self.invalid_log = InvalidRecordLog()
         self._listeners: list[Listener] = []
         self._ready = threading.Event()
         self._stopped = threading.Event()

@@ -36,7 +36,7 @@ from kazoo.protocol.states import EventType, KazooState
 from nodepool.version import __version__
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.invalid import REPORTED
+from nodepool.zk.invalid import InvalidRecordLog
 
 log = logging.getLogger("nodepool.zk.components")
 
@@ -422,6 +422,7 @@ class ComponentRegistry:
             kind: {} for kind in KINDS}
         self._queue: queue.Queue = queue.Queue()
         self._synced = threading.Event()
+        self._invalid_log = InvalidRecordLog()
         self._stopped = False
         self._thread = threading.Thread(
             target=self._run, name="ComponentRegistry", daemon=True)
@@ -548,7 +549,7 @@ class ComponentRegistry:
                 info = ComponentInfo(kind, name, content)
             except ValueError as e:
                 # One bad record must not hide the others.
-                REPORTED.report(log, path, stat, e, "component record")
+                self._invalid_log.report(log, path, stat, e, "component record")
         with self._lock:
             if info is None:
                 self._components[kind].pop(name, None)

@@ -6,15 +6,21 @@
 A corrupt znode is read again on every pass of whoever lists its tree (the
 builder every few seconds, a cache after every reconnection).  Logging it
 each time would bury everything else; logging it never would hide it.  So
-the first reader of each version of a bad record logs a warning naming its
-path, and later reads of the same version only log at debug level.  A new
-write to the znode (a new ``mzxid``) is reported again.
+each reader (a store, a cache, the component registry) owns an
+:class:`InvalidRecordLog`: the first time it meets a version of a bad
+record it logs a warning naming the path, later reads of the same version
+only log at debug level, and a new write to the znode (a new ``mzxid``)
+is reported again.  Messages are cut short: a huge garbage payload must
+not become a huge log line.
 """
 
 import collections
 import logging
 import threading
 from typing import Optional
+
+# Longest reason logged, in characters.
+MAX_REASON = 300
 
 
 class InvalidRecordLog:
@@ -45,17 +51,16 @@ class InvalidRecordLog:
             self._seen.move_to_end(path)
             while len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
+        reason = str(error)
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON] + "... (%d characters)" % len(reason)
         if first:
-            logger.warning("Ignoring invalid %s %s: %s", what, path, error)
+            logger.warning("Ignoring invalid %s %s: %s", what, path, reason)
         else:
-            logger.debug("Still invalid: %s %s: %s", what, path, error)
+            logger.debug("Still invalid: %s %s: %s", what, path, reason)
         return first
 
     def forget(self, path: str) -> None:
         """The record at ``path`` was deleted or became valid."""
         with self._lock:
             self._seen.pop(path, None)
-
-
-# Shared by the stores' direct reads in one process.
-REPORTED = InvalidRecordLog()

@@ -93,6 +93,13 @@ DEFAULT_CONNECTION_PORT = 22
 # They raise InvalidRecordError only for types our own code would trip over;
 # anything else is kept as written so that a round trip loses nothing.
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages:
+    a garbage payload may hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -100,7 +107,8 @@ def _is_number(value: Any) -> bool:
 def _opt_number(data: dict, key: str) -> Optional[float]:
     value = data.get(key)
     if value is not None and not _is_number(value):
-        raise InvalidRecordError("%s must be a number, not %r" % (key, value))
+        raise InvalidRecordError("%s must be a number, not %s"
+                                 % (key, _short(value)))
     return value
 
 
@@ -110,15 +118,16 @@ def _list(data: dict, key: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidRecordError("%s must be a list, not %r" % (key, value))
+        raise InvalidRecordError("%s must be a list, not %s"
+                                 % (key, _short(value)))
     return value
 
 
 def _str_list(data: dict, key: str) -> List[str]:
     value = _list(data, key)
     if not all(isinstance(item, str) for item in value):
-        raise InvalidRecordError("%s must be a list of strings: %r"
-                                 % (key, value))
+        raise InvalidRecordError("%s must be a list of strings: %s"
+                                 % (key, _short(value)))
     return value
 
 
@@ -126,14 +135,16 @@ def _opt_str(data: dict, key: str) -> Optional[str]:
     """A string field that may be absent or null."""
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise InvalidRecordError("%s must be a string, not %r" % (key, value))
+        raise InvalidRecordError("%s must be a string, not %s"
+                                 % (key, _short(value)))
     return value
 
 
 def _opt_dict(data: dict, key: str) -> Optional[dict]:
     value = data.get(key)
     if value is not None and not isinstance(value, dict):
-        raise InvalidRecordError("%s must be an object, not %r" % (key, value))
+        raise InvalidRecordError("%s must be an object, not %s"
+                                 % (key, _short(value)))
     return value
 
 
@@ -203,8 +214,8 @@ class Record:
         try:
             return cls.STATES(value)
         except (ValueError, TypeError):
-            raise TypeError("%r is not a valid %s state"
-                            % (value, cls.__name__)) from None
+            raise TypeError("%s is not a valid %s state"
+                            % (_short(value), cls.__name__)) from None
 
     @property
     def is_locked(self) -> bool:
@@ -580,15 +591,15 @@ class NodeRequest(Record):
         if reuse is None:
             reuse = True
         elif not isinstance(reuse, bool):
-            raise InvalidRecordError("reuse must be a boolean, not %r"
-                                     % (reuse,))
+            raise InvalidRecordError("reuse must be a boolean, not %s"
+                                     % _short(reuse))
         self.reuse = reuse
         priority = data.get("relative_priority")
         if priority is None:
             priority = 0
         elif not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidRecordError("relative_priority must be an integer, "
-                                     "not %r" % (priority,))
+                                     "not %s" % _short(priority))
         self.relative_priority = priority
         self.created_time = _opt_number(data, "created_time")
 

@@ -33,7 +33,7 @@ from kazoo.exceptions import (
 from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.invalid import REPORTED
+from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import NodeRequest, RequestState
 from nodepool.zk.paths import (
     PRIORITY_DEFAULT,
@@ -58,6 +58,8 @@ class RequestStore:
     def __init__(self, zk_client: ZooKeeperClient, cache=None):
         self.zk_client = zk_client
         self.cache = cache
+        # Each bad record is logged once per version by this store.
+        self.invalid_log = InvalidRecordLog()
 
     @property
     def kazoo(self) -> KazooClient:
@@ -121,8 +123,8 @@ class RequestStore:
             return NodeRequest.from_bytes(data, stat=stat,
                                           id=request_id), stat
         except InvalidRecordError as e:
-            REPORTED.report(log, request_path(request_id), stat, e,
-                            "request")
+            self.invalid_log.report(log, request_path(request_id), stat,
+                                    e, "request")
             return None, stat
 
     def get_request_ids(self) -> list[str]:
