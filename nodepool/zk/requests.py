@@ -338,8 +338,8 @@ class RequestStore:
         requestor waits.  Under the request lock (taken without blocking)
         the payload is re-read; if it is still invalid it is replaced by a
         valid ``failed`` request keeping every field that was readable on
-        its own (see :meth:`NodeRequest.salvage`), with ``launcher_id``
-        in ``declined_by``.  The write is version-checked, so a concurrent
+        its own (see :meth:`NodeRequest.salvage`) except ``nodes``, with
+        ``launcher_id`` in ``declined_by``.  The write is version-checked, so a concurrent
         fix by the requestor wins.  The record format has no field for the
         reason; it is logged.
 
@@ -366,6 +366,9 @@ class RequestStore:
                 reason = e
             request = NodeRequest.salvage(data, request_id)
             request.state = RequestState.FAILED
+            # A failed request hands out no nodes; any allocated to it are
+            # freed once its requestor deletes it.
+            request.nodes = []
             if launcher_id and launcher_id not in request.declined_by:
                 request.declined_by.append(launcher_id)
             try:

@@ -183,13 +183,14 @@ def create_request(kazoo, payload):
 
 def test_fail_invalid_request(zk_client, writer):
     store = RequestStore(zk_client)
-    request_id = create_request(writer, encode(dict(REQUEST,
-                                                    node_types="a")))
+    request_id = create_request(writer, encode(dict(
+        REQUEST, node_types="a", state="fulfilled", nodes=["0000000001"])))
     assert store.fail_invalid_request(request_id, "launcher-1")
     data, _ = writer.get(paths.request_path(request_id))
     failed = NodeRequest.from_bytes(data, id=request_id)
     assert failed.state is RequestState.FAILED
     assert failed.declined_by == ["launcher-1"]
+    assert failed.nodes == []
     assert failed.requestor == "zuul01" and failed.event_id == "ev"
     # Readable now: nothing more to do.
     assert not store.fail_invalid_request(request_id, "launcher-1")
