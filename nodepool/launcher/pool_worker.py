@@ -12,6 +12,7 @@ import uuid
 from nodepool import exceptions
 from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
+from nodepool.launcher.bad_records import MalformedRequestFailer
 from nodepool.launcher.request_handler import RequestHandler
 from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.components import PoolComponent
@@ -38,6 +39,7 @@ class PoolWorker:
         self.launcher_id = "%s-%s-%s" % (socket.getfqdn(), self.name,
                                          uuid.uuid4().hex)
         self.log = logging.getLogger("nodepool.%s" % self.name)
+        self._malformed = MalformedRequestFailer(self.services, self.launcher_id)
         self.handlers: list[RequestHandler] = []
         self.component = PoolComponent(self.services.zk_client)
         self.wake = threading.Event()
@@ -99,6 +101,7 @@ class PoolWorker:
     def _pass(self) -> None:
         self._update_component()
         if self.services.zk_client.connected:
+            self._malformed.run()
             self._assign_requests()
             self._poll_handlers()
 

@@ -23,6 +23,12 @@ the subtree (listing children concurrently, level by level) and replays a
 synthetic event for every path found, then for every path it had cached
 but did not find (those reads fail with NoNode and the entries go).
 Readers may wait for that with :meth:`TreeCache.ensure_ready`.
+
+A record whose payload cannot be read is not cached, but its key is kept
+aside (:meth:`TreeCache.invalid`) with the reason, so that callers can act
+on it: the launcher fails a malformed request and never treats the cloud
+instance of an unreadable node record as leaked.  Each version of a bad
+record is logged once (:mod:`nodepool.zk.invalid`).
 """
 
 import contextlib
@@ -30,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Hashable, Iterable, Optional
+from typing import Callable, Dict, Hashable, Iterable, NamedTuple, Optional
 
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
@@ -38,6 +44,7 @@ from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from nodepool.exceptions import InvalidRecordError
 from nodepool.zk import models, paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
 
 # Event type of the events the cache makes up while re-synchronising.
@@ -46,6 +53,13 @@ QUEUE_WARNING_SIZE = 1024
 QUEUE_WARNING_INTERVAL = 60.0
 
 Listener = Callable[[Hashable, Optional[object], str], None]
+
+
+class InvalidEntry(NamedTuple):
+    """Why the record at a key could not be read, and which version."""
+
+    mzxid: Optional[int]
+    reason: str
 
 
 class _Resync:
@@ -86,6 +100,8 @@ class TreeCache:
         self._objects: dict = {}
         self._objects_lock = threading.Lock()
         self._cached_paths: set[str] = set()
+        self._invalid: Dict[Hashable, InvalidEntry] = {}
+        self.invalid_log = InvalidRecordLog()
         self._listeners: list[Listener] = []
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -202,6 +218,15 @@ class TreeCache:
     def keys(self) -> list:
         with self._objects_lock:
             return list(self._objects.keys())
+
+    def invalid(self) -> Dict[Hashable, InvalidEntry]:
+        """Keys of the znodes that exist but hold no readable record.
+
+        A snapshot; an entry goes when the znode is deleted or rewritten
+        with a valid record.
+        """
+        with self._objects_lock:
+            return dict(self._invalid)
 
     # Event thread -------------------------------------------------------
 
@@ -353,6 +378,9 @@ class TreeCache:
             obj = None
             with self._objects_lock:
                 removed = self._objects.pop(key, None)
+                was_invalid = self._invalid.pop(key, None)
+            if was_invalid is not None:
+                self.invalid_log.forget(path)
             if removed is None:
                 return
         for listener in self._listeners:
@@ -374,11 +402,16 @@ class TreeCache:
         try:
             new = self.make_object(key, data, stat)
         except InvalidRecordError as e:
-            self.log.warning("Ignoring invalid record at %s: %s",
-                             self.object_path(key), e)
+            self.invalid_log.report(self.log, self.object_path(key), stat, e)
             with self._objects_lock:
                 self._objects.pop(key, None)
+                self._invalid[key] = InvalidEntry(
+                    stat.mzxid if stat is not None else None, str(e))
             return None
+        with self._objects_lock:
+            was_invalid = self._invalid.pop(key, None)
+        if was_invalid is not None:
+            self.invalid_log.forget(self.object_path(key))
         if old is not None:
             # Checked again under the record's lock: a thread of ours that
             # locked the record meanwhile owns its contents from then on
@@ -459,7 +492,15 @@ class NodeCache(TreeCache):
         return self.objects()
 
     def ids(self) -> list:
-        return [k[0] for k in self.keys()]
+        """Ids of every node znode with data, readable or not.
+
+        An unreadable record still names a node somebody may be using, so
+        its cloud resources are not leaked ones: the leak cleanup and the
+        quota accounting must count it as known.
+        """
+        with self._objects_lock:
+            return [k[0] for k in self._objects] + \
+                [k[0] for k in self._invalid if k not in self._objects]
 
 
 class RequestCache(TreeCache):
@@ -475,6 +516,11 @@ class RequestCache(TreeCache):
 
     def make_object(self, key, data, stat):
         return models.NodeRequest.from_bytes(data, stat=stat, id=key[0])
+
+    def has_object(self, key, data, exists):
+        # Requests are created with their payload in one operation, so an
+        # empty request znode is garbage too and must be failed like one.
+        return exists
 
     def get(self, request_id: str) -> Optional[models.NodeRequest]:
         return self.get_object((request_id,))

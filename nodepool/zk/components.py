@@ -36,6 +36,7 @@ from kazoo.protocol.states import EventType, KazooState
 from nodepool.version import __version__
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import InvalidRecordLog
 
 log = logging.getLogger("nodepool.zk.components")
 
@@ -321,6 +322,39 @@ class PoolComponent(BaseComponent):
     }
 
 
+# Types of the record keys readers rely on, checked when a record is read:
+# a pool record with e.g. a string for ``supported_labels`` would otherwise
+# be taken for a set of one-letter labels, and one with a list for ``id``
+# would break every pool worker's pass.  Null is accepted everywhere.
+_KEY_TYPES: Dict[str, Dict[str, tuple]] = {
+    "": {"hostname": (str,), "state": (str,), "kind": (str,),
+         "version": (str,)},
+    POOL: {"id": (str,), "name": (str,), "provider_name": (str,),
+           "supported_labels": (list,), "priority": (int,),
+           "paused": (bool,)},
+}
+
+
+def check_component_record(kind: str, content: Any) -> None:
+    """Raise ValueError unless ``content`` is a usable ``kind`` record."""
+    if not isinstance(content, dict):
+        raise ValueError("not a JSON object")
+    for table in (_KEY_TYPES[""], _KEY_TYPES.get(kind, {})):
+        for key, allowed in table.items():
+            value = content.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, allowed) or (
+                    isinstance(value, bool) and bool not in allowed):
+                raise ValueError("%s must be %s, not %r"
+                                 % (key, allowed[0].__name__, value))
+    labels = content.get("supported_labels")
+    if kind == POOL and labels is not None and \
+            not all(isinstance(label, str) for label in labels):
+        raise ValueError("supported_labels must be a list of strings, "
+                         "not %r" % (labels,))
+
+
 class ComponentInfo:
     """Read-only copy of somebody's component record, as the registry saw it.
 
@@ -388,6 +422,7 @@ class ComponentRegistry:
             kind: {} for kind in KINDS}
         self._queue: queue.Queue = queue.Queue()
         self._synced = threading.Event()
+        self._invalid_log = InvalidRecordLog()
         self._stopped = False
         self._thread = threading.Thread(
             target=self._run, name="ComponentRegistry", daemon=True)
@@ -503,20 +538,18 @@ class ComponentRegistry:
     def _fetch_data(self, kind: str, name: str) -> None:
         path = paths.component_path(kind, name)
         try:
-            data, _ = self._zk.kazoo.get(path, watch=self._on_data)
+            data, stat = self._zk.kazoo.get(path, watch=self._on_data)
         except NoNodeError:
-            data = None
+            data = stat = None
         info = None
         if data:
             try:
                 content = json.loads(data.decode("utf8"))
-                if not isinstance(content, dict):
-                    raise ValueError("not a JSON object")
+                check_component_record(kind, content)
                 info = ComponentInfo(kind, name, content)
             except ValueError as e:
                 # One bad record must not hide the others.
-                log.warning("Ignoring invalid component record %s: %s",
-                            path, e)
+                self._invalid_log.report(log, path, stat, e, "component record")
         with self._lock:
             if info is None:
                 self._components[kind].pop(name, None)

@@ -40,6 +40,7 @@ from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import BuildState, ImageBuild, ImageUpload, UploadState
 
 log = logging.getLogger("nodepool.zk.images")
@@ -59,6 +60,8 @@ class ImageStore:
 
     def __init__(self, zk_client: ZooKeeperClient):
         self._zk = zk_client
+        # Each bad record is logged once per version by this store.
+        self.invalid_log = InvalidRecordLog()
 
     @property
     def _kazoo(self):
@@ -171,8 +174,7 @@ class ImageStore:
         return self._parse(ImageBuild, path, data, stat,
                            image_name=image, id=build_id)
 
-    @staticmethod
-    def _parse(cls, path, data, stat, **ids):
+    def _parse(self, cls, path, data, stat, **ids):
         if not data:
             # E.g. a build znode made only as the parent of a lock.
             log.debug("Ignoring %s without data", path)
@@ -180,7 +182,7 @@ class ImageStore:
         try:
             return cls.from_bytes(data, stat, **ids)
         except InvalidRecordError as e:
-            log.warning("Ignoring invalid record %s: %s", path, e)
+            self.invalid_log.report(log, path, stat, e)
             return None
 
     def get_builds(self, image: str,

@@ -93,6 +93,13 @@ DEFAULT_CONNECTION_PORT = 22
 # They raise InvalidRecordError only for types our own code would trip over;
 # anything else is kept as written so that a round trip loses nothing.
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages:
+    a garbage payload may hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -100,7 +107,8 @@ def _is_number(value: Any) -> bool:
 def _opt_number(data: dict, key: str) -> Optional[float]:
     value = data.get(key)
     if value is not None and not _is_number(value):
-        raise InvalidRecordError("%s must be a number, not %r" % (key, value))
+        raise InvalidRecordError("%s must be a number, not %s"
+                                 % (key, _short(value)))
     return value
 
 
@@ -110,22 +118,33 @@ def _list(data: dict, key: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidRecordError("%s must be a list, not %r" % (key, value))
+        raise InvalidRecordError("%s must be a list, not %s"
+                                 % (key, _short(value)))
     return value
 
 
 def _str_list(data: dict, key: str) -> List[str]:
     value = _list(data, key)
     if not all(isinstance(item, str) for item in value):
-        raise InvalidRecordError("%s must be a list of strings: %r"
-                                 % (key, value))
+        raise InvalidRecordError("%s must be a list of strings: %s"
+                                 % (key, _short(value)))
+    return value
+
+
+def _opt_str(data: dict, key: str) -> Optional[str]:
+    """A string field that may be absent or null."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRecordError("%s must be a string, not %s"
+                                 % (key, _short(value)))
     return value
 
 
 def _opt_dict(data: dict, key: str) -> Optional[dict]:
     value = data.get(key)
     if value is not None and not isinstance(value, dict):
-        raise InvalidRecordError("%s must be an object, not %r" % (key, value))
+        raise InvalidRecordError("%s must be an object, not %s"
+                                 % (key, _short(value)))
     return value
 
 
@@ -195,8 +214,8 @@ class Record:
         try:
             return cls.STATES(value)
         except (ValueError, TypeError):
-            raise TypeError("%r is not a valid %s state"
-                            % (value, cls.__name__)) from None
+            raise TypeError("%s is not a valid %s state"
+                            % (_short(value), cls.__name__)) from None
 
     @property
     def is_locked(self) -> bool:
@@ -410,9 +429,16 @@ class Node(Record):
         data["ssh_port"] = self.connection_port
         return data
 
+    # Names the launcher compares, uses as dict keys or joins into paths;
+    # another type there would break a pass over all nodes, not one node.
+    _STR_FIELDS = ("cloud", "provider", "pool", "allocated_to", "az",
+                   "region", "launcher", "tenant_name", "requestor")
+
     def _load(self, data: dict) -> None:
         for name in self._FIELDS:
             setattr(self, name, data.get(name))
+        for name in self._STR_FIELDS:
+            setattr(self, name, _opt_str(data, name))
         labels = data.get("type")
         if isinstance(labels, str):
             # Records from old launchers hold a single label.
@@ -495,6 +521,38 @@ class NodeRequest(Record):
         request.created_time = created_time
         return request
 
+    @classmethod
+    def salvage(cls, payload: Optional[bytes],
+                id: Optional[str] = None) -> "NodeRequest":
+        """A valid, stateless request with what can be read of a payload
+        that :meth:`from_bytes` rejects.
+
+        Each field of a JSON object payload is kept when it is valid on its
+        own and gets its default otherwise; a payload that is no JSON
+        object at all yields a blank request.  Used to fail a malformed
+        request while keeping what its requestor may recognise it by
+        (``requestor``, ``requestor_data``, ``event_id``).  The caller
+        sets the state.
+        """
+        request = cls(id)
+        try:
+            decoded = json.loads(bytes(payload).decode("utf-8"))
+        except (TypeError, UnicodeDecodeError, ValueError):
+            decoded = None
+        if not isinstance(decoded, dict):
+            return request
+        for name in cls._FIELDS:
+            if name not in decoded:
+                continue
+            trial = cls()
+            try:
+                trial._load_dict({"state": RequestState.FAILED.value,
+                                  "node_types": [], name: decoded[name]})
+            except InvalidRecordError:
+                continue
+            setattr(request, name, getattr(trial, name))
+        return request
+
     @property
     def priority(self) -> Tuple[str, int, str]:
         """Sort key ``(prefix, relative_priority, sequence)``.
@@ -514,25 +572,34 @@ class NodeRequest(Record):
     def _dump(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self._FIELDS}
 
+    # As for nodes: fields used as keys or compared with names.
+    _STR_FIELDS = ("requestor", "provider", "event_id", "tenant_name")
+
     def _load(self, data: dict) -> None:
         for name in self._FIELDS:
             setattr(self, name, data.get(name))
+        for name in self._STR_FIELDS:
+            setattr(self, name, _opt_str(data, name))
         self.declined_by = _str_list(data, "declined_by")
+        if data.get("node_types") is None:
+            # nodepool 11 reads this as no labels and fulfils the request
+            # with no nodes; no requestor means that.
+            raise InvalidRecordError("node_types is missing")
         self.node_types = _str_list(data, "node_types")
         self.nodes = _str_list(data, "nodes")
         reuse = data.get("reuse")
         if reuse is None:
             reuse = True
         elif not isinstance(reuse, bool):
-            raise InvalidRecordError("reuse must be a boolean, not %r"
-                                     % (reuse,))
+            raise InvalidRecordError("reuse must be a boolean, not %s"
+                                     % _short(reuse))
         self.reuse = reuse
         priority = data.get("relative_priority")
         if priority is None:
             priority = 0
         elif not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidRecordError("relative_priority must be an integer, "
-                                     "not %r" % (priority,))
+                                     "not %s" % _short(priority))
         self.relative_priority = priority
         self.created_time = _opt_number(data, "created_time")
 

@@ -28,6 +28,7 @@ from kazoo.exceptions import (
 from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.paths import NODE_ROOT, node_lock_path, node_path
 
@@ -49,6 +50,8 @@ class NodeStore:
     def __init__(self, zk_client: ZooKeeperClient, cache=None):
         self.zk_client = zk_client
         self.cache = cache
+        # Each bad record is logged once per version by this store.
+        self.invalid_log = InvalidRecordLog()
 
     @property
     def kazoo(self) -> KazooClient:
@@ -80,7 +83,7 @@ class NodeStore:
         try:
             return Node.from_bytes(data, stat=stat, id=node_id)
         except InvalidRecordError as e:
-            log.warning("Ignoring node %s with invalid data: %s", node_id, e)
+            self.invalid_log.report(log, node_path(node_id), stat, e, "node")
             return None
 
     def get_node_ids(self) -> list[str]:

@@ -23,11 +23,17 @@ import uuid
 from typing import Iterable, Iterator, Optional, Union
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NoNodeError,
+    NotEmptyError,
+)
 
 from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.zk import locks
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import NodeRequest, RequestState
 from nodepool.zk.paths import (
     PRIORITY_DEFAULT,
@@ -52,6 +58,8 @@ class RequestStore:
     def __init__(self, zk_client: ZooKeeperClient, cache=None):
         self.zk_client = zk_client
         self.cache = cache
+        # Each bad record is logged once per version by this store.
+        self.invalid_log = InvalidRecordLog()
 
     @property
     def kazoo(self) -> KazooClient:
@@ -115,8 +123,8 @@ class RequestStore:
             return NodeRequest.from_bytes(data, stat=stat,
                                           id=request_id), stat
         except InvalidRecordError as e:
-            log.warning("Ignoring request %s with invalid data: %s",
-                        request_id, e)
+            self.invalid_log.report(log, request_path(request_id), stat,
+                                    e, "request")
             return None, stat
 
     def get_request_ids(self) -> list[str]:
@@ -320,6 +328,62 @@ class RequestStore:
         request.nodes = []
         request.state = RequestState.REQUESTED
         self.store_request(request)
+
+    def fail_invalid_request(self, request_id: str,
+                             launcher_id: Optional[str] = None) -> bool:
+        """Fail a request whose payload cannot be read (bad JSON, wrong
+        types, no ``node_types``, empty).
+
+        Left alone, such a request stays where it is forever: no launcher
+        can tell what it asks for, so none serves or declines it, and its
+        requestor waits.  Under the request lock (taken without blocking)
+        the payload is re-read; if it is still invalid it is replaced by a
+        valid ``failed`` request keeping every field that was readable on
+        its own (see :meth:`NodeRequest.salvage`) except ``nodes``, with
+        ``launcher_id`` in ``declined_by``.  The write is version-checked, so a concurrent
+        fix by the requestor wins.  The record format has no field for the
+        reason; it is logged.
+
+        Returns whether the request was failed; False if it is gone,
+        readable after all, or changed meanwhile.
+
+        :raises LockError: somebody holds the request lock.
+        :raises kazoo.exceptions.KazooException: ZooKeeper failed.
+        """
+        path = request_path(request_id)
+        lock = locks.acquire_lock(self.kazoo, request_lock_path(request_id),
+                                  blocking=False)
+        gone = False
+        try:
+            try:
+                data, stat = self.kazoo.get(path)
+            except NoNodeError:
+                gone = True
+                return False
+            try:
+                NodeRequest.from_bytes(data, stat=stat, id=request_id)
+                return False
+            except InvalidRecordError as e:
+                reason = e
+            request = NodeRequest.salvage(data, request_id)
+            request.state = RequestState.FAILED
+            # A failed request hands out no nodes; any allocated to it are
+            # freed once its requestor deletes it.
+            request.nodes = []
+            if launcher_id and launcher_id not in request.declined_by:
+                request.declined_by.append(launcher_id)
+            try:
+                self.kazoo.set(path, request.serialize(),
+                               version=stat.version)
+            except (NoNodeError, BadVersionError):
+                return False
+            log.warning("Failed malformed request %s: %s", path, reason)
+            return True
+        finally:
+            locks.release_lock(lock)
+            if gone:
+                # Our attempt recreated the lock directory.
+                self.delete_request_lock(request_id)
 
     @staticmethod
     def _require_state(request: NodeRequest, state: RequestState) -> None:

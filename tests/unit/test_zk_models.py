@@ -622,7 +622,8 @@ def test_min_ready_request_golden():
 def test_request_null_defaults():
     request = NodeRequest.from_dict({
         "state": "pending", "state_time": 1.0, "declined_by": None,
-        "nodes": None, "reuse": None, "relative_priority": None})
+        "node_types": ["a"], "nodes": None, "reuse": None,
+        "relative_priority": None})
     assert request.declined_by == []
     assert request.nodes == []
     assert request.reuse is True
