@@ -203,8 +203,14 @@ class CleanupWorker(_PeriodicWorker):
 
     def cleanup_leaked_resources(self) -> None:
         known_nodes = set(self.services.node_cache.ids())
+        image_cache = self.services.image_cache
         known_uploads = {"%s-%s" % (u.build_id, u.id)
-                         for u in self.services.image_cache.uploads()}
+                         for u in image_cache.uploads()}
+        # An upload whose record is unreadable still owns its image: an
+        # operator may repair the record; only its removal frees it.
+        known_uploads.update("%s-%s" % (key[1], key[3])
+                             for key in image_cache.invalid()
+                             if len(key) == 4)
         for provider in list(self.server.providers.values()):
             try:
                 provider.cleanup_leaked_resources(known_nodes, known_uploads)

@@ -163,10 +163,12 @@ class PoolWorker:
                 self._drop_handler(handler)
 
     def _drop_handler(self, handler) -> None:
-        """Forget a finished handler; every handler in :attr:`handlers`
-        was counted by the provider's ``begin_request``."""
+        """Forget a finished handler and give back its count (handlers
+        kept only to finish a decline were never counted)."""
         self.handlers.remove(handler)
-        self.provider.end_request()
+        if handler.counted:
+            handler.counted = False
+            self.provider.end_request()
 
     # Request selection --------------------------------------------------
 
@@ -219,6 +221,7 @@ class PoolWorker:
                 # pool of the provider took a request).
                 self.services.requests.unlock_request(request)
                 continue
+            handler.counted = True
             self.handlers.append(handler)
             # Accepting and creating the node records takes several
             # ZooKeeper round trips: do it off this thread so a burst of

@@ -66,6 +66,7 @@ class RequestHandler:
         self.started = False
         self.accepted = False
         self.declining = None  # the reason, once a decline has begun
+        self.counted = False  # counted for the provider's max-concurrency
         # The request lock lives and dies with the session of this guard
         # (taken by the pool worker before it locked the request).
         self.guard = guard or self.services.zk_client.guard()

@@ -21,10 +21,12 @@ import subprocess
 import pytest
 from kazoo.exceptions import NoNodeError
 
+from nodepool.driver.statemachine.adapter import Resource
 from nodepool.web.app import WebApp
 from nodepool.zk import paths
 from nodepool.zk.models import NodeRequest, NodeState, RequestState
 from tests.fakes.openstack import IMAGE_ID
+from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import processes
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import node_ids, read_nodes
@@ -435,3 +437,26 @@ def test_cli_and_web_app_survive_garbage(launcher_factory, zuul, cloud,
     wait_for(lambda: not node_ids(kazoo) and not cloud.live_servers(),
              timeout=60)
     assert read_nodes(kazoo) == []
+
+
+def test_unreadable_upload_record_keeps_its_image(launcher_factory, zuul):
+    """Leak cleanup deletes an image whose upload record is gone, never
+    one whose record exists but cannot be read (it may be repaired)."""
+    kazoo = zuul.kazoo
+    uploads = paths.uploads_path("ubuntu", "b" * 32, "fake") + "/"
+    garbled = create(kazoo, uploads, b"{not json")
+    upload_id = garbled.rsplit("/", 1)[1]
+    cloud = FakeCloud.get("fake")
+
+    def image(upload):
+        return Resource({"nodepool_provider_name": "fake",
+                         "nodepool_build_id": "b" * 32,
+                         "nodepool_upload_id": upload}, "image",
+                        "img-" + upload)
+    kept, leaked = image(upload_id), image("9999999999")
+    cloud.resources.extend([kept, leaked])
+    launcher_factory()
+    wait_for(lambda: leaked not in cloud.resources, timeout=30)
+    # Both were listed by the same passes: the pass that deleted one
+    # judged the other too.
+    assert kept in cloud.resources
