@@ -1,14 +1,23 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""moto_server on loopback, behind a proxy that plays a slow AWS.
+"""moto_server on loopback, behind a proxy that plays a slow, faulty AWS.
 
 :class:`MotoServer` runs ``moto_server`` as a child process.
 :class:`AwsProxy` sits in front of it: it counts calls by action, delays
 them (RunInstances takes over a second on real EC2) and answers the
 Service Quotas calls moto does not implement from a
 :class:`FakeServiceQuotas`.  A launcher in another process reaches it
-through ``AWS_ENDPOINT_URL``.
+through ``AWS_ENDPOINT_URL``; one in the test process through
+:class:`ProxiedAwsDriver`.
+
+Faults, per action and for the next N calls: an AWS error instead of the
+call (:meth:`AwsProxy.fail`: throttling, capacity, 5xx), and a call that
+reaches moto but whose answer is lost (:meth:`AwsProxy.lose_answer`: the
+connection is dropped, a 500 comes back, or the answer is held past the
+client's read timeout).  Like EC2 and unlike moto, the proxy honours
+RunInstances' ``ClientToken``: a repeated token gets the first call's
+answer instead of a second instance.
 """
 
 import collections
@@ -22,7 +31,13 @@ import sys
 import threading
 import time
 import urllib.parse
+from typing import Optional
 
+import boto3
+import botocore.config
+
+from nodepool import driver
+from nodepool.driver.aws import AwsDriver
 from tests.fakes.aws import FakeServiceQuotas
 
 QUOTAS_TARGET = "ServiceQuotasV20190624."
@@ -103,23 +118,52 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target", "")
         started = time.monotonic()
         failure = proxy.take_failure(action)
+        loss = None
         if failure is not None:
             status, headers, payload = failure
         elif target.startswith(QUOTAS_TARGET):
             status, headers, payload = proxy.answer_quotas(target, body)
         else:
-            status, headers, payload = proxy.forward(
-                self.command, self.path, self.headers, body)
+            token = proxy.client_token(action, body)
+            status, headers, payload = proxy.forward_once(
+                token, self.command, self.path, self.headers, body)
+            loss = proxy.take_loss(action)
         proxy.record_backend(action, time.monotonic() - started)
-        self.send_response(status)
-        for key, value in headers:
-            if key.lower() in ("transfer-encoding", "connection",
-                               "content-length"):
-                continue
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        if loss is not None:
+            if self._lose(loss):
+                return
+            status, headers, payload = loss[1]
+        self._answer(status, headers, payload)
+
+    def _lose(self, loss) -> bool:
+        """Lose the answer of a call moto has carried out; True when
+        nothing is to be sent."""
+        how, _ = loss
+        if how == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if how == "hold":
+            # The client times out meanwhile; what is written after that
+            # goes nowhere.
+            self.server.proxy.released.wait()
+            self.close_connection = True
+            return True
+        return False
+
+    def _answer(self, status, headers, payload) -> None:
+        try:
+            self.send_response(status)
+            for key, value in headers:
+                if key.lower() in ("transfer-encoding", "connection",
+                                   "content-length"):
+                    continue
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True  # the client gave up
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
@@ -147,6 +191,13 @@ class AwsProxy:
         # Seconds the backend (moto) took per call, by action.
         self.backend = collections.defaultdict(list)
         self.failures = collections.defaultdict(list)
+        # Calls forwarded to moto whose answer the client never gets.
+        self.losses = collections.defaultdict(list)
+        # Set by stop(): held answers are let go.
+        self.released = threading.Event()
+        # RunInstances answers by ClientToken (EC2's idempotency).
+        self._tokens = {}
+        self._token_locks = collections.defaultdict(threading.Lock)
         self._lock = threading.Lock()
         self._local = threading.local()
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -161,6 +212,7 @@ class AwsProxy:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -172,20 +224,72 @@ class AwsProxy:
     def fail(self, action: str, code: str, status: int = 400,
              times: int = 1) -> None:
         """Answer the next ``times`` calls of an EC2 ``action`` with an
-        AWS error instead of forwarding them."""
+        AWS error instead of forwarding them (``RequestLimitExceeded``
+        with 503 is a throttling burst, ``InsufficientInstanceCapacity``
+        a capacity error, ``InternalError`` with 500 a server error)."""
         with self._lock:
             self.failures[action].extend([(code, status)] * times)
+
+    def lose_answer(self, action: str, how: str = "drop",
+                    times: int = 1) -> None:
+        """Forward the next ``times`` calls of ``action`` to moto, then
+        lose the answer: ``drop`` closes the connection, ``error``
+        answers 500 InternalError, ``hold`` keeps the client waiting
+        until it times out (until :meth:`stop` at the latest)."""
+        if how not in ("drop", "error", "hold"):
+            raise ValueError("unknown way to lose an answer: %s" % how)
+        with self._lock:
+            self.losses[action].extend([how] * times)
 
     def take_failure(self, action: str):
         with self._lock:
             if not self.failures[action]:
                 return None
             code, status = self.failures[action].pop(0)
+        return self._error(code, status)
+
+    def take_loss(self, action: str):
+        """``(how, substitute answer)`` for a call to lose, else None."""
+        with self._lock:
+            if not self.losses[action]:
+                return None
+            how = self.losses[action].pop(0)
+        return how, self._error("InternalError", 500)
+
+    @staticmethod
+    def _error(code: str, status: int):
         payload = (
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors>"
             "<Error><Code>%s</Code><Message>injected %s</Message></Error>"
             "</Errors><RequestID>fake</RequestID></Response>" % (code, code))
         return status, [("Content-Type", "text/xml")], payload.encode()
+
+    @staticmethod
+    def client_token(action: str, body: bytes) -> Optional[str]:
+        """The ClientToken of a RunInstances call (None for others)."""
+        if action != "RunInstances":
+            return None
+        form = urllib.parse.parse_qs(body.decode(errors="replace"))
+        return (form.get("ClientToken") or [None])[0]
+
+    def forward_once(self, token, method, path, headers, body):
+        """:meth:`forward`, except that a call repeating an earlier
+        successful call's ``token`` gets that call's answer (EC2 does so
+        for RunInstances; moto would start another instance)."""
+        if token is None:
+            return self.forward(method, path, headers, body)
+        with self._lock:
+            token_lock = self._token_locks[token]
+        with token_lock:
+            with self._lock:
+                known = self._tokens.get(token)
+            if known is not None:
+                return known
+            answer = self.forward(method, path, headers, body)
+            if answer[0] == 200:
+                with self._lock:
+                    self._tokens[token] = answer
+            return answer
 
     def record_backend(self, action: str, seconds: float) -> None:
         with self._lock:
@@ -244,3 +348,44 @@ class AwsProxy:
                 conn = self._local.conn = None
                 if attempt == 2:
                     raise
+
+
+class ProxiedAwsDriver(AwsDriver):
+    """``driver: aws`` for a launcher in the test process: its clients
+    talk to :attr:`endpoint` (an :class:`AwsProxy`) with a read timeout
+    of :attr:`read_timeout` seconds, so that a held answer times out in
+    a test's time.
+
+    :func:`use_proxied_aws` registers it in place of the real driver;
+    :func:`restore_aws` puts the real one back.
+    """
+
+    endpoint: Optional[str] = None
+    read_timeout: float = 60.0
+
+    def get_adapter(self, provider_config, warm: bool = True):
+        from nodepool.driver.aws.adapter import AwsAdapter, AwsClients
+        config = botocore.config.Config(
+            max_pool_connections=20, read_timeout=self.read_timeout,
+            connect_timeout=5,
+            retries={"total_max_attempts": 1, "mode": "standard"})
+        session = boto3.Session(
+            region_name=provider_config.region_name,
+            aws_access_key_id="testing", aws_secret_access_key="testing")
+        clients = AwsClients(*(
+            session.client(service, endpoint_url=self.endpoint,
+                           config=config)
+            for service in ("ec2", "s3", "ebs", "service-quotas")))
+        return AwsAdapter(provider_config, clients=clients, warm=warm)
+
+
+def use_proxied_aws(endpoint: str, read_timeout: float = 60.0) -> None:
+    """Make ``driver: aws`` providers of in-process launchers use
+    ``endpoint``."""
+    ProxiedAwsDriver.endpoint = endpoint
+    ProxiedAwsDriver.read_timeout = read_timeout
+    driver.register_driver("aws", "tests.fakes.aws_proxy:ProxiedAwsDriver")
+
+
+def restore_aws() -> None:
+    driver.register_driver("aws", "nodepool.driver.aws:AwsDriver")
