@@ -14,7 +14,10 @@ exception the launcher reacts to:
   except while creating, where a missing resource (subnet, image,
   flavor) is a failed launch;
 * throttling and server errors that outlived the retries: the driver's
-  :class:`CloudApiError`;
+  :class:`CloudApiError`; a server error (a 5xx, a dropped connection, a
+  timeout) of a create leaves its outcome unknown (the cloud may have made
+  the resource), which the error says (:attr:`CloudApiError.outcome_unknown`)
+  so that the create machine can look for the resource before giving up;
 * anything else: a failed launch attempt (:class:`LaunchStatusException`).
 """
 
@@ -34,9 +37,17 @@ class ErrorClass(enum.Enum):
 
 
 class CloudApiError(exceptions.LaunchError):
-    """The cloud kept throttling or failing after the retries."""
+    """The cloud kept throttling or failing after the retries.
+
+    ``outcome_unknown``: the failed call was a create that may have been
+    carried out all the same (the answer, not the request, was lost).
+    """
 
     statsd_key = "error.api"
+
+    def __init__(self, message: str = "", outcome_unknown: bool = False):
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 def exception_for(kind: ErrorClass, message: str, creating: bool = False,
@@ -53,6 +64,10 @@ def exception_for(kind: ErrorClass, message: str, creating: bool = False,
         return exceptions.QuotaException(message)
     if kind is ErrorClass.NOT_FOUND and not creating:
         return exceptions.NotFound(message)
-    if kind in (ErrorClass.THROTTLE, ErrorClass.SERVER):
+    if kind is ErrorClass.SERVER:
+        # A throttled call was refused; a server error may have come
+        # after the work was done.
+        return api_error(message, outcome_unknown=creating)
+    if kind is ErrorClass.THROTTLE:
         return api_error(message)
     return exceptions.LaunchStatusException(message)

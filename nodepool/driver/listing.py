@@ -13,6 +13,9 @@ seconds, and can be asked for an early refresh (after a create or a delete
 returned) so that a change is seen within a fraction of a second rather
 than a full interval.
 
+:class:`LostCreateSearch` finds, in such a listing, what a create made
+when the create's answer was lost.
+
 :class:`BatchDeleter` queues deletions and sends them in batches (EC2's
 TerminateInstances takes up to 50 ids): deletes are cheap for the cloud
 but each call takes a slot of the mutating rate limit that creates need.
@@ -249,6 +252,56 @@ class SharedListing:
                 self._cond.notify_all()
             self._fire(started)
         self._fire(None)
+
+
+#: Fresh listings a lost create's resource must be missing from before it
+#: counts as never made (listings may lag behind a create).
+LOST_LISTINGS = 3
+
+
+class LostCreateSearch:
+    """Looks in a listing for what a create made when its answer was lost.
+
+    A create that failed with a server error, a dropped connection or a
+    timeout (:attr:`CloudApiError.outcome_unknown`) may have been carried
+    out: the resource runs, tagged for its node, but the launcher does not
+    know its id, and retrying would start a second one next to it.  The
+    create machine looks for it instead, in listings that started after
+    the failure; ``match(record)`` recognises it (by its idempotency token
+    or the name the create gave it).  Found, the machine carries on with
+    it; missing from :data:`LOST_LISTINGS` fresh listings, it was never
+    made and :meth:`find` raises the create's ``error``.
+
+    Used from one state machine; never blocks.
+    """
+
+    def __init__(self, listing: "SharedListing",
+                 match: Callable[[dict], bool], error: BaseException,
+                 listings: int = LOST_LISTINGS):
+        self.listing = listing
+        self.match = match
+        self.error = error
+        self.listings = listings
+        self.since = listing.now()
+        self._missing_in: set = set()
+        listing.request_refresh(self.since)
+
+    def find(self, token: Hashable) -> Optional[tuple]:
+        """``(id, record)`` of the resource once a fresh listing shows
+        it; None while still looking (``token`` watches the listing);
+        raises the create's error once enough listings did not show it."""
+        self.listing.watch(token)
+        snapshot = self.listing.snapshot()
+        if snapshot.started < self.since:
+            return None
+        for key, record in snapshot.items.items():
+            if self.match(record):
+                return key, record
+        self._missing_in.add(snapshot.started)
+        if len(self._missing_in) >= self.listings:
+            self.listing.unwatch(token)
+            raise self.error
+        return None
 
 
 class _Item:

@@ -16,6 +16,8 @@ import uuid
 from typing import Optional
 
 from nodepool import exceptions
+from nodepool.driver.errors import CloudApiError
+from nodepool.driver.listing import LostCreateSearch
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.cloud import (
     CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
@@ -93,12 +95,19 @@ class AwsCreateStateMachine(CloudCreateStateMachine):
     """Create one instance (on a fresh dedicated host if the label says).
 
     States: ``start`` -> [``allocating host`` -> ``waiting for host``] ->
-    ``submit creating instance`` -> ``creating instance`` -> ``complete``.
+    ``submit creating instance`` -> [``finding lost instance``] ->
+    ``creating instance`` -> ``complete``.
+
+    When RunInstances failed in a way that leaves open whether the
+    instance was started (a 5xx, a dropped connection or a timeout on
+    every try), the machine looks for an instance carrying its client
+    token before it fails: one that is found is the node's instance.
     """
 
     ALLOCATING_HOST = "allocating host"
     WAITING_FOR_HOST = "waiting for host"
     SUBMIT_CREATING = "submit creating instance"
+    FINDING_LOST = "finding lost instance"
     CREATING = "creating instance"
 
     def __init__(self, *args, **kwargs):
@@ -108,6 +117,7 @@ class AwsCreateStateMachine(CloudCreateStateMachine):
         # Idempotency token of RunInstances: a retried call (throttled,
         # timed out) returns the first call's instance, never a second.
         self.client_token = "%s-%s" % (self.hostname, uuid.uuid4().hex[:16])
+        self._lost: Optional[LostCreateSearch] = None
 
     def _advance(self) -> Optional[Instance]:
         if self.state == self.START:
@@ -129,10 +139,26 @@ class AwsCreateStateMachine(CloudCreateStateMachine):
         if self.state == self.SUBMIT_CREATING:
             if not self._future.done():
                 return None
-            self.instance_id = self._future.result()
-            self.external_id = make_external_id(self.instance_id,
-                                                self.host_id)
-            self.state = self.CREATING
+            try:
+                self._created(self._future.result())
+            except CloudApiError as e:
+                if not e.outcome_unknown or self.label.fleet is not None:
+                    raise
+                self.log.warning(
+                    "Instance of node %s may have been started: looking "
+                    "for its client token %s", self.node_id,
+                    self.client_token)
+                self._lost = LostCreateSearch(
+                    self.adapter.instances, self._started_by_us, e)
+                self.state = self.FINDING_LOST
+        if self.state == self.FINDING_LOST:
+            found = self._lost.find(self)
+            if found is None:
+                return None
+            self.log.warning("Found instance %s of node %s whose "
+                             "RunInstances answer was lost", found[0],
+                             self.node_id)
+            self._created(found[0])
         if self.state == self.CREATING:
             return self._check_running()
         return None
@@ -140,6 +166,17 @@ class AwsCreateStateMachine(CloudCreateStateMachine):
     def _submit_create(self) -> None:
         self._future = self.adapter.submit_create(self)
         self.state = self.SUBMIT_CREATING
+
+    def _created(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.external_id = make_external_id(instance_id, self.host_id)
+        self.state = self.CREATING
+
+    def _started_by_us(self, record: dict) -> bool:
+        """Whether a listed instance is the one our RunInstances started
+        (fleets have no client token of ours: never)."""
+        return (record.get("ClientToken") == self.client_token
+                and record.get("State", {}).get("Name") != "terminated")
 
     def _host_available(self) -> bool:
         hosts = self.adapter.hosts

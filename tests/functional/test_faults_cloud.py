@@ -1,0 +1,217 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Cloud faults under a running launcher (issue 10, scenario 4).
+
+An in-process launcher serves requests from a cloud stand-in that
+misbehaves on purpose: moto behind :class:`AwsProxy`, the fake OpenStack
+and the fake Azure with their fault switches.  Throttling bursts, server
+errors, capacity errors, timeouts and creates whose answer is lost after
+the cloud made the instance.  Each test checks the outcomes Zuul and the
+operator care about: every request ends fulfilled with ready nodes or
+failed with a reason, no node serves two requests, and once the nodes
+are returned nothing is left in the cloud or in ZooKeeper.
+"""
+
+import dataclasses
+import logging
+
+import boto3
+import pytest
+
+from nodepool.zk.models import NodeState, RequestState
+from tests.fakes.aws_proxy import (
+    AwsProxy, MotoServer, restore_aws, use_proxied_aws)
+from tests.functional.conftest import FAST, read_nodes
+from tests.fixtures.waits import wait_for
+
+REGION = "us-west-2"
+# Client read timeout of the launcher's AWS clients: a held answer
+# times out after this long.
+AWS_READ_TIMEOUT = 2.0
+# Leak cleanup every second (it lists five kinds of resource).
+INTERVALS = dataclasses.replace(FAST, cleanup=1.0)
+
+AWS_CONFIG = """
+labels:
+  - name: small
+providers:
+  - name: ec2
+    driver: aws
+    region-name: us-west-2
+    rate: 20
+    launch-retries: {retries}
+    cloud-images:
+      - name: base
+        username: ubuntu
+        image-id: ami-03cf127a
+    pools:
+      - name: main
+        max-servers: 10
+        host-key-checking: false
+        labels:
+          - name: small
+            cloud-image: base
+            instance-type: t3.medium
+            key-name: np
+"""
+
+
+# Outcome checks shared by every cloud ------------------------------------
+
+def settle(zuul, requests, timeout=90):
+    """Wait until every request is fulfilled or failed; return them."""
+    return [zuul.wait_for_request(r, timeout=timeout) for r in requests]
+
+
+def accept_fulfilled(zuul, done):
+    """Accept the nodes of the fulfilled requests: they must be ready
+    when accepted and no node may serve two requests."""
+    nodes = []
+    for request in done:
+        if request.state != RequestState.FULFILLED:
+            continue
+        accepted = zuul.accept_nodes(request)
+        assert len(accepted) == len(request.node_types)
+        nodes.extend(accepted)
+    ids = [n.id for n in nodes]
+    assert len(ids) == len(set(ids)), "a node served two requests"
+    for node in nodes:
+        assert node.state == NodeState.IN_USE and node.external_id
+    return nodes
+
+
+def release_and_check_clean(zuul, nodes, live, timeout=60):
+    """Return ``nodes``; then nothing may be left in ZooKeeper or in the
+    cloud (``live()`` lists what still runs there)."""
+    zuul.return_nodes(nodes)
+    wait_for(lambda: not read_nodes(zuul.kazoo) and not live(),
+             timeout=timeout,
+             message="left behind: nodes %s, cloud %s" % (
+                 [n.id for n in read_nodes(zuul.kazoo)], live()))
+
+
+# AWS (moto behind the fault-injecting proxy) ----------------------------
+
+@pytest.fixture(scope="module")
+def moto_server():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(moto_server):
+    moto_server.reset()
+    proxy = AwsProxy(moto_server.port).start()
+    use_proxied_aws(proxy.url, read_timeout=AWS_READ_TIMEOUT)
+    yield proxy
+    restore_aws()
+    proxy.stop()
+
+
+@pytest.fixture
+def ec2(moto_server):
+    return boto3.client("ec2", endpoint_url=moto_server.url,
+                        region_name=REGION, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def aws_launcher(launcher_factory, proxy):
+    def start(retries=3):
+        return launcher_factory(AWS_CONFIG, retries=retries,
+                                intervals=INTERVALS)
+    return start
+
+
+def live_instances(ec2):
+    """``{instance id: tags}`` of the instances not terminated."""
+    found = {}
+    for reservation in ec2.describe_instances()["Reservations"]:
+        for instance in reservation["Instances"]:
+            if instance["State"]["Name"] != "terminated":
+                found[instance["InstanceId"]] = {
+                    t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    return found
+
+
+def serve_on_aws(zuul, ec2, requests):
+    """Settle ``requests``, check the running instances are exactly
+    those of the accepted nodes, release and check nothing is left."""
+    done = settle(zuul, requests)
+    nodes = accept_fulfilled(zuul, done)
+    instances = live_instances(ec2)
+    assert sorted(instances) == sorted(n.external_id for n in nodes), \
+        "instances %s for nodes %s" % (
+            instances, [(n.id, n.external_id) for n in nodes])
+    for node in nodes:
+        assert instances[node.external_id]["nodepool_node_id"] == node.id
+    release_and_check_clean(zuul, nodes, lambda: live_instances(ec2))
+    return done
+
+
+def test_aws_throttling_burst_is_ridden_out(aws_launcher, zuul, ec2, proxy):
+    aws_launcher()
+    proxy.fail("RunInstances", "RequestLimitExceeded", 503, times=3)
+    proxy.fail("DescribeInstances", "RequestLimitExceeded", 503, times=2)
+    done = serve_on_aws(zuul, ec2, [zuul.submit(["small", "small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    # Throttled calls were retried, not turned into failed launches.
+    assert proxy.counts["RunInstances"] == 2 + 3
+
+
+def test_aws_server_errors_fail_attempts_then_launch(aws_launcher, zuul, ec2,
+                                                    proxy):
+    aws_launcher()
+    # Three 500s use up one create's retries: that launch attempt fails
+    # and the launcher's next attempt succeeds.
+    proxy.fail("RunInstances", "InternalError", 500, times=3)
+    proxy.fail("TerminateInstances", "Unavailable", 503, times=2)
+    done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert proxy.counts["RunInstances"] == 4
+
+
+def test_aws_capacity_exhausted_fails_request_with_reason(
+        aws_launcher, zuul, ec2, proxy, caplog):
+    aws_launcher(retries=2)
+    proxy.fail("RunInstances", "InsufficientInstanceCapacity", 500,
+               times=2)
+    with caplog.at_level(logging.WARNING):
+        done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
+    assert done[0].state == RequestState.FAILED
+    assert done[0].declined_by
+    assert "InsufficientInstanceCapacity" in caplog.text
+
+
+def test_aws_capacity_error_retried(aws_launcher, zuul, ec2, proxy):
+    aws_launcher()
+    proxy.fail("RunInstances", "InsufficientInstanceCapacity", 500)
+    done = serve_on_aws(zuul, ec2, [zuul.submit(["small"]),
+                                    zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED] * 2
+
+
+@pytest.mark.parametrize("how", ["drop", "error", "hold"])
+def test_aws_lost_create_answer_leaks_no_instance(aws_launcher, zuul, ec2,
+                                                  proxy, how):
+    """RunInstances reaches EC2 (the instance starts, tagged with the
+    node id) but every answer to it is lost: the connection drops, a 500
+    comes back, or the answer comes after the client's timeout.  The
+    launcher must not leave that instance running next to a second one
+    it starts for the same node."""
+    aws_launcher()
+    proxy.lose_answer("RunInstances", how, times=3)
+    done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+
+
+def test_aws_one_lost_answer_is_retried_idempotently(aws_launcher, zuul,
+                                                     ec2, proxy):
+    aws_launcher()
+    proxy.lose_answer("RunInstances", "drop")
+    done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    # The retried call carried the same ClientToken: one instance.
+    assert proxy.counts["RunInstances"] == 2
