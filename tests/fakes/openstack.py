@@ -19,7 +19,11 @@ the cloud's behaviour through plain attributes:
 * ``limits``: the compute quota (``instances``, ``cores``, ``ram``; -1 is
   unlimited), enforced on create with Nova's 403 "Quota exceeded";
 * ``deleted_listings``: a deleted server is still listed, in status
-  DELETED, by this many server GETs.
+  DELETED, by this many server GETs;
+* ``faults``: a :class:`tests.fakes.faults.Faults` by route name
+  (``"POST servers"``...): answers instead of a request (a 429 with
+  ``Retry-After``, a 5xx: :meth:`FakeOpenStack.fail`) and answers lost
+  after the request was carried out (:meth:`FakeOpenStack.lose_answer`).
 
 ``counts`` counts requests by route (``"POST servers"``,
 ``"GET servers/detail"``...); ``unknown`` collects requests no route knew.
@@ -37,6 +41,8 @@ import urllib.parse
 import uuid
 
 import yaml
+
+from tests.fakes.faults import Faults, lose
 
 PROJECT_ID = "a6f5a0b1c2d34e5f8a9b0c1d2e3f4a5b"
 USER_ID = "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
@@ -63,6 +69,7 @@ class FakeOpenStack:
         self.create_errors: list = []
         self.delete_errors: list = []
         self.deleted_listings = 0
+        self.faults = Faults()
         self.limits = {"instances": 20, "cores": 100, "ram": 1000000}
         self.volume_service = True
         self.volume_limits = {"volumes": 100, "gigabytes": 1000000}
@@ -109,6 +116,7 @@ class FakeOpenStack:
         return self
 
     def stop(self) -> None:
+        self.faults.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -126,6 +134,21 @@ class FakeOpenStack:
             "region_name": region, "identity_api_version": 3})}}
         path.write_text(yaml.safe_dump(data))
         return str(path)
+
+    # Faults -------------------------------------------------------------
+
+    def fail(self, route: str, status: int, message: str = "injected",
+             times: int = 1, retry_after=None) -> None:
+        """Answer the next ``times`` requests of ``route`` with a Nova
+        style fault instead of handling them (see :class:`Faults`)."""
+        self.faults.fail(route, status, _fault(status, message), times,
+                         retry_after)
+
+    def lose_answer(self, route: str, how: str = "drop",
+                    times: int = 1) -> None:
+        """Carry out the next ``times`` requests of ``route``, then lose
+        their answers (see :meth:`Faults.lose_answer`)."""
+        self.faults.lose_answer(route, how, times)
 
     # Population ---------------------------------------------------------
 
@@ -405,7 +428,7 @@ class FakeOpenStack:
 
 def _fault(status, message) -> dict:
     name = {400: "badRequest", 403: "forbidden", 409: "conflictingRequest",
-            413: "overLimit"}.get(status, "computeFault")
+            413: "overLimit", 429: "overLimit"}.get(status, "computeFault")
     return {name: {"code": status, "message": message}}
 
 
@@ -507,7 +530,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 continue
             with cloud.lock:
                 cloud.counts[name] += 1
+            injected = cloud.faults.before(name)
+            if injected is not None:
+                self._send(*injected)
+                return
+            with cloud.lock:
                 result = func(self, cloud, query, raw, *match.groups())
+            how = cloud.faults.after(name)
+            if how is not None:
+                if lose(self, how, cloud.faults):
+                    return
+                result = 500, _fault(500, "injected: answer lost")
             self._send(*result)
             return
         with cloud.lock:

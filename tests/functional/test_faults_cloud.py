@@ -81,14 +81,34 @@ def accept_fulfilled(zuul, done):
     return nodes
 
 
-def release_and_check_clean(zuul, nodes, live, timeout=60):
-    """Return ``nodes``; then nothing may be left in ZooKeeper or in the
-    cloud (``live()`` lists what still runs there)."""
+def serve(zuul, requests, live):
+    """Settle ``requests`` and accept the fulfilled ones; what runs in
+    the cloud must come down to exactly the accepted nodes' instances
+    (instances of failed attempts and nodes are deleted meanwhile).
+    Then return the nodes: nothing may be left in ZooKeeper or in the
+    cloud.  ``live()`` gives ``{instance id: its nodepool_node_id}``
+    for the cloud's instances that are not deleted."""
+    done = settle(zuul, requests)
+    nodes = accept_fulfilled(zuul, done)
+    expected = {n.external_id: n.id for n in nodes}
+    wait_until(lambda: live() == expected, timeout=20,
+               describe=lambda: "cloud has %s, nodes are %s" % (
+                   live(), expected))
     zuul.return_nodes(nodes)
-    wait_for(lambda: not read_nodes(zuul.kazoo) and not live(),
-             timeout=timeout,
-             message="left behind: nodes %s, cloud %s" % (
-                 [n.id for n in read_nodes(zuul.kazoo)], live()))
+    wait_until(lambda: not read_nodes(zuul.kazoo) and not live(),
+               timeout=60,
+               describe=lambda: "left behind: nodes %s, cloud %s" % (
+                   [n.id for n in read_nodes(zuul.kazoo)], live()))
+    return done
+
+
+def wait_until(predicate, timeout, describe):
+    """:func:`wait_for` whose failure says ``describe()`` (the state at
+    the deadline)."""
+    try:
+        wait_for(predicate, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(describe()) from None
 
 
 # AWS (moto behind the fault-injecting proxy) ----------------------------
@@ -126,29 +146,20 @@ def aws_launcher(launcher_factory, proxy):
 
 
 def live_instances(ec2):
-    """``{instance id: tags}`` of the instances not terminated."""
+    """``{instance id: nodepool_node_id tag}`` of the instances not
+    terminated."""
     found = {}
     for reservation in ec2.describe_instances()["Reservations"]:
         for instance in reservation["Instances"]:
             if instance["State"]["Name"] != "terminated":
-                found[instance["InstanceId"]] = {
-                    t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                tags = {t["Key"]: t["Value"]
+                        for t in instance.get("Tags", [])}
+                found[instance["InstanceId"]] = tags.get("nodepool_node_id")
     return found
 
 
 def serve_on_aws(zuul, ec2, requests):
-    """Settle ``requests``, check the running instances are exactly
-    those of the accepted nodes, release and check nothing is left."""
-    done = settle(zuul, requests)
-    nodes = accept_fulfilled(zuul, done)
-    instances = live_instances(ec2)
-    assert sorted(instances) == sorted(n.external_id for n in nodes), \
-        "instances %s for nodes %s" % (
-            instances, [(n.id, n.external_id) for n in nodes])
-    for node in nodes:
-        assert instances[node.external_id]["nodepool_node_id"] == node.id
-    release_and_check_clean(zuul, nodes, lambda: live_instances(ec2))
-    return done
+    return serve(zuul, requests, lambda: live_instances(ec2))
 
 
 def test_aws_throttling_burst_is_ridden_out(aws_launcher, zuul, ec2, proxy):
@@ -161,8 +172,8 @@ def test_aws_throttling_burst_is_ridden_out(aws_launcher, zuul, ec2, proxy):
     assert proxy.counts["RunInstances"] == 2 + 3
 
 
-def test_aws_server_errors_fail_attempts_then_launch(aws_launcher, zuul, ec2,
-                                                    proxy):
+def test_aws_server_errors_fail_attempts_then_launch(
+        aws_launcher, zuul, ec2, proxy):
     aws_launcher()
     # Three 500s use up one create's retries: that launch attempt fails
     # and the launcher's next attempt succeeds.
@@ -215,3 +226,103 @@ def test_aws_one_lost_answer_is_retried_idempotently(aws_launcher, zuul,
     assert [r.state for r in done] == [RequestState.FULFILLED]
     # The retried call carried the same ClientToken: one instance.
     assert proxy.counts["RunInstances"] == 2
+
+
+# OpenStack (the loopback fake with its fault switches) ------------------
+
+OS_CONFIG = """
+labels:
+  - name: small
+providers:
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    launch-retries: {retries}
+    cloud-images:
+      - name: base
+        image-name: Fake Image
+        username: zuul
+    pools:
+      - name: main
+        max-servers: 10
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: small
+            cloud-image: base
+            min-ram: 2048
+"""
+# openstacksdk's timeout per call (clouds.yaml ``api_timeout``).
+OS_API_TIMEOUT = 2
+
+
+@pytest.fixture
+def os_cloud(openstack_cloud, tmp_path, monkeypatch):
+    """The fake OpenStack, its clouds.yaml with a short API timeout."""
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", openstack_cloud.write_clouds(
+        tmp_path / "clouds-timeout.yaml", api_timeout=OS_API_TIMEOUT))
+    return openstack_cloud
+
+
+@pytest.fixture
+def os_launcher(launcher_factory, os_cloud):
+    def start(retries=3):
+        return launcher_factory(OS_CONFIG, retries=retries,
+                                intervals=INTERVALS)
+    return start
+
+
+def live_servers(cloud):
+    return {sid: (server["metadata"] or {}).get("nodepool_node_id")
+            for sid, server in cloud.live_servers().items()}
+
+
+def serve_on_openstack(zuul, cloud, requests):
+    return serve(zuul, requests, lambda: live_servers(cloud))
+
+
+def test_openstack_throttling_burst_honours_retry_after(os_launcher, zuul,
+                                                        os_cloud):
+    os_cloud.fail("POST servers", 429, "Rate limit exceeded", times=3,
+                  retry_after=0.2)
+    os_cloud.fail("GET servers/detail", 429, "Rate limit exceeded",
+                  times=2, retry_after=0.2)
+    os_launcher(retries=1)
+    done = serve_on_openstack(zuul, os_cloud, [zuul.submit(["small"])])
+    # Throttled calls were retried, not turned into failed launches.
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert os_cloud.counts["POST servers"] == 1 + 3
+
+
+def test_openstack_server_errors_fail_attempts_then_launch(
+        os_launcher, zuul, os_cloud):
+    os_launcher()
+    os_cloud.fail("POST servers", 500, "Unexpected API Error", times=2)
+    os_cloud.fail("DELETE server", 503, "Service Unavailable")
+    done = serve_on_openstack(zuul, os_cloud, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert os_cloud.counts["POST servers"] == 3
+
+
+def test_openstack_no_valid_host_fails_request_with_reason(
+        os_launcher, zuul, os_cloud, caplog):
+    os_cloud.error_faults = ["No valid host was found"] * 2
+    os_launcher(retries=2)
+    with caplog.at_level(logging.WARNING):
+        done = serve_on_openstack(zuul, os_cloud, [zuul.submit(["small"])])
+    assert done[0].state == RequestState.FAILED
+    assert done[0].declined_by
+    assert "No valid host was found" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["drop", "error", "hold"])
+def test_openstack_lost_create_answer_leaks_no_server(os_launcher, zuul,
+                                                      os_cloud, how):
+    """Nova made the server (named and tagged for the node) but its
+    answer to the create was lost."""
+    os_launcher()
+    os_cloud.lose_answer("POST servers", how)
+    done = serve_on_openstack(zuul, os_cloud, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]

@@ -33,12 +33,14 @@ from typing import Optional
 import cachetools
 
 from nodepool import exceptions
-from nodepool.driver.errors import ErrorClass, exception_for
+from nodepool.driver.errors import exception_for
 from nodepool.driver.listing import SharedListing
 from nodepool.driver.lazycache import SingleFlightTTLCache
+from nodepool.driver.openstack.errors import (
+    ThrottleRetrier, classify, http_status)
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
-    OpenStackInstance, is_quota_message, server_addresses)
+    OpenStackInstance, server_addresses)
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
@@ -59,10 +61,6 @@ def _sdk_exceptions():
     return sdk_exceptions
 
 
-def http_status(error: BaseException) -> Optional[int]:
-    return getattr(error, "status_code", None)
-
-
 def translate(error: BaseException, what: str,
               creating: bool = False) -> BaseException:
     """The nodepool exception the launcher should see for an SDK error.
@@ -70,18 +68,13 @@ def translate(error: BaseException, what: str,
     Nova answers 403 or 413 "Quota exceeded ..." when the project is out
     of quota: :class:`QuotaException`.  A 404 is :class:`NotFound` (the
     resource is gone), except while creating, where a missing flavor or
-    network is a failed launch.
+    network is a failed launch.  A server error or lost connection of a
+    create leaves its outcome unknown (see :mod:`.errors`).
     """
     if isinstance(error, exceptions.NodepoolError):
         return error
-    # Nova says 403 or 413, Neutron 409; the message is what they share.
-    if is_quota_message(str(error)):
-        kind = ErrorClass.QUOTA
-    elif http_status(error) == 404:
-        kind = ErrorClass.NOT_FOUND
-    else:
-        kind = ErrorClass.OTHER
-    return exception_for(kind, "%s: %s" % (what, error), creating)
+    return exception_for(classify(error), "%s: %s" % (what, error),
+                         creating)
 
 
 def _is_uuid(text: str) -> bool:
@@ -135,6 +128,7 @@ class OpenStackAdapter(CloudAdapter):
         self.volume_limiter = RateLimiter("openstack-volume-%s" % name,
                                           per_second)
         self._clock = clock
+        self.retrier = ThrottleRetrier(self.log)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             api_workers, thread_name_prefix="openstack-api-%s" % name)
         if listing_interval is None:
@@ -192,8 +186,12 @@ class OpenStackAdapter(CloudAdapter):
                               listing=self.servers)
 
     def _call(self, limiter, what: str, func, *args, log=None, **kwargs):
-        with limiter.limited((log or self.log).debug, what):
-            return func(*args, **kwargs)
+        """One rate-limited call; a throttled (429) one is sent again
+        after the cloud's Retry-After, through the limiter again."""
+        def once():
+            with limiter.limited((log or self.log).debug, what):
+                return func(*args, **kwargs)
+        return self.retrier.call(what, once)
 
     def compute(self, what, func, *args, **kwargs):
         return self._call(self.compute_limiter, what, func, *args, **kwargs)

@@ -15,6 +15,9 @@ import time
 from typing import Optional
 
 from nodepool import exceptions
+from nodepool.driver.errors import CloudApiError
+from nodepool.driver.listing import LostCreateSearch
+from nodepool.driver.openstack.errors import is_quota_message
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.cloud import (
     CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
@@ -24,11 +27,6 @@ VANISHED_LISTINGS = 3
 #: Server states after which a server will never become ACTIVE.
 DEAD_STATES = frozenset(("ERROR", "DELETED", "SOFT_DELETED", "SHELVED",
                          "SHELVED_OFFLOADED", "SHUTOFF"))
-
-
-def is_quota_message(message: str) -> bool:
-    text = (message or "").lower()
-    return "quota exceeded" in text or "number of ports exceeded" in text
 
 
 def server_addresses(addresses: dict, external_networks=()) -> dict:
@@ -101,12 +99,18 @@ class OpenStackInstance(CloudInstance):
 class OpenStackCreateStateMachine(CloudCreateStateMachine):
     """Create one server, and attach a floating IP when it needs one.
 
-    States: ``start`` -> ``submit creating server`` -> ``creating server``
-    -> [``creating floating ip`` -> ``attaching floating ip``] ->
-    ``complete``.
+    States: ``start`` -> ``submit creating server`` -> [``finding lost
+    server``] -> ``creating server`` -> [``creating floating ip`` ->
+    ``attaching floating ip``] -> ``complete``.
+
+    When the create failed in a way that leaves open whether Nova made
+    the server (a 5xx, a dropped connection, a timeout), the machine looks
+    for a server with the node's name and node id before it fails: one
+    that is found is the node's server.
     """
 
     SUBMIT_CREATING = "submit creating server"
+    FINDING_LOST = "finding lost server"
     CREATING = "creating server"
     CREATING_FIP = "creating floating ip"
     ATTACHING_FIP = "attaching floating ip"
@@ -117,6 +121,7 @@ class OpenStackCreateStateMachine(CloudCreateStateMachine):
         self.floating_ip: Optional[str] = None
         self._since = None
         self._missing_in: set = set()
+        self._lost: Optional[LostCreateSearch] = None
 
     def _advance(self) -> Optional[Instance]:
         if self.state == self.START:
@@ -126,10 +131,26 @@ class OpenStackCreateStateMachine(CloudCreateStateMachine):
         if self.state == self.SUBMIT_CREATING:
             if not self._future.done():
                 return None
-            self.server_id = self._future.result()
-            self.external_id = self.server_id
-            self._since = self._future.listed_after
-            self.state = self.CREATING
+            try:
+                server_id = self._future.result()
+            except CloudApiError as e:
+                if not e.outcome_unknown:
+                    raise
+                self.log.warning("Server of node %s may have been made: "
+                                 "looking for %s", self.node_id,
+                                 self.hostname)
+                self._lost = LostCreateSearch(self.adapter.servers,
+                                              self._made_by_us, e)
+                self.state = self.FINDING_LOST
+            else:
+                self._created(server_id, self._future.listed_after)
+        if self.state == self.FINDING_LOST:
+            found = self._lost.find(self)
+            if found is None:
+                return None
+            self.log.warning("Found server %s of node %s whose create "
+                             "answer was lost", found[0], self.node_id)
+            self._created(found[0], self._lost.since)
         if self.state == self.CREATING:
             record = self._record()
             if record is None:
@@ -166,6 +187,21 @@ class OpenStackCreateStateMachine(CloudCreateStateMachine):
                 return None
             return self._finish(record)
         return None
+
+    def _created(self, server_id: str, since: float) -> None:
+        self.server_id = server_id
+        self.external_id = server_id
+        self._since = since
+        self.state = self.CREATING
+
+    def _made_by_us(self, record: dict) -> bool:
+        """Whether a listed server is the one our create made: it has the
+        node's name and id (a server of an earlier attempt was deleted
+        before this attempt began)."""
+        return (record.get("name") == self.hostname
+                and (record.get("metadata") or {}).get(
+                    "nodepool_node_id") == self.node_id
+                and record.get("status") not in ("DELETED", "SOFT_DELETED"))
 
     def _record(self) -> Optional[dict]:
         """The server in a listing newer than our last change, or None.
