@@ -20,6 +20,10 @@ resource is accepted, then ends ``Failed``), :meth:`FakeAzure.hold`
 (provisioning stays ``Creating`` until released) and read per-operation
 call counters in :attr:`FakeAzure.counts` (``"PUT virtualMachines"``,
 ``"LIST publicIPAddresses"``, ``"DELETE disks"``, ``"token"``...).
+:attr:`FakeAzure.http_faults` (a :class:`tests.fakes.faults.Faults`, by the
+same names) answers calls with a 429 or 5xx instead of handling them
+(:meth:`FakeAzure.fail`) or loses the answer of a call it handled
+(:meth:`FakeAzure.lose_answer`).
 """
 
 import collections
@@ -32,6 +36,10 @@ import ssl
 import threading
 import urllib.parse
 import uuid
+
+from nodepool import driver
+from nodepool.driver.azure import AzureDriver
+from tests.fakes.faults import Faults, lose
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -103,6 +111,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
+        route = fake.route_of(method, url.path)
+        injected = fake.http_faults.before(route) if route else None
+        if injected is not None:
+            self._send(*injected)
+            return
         try:
             status, body, headers = fake.handle(
                 method, url.path, query, raw, self.headers,
@@ -113,6 +126,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except Exception as e:  # a bug in the fake: show it in the test
             status, headers = 500, {}
             body = {"error": {"code": "FakeBug", "message": repr(e)}}
+        how = fake.http_faults.after(route) if route else None
+        if how is not None:
+            if lose(self, how, fake.http_faults):
+                return
+            status, headers = 500, {}
+            body = {"error": {"code": "InternalServerError",
+                              "message": "injected: answer lost"}}
+        self._send(status, body, headers)
+
+    def _send(self, status, body, headers):
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         if data:
@@ -180,6 +203,8 @@ class FakeAzure:
         self.resources = {}
         self.tokens = set()
         self.faults = []
+        # HTTP faults by route name (see route_of), around the handling.
+        self.http_faults = Faults()
         self.held = {}  # lower type -> set of lower names (None: all)
         self.failed_reason = {}  # resource key -> (code, message)
         self.operations = {}
@@ -206,6 +231,7 @@ class FakeAzure:
         return self
 
     def stop(self):
+        self.http_faults.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -243,6 +269,32 @@ class FakeAzure:
         with self.lock:
             self.faults.append(_Fault("provision:" + rtype.lower(), 0, code,
                                       message, count, None))
+
+    def fail(self, route, status, code, message="injected failure",
+             times=1, retry_after=None):
+        """Answer the next ``times`` calls of ``route`` (``"PUT
+        virtualMachines"``, ``"LIST networkInterfaces"``...) with an ARM
+        error instead of handling them."""
+        self.http_faults.fail(
+            route, status, {"error": {"code": code, "message": message}},
+            times, retry_after)
+
+    def lose_answer(self, route, how="drop", times=1):
+        """Handle the next ``times`` calls of ``route``, then lose their
+        answers (see :meth:`Faults.lose_answer`)."""
+        self.http_faults.lose_answer(route, how, times)
+
+    @staticmethod
+    def route_of(method, path):
+        """The name of a resource call's route (``"PUT virtualMachines"``,
+        ``"LIST disks"``), None for other calls."""
+        match = _RESOURCE.match(path)
+        if not match or match.group("type") is None or \
+                match.group("sub_type") is not None:
+            return None
+        if match.group("name") is None:
+            return "LIST " + match.group("type") if method == "GET" else None
+        return "%s %s" % (method, match.group("type"))
 
     def hold(self, rtype, name=None):
         """Keep new (or ``name``d) resources of ``rtype`` ``Creating``."""
@@ -808,3 +860,29 @@ class FakeAzure:
         skus.append({"resourceType": "disks", "name": "Premium_LRS",
                      "locations": [self.location], "capabilities": []})
         return skus
+
+
+class ShortTimeoutAzureDriver(AzureDriver):
+    """``driver: azure`` for a launcher in the test process whose clients
+    give up on an answer after :attr:`read_timeout` seconds (azure-core
+    waits five minutes), so that a held answer times out in a test's
+    time.  :func:`use_short_timeouts` registers it in place of the real
+    driver; :func:`restore_azure` puts the real one back."""
+
+    read_timeout: float = 300.0
+
+    def get_adapter(self, provider_config, warm=True):
+        from nodepool.driver.azure.adapter import AzureAdapter, AzureClients
+        clients = AzureClients.from_auth_file(
+            provider_config.auth_path, read_timeout=self.read_timeout)
+        return AzureAdapter(provider_config, clients=clients, warm=warm)
+
+
+def use_short_timeouts(read_timeout: float) -> None:
+    ShortTimeoutAzureDriver.read_timeout = read_timeout
+    driver.register_driver("azure",
+                           "tests.fakes.azure:ShortTimeoutAzureDriver")
+
+
+def restore_azure() -> None:
+    driver.register_driver("azure", "nodepool.driver.azure:AzureDriver")

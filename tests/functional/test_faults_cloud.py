@@ -14,12 +14,14 @@ are returned nothing is left in the cloud or in ZooKeeper.
 """
 
 import dataclasses
+import json
 import logging
 
 import boto3
 import pytest
 
 from nodepool.zk.models import NodeState, RequestState
+from tests.fakes.azure import restore_azure, use_short_timeouts
 from tests.fakes.aws_proxy import (
     AwsProxy, MotoServer, restore_aws, use_proxied_aws)
 from tests.functional.conftest import FAST, read_nodes
@@ -182,6 +184,7 @@ def test_aws_server_errors_fail_attempts_then_launch(
     done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
     assert [r.state for r in done] == [RequestState.FULFILLED]
     assert proxy.counts["RunInstances"] == 4
+    assert not any(proxy.failures.values())
 
 
 def test_aws_capacity_exhausted_fails_request_with_reason(
@@ -216,6 +219,8 @@ def test_aws_lost_create_answer_leaks_no_instance(aws_launcher, zuul, ec2,
     proxy.lose_answer("RunInstances", how, times=3)
     done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
     assert [r.state for r in done] == [RequestState.FULFILLED]
+    # The instance of the lost answers is the node's: one create.
+    assert proxy.counts["RunInstances"] == 3
 
 
 def test_aws_one_lost_answer_is_retried_idempotently(aws_launcher, zuul,
@@ -304,6 +309,7 @@ def test_openstack_server_errors_fail_attempts_then_launch(
     done = serve_on_openstack(zuul, os_cloud, [zuul.submit(["small"])])
     assert [r.state for r in done] == [RequestState.FULFILLED]
     assert os_cloud.counts["POST servers"] == 3
+    assert os_cloud.faults.pending() == 0
 
 
 def test_openstack_no_valid_host_fails_request_with_reason(
@@ -326,3 +332,130 @@ def test_openstack_lost_create_answer_leaks_no_server(os_launcher, zuul,
     os_cloud.lose_answer("POST servers", how)
     done = serve_on_openstack(zuul, os_cloud, [zuul.submit(["small"])])
     assert [r.state for r in done] == [RequestState.FULFILLED]
+    # The server made by the lost create is the node's.
+    assert os_cloud.counts["POST servers"] == 1
+
+
+# Azure (the loopback fake ARM with its fault switches) ------------------
+
+AZURE_CONFIG = """
+labels:
+  - name: small
+providers:
+  - name: azure
+    driver: azure
+    location: centralus
+    resource-group: nodepool
+    resource-group-location: centralus
+    auth-path: {auth_path}
+    network: np-net
+    rate: 200
+    launch-retries: {retries}
+    cloud-images:
+      - name: ubuntu
+        username: zuul
+        key: ssh-rsa AAAAkey
+        image-reference:
+          sku: 22_04-lts
+          publisher: Canonical
+          version: latest
+          offer: ubuntu
+    pools:
+      - name: main
+        max-servers: 10
+        host-key-checking: false
+        labels:
+          - name: small
+            cloud-image: ubuntu
+            hardware-profile:
+              vm-size: Standard_B1ls
+"""
+# The read timeout of the launcher's Azure clients.
+AZURE_READ_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def azure(azure_fake):
+    use_short_timeouts(AZURE_READ_TIMEOUT)
+    yield azure_fake
+    restore_azure()
+
+
+@pytest.fixture
+def azure_launcher(azure, launcher_factory, tmp_path):
+    # Depends on the fake through `azure`: the launchers stop first.
+    auth_path = tmp_path / "azure.json"
+    auth_path.write_text(json.dumps(azure.auth_data()))
+
+    def start(retries=3):
+        return launcher_factory(AZURE_CONFIG, auth_path=auth_path,
+                                retries=retries, intervals=INTERVALS)
+    return start
+
+
+def live_vms(fake):
+    """``{vm name: nodepool_node_id tag}``; once no VM is left, also no
+    NIC, public IP or disk may be."""
+    vms = {}
+    for name in fake.names("virtualMachines"):
+        record = fake.get("virtualMachines", name) or {}
+        vms[name] = (record.get("tags") or {}).get("nodepool_node_id")
+    if not vms and fake.all_names():
+        return {"(left over)": fake.all_names()}
+    return vms
+
+
+def serve_on_azure(zuul, fake, requests):
+    return serve(zuul, requests, lambda: live_vms(fake))
+
+
+def test_azure_throttling_burst_honours_retry_after(azure_launcher, zuul,
+                                                    azure):
+    azure_launcher(retries=1)
+    azure.fail("PUT virtualMachines", 429, "TooManyRequests", times=2,
+               retry_after=0.2)
+    azure.fail("LIST networkInterfaces", 429, "TooManyRequests", times=2,
+               retry_after=0.2)
+    done = serve_on_azure(zuul, azure, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert azure.http_faults.pending() == 0
+
+
+def test_azure_server_errors_fail_attempts_then_launch(azure_launcher, zuul,
+                                                       azure):
+    azure_launcher()
+    # More 500s than azure-core retries: one launch attempt fails.
+    azure.fail("PUT networkInterfaces", 500, "InternalServerError",
+               times=4)
+    azure.fail("DELETE virtualMachines", 503, "ServiceUnavailable")
+    done = serve_on_azure(zuul, azure, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert azure.http_faults.pending() == 0
+
+
+def test_azure_capacity_errors(azure_launcher, zuul, azure, caplog):
+    azure_launcher(retries=2)
+    # The first request's node fails twice: refused, then accepted but
+    # not allocated.  The second request's node is served.
+    azure.fail_put("virtualMachines", "SkuNotAvailable", status=409)
+    azure.fail_provisioning("virtualMachines", "AllocationFailed")
+    with caplog.at_level(logging.WARNING):
+        first = settle(zuul, [zuul.submit(["small"])])
+    assert first[0].state == RequestState.FAILED
+    assert first[0].declined_by
+    assert "SkuNotAvailable" in caplog.text
+    assert "AllocationFailed" in caplog.text
+    done = serve_on_azure(zuul, azure, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+
+
+@pytest.mark.parametrize("how", ["drop", "error", "hold"])
+def test_azure_lost_vm_create_answer_leaks_nothing(azure_launcher, zuul,
+                                                   azure, how):
+    """ARM made the VM but no answer to its PUT (nor to azure-core's
+    retries of it) arrived."""
+    azure_launcher()
+    azure.lose_answer("PUT virtualMachines", how, times=4)
+    done = serve_on_azure(zuul, azure, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert azure.http_faults.pending() == 0
