@@ -236,8 +236,13 @@ class NodePoolLauncher:
         # A changed zookeeper-servers list is applied to the running client
         # (kazoo moves to a listed server on its next reconnection; the
         # session is kept).  TLS and timeout changes need a restart.
-        if not self._own_client or \
-                old.zookeeper_hosts == new.zookeeper_hosts:
+        if not self._own_client:
+            return
+        if (old.zookeeper_tls, old.zookeeper_timeout) != (
+                new.zookeeper_tls, new.zookeeper_timeout):
+            log.warning("zookeeper-tls or zookeeper-timeout changed; "
+                        "restart the launcher to apply it")
+        if old.zookeeper_hosts == new.zookeeper_hosts:
             return
         try:
             self.zk_client.set_hosts(new.zookeeper_hosts)

@@ -60,7 +60,8 @@ def write(path, text):
     os.utime(path, (future, future))
 
 
-def test_launcher_applies_new_zookeeper_servers(tmp_path, zk_ensemble):
+def test_launcher_applies_new_zookeeper_servers(tmp_path, zk_ensemble,
+                                                caplog):
     first, second, third = zk_ensemble.members
     admin = KazooClient(hosts=zk_ensemble.hosts)
     admin.start(timeout=30)
@@ -99,6 +100,12 @@ def test_launcher_applies_new_zookeeper_servers(tmp_path, zk_ensemble):
         # ZooKeeper moved the session along with the launcher.
         assert client.connected and client.session_id == session
         assert client.kazoo.chroot == CHROOT
+
+        # A new session timeout is not applied to a running session.
+        write(path, config_text([second, third]).replace(
+            "zookeeper-timeout: 10", "zookeeper-timeout: 20"))
+        wait_for(lambda: "restart the launcher to apply it" in caplog.text)
+        assert client.connected and client.session_id == session
     finally:
         launcher.stop()
         launcher.join()
