@@ -62,7 +62,11 @@ def write(path, text):
 
 def test_launcher_applies_new_zookeeper_servers(tmp_path, zk_ensemble,
                                                 caplog):
-    first, second, third = zk_ensemble.members
+    # The launcher starts on a follower, so that stopping it later needs no
+    # leader election (which could outlast the session under load).
+    leader = wait_for(zk_ensemble.leader)
+    first, second = [m for m in zk_ensemble.members if m is not leader]
+    third = leader
     admin = KazooClient(hosts=zk_ensemble.hosts)
     admin.start(timeout=30)
     admin.ensure_path(CHROOT)
