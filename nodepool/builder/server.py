@@ -141,22 +141,18 @@ class NodePoolBuilder:
     def set_zookeeper_hosts(self, hosts: str) -> None:
         """Use a changed ``zookeeper-servers`` list (own client only).
 
-        Kazoo switches servers on its next reconnection.  Several workers
-        notice the same change; setting the same hosts again is harmless.
+        The session is kept; kazoo moves to a listed server on its next
+        reconnection.  Several workers notice the same change; setting the
+        same hosts again is harmless.
         """
         with self._hosts_lock:
-            if not self._own_client or self.zk_client is None or \
-                    hosts == self.zk_client.hosts:
+            if not self._own_client or self.zk_client is None:
                 return
             try:
-                self.zk_client.kazoo.set_hosts(hosts)
-            except Exception as e:
-                # E.g. a new chroot: kazoo cannot change it at run time.
-                log.error("Cannot switch to ZooKeeper servers %s: %s; "
-                          "restart the builder", hosts, e)
-                return
-            log.info("ZooKeeper servers changed to %s", hosts)
-            self.zk_client.hosts = hosts
+                self.zk_client.set_hosts(hosts)
+            except ValueError as e:
+                log.error("Cannot use the new zookeeper-servers: %s; "
+                          "restart the builder to apply it", e)
 
     def stop(self) -> None:
         """Ask every worker to stop; :meth:`join` waits for them."""

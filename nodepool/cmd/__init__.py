@@ -16,8 +16,11 @@ makes service managers and tests behave.  SIGUSR2 logs every thread's
 stack to ``nodepool.stack_dump`` (and toggles yappi profiling when yappi
 is installed).
 
-The pid file is refused when it names a live process other than us; a
-stale one (its process is gone) is replaced.
+The pid file belongs to a detached daemon only, as in nodepool 11: with
+``-f`` or ``-d`` none is read or written, so that several foreground
+daemons (containers, systemd units, developers) never collide on the
+default path.  A detached daemon refuses a pid file that names a live
+process other than itself; a stale one (its process is gone) is replaced.
 """
 
 import argparse
@@ -66,7 +69,8 @@ def daemon_parser(prog: str, description: str, app: str):
                         help="logging config file (.yaml/.yml/.json: "
                         "dictConfig; otherwise fileConfig)")
     parser.add_argument("-p", dest="pidfile", default=default_pidfile(app),
-                        help="path to the pid file (default: %(default)s)")
+                        help="pid file of the detached daemon, not used with -f "
+                        "or -d (default: %(default)s)")
     parser.add_argument("-d", dest="debug", action="store_true",
                         help="stay in the foreground with debug logging")
     parser.add_argument("-f", dest="foreground", action="store_true",
@@ -281,7 +285,8 @@ def run_daemon(args, make_service) -> int:
 
     Returns the exit status.  Startup errors are logged and give 1.
     """
-    pidfile = args.pidfile
+    # Only a detached daemon has a pid file (see the module docstring).
+    pidfile = None if foreground(args) else args.pidfile
     if pidfile:
         try:
             check_pidfile(pidfile)

@@ -109,12 +109,19 @@ def load_config(path: str, secure_path: str | None = None,
     if env is None:
         env = os.environ
     raw = read_config_file(path, env)
+    if raw is None:
+        # As nodepool 11: an empty (or all-comment) file is no config.  A
+        # file replaced while being written must not look like one either.
+        raise ConfigValidationError(path, [Problem(
+            (), "a mapping of configuration keys", "an empty file")])
     data = _validate(path, raw, schema.TOP_LEVEL)
     secure = None
     if secure_path:
         raw_secure = read_config_file(secure_path, env)
-        secure = _validate(secure_path, raw_secure, schema.SECURE,
-                           redact=True)
+        # An empty secure file overrides nothing (nodepool 11 alike).
+        secure = _validate(secure_path,
+                           {} if raw_secure is None else raw_secure,
+                           schema.SECURE, redact=True)
         for key in ("zookeeper_servers", "zookeeper_tls"):
             if key in secure:
                 data[key] = secure[key]

@@ -89,17 +89,40 @@ class Section:
     def __call__(self, data):
         if not isinstance(data, dict):
             raise ConfigInvalid("a mapping", found=describe_value(data))
+        nulls = self._null_containers(data)
         try:
             out = self._schema(data)
         except v.MultipleInvalid as exc:
-            raise v.MultipleInvalid(
-                [self._explain(e) for e in exc.errors]) from None
+            errors = [self._explain(e) for e in exc.errors]
+            paths = {tuple(e.path) for e in nulls}
+            raise v.MultipleInvalid(nulls + [
+                e for e in errors if tuple(e.path) not in paths]) from None
+        if nulls:
+            raise v.MultipleInvalid(nulls)
         for check in self.checks:
             result = check(out)
             if result is not None:
                 out = result
         return {attr_name(k) if isinstance(k, str) else k: value
                 for k, value in out.items() if k not in self.drop}
+
+    def _null_containers(self, data):
+        """Errors for keys written as null where a list or mapping belongs.
+
+        A key left out takes its default; ``key:`` with nothing after it is
+        YAML null, which nodepool 11 rejects for lists and mappings ("expected
+        list"): a forgotten value should not silently mean "empty".
+        """
+        errors = []
+        for key, validator in self.keys.items():
+            name = _key_name(key)
+            if isinstance(name, str) and name in data and \
+                    data[name] is None:
+                kind = container_kind(validator)
+                if kind is not None:
+                    errors.append(ConfigInvalid(kind, path=[name],
+                                                found="null"))
+        return errors
 
     def _explain(self, error):
         if (len(error.path) == 1 and error.msg == "extra keys not allowed"):
@@ -111,6 +134,21 @@ class Section:
 
 def _key_name(key):
     return key.schema if isinstance(key, v.Marker) else key
+
+
+def container_kind(validator):
+    """``"a list"`` or ``"a mapping"`` if ``validator`` only accepts one
+    (possibly wrapped by :func:`nullable`), else None."""
+    kind = getattr(validator, "container_kind", None)
+    if kind is not None:
+        return kind
+    if isinstance(validator, v.Schema):
+        validator = validator.schema
+    if isinstance(validator, (Section, dict)) or validator is dict:
+        return "a mapping"
+    if isinstance(validator, list) or validator is list:
+        return "a list"
+    return None
 
 
 def _validator(schema):
@@ -129,7 +167,7 @@ def _reraise_at(exc, prefix):
 
 
 def each(item, unique=None):
-    """A list (``null`` counts as empty) whose items all match ``item``.
+    """A list whose items all match ``item``.
 
     Errors of all items are reported.  With ``unique`` set to a key name,
     two items with the same value for it are an error.
@@ -137,8 +175,6 @@ def each(item, unique=None):
     validate_item = _validator(item)
 
     def validate(data):
-        if data is None:
-            return []
         if not isinstance(data, list):
             raise ConfigInvalid("a list", found=describe_value(data))
         out, errors, seen = [], [], {}
@@ -160,17 +196,24 @@ def each(item, unique=None):
         if errors:
             raise v.MultipleInvalid(errors)
         return out
+    validate.container_kind = "a list"
     return validate
 
 
 def nullable(schema):
-    """``schema`` or ``null``; used for optional keys without a default."""
+    """``schema`` or ``null``; used for optional keys without a default.
+
+    For a list or mapping ``schema`` only the default may be null: a
+    :class:`Section` rejects a null written in the file (see
+    :meth:`Section._null_containers`).
+    """
     validate_inner = _validator(schema)
 
     def validate(data):
         if data is None:
             return None
         return validate_inner(data)
+    validate.container_kind = container_kind(schema)
     return validate
 
 
@@ -209,6 +252,19 @@ def string_list(data):
         return data
     raise ConfigInvalid("a string or a list of strings",
                         found=describe_value(data))
+
+
+def string_or_integer(data):
+    """A string or an integer, returned as a string.
+
+    A float is refused: ``9.10`` would become ``"9.1"``; quote it.
+    """
+    if isinstance(data, str):
+        return data
+    if isinstance(data, int) and not isinstance(data, bool):
+        return str(data)
+    raise ConfigInvalid("a string or an integer (quote a value such as "
+                        "'9.10')", found=describe_value(data))
 
 
 def scalar_string(data):
@@ -331,12 +387,12 @@ TENANT_LIMIT = Section({
 _DISKIMAGE_INHERITED = (
     ("dib-cmd", str, "disk-image-create"),
     ("elements", each(str), list),
-    ("env-vars", {str: scalar_string}, dict),
+    ("env-vars", {str: str}, dict),
     ("formats", nullable(each(str)), None),
     ("keep-formats", nullable(each(str)), None),
     ("delete-after-upload", bool, False),
     ("pause", bool, False),
-    ("release", v.Any(str, int, float), ""),
+    ("release", string_or_integer, ""),
     ("rebuild-age", int, 86400),
     ("build-timeout", int, 28800),
     ("username", str, "zuul"),
@@ -397,7 +453,7 @@ SECURE = Section({
     v.Optional("zookeeper-tls"): nullable(ZOOKEEPER_TLS),
     v.Optional("diskimages", default=list): each(Section({
         v.Required("name"): str,
-        _optional("env-vars", dict): {str: scalar_string},
+        _optional("env-vars", dict): {str: str},
     }), unique="name"),
 }, extra=v.ALLOW_EXTRA)
 
@@ -406,10 +462,8 @@ def validate(data, schema=TOP_LEVEL):
     """Validate raw file data; return Python-named data with defaults.
 
     Raises :class:`voluptuous.MultipleInvalid` (see :func:`problems_from`).
-    An empty document counts as an empty mapping.
+    An empty document (``None``) is not a mapping and is refused.
     """
-    if data is None:
-        data = {}
     return v.Schema(schema)(data)
 
 
@@ -478,7 +532,7 @@ def resolve_diskimages(images, problems):
         merged = _DISKIMAGE_DEFAULTS(merged)
         merged.update(name=image["name"], abstract=image["abstract"],
                       parent=image["parent"], metadata=image["metadata"],
-                      release=str(merged["release"]))
+                      release=merged["release"])
         resolved.append(merged)
     return resolved
 

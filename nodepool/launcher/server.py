@@ -225,12 +225,32 @@ class NodePoolLauncher:
         if first or changed:
             old = None if first else self.config
             self.config = config
+            if old is not None:
+                self._reconfigure_zookeeper(old, config)
             self._reconfigure(old, config)
         if not self.zk_client.connected:
             return
         if self.component.to_dict().get("state") != "running":
             self.component.update(state="running")
         self.min_ready.run()
+
+    def _reconfigure_zookeeper(self, old, new) -> None:
+        # A changed zookeeper-servers list is applied to the running client
+        # (kazoo moves to a listed server on its next reconnection; the
+        # session is kept).  TLS and timeout changes need a restart.
+        if not self._own_client:
+            return
+        if (old.zookeeper_tls, old.zookeeper_timeout) != (
+                new.zookeeper_tls, new.zookeeper_timeout):
+            log.warning("zookeeper-tls or zookeeper-timeout changed; "
+                        "restart the launcher to apply it")
+        if old.zookeeper_hosts == new.zookeeper_hosts:
+            return
+        try:
+            self.zk_client.set_hosts(new.zookeeper_hosts)
+        except ValueError as exc:
+            log.error("Cannot use the new zookeeper-servers: %s; restart "
+                      "the launcher to apply it", exc)
 
     def _reconfigure(self, old, new) -> None:
         restart = changed_providers(old, new) if old is not None \

@@ -15,6 +15,7 @@ of listener exist:
 """
 
 import logging
+import posixpath
 import queue
 import threading
 from typing import Callable, Optional
@@ -27,6 +28,7 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.hosts import collect_hosts
 from kazoo.protocol.states import KazooState
 
 from nodepool.exceptions import ZooKeeperConnectionError
@@ -106,6 +108,35 @@ class ZooKeeperClient:
                 self._events.put(None)
                 self._dispatcher.join()
                 self._dispatcher = None
+
+    def set_hosts(self, hosts: str) -> bool:
+        """Use a changed server list; return whether anything changed.
+
+        ``hosts`` is a kazoo hosts string like the constructor's.  The
+        session is kept: kazoo stays on its current server and reads the
+        new list the next time it has to connect, e.g. when that server
+        goes away.  Stop a server only after every client has the new list.
+
+        :raises ValueError: ``hosts`` names no server, or another chroot
+            (or none where one is in use): a session cannot change its
+            chroot.  Nothing is changed then.
+        """
+        if hosts == self.hosts:
+            return False
+        servers, chroot = collect_hosts(hosts)
+        _, current = collect_hosts(self.hosts)
+        if not servers:
+            raise ValueError("no ZooKeeper server given")
+        # Checked here: kazoo's set_hosts replaces the list before it
+        # notices a changed chroot and raises.
+        if _normal_chroot(chroot) != _normal_chroot(current):
+            raise ValueError(
+                "cannot change the ZooKeeper chroot from %r to %r at run "
+                "time" % (current or "/", chroot or "/"))
+        self.kazoo.set_hosts(hosts)
+        self.hosts = hosts
+        log.info("ZooKeeper servers changed to %s", hosts)
+        return True
 
     @property
     def connected(self) -> bool:
@@ -208,6 +239,10 @@ class ZooKeeperClient:
             listener(*args)
         except Exception:
             log.exception("ZooKeeper listener %r failed", listener)
+
+
+def _normal_chroot(chroot: Optional[str]) -> str:
+    return posixpath.normpath(chroot) if chroot else ""
 
 
 class SessionGuard:

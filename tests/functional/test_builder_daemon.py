@@ -3,6 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """nodepool-builder as a real process: start, register, build, stop."""
 
+import os
 import signal
 
 from nodepool.zk.images import ImageStore
@@ -47,7 +48,8 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
     try:
         kazoo = zk_client.kazoo
         wait_for(lambda: running(kazoo), timeout=60)
-        assert int(pidfile.read_text()) == proc.pid
+        # In the foreground there is no pid file (as in nodepool 11).
+        assert not pidfile.exists()
         store = ImageStore(zk_client)
         build = wait_for(lambda: store.get_builds(
             "daemon-image", [BuildState.READY]), timeout=60)[0]
@@ -57,7 +59,6 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
         assert build.builder_id == builder_id
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert not pidfile.exists()
         wait_for(lambda: not kazoo.get_children(
             "/nodepool/components/builder"))
         assert "Builder stopped" in log.read_text()
@@ -72,6 +73,29 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
         assert proc.wait(60) == 0
         assert (tmp_path / "images" / "builder_id.txt").read_text() == \
             builder_id
+    finally:
+        processes.stop(proc)
+
+
+def test_foreground_builder_ignores_a_held_pid_file(
+        tmp_path, zk_server, zk_chroot, zk_client):
+    # Another live process (this test) is recorded in the pid file: only a
+    # detaching builder would refuse to start.
+    config = processes.write_config(
+        tmp_path / "nodepool.yaml", zk_server, zk_chroot,
+        "images-dir: %s\nlabels: []\nproviders: []\n"
+        % (tmp_path / "images"))
+    pidfile = tmp_path / "nodepool-builder.pid"
+    pidfile.write_text("%d\n" % os.getpid())
+    proc = start(["-f", "-c", str(config), "-p", str(pidfile)],
+                 tmp_path / "builder.log")
+    try:
+        wait_for(lambda: running(zk_client.kazoo) or proc.poll() is not None,
+                 timeout=60)
+        assert proc.poll() is None, (tmp_path / "builder.log").read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert pidfile.read_text() == "%d\n" % os.getpid()
     finally:
         processes.stop(proc)
 

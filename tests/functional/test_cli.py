@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from nodepool.cmd import nodepoolcmd
+from nodepool.cmd import nodepoolcmd, recorded_pid
 from nodepool.version import __version__
 from nodepool.zk import paths
 from nodepool.zk.images import ImageStore
@@ -727,12 +727,16 @@ def test_pidfile_stale_and_live(tmp_path):
 
 
 class _Service:
-    def __init__(self, signum):
+    def __init__(self, signum, pidfile=None):
         self.signum = signum
+        self.pidfile = pidfile
         self.calls = []
+        self.pid_at_start = None
 
     def start(self):
         self.calls.append("start")
+        if self.pidfile is not None:
+            self.pid_at_start = recorded_pid(str(self.pidfile))
         os.kill(os.getpid(), self.signum)
 
     def stop(self):
@@ -762,9 +766,32 @@ def test_run_daemon_graceful_signals(tmp_path, name):
     assert service.calls == ["start", "stop", "join"]
     assert not pidfile.exists()
 
-    pidfile.write_text("%d\n" % os.getppid())
-    assert run_daemon(args, lambda: pytest.fail("must not start")) == 1
-    assert pidfile.read_text() == "%d\n" % os.getppid()
+
+def test_run_daemon_foreground_ignores_pidfile(tmp_path):
+    # nodepool 11 uses the pid file only when it daemonizes: a foreground
+    # daemon neither writes it nor minds a live process recorded in it.
+    import signal
+    from nodepool.cmd import daemon_parser, run_daemon
+    logconfig = tmp_path / "log.yaml"
+    logconfig.write_text("version: 1\ndisable_existing_loggers: false\n")
+    saved = {s: signal.getsignal(s) for s in (
+        signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    held = tmp_path / "held.pid"
+    held.write_text("%d\n" % os.getppid())
+    try:
+        for option, pidfile, recorded in (
+                ("-f", tmp_path / "new.pid", None),
+                ("-d", held, os.getppid())):
+            args = daemon_parser("x", "", "nodepool").parse_args(
+                [option, "-p", str(pidfile), "-l", str(logconfig)])
+            service = _Service(signal.SIGINT, pidfile)
+            assert run_daemon(args, lambda: service) == 0
+            assert service.calls == ["start", "stop", "join"]
+            assert service.pid_at_start == recorded
+            assert recorded_pid(str(pidfile)) == recorded
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def test_repl_server():

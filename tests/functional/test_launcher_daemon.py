@@ -1,12 +1,28 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""nodepool-launcher as a real process: start, register, signals, stop."""
+"""nodepool-launcher as a real process: start, register, signals, stop,
+pid file."""
 
+import json
+import os
 import signal
 
+from nodepool.cmd import recorded_pid
 from tests.fixtures import processes
 from tests.fixtures.waits import wait_for
+
+
+def launchers_running(kazoo):
+    """How many launcher components registered in state running."""
+    path = "/nodepool/components/launcher"
+    if not kazoo.exists(path):
+        return 0
+    count = 0
+    for child in kazoo.get_children(path):
+        data, _ = kazoo.get(path + "/" + child)
+        count += json.loads(data)["state"] == "running"
+    return count
 
 
 def test_daemon_lifecycle(tmp_path, zk_server, zk_chroot, zk_client):
@@ -21,14 +37,85 @@ def test_daemon_lifecycle(tmp_path, zk_server, zk_chroot, zk_client):
         kazoo = zk_client.kazoo
         wait_for(lambda: processes.component_running(kazoo, "launcher"),
                  timeout=60)
-        assert int(pidfile.read_text()) == proc.pid
+        # In the foreground there is no pid file (as in nodepool 11).
+        assert not pidfile.exists()
         proc.send_signal(signal.SIGUSR2)
         wait_for(lambda: "Thread stacks" in log.read_text())
         assert "NodePool" in log.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert not pidfile.exists()
         wait_for(lambda: not kazoo.get_children(
             "/nodepool/components/launcher"))
     finally:
         processes.stop(proc)
+
+
+def test_two_foreground_launchers_share_a_pid_file_path(
+        tmp_path, zk_server, zk_chroot, zk_client):
+    config = processes.write_config(tmp_path / "nodepool.yaml",
+                                    zk_server, zk_chroot)
+    pidfile = tmp_path / "nodepool.pid"
+    procs = []
+    try:
+        for index, option in enumerate(("-f", "-d")):
+            procs.append(processes.start(
+                "nodepool-launcher",
+                [option, "--no-webapp", "-c", str(config),
+                 "-p", str(pidfile)], tmp_path / ("launcher%d.log" % index)))
+        wait_for(lambda: launchers_running(zk_client.kazoo) == 2,
+                 timeout=60)
+        assert all(proc.poll() is None for proc in procs)
+        assert not pidfile.exists()
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        assert [proc.wait(60) for proc in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            processes.stop(proc)
+
+
+def test_detached_daemon_pid_file(tmp_path, zk_server, zk_chroot,
+                                  zk_client):
+    config = processes.write_config(tmp_path / "nodepool.yaml",
+                                    zk_server, zk_chroot)
+    logconfig = tmp_path / "logging.yaml"
+    logconfig.write_text(
+        "version: 1\nhandlers:\n  file:\n    class: logging.FileHandler\n"
+        "    filename: %s\nroot:\n  handlers: [file]\n  level: INFO\n"
+        % (tmp_path / "daemon.log"))
+    pidfile = tmp_path / "run" / "nodepool.pid"
+    args = ["--no-webapp", "-c", str(config), "-l", str(logconfig),
+            "-p", str(pidfile)]
+
+    # A live process recorded in the pid file: refused before detaching.
+    pidfile.parent.mkdir()
+    pidfile.write_text("%d\n" % os.getpid())
+    proc = processes.start("nodepool-launcher", args,
+                           tmp_path / "refused.log")
+    try:
+        assert proc.wait(60) == 1
+    finally:
+        processes.stop(proc)
+    assert "held by running process" in (
+        tmp_path / "refused.log").read_text()
+    assert recorded_pid(str(pidfile)) == os.getpid()
+
+    # Gone: the detached daemon writes its own pid and removes it at exit.
+    pidfile.unlink()
+    proc = processes.start("nodepool-launcher", args,
+                           tmp_path / "detach.log")
+    daemon_pid = None
+    try:
+        assert proc.wait(60) == 0  # the first fork's parent leaves at once
+        daemon_pid = wait_for(lambda: recorded_pid(str(pidfile)),
+                              timeout=60)
+        assert daemon_pid != proc.pid
+        wait_for(lambda: launchers_running(zk_client.kazoo) == 1,
+                 timeout=60)
+        os.kill(daemon_pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists(), timeout=60)
+        wait_for(lambda: not zk_client.kazoo.get_children(
+            "/nodepool/components/launcher"))
+    finally:
+        if daemon_pid is not None and recorded_pid(str(pidfile)):
+            os.kill(daemon_pid, signal.SIGKILL)

@@ -56,9 +56,12 @@ def test_zookeeper_hosts_change(tmp_path):
     builder.set_zookeeper_hosts("zk2:2281,zk3:2281/nodepool")
     assert client.hosts == "zk2:2281,zk3:2281/nodepool"
     assert client.kazoo.hosts == [("zk2", 2281), ("zk3", 2281)]
-    # A new chroot cannot be applied while running.
-    builder.set_zookeeper_hosts("zk4:2281/other")
-    assert client.hosts == "zk2:2281,zk3:2281/nodepool"
+    # A new chroot (or none) cannot be applied while running; the servers
+    # are not changed either (kazoo's set_hosts would change them first).
+    for hosts in ("zk4:2281/other", "zk4:2281", ""):
+        builder.set_zookeeper_hosts(hosts)
+        assert client.hosts == "zk2:2281,zk3:2281/nodepool"
+        assert client.kazoo.hosts == [("zk2", 2281), ("zk3", 2281)]
 
 
 def test_zookeeper_hosts_change_ignored_for_given_client(tmp_path):

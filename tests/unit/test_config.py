@@ -13,7 +13,8 @@ import yaml
 
 from nodepool import driver as registry
 from nodepool.config import (
-    ConfigWatcher, FrozenDict, changed_providers, load_config)
+    ConfigValidationError, ConfigWatcher, FrozenDict, changed_providers,
+    load_config)
 from nodepool.driver.aws.config import AwsProviderConfig
 from nodepool.driver.azure.config import AzureProviderConfig
 from nodepool.driver.openstack.config import OpenStackProviderConfig
@@ -71,9 +72,26 @@ def test_top_level_defaults():
     assert (label.min_ready, label.max_ready_age) == (0, 0)
 
 
-def test_empty_file():
-    config = load("empty")
-    assert config.labels == {} and config.providers == {}
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "nodepool.yaml"
+    for text in ("", "\n", "# only a comment\n", "---\n"):
+        path.write_text(text)
+        with pytest.raises(ConfigValidationError) as info:
+            load_config(str(path))
+        assert str(info.value) == (
+            "%s: (top level): expected a mapping of configuration keys; "
+            "found an empty file" % path)
+
+
+def test_empty_secure_file_overrides_nothing():
+    config = load("empty_secure")
+    assert [s.host for s in config.zookeeper_servers] == ["zk.example.com"]
+
+
+def test_integer_accepted_where_a_float_is_expected():
+    config = load("integer_where_float")
+    assert config.zookeeper_timeout == 20.0
+    assert config.providers["cloud"].rate == 2.0
 
 
 def test_openstack_provider():
