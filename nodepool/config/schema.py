@@ -224,6 +224,18 @@ def number(data):
     return float(data)
 
 
+def coerced_number(data):
+    """A number, or a string holding one (``"0.5"``), returned as float:
+    nodepool 11 coerces the keys that use this (OpenStack and Azure
+    ``rate``)."""
+    if isinstance(data, str):
+        try:
+            return float(data)
+        except ValueError:
+            raise ConfigInvalid("a number", found=describe_value(data))
+    return number(data)
+
+
 def limit(data):
     """A resource limit: an int; the default (unlimited) is ``math.inf``."""
     if data == UNLIMITED:

@@ -128,7 +128,7 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("use-internal-ip", default=False): bool,
     _opt("host-key-checking", default=True): bool,
     # Operations per second.
-    _opt("rate", default=1.0): schema.number,
+    _opt("rate", default=1.0): schema.coerced_number,
     _opt("boot-timeout", default=120): int,
     _opt("launch-timeout", default=3600): int,
     _opt("launch-retries", default=3): int,

@@ -80,7 +80,7 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("launch-retries", default=3): int,
     _opt("image-upload-timeout", default=3600): int,
     # Seconds between API calls (the SDK gets 1/rate calls per second).
-    _opt("rate", default=1.0): schema.number,
+    _opt("rate", default=1.0): schema.coerced_number,
     _opt("image-name-format", default="{image_name}-{timestamp}"): str,
     _opt("clean-floating-ips", default=None): schema.nullable(bool),
     _opt("port-cleanup-interval", default=600): int,
