@@ -7,7 +7,9 @@
 :class:`AwsProxy` sits in front of it: it counts calls by action, delays
 them (RunInstances takes over a second on real EC2) and answers the
 Service Quotas calls moto does not implement from a
-:class:`FakeServiceQuotas`.  A launcher in another process reaches it
+:class:`FakeServiceQuotas`.  moto reports a new instance running at once;
+with ``boot_delay`` the proxy lists it as pending for that long, as EC2
+does while an instance boots.  A launcher in another process reaches it
 through ``AWS_ENDPOINT_URL``.
 """
 
@@ -22,6 +24,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 from tests.fakes.aws import FakeServiceQuotas
 
@@ -81,6 +84,26 @@ class MotoServer:
                 self.proc.wait()
 
 
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child(element, name):
+    for child in element:
+        if _local(child.tag) == name:
+            return child
+    return None
+
+
+def _instance_items(root):
+    """The ``item`` elements describing instances in an EC2 answer."""
+    for element in root.iter():
+        if _local(element.tag) == "instancesSet":
+            for item in element:
+                if _child(item, "instanceId") is not None:
+                    yield item
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -110,16 +133,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             status, headers, payload = proxy.forward(
                 self.command, self.path, self.headers, body)
+            if status == 200:
+                payload = proxy.boot(action, payload)
         proxy.record_backend(action, time.monotonic() - started)
-        self.send_response(status)
-        for key, value in headers:
-            if key.lower() in ("transfer-encoding", "connection",
-                               "content-length"):
-                continue
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            for key, value in headers:
+                if key.lower() in ("transfer-encoding", "connection",
+                                   "content-length"):
+                    continue
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            # The caller died meanwhile (a killed launcher): the call
+            # still took effect in moto, as it would on EC2.
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
@@ -147,6 +177,9 @@ class AwsProxy:
         # Seconds the backend (moto) took per call, by action.
         self.backend = collections.defaultdict(list)
         self.failures = collections.defaultdict(list)
+        # Seconds a new instance is listed as pending; when each was run.
+        self.boot_delay = 0.0
+        self._run_at = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -186,6 +219,32 @@ class AwsProxy:
             "<Error><Code>%s</Code><Message>injected %s</Message></Error>"
             "</Errors><RequestID>fake</RequestID></Response>" % (code, code))
         return status, [("Content-Type", "text/xml")], payload.encode()
+
+    def boot(self, action: str, payload: bytes) -> bytes:
+        """Note the instances RunInstances made; in DescribeInstances
+        answers, show those younger than ``boot_delay`` as pending."""
+        if action == "RunInstances":
+            now = time.monotonic()
+            with self._lock:
+                for item in _instance_items(ET.fromstring(payload)):
+                    self._run_at[_child(item, "instanceId").text] = now
+            return payload
+        if action != "DescribeInstances" or not self.boot_delay:
+            return payload
+        root = ET.fromstring(payload)
+        now = time.monotonic()
+        with self._lock:
+            booting = {i for i, at in self._run_at.items()
+                       if now - at < self.boot_delay}
+        for item in _instance_items(root):
+            state = _child(item, "instanceState")
+            if (_child(item, "instanceId").text in booting
+                    and _child(state, "name").text == "running"):
+                _child(state, "code").text = "0"
+                _child(state, "name").text = "pending"
+        if root.tag.startswith("{"):
+            ET.register_namespace("", root.tag[1:].split("}")[0])
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
     def record_backend(self, action: str, seconds: float) -> None:
         with self._lock:

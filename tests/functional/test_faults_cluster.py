@@ -11,15 +11,22 @@ requests, and once the nodes are given back nothing is left running in the
 cloud and nothing is left in ZooKeeper.
 """
 
+import json
+import threading
 import time
 
+import boto3
+import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoNodeError
 
 from nodepool.launcher.server import NodePoolLauncher
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.models import NodeState, RequestState
+from tests.fakes.aws_proxy import AwsProxy, MotoServer
 from tests.fakes.test_driver import FakeCloud
+from tests.fixtures import zkserver
+from tests.fixtures.launcher_process import LauncherProcess
 from tests.fixtures.waits import wait_for
 from tests.fixtures.zuul import ZuulClient
 from tests.functional.conftest import FAST, base_config, read_nodes
@@ -169,3 +176,290 @@ def test_ensemble_loses_leader_then_follower_under_load(tmp_path,
         launcher.join()
         zuul_zk.disconnect()
         launcher_zk.disconnect()
+
+
+# -- launcher processes on moto: the AWS test bed -----------------------------
+
+AWS_CONFIG = """
+labels:
+  - name: small
+providers:
+  - name: ec2
+    driver: aws
+    region-name: us-west-2
+    rate: 20
+    launch-retries: 3
+    cloud-images:
+      - name: base
+        username: ubuntu
+        image-id: ami-03cf127a
+    pools:
+      - name: main
+        max-servers: {max_servers}
+        host-key-checking: false
+        labels:
+          - name: small
+            cloud-image: base
+            instance-type: t3.medium
+            key-name: np
+"""
+
+REGION = "us-west-2"
+# The session timeout of the launcher processes: how long a killed
+# launcher's locks outlive it.
+SESSION_TIMEOUT = 4
+# The daemon's own intervals (deleted nodes every 5 s, cleanup every 60 s)
+# would make each test take minutes; see tests/fixtures/launcher_process.py.
+PROCESS_INTERVALS = dict(main=0.2, pool=0.2, runner=0.2, deleted_nodes=0.5,
+                         cleanup=1.0)
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+class AwsBed:
+    """moto behind the delaying proxy, and launcher processes using it."""
+
+    def __init__(self, tmp_path, zk_server, chroot, moto, proxy):
+        self.tmp_path = tmp_path
+        self.zk_server = zk_server
+        self.chroot = chroot
+        self.proxy = proxy
+        # Straight to moto: what the test reads is not counted or delayed.
+        self.ec2 = boto3.client("ec2", endpoint_url=moto.url,
+                                region_name=REGION,
+                                aws_access_key_id="testing",
+                                aws_secret_access_key="testing")
+        self.launchers = []
+
+    def write_config(self, max_servers: int):
+        path = self.tmp_path / "nodepool.yaml"
+        path.write_text(zkserver.client_config(
+            self.zk_server.host, self.zk_server.secure_port, self.chroot,
+            self.zk_server.certs, timeout=SESSION_TIMEOUT)
+            + AWS_CONFIG.format(max_servers=max_servers))
+        return path
+
+    def launcher(self, config, name: str) -> LauncherProcess:
+        """A started launcher process; ``name`` names its log and pid
+        file (a restart under the same name appends to the same log)."""
+        env = dict(AWS_ACCESS_KEY_ID="testing",
+                   AWS_SECRET_ACCESS_KEY="testing",
+                   AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=self.proxy.url)
+        proc = LauncherProcess(config, self.tmp_path / (name + ".log"),
+                               self.tmp_path / (name + ".pid"),
+                               intervals=PROCESS_INTERVALS, env=env)
+        self.launchers.append(proc)
+        return proc.start()
+
+    def live_instances(self) -> dict:
+        """Instance id -> tags of every instance not terminated."""
+        found = {}
+        for reservation in self.ec2.describe_instances()["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["State"]["Name"] != "terminated":
+                    found[instance["InstanceId"]] = {
+                        t["Key"]: t["Value"]
+                        for t in instance.get("Tags", [])}
+        return found
+
+    def logs(self) -> str:
+        return "\n".join("== %s\n%s" % (p.log, p.tail())
+                         for p in self.launchers)
+
+    def stop(self):
+        for proc in self.launchers:
+            proc.stop()
+
+
+@pytest.fixture
+def aws_bed(tmp_path, zk_server, zk_chroot, moto_server):
+    moto_server.reset()
+    proxy = AwsProxy(moto_server.port).start()
+    bed = AwsBed(tmp_path, zk_server, zk_chroot, moto_server, proxy)
+    yield bed
+    bed.stop()
+    proxy.stop()
+
+
+def pool_ids(kazoo) -> set:
+    """The launcher ids of the registered pool workers."""
+    path = "/nodepool/components/pool"
+    ids = set()
+    try:
+        children = kazoo.get_children(path)
+    except NoNodeError:
+        return ids
+    for child in children:
+        try:
+            data, _ = kazoo.get(path + "/" + child)
+        except NoNodeError:
+            continue
+        ids.add(json.loads(data)["id"])
+    return ids
+
+
+def wait_new_pool(kazoo, known: set, proc: LauncherProcess) -> str:
+    """Wait until a pool worker not in ``known`` registers; its id."""
+    def new():
+        assert proc.alive(), proc.tail()
+        return pool_ids(kazoo) - known
+    [new_id] = wait_for(new, timeout=60)
+    return new_id
+
+
+class RecordCounter:
+    """The most node records there ever were, from a children watch."""
+
+    def __init__(self, kazoo):
+        self.most = 0
+        kazoo.ensure_path("/nodepool/nodes")
+        kazoo.ChildrenWatch("/nodepool/nodes", self._changed)
+
+    def _changed(self, children):
+        self.most = max(self.most, len(children))
+
+
+class GoneTimes:
+    """Notes when each of some cloud instances is first seen gone."""
+
+    def __init__(self, bed, instance_ids, start):
+        self.bed = bed
+        self.start = start
+        self.gone = {}
+        self.pending = set(instance_ids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gone-times",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while self.pending and not self._stop.is_set():
+            live = self.bed.live_instances()
+            now = time.monotonic()
+            for instance_id in list(self.pending):
+                if instance_id not in live:
+                    self.gone[instance_id] = now - self.start
+                    self.pending.discard(instance_id)
+            self._stop.wait(0.1)
+
+    def wait(self, timeout):
+        self._thread.join(timeout)
+        self._stop.set()
+        return not self.pending
+
+
+def wait_on(bed, predicate, timeout):
+    """:func:`wait_for`, failing with the launcher logs."""
+    try:
+        return wait_for(predicate, timeout=timeout)
+    except AssertionError as e:
+        raise AssertionError("%s\n%s" % (e, bed.logs())) from None
+
+
+def building(kazoo, launcher_id=None):
+    return [n for n in read_nodes(kazoo) if n.state == NodeState.BUILDING
+            and launcher_id in (None, n.launcher)]
+
+
+# -- scenario 7: two launchers serve one provider; one is killed --------------
+
+TWO_LAUNCHERS_MAX = 4
+TWO_LAUNCHERS_REQUESTS = 10
+
+
+def test_two_launchers_one_killed(aws_bed, zuul):
+    proxy = aws_bed.proxy
+    config = aws_bed.write_config(max_servers=TWO_LAUNCHERS_MAX)
+    kazoo = zuul.kazoo
+    # RunInstances is slow enough that the first launcher dies with all
+    # its launches still in flight.
+    proxy.delays["RunInstances"] = 8.0
+    first = aws_bed.launcher(config, "first")
+    first_id = wait_new_pool(kazoo, set(), first)
+    records = RecordCounter(kazoo)
+    requests = [zuul.submit(["small"])
+                for _ in range(TWO_LAUNCHERS_REQUESTS)]
+    wait_on(aws_bed, lambda: len(building(kazoo, first_id))
+            == TWO_LAUNCHERS_MAX, 30)
+    # The second launcher joins while the first fills the pool; it sees
+    # the first one's nodes and launches nothing yet.
+    second = aws_bed.launcher(config, "second")
+    second_id = wait_new_pool(kazoo, {first_id}, second)
+    assert not building(kazoo, second_id)
+
+    first.kill()
+    proxy.delays["RunInstances"] = 0.5
+    served_by = []
+    outcomes = serve_all(
+        zuul, requests, timeout=90,
+        on_accept=lambda nodes: served_by.extend(n.launcher for n in nodes))
+    assert outcomes.failed() == {}, aws_bed.logs()
+    assert not outcomes.shared_nodes()
+    assert second.alive()
+    assert set(served_by) == {second_id}, aws_bed.logs()
+    # The dead launcher's building nodes are deleted once its session is
+    # gone; the instances its RunInstances calls made after it died are
+    # leaked and removed by leak cleanup.
+    wait_on(aws_bed, lambda: not read_nodes(kazoo)
+            and not aws_bed.live_instances(), 60)
+    # Both launchers counted every node of the provider: never more
+    # records than max-servers, dead launcher's nodes included.
+    assert records.most <= TWO_LAUNCHERS_MAX
+    print("two launchers: %d RunInstances for %d requests" % (
+        proxy.counts["RunInstances"], TWO_LAUNCHERS_REQUESTS))
+
+
+# -- scenario 3: kill -9 mid-launch, restarted a few seconds later ------------
+
+def test_killed_launcher_restarted_cleans_up(aws_bed, zuul):
+    proxy = aws_bed.proxy
+    config = aws_bed.write_config(max_servers=10)
+    kazoo = zuul.kazoo
+    proxy.delays["RunInstances"] = 1.0
+    launcher = aws_bed.launcher(config, "launcher")
+    wait_new_pool(kazoo, set(), launcher)
+    # First wave: instances created and named in their node records, but
+    # still booting.
+    proxy.boot_delay = 600.0
+    first = [zuul.submit(["small"]) for _ in range(3)]
+    wait_on(aws_bed, lambda: len([n for n in building(kazoo)
+                                  if n.external_id]) == 3, 30)
+    # Second wave: killed while RunInstances is under way, so the
+    # instances appear after the launcher died, named by no record.
+    proxy.delays["RunInstances"] = 6.0
+    second = [zuul.submit(["small"]) for _ in range(3)]
+    wait_on(aws_bed, lambda: len(building(kazoo)) == 6
+            and proxy.counts["RunInstances"] == 6, 30)
+    named = {n.external_id for n in building(kazoo) if n.external_id}
+    assert len(named) == 3
+    launcher.kill()
+    killed = time.monotonic()
+    proxy.delays = {"RunInstances": 0.3}
+    proxy.boot_delay = 0.0
+
+    # The dead process's six instances all exist before the restart.
+    wait_on(aws_bed, lambda: len(aws_bed.live_instances()) == 6, 30)
+    orphans = set(aws_bed.live_instances())
+    unnamed = orphans - named
+    assert len(unnamed) == 3
+    restarted = aws_bed.launcher(config, "launcher")
+    started = time.monotonic()
+    gone = GoneTimes(aws_bed, orphans, started)
+
+    outcomes = serve_all(zuul, first + second, timeout=60)
+    assert outcomes.failed() == {}, aws_bed.logs()
+    assert not outcomes.shared_nodes()
+    assert gone.wait(60), (gone.pending, aws_bed.logs())
+    wait_on(aws_bed, lambda: not read_nodes(kazoo)
+            and not aws_bed.live_instances(), 60)
+    assert restarted.alive()
+    print("kill -9 with launches in flight: restart %.1f s after the kill;"
+          " after the restart, instances named by node records gone in"
+          " %.1f s, leaked ones in %.1f s" % (
+              started - killed, max(gone.gone[i] for i in named),
+              max(gone.gone[i] for i in unnamed)))
