@@ -9,7 +9,8 @@ them (RunInstances takes over a second on real EC2) and answers the
 Service Quotas calls moto does not implement from a
 :class:`FakeServiceQuotas`.  moto reports a new instance running at once;
 with ``boot_delay`` the proxy lists it as pending for that long, as EC2
-does while an instance boots.  A launcher in another process reaches it
+does while an instance boots; :meth:`AwsProxy.hold` keeps calls of an
+action waiting until released.  A launcher in another process reaches it
 through ``AWS_ENDPOINT_URL``.
 """
 
@@ -120,6 +121,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         action = proxy.action_of(self.command, self.path, self.headers,
                                  body)
         proxy.record(action)
+        proxy.wait_gate(action)
         delay = proxy.delays.get(action, proxy.default_delay)
         if delay:
             time.sleep(delay)  # the simulated service latency
@@ -180,6 +182,7 @@ class AwsProxy:
         # Seconds a new instance is listed as pending; when each was run.
         self.boot_delay = 0.0
         self._run_at = {}
+        self._gates = {}  # action -> Event; calls wait until it is set
         self._lock = threading.Lock()
         self._local = threading.local()
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -194,6 +197,8 @@ class AwsProxy:
         return self
 
     def stop(self) -> None:
+        for action in list(self._gates):
+            self.release(action)
         self.server.shutdown()
         self.server.server_close()
 
@@ -201,6 +206,25 @@ class AwsProxy:
         with self._lock:
             self.counts[action] += 1
             self.times[action].append(time.monotonic())
+
+    def hold(self, action: str) -> None:
+        """Make calls of ``action`` wait (counted, not yet forwarded)
+        until :meth:`release`."""
+        with self._lock:
+            self._gates.setdefault(action, threading.Event())
+
+    def release(self, action: str) -> None:
+        """Let the held calls of ``action`` (and later ones) through."""
+        with self._lock:
+            gate = self._gates.pop(action, None)
+        if gate is not None:
+            gate.set()
+
+    def wait_gate(self, action: str) -> None:
+        with self._lock:
+            gate = self._gates.get(action)
+        if gate is not None:
+            gate.wait()
 
     def fail(self, action: str, code: str, status: int = 400,
              times: int = 1) -> None:

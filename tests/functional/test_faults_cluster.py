@@ -299,7 +299,9 @@ def pool_ids(kazoo) -> set:
             data, _ = kazoo.get(path + "/" + child)
         except NoNodeError:
             continue
-        ids.add(json.loads(data)["id"])
+        pool_id = json.loads(data).get("id")
+        if pool_id:  # registered first, filled in right after
+            ids.add(pool_id)
     return ids
 
 
@@ -376,16 +378,18 @@ def test_two_launchers_one_killed(aws_bed, zuul):
     proxy = aws_bed.proxy
     config = aws_bed.write_config(max_servers=TWO_LAUNCHERS_MAX)
     kazoo = zuul.kazoo
-    # RunInstances is slow enough that the first launcher dies with all
-    # its launches still in flight.
-    proxy.delays["RunInstances"] = 8.0
+    # The first launcher dies with all its launches in flight: its
+    # RunInstances calls are held until it is dead.
+    proxy.delays["RunInstances"] = 0.5
+    proxy.hold("RunInstances")
     first = aws_bed.launcher(config, "first")
     first_id = wait_new_pool(kazoo, set(), first)
     records = RecordCounter(kazoo)
     requests = [zuul.submit(["small"])
                 for _ in range(TWO_LAUNCHERS_REQUESTS)]
     wait_on(aws_bed, lambda: len(building(kazoo, first_id))
-            == TWO_LAUNCHERS_MAX, 30)
+            == TWO_LAUNCHERS_MAX
+            and proxy.counts["RunInstances"] == TWO_LAUNCHERS_MAX, 30)
     # The second launcher joins while the first fills the pool; it sees
     # the first one's nodes and launches nothing yet.
     second = aws_bed.launcher(config, "second")
@@ -393,7 +397,7 @@ def test_two_launchers_one_killed(aws_bed, zuul):
     assert not building(kazoo, second_id)
 
     first.kill()
-    proxy.delays["RunInstances"] = 0.5
+    proxy.release("RunInstances")
     served_by = []
     outcomes = serve_all(
         zuul, requests, timeout=90,
@@ -431,7 +435,7 @@ def test_killed_launcher_restarted_cleans_up(aws_bed, zuul):
                                   if n.external_id]) == 3, 30)
     # Second wave: killed while RunInstances is under way, so the
     # instances appear after the launcher died, named by no record.
-    proxy.delays["RunInstances"] = 6.0
+    proxy.hold("RunInstances")
     second = [zuul.submit(["small"]) for _ in range(3)]
     wait_on(aws_bed, lambda: len(building(kazoo)) == 6
             and proxy.counts["RunInstances"] == 6, 30)
@@ -439,8 +443,8 @@ def test_killed_launcher_restarted_cleans_up(aws_bed, zuul):
     assert len(named) == 3
     launcher.kill()
     killed = time.monotonic()
-    proxy.delays = {"RunInstances": 0.3}
     proxy.boot_delay = 0.0
+    proxy.release("RunInstances")
 
     # The dead process's six instances all exist before the restart.
     wait_on(aws_bed, lambda: len(aws_bed.live_instances()) == 6, 30)
