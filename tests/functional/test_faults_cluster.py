@@ -115,6 +115,18 @@ def _kill_and_restart(ensemble, member):
     ensemble.wait_quorum()
 
 
+def _building_batch(zuul, cloud, count):
+    """Submit ``count`` one-node requests while the cloud holds every
+    create; return them once each has its node locked and building."""
+    cloud.paused.set()
+    before = {n.id for n in read_nodes(zuul.kazoo)}
+    requests = [zuul.submit(["small"]) for _ in range(count)]
+    wait_for(lambda: len([n for n in read_nodes(zuul.kazoo)
+                          if n.state == NodeState.BUILDING
+                          and n.id not in before]) == count, timeout=30)
+    return requests
+
+
 def test_ensemble_loses_leader_then_follower_under_load(tmp_path,
                                                         zk_ensemble):
     admin = KazooClient(hosts=zk_ensemble.hosts)
@@ -123,11 +135,11 @@ def test_ensemble_loses_leader_then_follower_under_load(tmp_path,
     admin.stop()
     admin.close()
     config = tmp_path / "nodepool.yaml"
-    config.write_text(base_config(max_servers=ENSEMBLE_REQUESTS))
+    config.write_text(base_config(max_servers=2 * ENSEMBLE_REQUESTS))
     cloud = FakeCloud.get("fake")
-    # Long enough that launches are still running when the follower goes.
+    # Launches take a few runner passes after the cloud lets them go, so
+    # they finish, and write, while the ensemble is without a leader.
     cloud.create_steps = 25
-    cloud.paused.set()
     launcher_zk = _ensemble_client(zk_ensemble)
     zuul_zk = _ensemble_client(zk_ensemble)
     launcher = NodePoolLauncher(str(config), zk_client=launcher_zk,
@@ -136,23 +148,19 @@ def test_ensemble_loses_leader_then_follower_under_load(tmp_path,
     try:
         launcher.start()
         assert launcher.ready.wait(30)
-        requests = [zuul.submit(["small"])
-                    for _ in range(ENSEMBLE_REQUESTS)]
-        # Every request has its node, locked and building, in a launch
-        # that cannot finish yet.
-        wait_for(lambda: len([n for n in read_nodes(zuul.kazoo)
-                              if n.state == NodeState.BUILDING])
-                 == ENSEMBLE_REQUESTS, timeout=30)
         session = launcher_zk.session_id
 
-        # The leader goes: every member drops its clients until a new
-        # leader is elected; the sessions survive.
+        # The leader goes as the launches resume: every member drops its
+        # clients until a new leader is elected; the sessions survive.
+        first = _building_batch(zuul, cloud, ENSEMBLE_REQUESTS)
+        cloud.paused.clear()
         _kill_and_restart(zk_ensemble, zk_ensemble.leader())
         wait_for(lambda: launcher_zk.connected, timeout=30)
         assert launcher_zk.session_id == session
 
-        # Launches resume and finish while the member the launcher talks
-        # to (a follower if it is on one) is killed.
+        # A second batch; as it resumes, the member the launcher talks to
+        # (a follower if it is on one) is killed.
+        second = _building_batch(zuul, cloud, ENSEMBLE_REQUESTS // 2)
         leader = zk_ensemble.leader()
         member = zk_ensemble.member_of_session(session)
         if member is None or member is leader:
@@ -162,12 +170,13 @@ def test_ensemble_loses_leader_then_follower_under_load(tmp_path,
         wait_for(lambda: launcher_zk.connected, timeout=30)
         assert launcher_zk.session_id == session
 
+        requests = first + second
         outcomes = serve_all(zuul, requests, timeout=60)
         assert outcomes.failed() == {}
         assert not outcomes.shared_nodes()
-        assert len(outcomes.node_of) == ENSEMBLE_REQUESTS
+        assert len(outcomes.node_of) == len(requests)
         # A server going away is no reason to give up a launch.
-        assert cloud.created == ENSEMBLE_REQUESTS
+        assert cloud.created == len(requests)
         wait_for(lambda: not read_nodes(zuul.kazoo) and not cloud.list(),
                  timeout=30)
     finally:
