@@ -25,7 +25,7 @@ from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.aws_proxy import AwsProxy, MotoServer
 from tests.fakes.test_driver import FakeCloud
-from tests.fixtures import zkserver
+from tests.fixtures import processes, zkserver
 from tests.fixtures.launcher_process import LauncherProcess
 from tests.fixtures.waits import wait_for
 from tests.fixtures.zuul import ZuulClient
@@ -423,13 +423,17 @@ def test_two_launchers_one_killed(aws_bed, zuul):
     # Both launchers counted every node of the provider: never more
     # records than max-servers, dead launcher's nodes included.
     assert records.most <= TWO_LAUNCHERS_MAX
-    print("two launchers: %d RunInstances for %d requests" % (
-        proxy.counts["RunInstances"], TWO_LAUNCHERS_REQUESTS))
+    print("\ntwo launchers, one killed: %d RunInstances for %d requests, at"
+          " most %d node records (max-servers %d)" % (
+              proxy.counts["RunInstances"], TWO_LAUNCHERS_REQUESTS,
+              records.most, TWO_LAUNCHERS_MAX))
 
 
 # -- scenario 3: kill -9 mid-launch, restarted a few seconds later ------------
 
-def test_killed_launcher_restarted_cleans_up(aws_bed, zuul):
+@pytest.mark.parametrize("restart", ["while-session-lives",
+                                     "after-session-expired"])
+def test_killed_launcher_restarted_cleans_up(aws_bed, zuul, restart):
     proxy = aws_bed.proxy
     config = aws_bed.write_config(max_servers=10)
     kazoo = zuul.kazoo
@@ -460,6 +464,10 @@ def test_killed_launcher_restarted_cleans_up(aws_bed, zuul):
     orphans = set(aws_bed.live_instances())
     unnamed = orphans - named
     assert len(unnamed) == 3
+    if restart == "after-session-expired":
+        # Its registration is ephemeral: gone with the session.
+        wait_on(aws_bed, lambda: not processes.component_running(
+            kazoo, "launcher"), 30)
     restarted = aws_bed.launcher(config, "launcher")
     started = time.monotonic()
     gone = GoneTimes(aws_bed, orphans, started)
@@ -471,8 +479,11 @@ def test_killed_launcher_restarted_cleans_up(aws_bed, zuul):
     wait_on(aws_bed, lambda: not read_nodes(kazoo)
             and not aws_bed.live_instances(), 60)
     assert restarted.alive()
-    print("kill -9 with launches in flight: restart %.1f s after the kill;"
-          " after the restart, instances named by node records gone in"
-          " %.1f s, leaked ones in %.1f s" % (
-              started - killed, max(gone.gone[i] for i in named),
-              max(gone.gone[i] for i in unnamed)))
+    named_s = max(gone.gone[i] for i in named)
+    leaked_s = max(gone.gone[i] for i in unnamed)
+    since_kill = started - killed
+    print("\nkill -9 mid-launch, restart %s, %.1f s after the kill: the"
+          " instances named by node records gone %.1f s after the restart"
+          " (%.1f s after the kill), the leaked ones %.1f s (%.1f s)" % (
+              restart, since_kill, named_s, named_s + since_kill, leaked_s,
+              leaked_s + since_kill))
