@@ -11,6 +11,11 @@ Service Quotas calls moto does not implement from a
 through ``AWS_ENDPOINT_URL``; one in the test process through
 :class:`ProxiedAwsDriver`.
 
+moto reports a new instance running at once; with ``boot_delay`` the
+proxy lists it as pending for that long, as EC2 does while an instance
+boots; :meth:`AwsProxy.hold` keeps calls of an action waiting until
+released.
+
 Faults, per action and for the next N calls: an AWS error instead of the
 call (:meth:`AwsProxy.fail`: throttling, capacity, 5xx), and a call that
 reaches moto but whose answer is lost (:meth:`AwsProxy.lose_answer`: the
@@ -31,6 +36,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 from typing import Optional
 
 import boto3
@@ -96,6 +102,26 @@ class MotoServer:
                 self.proc.wait()
 
 
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child(element, name):
+    for child in element:
+        if _local(child.tag) == name:
+            return child
+    return None
+
+
+def _instance_items(root):
+    """The ``item`` elements describing instances in an EC2 answer."""
+    for element in root.iter():
+        if _local(element.tag) == "instancesSet":
+            for item in element:
+                if _child(item, "instanceId") is not None:
+                    yield item
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -112,6 +138,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         action = proxy.action_of(self.command, self.path, self.headers,
                                  body)
         proxy.record(action)
+        proxy.wait_gate(action)
         delay = proxy.delays.get(action, proxy.default_delay)
         if delay:
             time.sleep(delay)  # the simulated service latency
@@ -127,6 +154,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             token = proxy.client_token(action, body)
             status, headers, payload = proxy.forward_once(
                 token, self.command, self.path, self.headers, body)
+            if status == 200:
+                payload = proxy.boot(action, payload)
             loss = proxy.take_loss(action)
         proxy.record_backend(action, time.monotonic() - started)
         if loss is not None:
@@ -163,7 +192,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
         except OSError:
-            self.close_connection = True  # the client gave up
+            # The client gave up, or died meanwhile (a killed launcher):
+            # the call still took effect in moto, as it would on EC2.
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
@@ -198,6 +229,10 @@ class AwsProxy:
         # RunInstances answers by ClientToken (EC2's idempotency).
         self._tokens = {}
         self._token_locks = collections.defaultdict(threading.Lock)
+        # Seconds a new instance is listed as pending; when each was run.
+        self.boot_delay = 0.0
+        self._run_at = {}
+        self._gates = {}  # action -> Event; calls wait until it is set
         self._lock = threading.Lock()
         self._local = threading.local()
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -213,6 +248,8 @@ class AwsProxy:
 
     def stop(self) -> None:
         self.released.set()
+        for action in list(self._gates):
+            self.release(action)
         self.server.shutdown()
         self.server.server_close()
 
@@ -220,6 +257,25 @@ class AwsProxy:
         with self._lock:
             self.counts[action] += 1
             self.times[action].append(time.monotonic())
+
+    def hold(self, action: str) -> None:
+        """Make calls of ``action`` wait (counted, not yet forwarded)
+        until :meth:`release`."""
+        with self._lock:
+            self._gates.setdefault(action, threading.Event())
+
+    def release(self, action: str) -> None:
+        """Let the held calls of ``action`` (and later ones) through."""
+        with self._lock:
+            gate = self._gates.pop(action, None)
+        if gate is not None:
+            gate.set()
+
+    def wait_gate(self, action: str) -> None:
+        with self._lock:
+            gate = self._gates.get(action)
+        if gate is not None:
+            gate.wait()
 
     def fail(self, action: str, code: str, status: int = 400,
              times: int = 1) -> None:
@@ -290,6 +346,32 @@ class AwsProxy:
                 with self._lock:
                     self._tokens[token] = answer
             return answer
+
+    def boot(self, action: str, payload: bytes) -> bytes:
+        """Note the instances RunInstances made; in DescribeInstances
+        answers, show those younger than ``boot_delay`` as pending."""
+        if action == "RunInstances":
+            now = time.monotonic()
+            with self._lock:
+                for item in _instance_items(ET.fromstring(payload)):
+                    self._run_at[_child(item, "instanceId").text] = now
+            return payload
+        if action != "DescribeInstances" or not self.boot_delay:
+            return payload
+        root = ET.fromstring(payload)
+        now = time.monotonic()
+        with self._lock:
+            booting = {i for i, at in self._run_at.items()
+                       if now - at < self.boot_delay}
+        for item in _instance_items(root):
+            state = _child(item, "instanceState")
+            if (_child(item, "instanceId").text in booting
+                    and _child(state, "name").text == "running"):
+                _child(state, "code").text = "0"
+                _child(state, "name").text = "pending"
+        if root.tag.startswith("{"):
+            ET.register_namespace("", root.tag[1:].split("}")[0])
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
     def record_backend(self, action: str, seconds: float) -> None:
         with self._lock:
