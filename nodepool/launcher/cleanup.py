@@ -19,6 +19,7 @@ import time
 from kazoo.exceptions import KazooException
 
 from nodepool import exceptions
+from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.models import NodeState, RequestState
 
 DELETABLE_STATES = frozenset((
@@ -62,6 +63,9 @@ class _PeriodicWorker:
             if self.services.zk_client.connected:
                 try:
                     self.run_once()
+                except CONNECTION_ERRORS as e:
+                    self.log.warning("%s pass interrupted by ZooKeeper: %r",
+                                     self.name, e)
                 except Exception:
                     self.log.exception("Error in %s pass", self.name)
             self.wake.wait(self.interval)
@@ -147,6 +151,9 @@ class CleanupWorker(_PeriodicWorker):
                 return
             try:
                 task()
+            except CONNECTION_ERRORS as e:
+                self.log.warning("Cleanup task %s interrupted by ZooKeeper: "
+                                 "%r", task.__name__, e)
             except Exception:
                 self.log.exception("Cleanup task %s failed", task.__name__)
 
