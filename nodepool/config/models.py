@@ -117,10 +117,12 @@ class ZooKeeperTLS(ConfigObject):
 
 @dataclass(frozen=True, kw_only=True)
 class WebApp(ConfigObject):
-    """Where the launcher's status web app listens."""
+    """Where the launcher's status web app listens, and which origin its
+    CORS header names (None: no header)."""
 
     port: int
     listen_address: str
+    cors_origin: str | None
 
 
 @dataclass(frozen=True, kw_only=True)

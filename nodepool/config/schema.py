@@ -25,6 +25,7 @@ would otherwise override its parent's value.
 """
 
 import math
+import re
 
 import voluptuous as v
 
@@ -359,9 +360,23 @@ ZOOKEEPER_TLS = Section({
     v.Required("ca"): str,
 })
 
+_ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
+
+
+def cors_origin(data):
+    """``*``, one origin (``scheme://host[:port]``) or null (no header)."""
+    if data is None or data == "*" or (
+            isinstance(data, str) and _ORIGIN_RE.fullmatch(data)):
+        return data
+    raise ConfigInvalid("'*', an origin such as 'https://zuul.example.com' "
+                        "or null", found=describe_value(data))
+
+
 WEBAPP = Section({
     _optional("port", 8005): int,
     _optional("listen_address", "0.0.0.0"): str,
+    # Our extension: the Access-Control-Allow-Origin of the listings.
+    _optional("cors-origin", "*"): cors_origin,
 })
 
 LABEL = Section({

@@ -11,17 +11,24 @@ Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
     The listings of :mod:`nodepool.status`, read from the launcher's tree
     caches.  The ``Accept`` header picks the format among ``text/html``,
     ``text/plain`` and ``application/json`` (no header: text).  Text is the
-    CLI's table (``fields`` restricts its columns); JSON is the list of
-    rows with every key.  Each result is kept for :attr:`WebApp.cache_ttl`
-    seconds per (path, query, format) and carries ``Last-Modified``,
-    ``Expires``, ``ETag`` and ``Cache-Control: public, max-age=1``, so
-    clients can make conditional requests (304).
+    CLI's table (``fields`` restricts its columns; a name that is no column
+    gets 400); JSON is the list of rows with every key.  Each result is
+    kept for :attr:`WebApp.cache_ttl` seconds per path, format and known
+    parameter values (other parameters are ignored, so they cannot defeat
+    the cache) and carries ``Last-Modified``, ``Expires``, ``ETag`` and
+    ``Cache-Control: public, max-age=1``, so clients can make conditional
+    requests (304).
 ``/ready``
     ``200 OK`` once the launcher finished its first main-loop pass,
     ``503`` before.
 ``/metrics``
     The node gauges of the statsd reporter in Prometheus form (see
     :class:`NodeMetrics`).
+
+Request size: the request line may have :data:`MAX_REQUEST_LINE` bytes
+(longer: 414), the header fields :data:`MAX_HEADER_BYTES` together
+(more: 431) and the body :data:`MAX_BODY_BYTES` (more: 413); cheroot
+alone would read megabytes of headers.
 
 Serving: every :class:`WebApp` runs its own cheroot WSGI server in a thread,
 in front of a CherryPy application that is never mounted on
@@ -31,7 +38,7 @@ side, each with its own port and Prometheus registry.
 
 Nothing here writes to ZooKeeper, and only record fields listed in cli.md
 are served: the configuration (and with it any secret) is never read
-except for the listen address and the providers' ``max-servers``.
+except for the ``webapp`` section and the providers' ``max-servers``.
 """
 
 import hashlib
@@ -43,6 +50,8 @@ from typing import Any, Callable, Dict, Hashable, NamedTuple, Optional, Tuple
 
 import cherrypy
 import prometheus_client
+from cheroot import errors as cheroot_errors
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cherrypy.lib import cptools, httputil
 from prometheus_client.core import GaugeMetricFamily
@@ -57,6 +66,15 @@ JSON = "application/json"
 # Media types we answer with, in the order cptools.accept prefers them when
 # the client does not care (text/html is served as the text table).
 MEDIA = ["text/plain", "text/html", JSON]
+
+# Request size limits, in bytes.  A listing URL is short; 8 KiB of request
+# line and 64 KiB of headers are what common proxies allow by default.
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024
+
+#: WebApp's ``cors_origin`` default: take it from the configuration.
+FROM_CONFIG = object()
 
 
 # -- listings -----------------------------------------------------------------
@@ -109,15 +127,53 @@ def _image_status(launcher, params, now) -> status.Listing:
     return status.image_status(status.read_image_status(kazoo))
 
 
-LISTINGS: Dict[str, Callable[[Any, Dict[str, Any], float],
-                             status.Listing]] = {
-    "node-list": _nodes,
-    "request-list": _requests,
-    "label-list": _labels,
-    "image-list": _uploads,
-    "dib-image-list": _builds,
-    "image-status": _image_status,
+class ListingSpec(NamedTuple):
+    """One listing endpoint: how to compute it and what it accepts."""
+
+    compute: Callable[[Any, Dict[str, Any], float], status.Listing]
+    #: The table's columns, the names ``fields`` may use.
+    columns: Tuple[str, ...]
+    #: Query parameters besides ``fields`` that change the result.
+    params: Tuple[str, ...] = ()
+
+
+def _keys(columns) -> Tuple[str, ...]:
+    return tuple(column.key for column in columns)
+
+
+LISTINGS: Dict[str, ListingSpec] = {
+    "node-list": ListingSpec(_nodes, _keys(status.NODE_COLUMNS),
+                             ("node_id",)),
+    "request-list": ListingSpec(_requests, _keys(status.REQUEST_COLUMNS)),
+    "label-list": ListingSpec(_labels, _keys(status.LABEL_COLUMNS)),
+    "image-list": ListingSpec(_uploads, _keys(status.IMAGE_COLUMNS)),
+    "dib-image-list": ListingSpec(_builds,
+                                  _keys(status.DIB_IMAGE_COLUMNS)),
+    "image-status": ListingSpec(_image_status,
+                                _keys(status.IMAGE_STATUS_COLUMNS)),
 }
+
+
+class UnknownFields(ValueError):
+    """``fields`` names something that is no column of the listing."""
+
+
+def requested_fields(spec: ListingSpec,
+                     params: Dict[str, Any]) -> Optional[Tuple[str, ...]]:
+    """The columns ``fields`` selects, in table order; None: all.
+
+    :raises UnknownFields: naming the names that are no column of this
+        listing, and the columns.
+    """
+    value = _param(params, "fields")
+    names = [name for name in value.split(",") if name] if value else []
+    if not names:
+        return None
+    unknown = sorted(set(names) - set(spec.columns))
+    if unknown:
+        raise UnknownFields("Unknown fields: %s (known: %s)" % (
+            ", ".join(unknown), ", ".join(spec.columns)))
+    return tuple(key for key in spec.columns if key in names)
 
 
 # -- result cache -------------------------------------------------------------
@@ -258,6 +314,47 @@ def _plain_error_page(status, message, traceback, version):
     return "%s\n" % (message or status)
 
 
+class _LimitedRequest(cheroot_server.HTTPRequest):
+    """cheroot's request parser with separate request line and header
+    limits.
+
+    cheroot counts the request line and the headers against one limit and
+    answers 413 for headers; RFC 6585 has 431 for that.
+    """
+
+    def read_request_line(self):
+        # parse_request() wrapped rfile in a SizeCheckWrapper; its limit
+        # applies to the request line first, then to line plus headers.
+        self.rfile.maxlen = MAX_REQUEST_LINE
+        ok = super().read_request_line()
+        self.rfile.maxlen = self.rfile.bytes_read + MAX_HEADER_BYTES
+        return ok
+
+    def read_request_headers(self):
+        try:
+            return super().read_request_headers()
+        except cheroot_errors.MaxSizeExceeded:
+            # The rest of the headers stays unread: close afterwards.
+            self.close_connection = True
+            self.simple_response(
+                "431 Request Header Fields Too Large",
+                "The request's header fields exceed %d bytes.\n"
+                % MAX_HEADER_BYTES)
+            return False
+
+
+class _LimitedConnection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = _LimitedRequest
+
+
+class _Server(wsgi.Server):
+    ConnectionClass = _LimitedConnection
+    # Nonzero, so that parse_request() installs the size check at all;
+    # _LimitedRequest sets the real limits.
+    max_request_header_size = MAX_REQUEST_LINE
+    max_request_body_size = MAX_BODY_BYTES
+
+
 class _Root:
     """The CherryPy handler: every path lands in :meth:`default`."""
 
@@ -271,15 +368,15 @@ class _Root:
             return self.app.ready_page()
         if path == "metrics":
             return self.app.metrics_page()
-        listing = LISTINGS.get(path)
-        if listing is None:
+        spec = LISTINGS.get(path)
+        if spec is None:
             # Not cherrypy.NotFound: its error page gets padded to 512
             # bytes for old browsers.
             response = cherrypy.serving.response
             response.status = 404
             response.headers["Content-Type"] = TEXT_PLAIN
             return b"Not found\n"
-        return self.app.listing_page(path, listing, params)
+        return self.app.listing_page(path, spec, params)
 
 
 class WebApp:
@@ -291,18 +388,23 @@ class WebApp:
     :param listen_address, port: where to listen; by default the
         launcher config's ``webapp`` section, read at :meth:`start`.  Port
         0 picks a free port; :attr:`port` tells which after :meth:`start`.
+    :param cors_origin: the ``Access-Control-Allow-Origin`` of the
+        listings; None sends none.  By default the config's
+        ``webapp.cors-origin``, read at :meth:`start`.
     :param cache_ttl: how long a rendered listing is served unchanged.
     :param clock: time source of the result cache and of the date headers
         (tests pass a fake one).
     """
 
     def __init__(self, launcher, listen_address: Optional[str] = None,
-                 port: Optional[int] = None, *, cache_ttl: float = 1.0,
+                 port: Optional[int] = None, *,
+                 cors_origin: Any = FROM_CONFIG, cache_ttl: float = 1.0,
                  clock: Callable[[], float] = time.time,
                  threads: int = 10):
         self.launcher = launcher
         self.listen_address = listen_address
         self._port = port
+        self.cors_origin = cors_origin
         self.cache_ttl = cache_ttl
         self.clock = clock
         self.threads = threads
@@ -348,9 +450,11 @@ class WebApp:
         port = self._port
         if port is None:
             port = config.port if config else 8005
-        server = wsgi.Server((address, port), self.application,
-                             numthreads=self.threads,
-                             server_name="nodepool-webapp")
+        if self.cors_origin is FROM_CONFIG:
+            self.cors_origin = config.cors_origin if config else "*"
+        server = _Server((address, port), self.application,
+                         numthreads=self.threads,
+                         server_name="nodepool-webapp")
         server.prepare()  # binds now, so errors surface in the caller
         self._server = server
         self._thread = threading.Thread(target=server.serve,
@@ -384,35 +488,47 @@ class WebApp:
         response.headers["Content-Type"] = prometheus_client.CONTENT_TYPE_LATEST
         return prometheus_client.generate_latest(self.registry)
 
-    def listing_page(self, path: str, listing, params) -> bytes:
+    def listing_page(self, path: str, spec: ListingSpec, params) -> bytes:
         if self.launcher.services is None:
             raise cherrypy.HTTPError(503, "The launcher has not started")
         media = cptools.accept(MEDIA)
         fmt = "json" if media == JSON else "text"
-        query = tuple(sorted((name, str(_param(params, name)))
-                             for name in params))
+        # Only what changes the answer goes into the key: JSON carries
+        # every column whatever ``fields`` says, and unknown parameters
+        # are ignored, so a random query string meets the cached result
+        # instead of causing fresh reads.
+        response = cherrypy.serving.response
+        try:
+            fields = (requested_fields(spec, params) if fmt == "text"
+                      else None)
+        except UnknownFields as e:
+            # Answered here rather than with HTTPError, whose page CherryPy
+            # pads to 512 bytes.
+            response.status = 400
+            response.headers["Content-Type"] = TEXT_PLAIN
+            return ("%s\n" % e).encode("utf-8")
+        values = tuple(_param(params, name) for name in spec.params)
 
         def render(now: float) -> Tuple[bytes, str]:
-            headers, rows = listing(self.launcher, params, now)
+            headers, rows = spec.compute(self.launcher, params, now)
             if fmt == "json":
                 return json.dumps(rows).encode("utf-8"), JSON
-            fields = _param(params, "fields")
-            fields = [f for f in fields.split(",") if f] if fields else None
             table = status.render_table(headers, rows, fields, now=now)
             return (table + "\n").encode("utf-8"), TEXT_PLAIN
 
-        entry = self.cache.get((path, query, fmt), render)
-        response = cherrypy.serving.response
-        # One by one: HeaderMap.update() would skip its key folding.
-        for name, value in {
+        entry = self.cache.get((path, fmt, fields, values), render)
+        headers = {
             "Content-Type": entry.content_type,
-            "Access-Control-Allow-Origin": "*",
             "Cache-Control": "public, max-age=%d" % max(1, self.cache_ttl),
             "Last-Modified": httputil.HTTPDate(entry.created),
             "Expires": httputil.HTTPDate(entry.created + self.cache_ttl),
             "ETag": entry.etag,
             "Vary": "Accept",
-        }.items():
+        }
+        if self.cors_origin:
+            headers["Access-Control-Allow-Origin"] = self.cors_origin
+        # One by one: HeaderMap.update() would skip its key folding.
+        for name, value in headers.items():
             response.headers[name] = value
         # If-None-Match, when sent, decides alone (RFC 9110, 13.2.2).
         cptools.validate_etags()

@@ -11,7 +11,9 @@ expires exactly when a test says so.
 import email.utils
 import http.client
 import json
+import logging
 import re
+import socket
 import textwrap
 import threading
 import time
@@ -20,12 +22,15 @@ import types
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nodepool.config.errors import ConfigValidationError
+from nodepool.config.loader import load_config
 from nodepool.launcher.server import NodePoolLauncher
-from nodepool.web.app import WebApp
+from nodepool.web.app import MAX_HEADER_BYTES, MAX_REQUEST_LINE, WebApp
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import BASE_CONFIG, FAST, base_config
+from tests.functional.conftest import (BASE_CONFIG, BASE_DEFAULTS, FAST,
+                                       base_config)
 
 NODE_KEYS = [
     "id", "provider", "label", "server_id", "public_ipv4", "ipv6", "state",
@@ -181,7 +186,7 @@ def test_node_list(launcher_factory, zuul, serve):
     assert titles == NODE_TITLES
     assert [node.id, "fake", "small", node.external_id] == rows[0][:4]
     titles, rows = table(get_text(
-        app, "/node-list?node_id=%s&fields=id,state,nonsense" % node.id))
+        app, "/node-list?node_id=%s&fields=id,state" % node.id))
     assert titles == ["ID", "State"]
     assert rows == [[node.id, "in-use"]]
     titles, rows = table(get_text(app, "/node-list?node_id=0000099999"))
@@ -518,3 +523,129 @@ def test_errors_show_no_traceback(serve):
     assert status == 500
     assert headers["Content-Type"] == TEXT
     assert b"Traceback" not in body and b"exploded" not in body
+
+
+# -- hardening ----------------------------------------------------------------
+
+def raw_exchange(app, data: bytes) -> bytes:
+    """Send ``data`` as is and return everything the server answers."""
+    with socket.create_connection(("127.0.0.1", app.port),
+                                  timeout=10) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before reading it all
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_request_size_limits(launcher_factory, serve):
+    app = serve(registered(launcher_factory()))
+    # Up to the limits: served.
+    padding = "x" * (MAX_REQUEST_LINE - 100)
+    status, _, _ = fetch(app, "/label-list?pad=" + padding)
+    assert status == 200
+    headers = {"X-Pad-%d" % i: "y" * 1000 for i in range(50)}
+    assert fetch(app, "/label-list", headers=headers)[0] == 200
+
+    # A long URL: 414.
+    answer = raw_exchange(app, b"GET /label-list?pad=" + b"x" *
+                          MAX_REQUEST_LINE + b" HTTP/1.1\r\n"
+                          b"Host: x\r\n\r\n")
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 414 Request-URI Too Long")
+    # Too many header bytes, a bit more or megabytes more: 431, and the
+    # server goes on serving.
+    for size in (MAX_HEADER_BYTES + 1000, 5 * 1024 * 1024):
+        lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 1000)
+                         for i in range(size // 1000))
+        answer = raw_exchange(app, b"GET /label-list HTTP/1.1\r\nHost: x\r\n"
+                              + lines + b"\r\n")
+        status_line = answer.split(b"\r\n", 1)[0]
+        assert status_line == (b"HTTP/1.1 431 Request Header Fields "
+                               b"Too Large"), answer[:200]
+    assert fetch(app, "/ready")[0] == 200
+
+
+def test_unknown_fields_answered_400(launcher_factory, serve, caplog):
+    app = serve(registered(launcher_factory()))
+    caplog.set_level(logging.DEBUG, logger="nodepool.web")
+    for query, unknown in [("fields=nope", b"nope"),
+                           ("fields=zz,label,aa", b"aa, zz")]:
+        status, headers, body = fetch(app, "/label-list?" + query)
+        assert status == 400, body
+        assert headers["Content-Type"] == TEXT
+        assert body == b"Unknown fields: %s (known: label)\n" % unknown
+    status, _, body = fetch(app, "/node-list?fields=id,stat")
+    assert status == 400
+    assert body.startswith(b"Unknown fields: stat (known: id, provider,")
+    assert "Traceback" not in caplog.text
+    # Known names, in any order, repeated or split over several
+    # parameters: the columns in table order.
+    text = get_text(app, "/node-list?fields=state,id&fields=id")
+    assert table(text)[0] == ["ID", "State"]
+    # JSON carries every key whatever fields says, so it is not checked.
+    assert get_json(app, "/label-list?fields=nope") == [{"label": "large"},
+                                                        {"label": "small"}]
+
+
+def test_cache_keyed_on_known_parameters(launcher_factory, zuul, serve):
+    launcher = launcher_factory()
+    app = serve(launcher)
+    text = get_text(app, "/request-list?fields=id,state")
+    data = get_json(app, "/request-list")
+    assert data == []
+    request = zuul.submit(["small"])
+    wait_for(lambda: launcher.services.request_cache.get(request.id))
+    # Within the cache second, parameters that change nothing get the
+    # stored result: unknown ones, the order or repetition of fields, and
+    # fields at all for JSON.
+    for path in ["/request-list?fields=id,state&x=1",
+                 "/request-list?fields=state,id&_=%d" % time.time(),
+                 "/request-list?fields=id&fields=state,id"]:
+        assert get_text(app, path) == text, path
+    for path in ["/request-list?random=1", "/request-list?fields=id"]:
+        assert get_json(app, path) == data, path
+    # Known parameters with other values are other results.
+    assert request.id in get_text(app, "/request-list?fields=id")
+    app.clock.advance(1.0)
+    assert request.id in get_text(app, "/request-list?fields=id,state&y=2")
+
+
+CORS_CONFIG = BASE_CONFIG + """
+webapp:
+  cors-origin: {origin}
+"""
+
+
+@pytest.mark.parametrize("origin, header", [
+    ("https://zuul.example.com", "https://zuul.example.com"),
+    ("null", None),
+    ("'*'", "*"),
+])
+def test_cors_origin_setting(launcher_factory, serve, origin, header):
+    app = serve(registered(launcher_factory(CORS_CONFIG, origin=origin)))
+    for accept in [None, "application/json"]:
+        status, headers, _ = fetch(app, "/label-list", accept)
+        assert status == 200
+        assert headers.get("Access-Control-Allow-Origin") == header
+
+
+@pytest.mark.parametrize("origin", [
+    "https://zuul.example.com/path", "zuul.example.com",
+    "'https://a.example.com, https://b.example.com'",
+    '"https://zuul.example.com\\r\\nSet-Cookie: a=b"', "5"])
+def test_cors_origin_validated(tmp_path, origin):
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(CORS_CONFIG.format(origin=origin, **BASE_DEFAULTS))
+    with pytest.raises(ConfigValidationError) as excinfo:
+        load_config(str(path))
+    assert "webapp.cors-origin: expected '*', an origin such as " \
+        "'https://zuul.example.com' or null" in str(excinfo.value)
