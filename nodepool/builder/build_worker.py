@@ -198,7 +198,7 @@ class BuildWorker(BuilderWorker):
         rc = 1
         sizes = None
         try:
-            os.makedirs(config.build_log_dir, exist_ok=True)
+            dib.make_private_dir(config.build_log_dir)
             dib.prune_build_logs(config.build_log_dir, name,
                                  config.build_log_retention)
             log_path = os.path.join(config.build_log_dir,

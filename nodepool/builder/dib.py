@@ -15,6 +15,14 @@ on its own:
   ``.d`` manifest directory) and :func:`scan_images_dir` finds every build
   present there;
 * :func:`prune_build_logs`, :func:`free_mib` and the checksum helpers.
+
+DIB runs with ``-x``, so a build log holds every command with its
+arguments, the diskimage's ``env-vars`` (often credentials from the secure
+file) among them.  Build logs are therefore created ``0640`` and the
+directories we create for logs and images ``0750``
+(:data:`PRIVATE_FILE_MODE`, :data:`PRIVATE_DIR_MODE`; the process umask
+can only make them stricter).  Directories and files that already exist
+keep their modes.
 """
 
 import hashlib
@@ -34,6 +42,8 @@ import nodepool
 log = logging.getLogger("nodepool.builder.dib")
 
 BUILDER_ID_FILE = "builder_id.txt"
+PRIVATE_DIR_MODE = 0o750
+PRIVATE_FILE_MODE = 0o640
 
 # ``<image>-<build id>.<ext>``: a build's format file or manifest dir.
 _BUILD_FILE_RE = re.compile(r"^(.*)-([abcdef\d]+)\.(?:\w+)$")
@@ -73,6 +83,21 @@ def dib_environment(diskimage, output_base: str,
     for key, value in diskimage.env_vars.items():
         env[key] = str(value)
     return env
+
+
+def make_private_dir(path: str) -> None:
+    """Create ``path`` (and missing parents) unless it exists; the
+    directory itself gets :data:`PRIVATE_DIR_MODE`."""
+    os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
+
+
+def world_accessible(path: str) -> bool:
+    """Whether users outside the owner and group may enter or read
+    ``path`` (False if it does not exist)."""
+    try:
+        return bool(os.stat(path).st_mode & 0o005)
+    except FileNotFoundError:
+        return False
 
 
 def prune_build_logs(log_dir: str, image: str, retention: int) -> List[str]:
@@ -125,8 +150,10 @@ def run_dib(argv: List[str], env: Mapping[str, str], log_path: str,
     ``Exit code: <rc>`` is appended to the log.  A command that cannot be
     started gives rc 127 (as a shell would) with the error in the log.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    with open(log_path, "ab") as out:
+    make_private_dir(os.path.dirname(os.path.abspath(log_path)))
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                 PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "ab") as out:
         out.write(("Running: %s\n" % " ".join(
             shlex.quote(a) for a in argv)).encode("utf8"))
         out.flush()
@@ -326,7 +353,7 @@ def read_builder_id(images_dir: str) -> str:
     except FileNotFoundError:
         pass
     value = str(uuid.uuid4())
-    os.makedirs(images_dir, exist_ok=True)
+    make_private_dir(images_dir)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(value)

@@ -18,7 +18,6 @@ upload leaves an ``uploading`` record that cleanup removes later).
 """
 
 import logging
-import os
 import socket
 import threading
 from typing import List, Optional
@@ -99,7 +98,15 @@ class NodePoolBuilder:
                 "No ZooKeeper servers specified in config.")
         if not config.images_dir:
             raise BuilderStartError("No images-dir specified in config.")
-        os.makedirs(config.images_dir, exist_ok=True)
+        # Build logs hold the diskimages' env-vars (DIB runs with -x): keep
+        # them, and the images, from other users (see dib.py).  The log
+        # directory is made by the first build.
+        dib.make_private_dir(config.images_dir)
+        for path in (config.images_dir, config.build_log_dir):
+            if dib.world_accessible(path):
+                log.warning("%s is open to every user of this host; build "
+                            "logs and images may hold secrets (chmod o-rwx "
+                            "%s)", path, path)
         self.builder_id = dib.read_builder_id(config.images_dir)
         if self.stats is None:
             self.stats = StatsReporter.from_environment()

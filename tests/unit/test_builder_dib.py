@@ -118,6 +118,41 @@ def test_run_dib_logs_output_and_exit_code(tmp_path):
     assert text.endswith("Exit code: 3\n")
 
 
+@pytest.fixture
+def umask_022():
+    """The usual umask, whatever the test runner's is."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_run_dib_log_is_private(tmp_path, umask_022):
+    # DIB runs with -x: the log shows env-vars (secrets) in clear.
+    argv = _script(tmp_path, "print('DIB_PASSWORD=hunter2')\n")
+    log = tmp_path / "logs" / "builds" / "b.log"
+    assert dib.run_dib(argv, {}, str(log), timeout=60, poll=0.01).rc == 0
+    assert "hunter2" in log.read_text()
+    assert log.stat().st_mode & 0o777 == 0o640
+    assert log.parent.stat().st_mode & 0o777 == 0o750
+    # An existing directory is left as the operator made it.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    log = shared / "c.log"
+    assert dib.run_dib(argv, {}, str(log), timeout=60, poll=0.01).rc == 0
+    assert shared.stat().st_mode & 0o777 == 0o755
+    assert log.stat().st_mode & 0o777 == 0o640
+
+
+def test_images_dir_is_private(tmp_path, umask_022):
+    images = tmp_path / "images"
+    dib.read_builder_id(str(images))
+    assert images.stat().st_mode & 0o777 == 0o750
+    assert not dib.world_accessible(str(images))
+    images.chmod(0o751)
+    assert dib.world_accessible(str(images))
+    assert not dib.world_accessible(str(tmp_path / "nope"))
+
+
 def test_run_dib_timeout(tmp_path):
     argv = _script(tmp_path, "import time\nprint('started', flush=True)\n"
                    "time.sleep(30)\n")

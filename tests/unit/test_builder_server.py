@@ -4,6 +4,8 @@
 """NodePoolBuilder start-up checks and ZooKeeper host changes (no server
 needed: every case fails or ends before connecting)."""
 
+import os
+
 import pytest
 
 from nodepool.builder.server import BuilderStartError, NodePoolBuilder
@@ -47,6 +49,25 @@ def test_start_requires_tls(tmp_path):
     assert message.startswith("A TLS ZooKeeper connection is required")
     # The builder id was made before connecting.
     assert (tmp_path / "images" / "builder_id.txt").exists()
+
+
+def test_start_makes_images_dir_private(tmp_path, caplog):
+    old = os.umask(0o022)
+    try:
+        start(tmp_path, ZK + "images-dir: %s/images\n" % tmp_path)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "images").stat().st_mode & 0o777 == 0o750
+    assert "open to every user" not in caplog.text
+    # Existing directories keep their modes, with a warning when anybody
+    # may look inside.
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o755)
+    logs.chmod(0o755)
+    start(tmp_path, ZK + "images-dir: %s/images\nbuild-log-dir: %s\n"
+          % (tmp_path, logs))
+    assert logs.stat().st_mode & 0o777 == 0o755
+    assert "%s is open to every user" % logs in caplog.text
 
 
 def test_zookeeper_hosts_change(tmp_path):

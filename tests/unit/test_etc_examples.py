@@ -3,6 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The examples under etc/ stay valid."""
 
+import configparser
 import logging
 import logging.config
 import os
@@ -50,3 +51,13 @@ def test_logging_examples_load(tmp_path):
         _restore_logging()
     text = open(log_file).read()
     assert "hello launcher-logging.yaml" in text and "hello ini" in text
+
+
+def test_systemd_units_restrict_umask():
+    for name in ("nodepool-launcher.service", "nodepool-builder.service"):
+        parser = configparser.ConfigParser(strict=False,
+                                           interpolation=None)
+        parser.optionxform = str
+        parser.read(os.path.join(ETC, name))
+        assert parser["Service"]["UMask"] == "0027", name
+        assert parser["Service"]["User"] == "nodepool", name
