@@ -181,7 +181,7 @@ def run_dib(argv: List[str], env: Mapping[str, str], log_path: str,
             elif time.monotonic() >= deadline:
                 result = DibResult(1, timed_out=True)
         if result.timed_out or result.stopped:
-            _kill(proc)
+            kill_process_group(proc)
             why = ("timed out after %ss" % timeout if result.timed_out
                    else "stopped: the builder is shutting down")
             out.write(("Build %s; killed\n" % why).encode("utf8"))
@@ -190,7 +190,9 @@ def run_dib(argv: List[str], env: Mapping[str, str], log_path: str,
     return result
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the group ``proc`` leads (``start_new_session``) and reap
+    ``proc``."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

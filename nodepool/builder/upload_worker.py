@@ -11,12 +11,20 @@ Otherwise take the upload lock without blocking, check again, record an
 ``uploading`` upload, call the adapter and store the outcome.  A pass ends
 after one successful upload, so that the config is re-read between
 (possibly hour-long) uploads; failures go on with the next image.
+
+The provider's ``post-upload-hook`` runs after a successful upload, in a
+process group of its own, for at most ``post-upload-hook-timeout``
+seconds (our extension: nodepool 11 waits forever, and a hung hook holds
+the upload worker and the upload lock).  A hook that fails, cannot be
+started or runs out of time (its whole group is then killed) fails the
+upload, and the uploaded image is deleted.
 """
 
 import os
 import subprocess
+import tempfile
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from nodepool import stats as stats_mod
 from nodepool.builder import dib
@@ -47,6 +55,41 @@ def upload_metadata(diskimage, provider_image, build_id: str,
                     nodepool_upload_id=upload_id,
                     nodepool_provider_name=provider_name)
     return metadata
+
+
+class HookResult(NamedTuple):
+    """How a post-upload hook ended; ``rc`` is None when it timed out."""
+
+    rc: Optional[int]
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def timed_out(self) -> bool:
+        return self.rc is None
+
+
+def run_hook(argv, timeout: float) -> HookResult:
+    """Run ``argv`` in a new session; kill its process group after
+    ``timeout`` seconds.
+
+    Output goes to temporary files rather than pipes, so that a
+    background process the hook leaves behind (holding its stdout) cannot
+    make a hook that exited look hung.
+
+    :raises OSError: the hook cannot be started.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True)
+        try:
+            rc: Optional[int] = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            dib.kill_process_group(proc)
+            rc = None
+        out.seek(0)
+        err.seek(0)
+        return HookResult(rc, out.read(), err.read())
 
 
 class UploadWorker(BuilderWorker):
@@ -180,15 +223,23 @@ class UploadWorker(BuilderWorker):
         hook: Optional[str] = getattr(provider, "post_upload_hook", None)
         if not hook:
             return True
-        proc = subprocess.run([hook, provider.name, str(external_id),
-                               filename], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, check=False)
-        if proc.returncode == 0:
-            return True
-        self.log.error("Post upload hook %s failed with exit code %d\n"
-                       "stdout:\n%s\nstderr:\n%s", hook, proc.returncode,
-                       proc.stdout.decode("utf8", "replace"),
-                       proc.stderr.decode("utf8", "replace"))
+        timeout = provider.post_upload_hook_timeout
+        try:
+            result = run_hook([hook, provider.name, str(external_id),
+                               filename], timeout)
+        except OSError as e:
+            self.log.error("Cannot run post upload hook %s: %s", hook, e)
+        else:
+            if result.rc == 0:
+                return True
+            if result.timed_out:
+                what = "timed out after %ss; killed" % timeout
+            else:
+                what = "failed with exit code %d" % result.rc
+            self.log.error("Post upload hook %s %s\nstdout:\n%s\n"
+                           "stderr:\n%s", hook, what,
+                           result.stdout.decode("utf8", "replace"),
+                           result.stderr.decode("utf8", "replace"))
         try:
             adapter.delete_image(external_id)
         except Exception:

@@ -73,6 +73,7 @@ PROVIDER = schema.PROVIDER.extend({
     v.Optional("image-name-format",
                default="{image_name}-{timestamp}"): str,
     v.Optional("post-upload-hook", default=None): schema.nullable(str),
+    **schema.POST_UPLOAD_HOOK_TIMEOUT,
 })
 
 
@@ -114,6 +115,7 @@ class FakeProviderConfig(ProviderConfig):
     image_format: str
     image_name_format: str
     post_upload_hook: str | None
+    post_upload_hook_timeout: int
 
     @property
     def image_type(self) -> str:

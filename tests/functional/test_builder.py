@@ -13,10 +13,12 @@ import pytest
 
 from nodepool.builder.server import NodePoolBuilder
 from nodepool.cmd import nodepoolcmd
+from nodepool.config import ConfigValidationError, load_config
 from nodepool.zk import paths
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
+from tests.configs import corpus
 from tests.fakes.fake_dib import DIB_CMD
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
@@ -50,12 +52,14 @@ providers:
     driver: test
     diskimages: {provider_images}
     post-upload-hook: {hook}
+    post-upload-hook-timeout: {hook_timeout}
     pools: []
 """
 
 DEFAULTS = dict(retention=3, rebuild_age=86400, build_timeout=60,
                 image_pause="false", fail=0, required_free=0,
                 delete_after_upload="false", keep_formats="[]", hook="null",
+                hook_timeout=3600,
                 provider_images="[{name: fake-image, meta: {team: qa}}]")
 
 
@@ -555,6 +559,59 @@ def test_post_upload_hook_failure(env, builder_factory, store, tmp_path):
     uploads = store.get_uploads("fake-image", build.id, "fake")
     assert uploads and all(u.state == UploadState.FAILED for u in uploads)
     assert cloud.image_delete_calls[:2] == ["img-1", "img-2"]
+
+
+@pytest.mark.parametrize("name", ["openstack", "aws", "azure"])
+def test_post_upload_hook_timeout_config(tmp_path, name):
+    scenario = corpus.read_scenario(corpus.valid_path(name))
+    config = load_config(scenario.path, scenario.secure, env=scenario.env)
+    hooked = [p for p in config.providers.values() if p.post_upload_hook]
+    assert hooked
+    assert all(p.post_upload_hook_timeout == 3600 for p in hooked)
+    text = open(scenario.path).read().replace(
+        "    post-upload-hook: ",
+        "    post-upload-hook-timeout: 0\n    post-upload-hook: ")
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(str(path), scenario.secure, env=scenario.env)
+    assert "post-upload-hook-timeout" in str(info.value)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as dead)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_post_upload_hook_timeout(env, builder_factory, store, tmp_path):
+    """A hung hook is killed with its process group after
+    post-upload-hook-timeout; the upload fails and the image is deleted."""
+    pids = tmp_path / "pids"
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\necho $$ >> %s\nsleep 300 &\n"
+                    "echo $! >> %s\necho hanging\nwait\n" % (pids, pids))
+    hook.chmod(0o755)
+    env.write(hook=str(hook), hook_timeout=1)
+    builder = builder_factory(cleanup_interval=0)
+    cloud = FakeCloud.get("fake")
+    wait_for(lambda: cloud.image_delete_calls)
+    assert cloud.image_delete_calls[0] == "img-1"
+    build = ready_builds(store)[0]
+    uploads = store.get_uploads("fake-image", build.id, "fake")
+    assert uploads and all(u.state in (UploadState.FAILED,
+                                       UploadState.UPLOADING)
+                           for u in uploads)
+    assert UploadState.FAILED in {u.state for u in uploads}
+    # Stopping waits for a hook still running to be killed as well.
+    builder.stop()
+    builder.join()
+    recorded = [int(p) for p in pids.read_text().split()]
+    assert len(recorded) >= 2
+    wait_for(lambda: not any(_running(pid) for pid in recorded))
 
 
 def test_two_builders(env, builder_factory, store, tmp_path):

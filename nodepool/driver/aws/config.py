@@ -169,6 +169,7 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("max-ram", default=schema.UNLIMITED): schema.limit,
     _opt("max-resources", default=dict): _RESOURCES,
     _opt("post-upload-hook", default=None): _str,
+    **schema.POST_UPLOAD_HOOK_TIMEOUT,
     _opt("use-internal-ip", default=False): bool,
     _opt("host-key-checking", default=True): bool,
     _opt("public-ipv4", default=True): bool,
@@ -292,6 +293,7 @@ class AwsProviderConfig(ProviderConfig):
     max_ram: float
     max_resources: FrozenDict
     post_upload_hook: str | None
+    post_upload_hook_timeout: int
     use_internal_ip: bool
     host_key_checking: bool
     public_ipv4: bool

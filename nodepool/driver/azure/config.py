@@ -133,6 +133,7 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("launch-timeout", default=3600): int,
     _opt("launch-retries", default=3): int,
     _opt("post-upload-hook", default=None): _str,
+    **schema.POST_UPLOAD_HOOK_TIMEOUT,
     _opt("zuul-public-key", default=None): _str,
     # Extension: tags on every resource (under label tags).
     _opt("tags", default=dict): {str: schema.scalar_string},
@@ -244,6 +245,7 @@ class AzureProviderConfig(ProviderConfig):
     launch_timeout: int
     launch_retries: int
     post_upload_hook: str | None
+    post_upload_hook_timeout: int
     zuul_public_key: str | None
     tags: FrozenDict
     cloud_images: FrozenDict

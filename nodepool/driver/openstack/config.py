@@ -85,6 +85,7 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("clean-floating-ips", default=None): schema.nullable(bool),
     _opt("port-cleanup-interval", default=600): int,
     _opt("post-upload-hook", default=None): schema.nullable(str),
+    **schema.POST_UPLOAD_HOOK_TIMEOUT,
     _opt("diskimages", default=list): schema.each(
         PROVIDER_DISKIMAGE, unique="name"),
     _opt("cloud-images", default=list): schema.each(
@@ -176,6 +177,7 @@ class OpenStackProviderConfig(ProviderConfig):
     clean_floating_ips: bool | None
     port_cleanup_interval: int
     post_upload_hook: str | None
+    post_upload_hook_timeout: int
     diskimages: FrozenDict
     cloud_images: FrozenDict
 
