@@ -6,8 +6,14 @@
 Options (cli.md §2): ``-c``, ``-s``, ``-l`` (``.yaml``/``.yml``/``.json``
 → ``dictConfig``, anything else → ``fileConfig``), ``-p`` (default
 ``/var/run/nodepool/<app>.pid``), ``-d`` (foreground, DEBUG console
-logging), ``-f`` (foreground), ``--repl`` (Python REPL server on
-``localhost:3000``) and ``--version``.
+logging), ``-f`` (foreground), ``--repl`` (Python REPL server) and
+``--version``.
+
+The REPL holds the daemon with its cloud credentials, so it is served on
+a UNIX socket of mode 0600 (``--repl-socket``, default
+``/var/run/nodepool/<app>-repl.sock``), reachable by the daemon's user and
+root only; nodepool 11 serves it unauthenticated on TCP ``localhost:3000``,
+open to every local user.
 
 Signals: SIGINT and SIGUSR1 stop the service gracefully.  SIGTERM does
 too: upstream's launcher leaves with ``os._exit(0)`` at once, but a clean
@@ -31,8 +37,11 @@ import logging
 import logging.config
 import os
 import signal
+import socket
 import socketserver
+import stat
 import sys
+import tempfile
 import threading
 import traceback
 
@@ -44,11 +53,15 @@ log = logging.getLogger("nodepool.daemon")
 stack_log = logging.getLogger("nodepool.stack_dump")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-REPL_ADDRESS = ("localhost", 3000)
+REPL_SOCKET_MODE = 0o600
 
 
 def default_pidfile(app: str) -> str:
     return "/var/run/nodepool/%s.pid" % app
+
+
+def default_repl_socket(app: str) -> str:
+    return "/var/run/nodepool/%s-repl.sock" % app
 
 
 def daemon_parser(prog: str, description: str, app: str):
@@ -76,7 +89,10 @@ def daemon_parser(prog: str, description: str, app: str):
     parser.add_argument("-f", dest="foreground", action="store_true",
                         help="stay in the foreground")
     parser.add_argument("--repl", action="store_true",
-                        help="serve a Python REPL on %s:%d" % REPL_ADDRESS)
+                        help="serve a Python REPL on the --repl-socket")
+    parser.add_argument("--repl-socket", default=default_repl_socket(app),
+                        help="UNIX socket (mode 0600) of --repl (default: "
+                        "%(default)s)")
     parser.add_argument("--version", action="version",
                         version="Nodepool version: %s" % __version__)
     return parser
@@ -245,17 +261,47 @@ class _ReplHandler(socketserver.StreamRequestHandler):
             banner="nodepool REPL", exitmsg="")
 
 
-class ReplServer(socketserver.ThreadingTCPServer):
-    """An interactive Python console on localhost (``--repl``)."""
+class ReplServer(socketserver.ThreadingUnixStreamServer):
+    """An interactive Python console on a UNIX socket (``--repl``).
+
+    The socket gets mode 0600 before it appears at ``path``: it is bound in
+    a private temporary directory and renamed into place, so there is no
+    moment at which other users could connect.  A stale socket left at
+    ``path`` by a dead process is replaced; a socket somebody answers on,
+    or any other kind of file, makes the constructor raise
+    :class:`OSError`.  Missing parent directories are created (0750).
+    """
 
     daemon_threads = True
-    allow_reuse_address = True
 
-    def __init__(self, namespace, address=REPL_ADDRESS):
+    def __init__(self, namespace, path: str):
         self.namespace = namespace
-        super().__init__(address, _ReplHandler)
+        self.path = os.path.abspath(path)
+        super().__init__(self.path, _ReplHandler, bind_and_activate=False)
+        try:
+            self._bind_private()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
         self.thread = threading.Thread(target=self.serve_forever,
                                        name="REPL", daemon=True)
+
+    def _bind_private(self) -> None:
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        _remove_stale_socket(self.path)
+        private = tempfile.mkdtemp(prefix=".repl-", dir=directory)
+        temporary = os.path.join(private, "s")
+        try:
+            self.socket.bind(temporary)
+            os.chmod(temporary, REPL_SOCKET_MODE)
+            os.rename(temporary, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)  # left only if something failed
+            os.rmdir(private)
+        self._inode = os.stat(self.path).st_ino
 
     def start(self):
         self.thread.start()
@@ -263,6 +309,35 @@ class ReplServer(socketserver.ThreadingTCPServer):
     def stop(self):
         self.shutdown()
         self.server_close()
+        try:
+            # Only our own socket: a newer process may have replaced it.
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove ``path`` if it is a socket nobody listens on.
+
+    :raises OSError: ``path`` is another kind of file, or a live socket.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError("%s exists and is not a socket" % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass  # stale: its process is gone
+    else:
+        raise FileExistsError("another process serves on %s" % path)
+    finally:
+        probe.close()
+    os.unlink(path)
 
 
 def daemonize() -> None:
@@ -324,10 +399,12 @@ def run_daemon(args, make_service) -> int:
             return 1
         if args.repl:
             try:
-                repl = ReplServer({"service": service})
+                repl = ReplServer({"service": service}, args.repl_socket)
                 repl.start()
+                log.info("REPL listening on %s", repl.path)
             except OSError as e:
-                log.error("Cannot start the REPL server: %s", e)
+                log.error("Cannot start the REPL server on %s: %s",
+                          args.repl_socket, e)
         while not stop.wait(1.0):
             pass
         log.info("Stopping")

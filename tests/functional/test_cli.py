@@ -794,16 +794,57 @@ def test_run_daemon_foreground_ignores_pidfile(tmp_path):
             signal.signal(signum, handler)
 
 
-def test_repl_server():
+def _repl_session(path, source: bytes) -> str:
+    """What the console at ``path`` answers to ``source``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(str(path))
+        stream = conn.makefile("rwb")
+        stream.write(source)
+        stream.flush()
+        conn.shutdown(socket.SHUT_WR)
+        return stream.read().decode()
+
+
+def test_repl_server(tmp_path):
     from nodepool.cmd import ReplServer
-    server = ReplServer({"x": 41}, ("localhost", 0))
+    path = tmp_path / "run" / "nodepool-repl.sock"
+    old = os.umask(0o022)
+    try:
+        server = ReplServer({"x": 41}, str(path))
+    finally:
+        os.umask(old)
     server.start()
     try:
-        with socket.create_connection(server.server_address) as conn:
-            stream = conn.makefile("rwb")
-            stream.write(b"print(x + 1)\n")
-            stream.flush()
-            conn.shutdown(socket.SHUT_WR)
-            assert stream.read().decode() == "nodepool REPL\n>>> 42\n>>> \n"
+        st = path.lstat()
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert os.listdir(path.parent) == [path.name]
+        assert _repl_session(path, b"print(x + 1)\n") == \
+            "nodepool REPL\n>>> 42\n>>> \n"
+        # A second server on a live socket is refused.
+        with pytest.raises(FileExistsError):
+            ReplServer({}, str(path))
     finally:
         server.stop()
+    assert not path.exists()
+
+
+def test_repl_server_socket_path_checks(tmp_path):
+    from nodepool.cmd import ReplServer
+    # A stale socket (its process is gone) is replaced.
+    path = tmp_path / "repl.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    server = ReplServer({"x": 1}, str(path))
+    server.start()
+    try:
+        assert _repl_session(path, b"x\n") == "nodepool REPL\n>>> 1\n>>> \n"
+    finally:
+        server.stop()
+    # Any other file is left alone.
+    path.write_text("precious")
+    with pytest.raises(FileExistsError):
+        ReplServer({}, str(path))
+    assert path.read_text() == "precious"

@@ -7,6 +7,8 @@ pid file."""
 import json
 import os
 import signal
+import socket
+import stat
 
 from nodepool.cmd import recorded_pid
 from tests.fixtures import processes
@@ -119,3 +121,61 @@ def test_detached_daemon_pid_file(tmp_path, zk_server, zk_chroot,
     finally:
         if daemon_pid is not None and recorded_pid(str(pidfile)):
             os.kill(daemon_pid, signal.SIGKILL)
+
+
+def listening_tcp_ports(pid):
+    """Ports of the TCP sockets in LISTEN state that ``pid`` holds."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, table)) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_repl_on_private_unix_socket(tmp_path, zk_server, zk_chroot,
+                                     zk_client):
+    config = processes.write_config(tmp_path / "nodepool.yaml",
+                                    zk_server, zk_chroot)
+    repl = tmp_path / "run" / "launcher-repl.sock"
+    log = tmp_path / "launcher.log"
+    proc = processes.start("nodepool-launcher",
+                           ["-d", "--no-webapp", "--repl", "--repl-socket",
+                            str(repl), "-c", str(config)], log)
+    try:
+        wait_for(lambda: processes.component_running(zk_client.kazoo,
+                                                     "launcher"),
+                 timeout=60)
+        wait_for(repl.exists)
+        assert stat.S_ISSOCK(repl.lstat().st_mode)
+        assert stat.S_IMODE(repl.lstat().st_mode) == 0o600
+        assert "REPL listening on %s" % repl in log.read_text()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(30)
+            conn.connect(str(repl))
+            stream = conn.makefile("rwb")
+            stream.write(b"import os\n"
+                         b"print(type(service).__name__, os.getpid())\n")
+            stream.flush()
+            conn.shutdown(socket.SHUT_WR)
+            answer = stream.read().decode()
+        assert answer == "nodepool REPL\n>>> >>> NodePoolLauncher %d\n" \
+            ">>> \n" % proc.pid
+        # No TCP port at all (no web app here): in particular not 3000.
+        assert listening_tcp_ports(proc.pid) == set()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not repl.exists()
+    finally:
+        processes.stop(proc)
