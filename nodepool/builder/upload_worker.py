@@ -16,8 +16,9 @@ The provider's ``post-upload-hook`` runs after a successful upload, in a
 process group of its own, for at most ``post-upload-hook-timeout``
 seconds (our extension: nodepool 11 waits forever, and a hung hook holds
 the upload worker and the upload lock).  A hook that fails, cannot be
-started or runs out of time (its whole group is then killed) fails the
-upload, and the uploaded image is deleted.
+started, runs out of time or is still running when the builder stops (its
+whole group is then killed) fails the upload, and the uploaded image is
+deleted.
 """
 
 import os
@@ -58,20 +59,22 @@ def upload_metadata(diskimage, provider_image, build_id: str,
 
 
 class HookResult(NamedTuple):
-    """How a post-upload hook ended; ``rc`` is None when it timed out."""
+    """How a post-upload hook ended; ``rc`` is None when it was killed."""
 
     rc: Optional[int]
     stdout: bytes
     stderr: bytes
+    stopped: bool = False
 
     @property
     def timed_out(self) -> bool:
-        return self.rc is None
+        return self.rc is None and not self.stopped
 
 
-def run_hook(argv, timeout: float) -> HookResult:
+def run_hook(argv, timeout: float, stop_event=None,
+             poll: float = 0.5) -> HookResult:
     """Run ``argv`` in a new session; kill its process group after
-    ``timeout`` seconds.
+    ``timeout`` seconds, or once ``stop_event`` is set.
 
     Output goes to temporary files rather than pipes, so that a
     background process the hook leaves behind (holding its stdout) cannot
@@ -82,14 +85,26 @@ def run_hook(argv, timeout: float) -> HookResult:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=err, start_new_session=True)
-        try:
-            rc: Optional[int] = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + timeout
+        rc: Optional[int] = None
+        stopped = False
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                rc = proc.wait(max(0.0, min(poll, remaining)))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if stop_event is not None and stop_event.is_set():
+                stopped = True
+                break
+            if time.monotonic() >= deadline:
+                break
+        if rc is None:
             dib.kill_process_group(proc)
-            rc = None
         out.seek(0)
         err.seek(0)
-        return HookResult(rc, out.read(), err.read())
+        return HookResult(rc, out.read(), err.read(), stopped)
 
 
 class UploadWorker(BuilderWorker):
@@ -226,13 +241,16 @@ class UploadWorker(BuilderWorker):
         timeout = provider.post_upload_hook_timeout
         try:
             result = run_hook([hook, provider.name, str(external_id),
-                               filename], timeout)
+                               filename], timeout, self.stop_event,
+                              poll=self.builder.dib_poll)
         except OSError as e:
             self.log.error("Cannot run post upload hook %s: %s", hook, e)
         else:
             if result.rc == 0:
                 return True
-            if result.timed_out:
+            if result.stopped:
+                what = "killed: the builder is stopping"
+            elif result.timed_out:
                 what = "timed out after %ss; killed" % timeout
             else:
                 what = "failed with exit code %d" % result.rc

@@ -587,15 +587,21 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _hanging_hook(tmp_path):
+    """A hook that records its pid and its child's and never ends."""
+    pids = tmp_path / "pids"
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\nsleep 300 &\necho $$ $! >> %s\n"
+                    "echo hanging\nwait\n" % pids)
+    hook.chmod(0o755)
+    return str(hook), pids
+
+
 def test_post_upload_hook_timeout(env, builder_factory, store, tmp_path):
     """A hung hook is killed with its process group after
     post-upload-hook-timeout; the upload fails and the image is deleted."""
-    pids = tmp_path / "pids"
-    hook = tmp_path / "hook.sh"
-    hook.write_text("#!/bin/sh\necho $$ >> %s\nsleep 300 &\n"
-                    "echo $! >> %s\necho hanging\nwait\n" % (pids, pids))
-    hook.chmod(0o755)
-    env.write(hook=str(hook), hook_timeout=1)
+    hook, pids = _hanging_hook(tmp_path)
+    env.write(hook=hook, hook_timeout=1)
     builder = builder_factory(cleanup_interval=0)
     cloud = FakeCloud.get("fake")
     wait_for(lambda: cloud.image_delete_calls)
@@ -612,6 +618,24 @@ def test_post_upload_hook_timeout(env, builder_factory, store, tmp_path):
     recorded = [int(p) for p in pids.read_text().split()]
     assert len(recorded) >= 2
     wait_for(lambda: not any(_running(pid) for pid in recorded))
+
+
+def test_post_upload_hook_killed_on_stop(env, builder_factory, store,
+                                         tmp_path):
+    hook, pids = _hanging_hook(tmp_path)
+    env.write(hook=hook)  # the default timeout: an hour
+    builder = builder_factory(cleanup_interval=0)
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+    builder.stop()
+    builder.join()
+    assert not builder.upload_workers[0].is_alive()
+    recorded = [int(p) for p in pids.read_text().split()]
+    wait_for(lambda: not any(_running(pid) for pid in recorded))
+    build = ready_builds(store)[0]
+    assert [u.state for u in store.get_uploads("fake-image", build.id,
+                                               "fake")] == \
+        [UploadState.FAILED]
+    assert FakeCloud.get("fake").image_delete_calls == ["img-1"]
 
 
 def test_two_builders(env, builder_factory, store, tmp_path):
