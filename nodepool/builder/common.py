@@ -13,9 +13,10 @@ Config questions (pure functions of a :class:`nodepool.config.models.Config`):
 import logging
 import os
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from nodepool.config.loader import ConfigWatcher
+from nodepool.service import ServiceThread
 
 DEFAULT_IMAGE_TYPE = "qcow2"
 ZK_DOWN_SLEEP = 30.0
@@ -50,31 +51,35 @@ def image_types(config, image: str) -> List[str]:
     return sorted(types)
 
 
-class BuilderWorker:
+class BuilderWorker(ServiceThread):
     """A thread running :meth:`run_once` every ``interval`` seconds.
 
     It owns a config watcher (each worker reloads the files on its own)
     and sleeps while ZooKeeper is unreachable.  Subclasses implement
-    :meth:`run_once` and may override :meth:`on_config`.
+    :meth:`run_once` and may override :meth:`on_config`.  The thread is
+    named after the class's :attr:`name` and the worker's index.
     """
 
     name = "BuilderWorker"
 
     def __init__(self, builder, interval: float, index: int = 0):
+        super().__init__("%s.%d" % (self.name, index), interval,
+                         logging.getLogger("nodepool.builder.%s.%d"
+                                           % (self.name, index)))
         self.builder = builder
-        self.interval = interval
-        self.log = logging.getLogger("nodepool.builder.%s.%d"
-                                     % (self.name, index))
         self.watcher = ConfigWatcher(builder.config_path,
                                      builder.secure_path, logger=self.log)
         self.config = None
-        self.stop_event = threading.Event()
+        #: Set once the thread runs.
         self.running = threading.Event()
-        self.wake = threading.Event()
         self.passes = 0
         self._stamp = None
-        self._thread = threading.Thread(
-            target=self._main, name="%s.%d" % (self.name, index), daemon=True)
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set once the worker is asked to stop (for waits that must end
+        then, such as a running DIB)."""
+        return self._stop_event
 
     @property
     def images(self):
@@ -83,19 +88,6 @@ class BuilderWorker:
     @property
     def zk_client(self):
         return self.builder.zk_client
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.wake.set()
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     def reload(self) -> bool:
         """Reload the config if its files changed; True if it changed."""
@@ -121,13 +113,9 @@ class BuilderWorker:
     def on_config(self, old, new) -> None:
         """Called after each (re)load with the old (None at first) config."""
 
-    def _sleep(self, seconds: float) -> None:
-        self.wake.wait(seconds)
-        self.wake.clear()
-
-    def _main(self) -> None:
+    def loop(self) -> None:
         self.running.set()
-        while not self.stop_event.is_set():
+        while not self.stopping:
             delay = self.interval
             try:
                 self.reload()
@@ -141,16 +129,11 @@ class BuilderWorker:
                 self.log.exception("Error in %s", self.name)
                 delay = max(self.interval, min(ERROR_SLEEP,
                                                self.interval * 10))
-            if self.stop_event.is_set():
+            if self.wait(delay):
                 break
-            self._sleep(delay)
-        self.cleanup()
 
     def run_once(self) -> None:
         raise NotImplementedError
-
-    def cleanup(self) -> None:
-        """Called in the worker thread when it stops."""
 
 
 class AdapterPool:

@@ -12,13 +12,12 @@
   node records.
 """
 
-import logging
-import threading
 import time
 
 from kazoo.exceptions import KazooException
 
 from nodepool import exceptions
+from nodepool.service import ServiceThread
 from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.models import NodeState, RequestState
 
@@ -32,45 +31,30 @@ REQUEST_LOCK_MAX_AGE = 8 * 3600
 INIT_MAX_AGE = 60.0
 
 
-class _PeriodicWorker:
-    """A named thread calling :meth:`run_once` every ``interval`` seconds."""
+class _PeriodicWorker(ServiceThread):
+    """A named thread calling :meth:`run_pass` every ``interval`` seconds
+    while ZooKeeper is connected."""
 
     name = "PeriodicWorker"
 
     def __init__(self, server, interval: float):
+        super().__init__(self.name, interval)
         self.server = server
         self.services = server.services
-        self.interval = interval
-        self.log = logging.getLogger("nodepool.%s" % self.name)
-        self._stop = threading.Event()
-        self.wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.name,
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.wake.set()
-
-    def join(self, timeout=None) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.wake.clear()
-            if self.services.zk_client.connected:
-                try:
-                    self.run_once()
-                except CONNECTION_ERRORS as e:
-                    self.log.warning("%s pass interrupted by ZooKeeper: %r",
-                                     self.name, e)
-                except Exception:
-                    self.log.exception("Error in %s pass", self.name)
-            self.wake.wait(self.interval)
 
     def run_once(self) -> None:
+        if self.services.zk_client.connected:
+            self.run_pass()
+
+    def on_error(self, error: Exception):
+        if isinstance(error, CONNECTION_ERRORS):
+            self.log.warning("%s pass interrupted by ZooKeeper: %r",
+                             self.name, error)
+        else:
+            self.log.exception("Error in %s pass", self.name)
+        return None
+
+    def run_pass(self) -> None:
         raise NotImplementedError
 
 
@@ -79,7 +63,7 @@ class DeletedNodeWorker(_PeriodicWorker):
 
     name = "DeletedNodeWorker"
 
-    def run_once(self) -> None:
+    def run_pass(self) -> None:
         providers = self.server.providers
         for node in self.services.node_cache.values():
             provider = providers.get(node.provider)
@@ -143,11 +127,11 @@ class CleanupWorker(_PeriodicWorker):
 
     name = "CleanupWorker"
 
-    def run_once(self) -> None:
+    def run_pass(self) -> None:
         for task in (self.cleanup_request_locks, self.cleanup_lost_requests,
                      self.cleanup_leaked_resources, self.cleanup_max_ready_age,
                      self.cleanup_max_hold_age, self.cleanup_empty_nodes):
-            if self._stop.is_set():
+            if self.stopping:
                 return
             try:
                 task()

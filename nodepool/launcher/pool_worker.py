@@ -6,7 +6,6 @@
 import concurrent.futures
 import logging
 import socket
-import threading
 import uuid
 
 from nodepool import exceptions
@@ -14,6 +13,7 @@ from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.bad_records import MalformedRequestFailer
 from nodepool.launcher.request_handler import RequestHandler
+from nodepool.service import ServiceThread, shutdown_executor
 from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import RequestState
@@ -21,7 +21,7 @@ from nodepool.zk.models import RequestState
 START_WORKERS = 8
 
 
-class PoolWorker:
+class PoolWorker(ServiceThread):
     """Serves node requests for one pool of one provider.
 
     Every ``interval`` seconds (or sooner, when the request cache changes)
@@ -30,69 +30,73 @@ class PoolWorker:
     """
 
     def __init__(self, server, provider, pool, interval: float = 1.0):
+        name = "PoolWorker.%s-%s" % (provider.name, pool.name)
+        super().__init__(name, interval, logging.getLogger(
+            "nodepool.%s" % name))
         self.server = server
         self.services = server.services
         self.provider = provider
         self.pool = pool
-        self.interval = interval
-        self.name = "PoolWorker.%s-%s" % (provider.name, pool.name)
         self.launcher_id = "%s-%s-%s" % (socket.getfqdn(), self.name,
                                          uuid.uuid4().hex)
-        self.log = logging.getLogger("nodepool.%s" % self.name)
         self._malformed = MalformedRequestFailer(self.services, self.launcher_id)
         self.handlers: list[RequestHandler] = []
         self.component = PoolComponent(self.services.zk_client)
-        self.wake = threading.Event()
-        self._stop = threading.Event()
         self._draining = False
         self._limited = False  # at max-concurrency on the last check
+        # Named after provider and pool: several pools of one provider
+        # each have their own.
         self._start_pool = concurrent.futures.ThreadPoolExecutor(
-            START_WORKERS, thread_name_prefix="start-%s" % provider.name)
-        self._thread = threading.Thread(target=self._run, name=self.name,
-                                        daemon=True)
+            START_WORKERS, thread_name_prefix="start-%s-%s" % (
+                provider.name, pool.name))
 
     # Life cycle ---------------------------------------------------------
 
     def start(self) -> None:
         # Finished launches complete requests: poll the handlers at once.
-        self.provider.add_launch_listener(lambda launcher: self.wake.set())
-        self._thread.start()
+        self.provider.add_launch_listener(lambda launcher: self.wake())
+        super().start()
 
     def stop(self, drain: bool = False) -> None:
-        """Stop; with ``drain`` only after the current handlers finished."""
-        self._draining = drain
-        self._stop.set()
-        self.wake.set()
+        """Stop; with ``drain`` only after the current handlers finished.
 
-    def join(self, timeout=None) -> None:
-        self._thread.join(timeout)
-        self._start_pool.shutdown(wait=True)
+        Never blocks."""
+        self._draining = drain
+        super().stop()
+
+    def join(self, timeout=None) -> bool:
+        """Wait for the thread (and its start threads), ``timeout``
+        seconds each, then unregister the pool's component."""
+        ended = super().join(timeout)
+        ended = shutdown_executor(self._start_pool, timeout,
+                                  self.log) and ended
         try:
             self.component.unregister()
         except Exception:
             self.log.exception("Could not unregister pool component")
+        return ended
 
     @property
     def paused(self) -> bool:
         return any(h.paused for h in self.handlers)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.wake.clear()
-            try:
-                self._pass()
-            except Exception:
-                self.log.exception("Error in pool worker pass")
+    def run_once(self) -> None:
+        try:
+            self._pass()
+        finally:
             self._report_stats()
-            self.wake.wait(self.interval)
+
+    def on_error(self, error: Exception) -> None:
+        self.log.exception("Error in pool worker pass")
+
+    def finish(self) -> None:
         while self._draining and self.handlers:
             try:
                 self._decline_paused()
                 self._poll_handlers()
             except Exception:
                 self.log.exception("Error finishing handlers")
-            self.wake.clear()
-            self.wake.wait(self.interval)
+            self.wait(self.interval)
         # Stopped without draining: whatever is left is abandoned (the
         # launcher is going away); stop counting it for max-concurrency.
         for handler in list(self.handlers):
@@ -186,7 +190,7 @@ class PoolWorker:
         pools = self.services.registry.pools()
         handled = {h.request.id for h in self.handlers}
         for request in requests:
-            if self._stop.is_set():
+            if self.stopping:
                 return
             if self.launcher_id in request.declined_by:
                 continue
@@ -242,7 +246,7 @@ class PoolWorker:
             except CONNECTION_ERRORS:
                 pass  # poll() finishes the decline
         finally:
-            self.wake.set()
+            self.wake()
 
     def _should_take(self, request, labels, pools) -> bool:
         """Apply the yielding rules: who else could serve this better."""

@@ -9,8 +9,15 @@
   providers whose config changed, keep one pool worker per provider pool,
   submit min-ready requests);
 * one :class:`PoolWorker` per provider pool;
-* per provider, the create and delete runners;
-* the deleted-node, cleanup and stats workers and the node scanner.
+* per provider, the create and delete runners (and what the provider and
+  its adapter own);
+* the deleted-node, cleanup and stats workers and the node scanner;
+* the retirement of a provider whose config changed (a short-lived task
+  waiting for its old pool workers and runners to finish);
+* the ZooKeeper caches and, when asked, the web app.
+
+:meth:`NodePoolLauncher.stop` asks all of them to stop without waiting;
+:meth:`NodePoolLauncher.join` waits for each (with a timeout).
 """
 
 import logging
@@ -26,6 +33,7 @@ from nodepool.launcher.min_ready import MinReadyManager
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.stats_worker import StatsWorker
 from nodepool.nodescan import NodeScanner
+from nodepool.service import ServiceThread, TaskThreads
 from nodepool.stats import StatsReporter
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
 from nodepool.zk.client import ZooKeeperClient
@@ -35,6 +43,11 @@ from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
 
 log = logging.getLogger("nodepool.NodePool")
+
+# How often a retirement checks whether the old provider is done, and
+# how long it waits for a thread once that is stopped.
+RETIRE_POLL = 1.0
+RETIRE_JOIN_TIMEOUT = 60.0
 
 
 @dataclass
@@ -80,6 +93,20 @@ class LauncherServices:
             cache.stop()
 
 
+class MainLoop(ServiceThread):
+    """The launcher's main loop (see :meth:`NodePoolLauncher._main_pass`)."""
+
+    def __init__(self, launcher, interval: float):
+        super().__init__("NodePool", interval, log)
+        self.launcher = launcher
+
+    def run_once(self) -> None:
+        self.launcher._main_pass()
+
+    def on_error(self, error: Exception) -> None:
+        self.log.exception("Error in main loop")
+
+
 class NodePoolLauncher:
     """The launcher: start it, let it run, stop and join it.
 
@@ -109,12 +136,14 @@ class NodePoolLauncher:
         self.component: Optional[LauncherComponent] = None
         self.ready = threading.Event()  # set after the first main pass
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="NodePool",
-                                        daemon=True)
+        self._first = True
+        self.main_loop = MainLoop(self, self.intervals.main)
         self.workers: list = []
+        # (provider, pool workers) being retired; each entry goes once
+        # its retirement finished.  Guarded by _lock.
         self.retiring: list = []
+        self._retirements = TaskThreads(log)
         self.want_webapp = webapp
         self.webapp = None
 
@@ -159,31 +188,51 @@ class NodePoolLauncher:
         self.services.request_cache.add_listener(self._on_request_event)
         self.services.node_cache.add_listener(self._on_node_event)
         self.services.node_cache.add_lock_listener(self._on_node_lock)
-        self._thread.start()
+        self.main_loop.start()
 
     def stop(self) -> None:
-        """Ask every thread to stop; :meth:`join` waits for them."""
-        self._stop.set()
-        self._wake.set()
+        """Ask every thread to stop; never blocks.  :meth:`join` waits
+        for them.
 
-    def join(self, timeout: float = 60.0) -> None:
-        if self.webapp is not None:
-            self.webapp.stop()
-        self._thread.join(timeout)
+        Pool workers stop without draining, also those of a provider
+        being retired: the launcher is going away, what they still
+        handle is abandoned (another launcher takes the requests).
+        """
+        self._stop.set()
+        self.main_loop.stop()
+        self._stop_threads()
+
+    def _stop_threads(self) -> None:
         for worker in self.workers:
             worker.stop()
+        with self._lock:
+            retiring = list(self.retiring)
         for worker in list(self.pool_workers.values()):
             worker.stop()
-        for worker in list(self.pool_workers.values()):
-            worker.join(timeout)
-        for worker in self.workers:
-            worker.join(timeout)
+        for _, workers in retiring:
+            for worker in workers:
+                worker.stop()
         for provider in list(self.providers.values()):
             provider.stop()
+        for provider, _ in retiring:
+            provider.stop()
+        self._retirements.stop()
+
+    def join(self, timeout: float = 60.0) -> None:
+        """Wait for every thread (``timeout`` seconds each), then let go
+        of ZooKeeper.  Call :meth:`stop` first."""
+        if self.webapp is not None:
+            self.webapp.stop()
+        self.main_loop.join(timeout)
+        # The main loop may have started a provider after stop() looked.
+        self._stop_threads()
+        for worker in list(self.pool_workers.values()):
+            worker.join(timeout)
+        for worker in self.workers:
+            worker.join(timeout)
         for provider in list(self.providers.values()):
             provider.join(timeout)
-        for thread in self.retiring:
-            thread.join(timeout)
+        self._retirements.join(timeout)
         self.scanner.stop()
         if self.component is not None:
             self.component.unregister()
@@ -194,31 +243,25 @@ class NodePoolLauncher:
 
     def _on_node_event(self, key, obj, event_type) -> None:
         if obj is not None and obj.state in DELETABLE_STATES:
-            self.deleted_node_worker.wake.set()
+            self.deleted_node_worker.wake()
 
     def _on_node_lock(self, node, contender, locked) -> None:
         # Zuul marks a node used, then unlocks it: the unlock is when the
         # node becomes deletable.
         if not locked and node.state in DELETABLE_STATES:
-            self.deleted_node_worker.wake.set()
+            self.deleted_node_worker.wake()
 
     def _on_request_event(self, key, obj, event_type) -> None:
         for worker in list(self.pool_workers.values()):
-            worker.wake.set()
+            worker.wake()
 
     # Main loop ----------------------------------------------------------
 
-    def _run(self) -> None:
-        first = True
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self._pass(first)
-                first = False
-                self.ready.set()
-            except Exception:
-                log.exception("Error in main loop")
-            self._wake.wait(self.intervals.main)
+    def _main_pass(self) -> None:
+        """One pass of the main loop (its thread only)."""
+        self._pass(self._first)
+        self._first = False
+        self.ready.set()
 
     def _pass(self, first: bool) -> None:
         config, changed = self.watcher.reload()
@@ -292,17 +335,34 @@ class NodePoolLauncher:
                           if key != name}
         if provider is not None:
             log.info("Retiring provider %s", name)
-            thread = threading.Thread(
-                target=self._retire, args=(provider, workers),
-                name="Retire.%s" % name, daemon=True)
-            self.retiring.append(thread)
-            thread.start()
+            entry = (provider, workers)
+            with self._lock:
+                self.retiring.append(entry)
+            if self._retirements.spawn("Retire.%s" % name, self._retire,
+                                       entry) is None:
+                # Stopping: join() stops and joins what is left.
+                with self._lock:
+                    self.retiring.remove(entry)
+                provider.stop()
+                provider.join(RETIRE_JOIN_TIMEOUT)
 
-    def _retire(self, provider, workers) -> None:
-        for worker in workers:
-            worker.join()
-        while not provider.idle() and not self._stop.wait(1.0):
-            pass
-        provider.stop()
-        provider.join()
-        log.info("Provider %s retired", provider.name)
+    def _retire(self, entry) -> None:
+        """Wait for the old pool workers to finish what they accepted
+        and for the provider's runners to be idle, then stop it."""
+        provider, workers = entry
+        try:
+            for worker in workers:
+                # Draining may take a launch timeout; the launcher's stop
+                # ends it.
+                while worker.is_alive() and not self._stop.wait(
+                        RETIRE_POLL):
+                    pass
+                worker.join(RETIRE_JOIN_TIMEOUT)
+            while not provider.idle() and not self._stop.wait(RETIRE_POLL):
+                pass
+            provider.stop()
+            provider.join(RETIRE_JOIN_TIMEOUT)
+            log.info("Provider %s retired", provider.name)
+        finally:
+            with self._lock:
+                self.retiring.remove(entry)

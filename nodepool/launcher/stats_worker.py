@@ -13,9 +13,9 @@ Provider and tenant limits are emitted by the pool workers.
 
 import logging
 import socket
-import threading
 from typing import Dict, Tuple
 
+from nodepool.service import ServiceThread
 from nodepool.zk.components import StatsElection
 
 log = logging.getLogger("nodepool.StatsWorker")
@@ -35,51 +35,70 @@ def zk_queue_sizes(services) -> Tuple[int, Dict[str, Tuple[int, int]]]:
              for name, cache in caches.items()})
 
 
-class StatsWorker:
+class ZkQueueReporter(ServiceThread):
+    """Sends a launcher's ZooKeeper queue gauges every ``interval``
+    seconds, starting at once."""
+
+    def __init__(self, services, interval: float, hostname: str):
+        super().__init__("StatsWorkerZK", interval, log)
+        self.services = services
+        self.hostname = hostname
+
+    def run_once(self) -> None:
+        self.emit()
+
+    def on_error(self, error: Exception) -> None:
+        self.log.exception("Emitting ZooKeeper queue stats failed")
+
+    def emit(self) -> None:
+        connection_queue, caches = zk_queue_sizes(self.services)
+        self.services.stats.update_zk_queues(connection_queue, caches,
+                                             hostname=self.hostname)
+
+
+class StatsWorker(ServiceThread):
     """Stands for the stats election; while leading, emits the node and
     request gauges whenever the node cache changed (at most every
-    ``interval`` seconds).  Independently of the election it reports the
-    ZooKeeper queue lengths every ``zk_interval`` seconds, starting at
-    once."""
+    ``interval`` seconds).  Independently of the election its
+    :class:`ZkQueueReporter` reports the ZooKeeper queue lengths every
+    ``zk_interval`` seconds, starting at once.  Neither thread runs
+    without statsd."""
 
     def __init__(self, server, interval: float, zk_interval: float):
+        super().__init__("StatsWorker", interval, log)
         self.server = server
         self.services = server.services
-        self.interval = interval
         self.zk_interval = zk_interval
         self.hostname = socket.gethostname()
-        self._stop = threading.Event()
         self.election = StatsElection(self.services.zk_client)
-        self._thread = threading.Thread(target=self._run, name="StatsWorker",
-                                        daemon=True)
-        self._zk_thread = threading.Thread(
-            target=self._run_zk_queues, name="StatsWorkerZK", daemon=True)
+        self._zk_thread = ZkQueueReporter(self.services, zk_interval,
+                                          self.hostname)
 
     def start(self) -> None:
         if self.services.stats is None or not self.services.stats.enabled:
             return  # no statsd configured: don't even stand for election
-        self._thread.start()
+        super().start()
         self._zk_thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self.election.cancel()
+    def on_stop(self) -> None:
+        # Ends the leadership or the contention the thread waits in.
+        self.election.close()
+        self._zk_thread.stop()
 
-    def join(self, timeout=None) -> None:
-        for thread in (self._thread, self._zk_thread):
-            if thread.is_alive():
-                thread.join(timeout)
+    def join(self, timeout=None) -> bool:
+        ended = super().join(timeout)
+        return self._zk_thread.join(timeout) and ended
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def loop(self) -> None:
+        while not self.stopping:
             try:
                 self.election.run(self._lead)
             except Exception:
-                log.exception("Stats election failed")
-                self._stop.wait(self.interval)
+                self.log.exception("Stats election failed")
+                self.wait(self.interval)
 
     def _lead(self) -> None:
-        log.info("Elected to emit global stats")
+        self.log.info("Elected to emit global stats")
         cache = self.services.node_cache
         cache.stats_event.set()
         while not self.election.wait(self.interval):
@@ -89,7 +108,7 @@ class StatsWorker:
             try:
                 self._emit()
             except Exception:
-                log.exception("Emitting stats failed")
+                self.log.exception("Emitting stats failed")
 
     def _emit(self) -> None:
         self.services.stats.update_global_gauges(
@@ -97,17 +116,6 @@ class StatsWorker:
             self.services.request_cache.values(),
             self.services.registry.pools())
 
-    def _run_zk_queues(self) -> None:
-        while True:
-            try:
-                self.emit_zk_queues()
-            except Exception:
-                log.exception("Emitting ZooKeeper queue stats failed")
-            if self._stop.wait(self.zk_interval):
-                return
-
     def emit_zk_queues(self) -> None:
         """Send this launcher's ZooKeeper queue gauges now."""
-        connection_queue, caches = zk_queue_sizes(self.services)
-        self.services.stats.update_zk_queues(connection_queue, caches,
-                                             hostname=self.hostname)
+        self._zk_thread.emit()

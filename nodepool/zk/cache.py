@@ -51,6 +51,8 @@ from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
 SYNTHETIC = "SYNTHETIC"
 QUEUE_WARNING_SIZE = 1024
 QUEUE_WARNING_INTERVAL = 60.0
+# Seconds before a walk that failed (a ZooKeeper error) is tried again.
+RESYNC_RETRY = 1.0
 
 Listener = Callable[[Hashable, Optional[object], str], None]
 
@@ -106,6 +108,9 @@ class TreeCache:
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._generation = 0
+        # When a failed walk is tried again (monotonic time); the event
+        # thread's own business, so no other thread is needed.
+        self._retry_at: Optional[float] = None
         self._event_queue: queue.Queue = queue.Queue()
         self._playback_queue: queue.Queue = queue.Queue()
         # Never warned yet: the first warning must not wait for the
@@ -238,9 +243,23 @@ class TreeCache:
             self._last_warning[name] = now
             self.log.warning("%s queue has %d entries", name, size)
 
+    def _next_event(self):
+        """The next queue item; a retry that fell due is queued behind
+        what is already waiting."""
+        if self._retry_at is not None:
+            remaining = self._retry_at - time.monotonic()
+            if remaining > 0:
+                try:
+                    return self._event_queue.get(timeout=remaining)
+                except queue.Empty:
+                    pass
+            self._retry_at = None
+            self._event_queue.put(_Resync())
+        return self._event_queue.get()
+
     def _run_events(self) -> None:
         while True:
-            item = self._event_queue.get()
+            item = self._next_event()
             self._check_queue("event", self._event_queue)
             if item is None:
                 self._playback_queue.put(None)
@@ -274,6 +293,7 @@ class TreeCache:
         self._playback_queue.put((event, future, key, key is not None))
 
     def _resync(self) -> None:
+        self._retry_at = None
         if self._stopped.is_set() or not self.client.connected:
             return  # a later CONNECTED transition queues another resync
         self._generation += 1
@@ -292,11 +312,7 @@ class TreeCache:
         self._playback_queue.put(_SyncDone(self._generation))
 
     def _retry_resync(self) -> None:
-        def later():
-            if not self._stopped.wait(1.0):
-                self._event_queue.put(_Resync())
-        threading.Thread(target=later, name="%sResyncRetry" % self.name,
-                         daemon=True).start()
+        self._retry_at = time.monotonic() + RESYNC_RETRY
 
     def _walk(self) -> list:
         """List every path below the root, one pipelined level at a time.

@@ -680,3 +680,34 @@ def test_session_replaced_during_build(env, builder_factory, store):
     pause.unlink()
     wait_for(lambda: store.get_build("fake-image", building.id).state
              == BuildState.FAILED)
+
+
+TWO_PROVIDERS = CONFIG.replace("""    pools: []
+""", """    pools: []
+  - name: fake2
+    driver: test
+    diskimages: [{{name: fake-image}}]
+    pools: []
+""")
+
+
+def test_stop_and_join_leave_no_thread_behind(env, zk_factory, store):
+    """Every thread the builder started is gone once stop() and join()
+    returned, whatever its name (the ZooKeeper client is the test's and
+    connected before the snapshot)."""
+    env.write(TWO_PROVIDERS)
+    zk_client = zk_factory()
+    before = set(threading.enumerate())
+    builder = NodePoolBuilder(
+        str(env.config), zk_client=zk_client, num_builders=2,
+        num_uploaders=2, build_interval=0.05, upload_interval=0.05,
+        cleanup_interval=0.1, dib_poll=0.02, upload_join_timeout=10)
+    builder.start()
+    try:
+        wait_for_upload(store, provider="fake")
+        wait_for_upload(store, provider="fake2")
+        passes(builder.cleanup_worker)
+    finally:
+        builder.stop()
+        builder.join(timeout=10)
+    assert [t for t in set(threading.enumerate()) - before] == []

@@ -4,17 +4,19 @@
 """Launcher behaviour under faults, limits and operator settings."""
 
 import os
+import socket
 import threading
 import time
 
 from nodepool.driver.quota import QuotaInformation
 from nodepool.launcher.cleanup import CleanupWorker
+from nodepool.launcher.server import NodePoolLauncher
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.requests import RequestStore
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import SMALL_PROVIDER, read_nodes
+from tests.functional.conftest import FAST, SMALL_PROVIDER, read_nodes
 
 TWO_PROVIDERS = """
 labels:
@@ -230,23 +232,106 @@ def test_stats_emitted(launcher_factory, zuul, statsd):
     statsd.wait_for_metric("nodepool.label.small.nodes.ready", "g")
 
 
-def test_stop_leaves_no_threads(launcher_factory, zuul):
+REALISTIC = """
+webapp:
+  listen_address: 127.0.0.1
+  port: 0
+labels:
+  - name: small
+  - name: large
+  - name: os-small
+  - name: static-a
+providers:
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        max-servers: {max_servers}
+        labels:
+          - name: small
+      - name: second
+        labels:
+          - name: large
+            cores: 4
+  - name: os
+    driver: openstack
+    cloud: fake
+    region-name: RegionOne
+    rate: 0
+    cloud-images:
+      - name: base
+        image-name: Fake Image
+        username: zuul
+    pools:
+      - name: main
+        host-key-checking: false
+        networks: [private]
+        labels:
+          - name: os-small
+            cloud-image: base
+            min-ram: 2048
+      - name: spare
+        host-key-checking: false
+        networks: [private]
+        labels: []
+  - name: static
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: 127.0.0.1
+            labels: [static-a]
+            host-key-checking: false
+            host-key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStaticKeyOnly
+      - name: other
+        nodes: []
+"""
+
+
+def test_stop_and_join_leave_no_thread_behind(tmp_path, zk_factory, zuul,
+                                              statsd, openstack_cloud):
+    """Every thread the launcher started is gone once stop() and join()
+    returned, whatever its name.
+
+    The ZooKeeper client is the test's: it is connected (kazoo's
+    connection and callback threads, our dispatcher) before the snapshot,
+    and the launcher neither owns nor closes it.
+    """
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(REALISTIC.format(max_servers=10))
+    zk_client = zk_factory()
     before = set(threading.enumerate())
-    launcher = launcher_factory()
-    zuul.wait_for_request(zuul.submit(["small"]))
-    launcher.stop()
-    launcher.join()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        # Kazoo's own threads and the client's dispatcher belong to the
-        # ZooKeeper client, which the test fixture owns and closes.
-        extra = [t for t in set(threading.enumerate()) - before
-                 if t.is_alive() and not t.name.startswith(
-                     ("Thread-", "Dummy", "ZooKeeperClientDispatch"))]
-        if not extra:
-            break
-        time.sleep(0.05)
+    launcher = NodePoolLauncher(str(path), zk_client=zk_client,
+                                intervals=FAST, webapp=True)
+    launcher.start()
+    try:
+        assert launcher.ready.wait(30)
+        assert launcher.webapp.port
+        requests = [zuul.submit(labels) for labels in (
+            ["small"], ["large"], ["os-small"], ["static-a"])]
+        for request in requests:
+            done = zuul.wait_for_request(request, timeout=60)
+            assert done.state == RequestState.FULFILLED
+            zuul.return_nodes(zuul.accept_nodes(done))
+        statsd.wait_for_metric("nodepool.launcher.%s.zk.client.connection_queue"
+                               % socket.gethostname(), "g")
+        # A launch that never ends keeps the old pool worker of a changed
+        # provider draining while its provider is being retired.
+        FakeCloud.get("fake").paused.set()
+        zuul.submit(["small"])
+        wait_for(lambda: any(n.state == NodeState.BUILDING
+                             for n in read_nodes(zuul.kazoo)))
+        old = launcher.providers["fake"]
+        path.write_text(REALISTIC.format(max_servers=20))
+        os.utime(path, (time.time() + 5, time.time() + 5))
+        wait_for(lambda: launcher.providers.get("fake") not in (None, old))
+        assert launcher.retiring
+    finally:
+        launcher.stop()
+        launcher.join(timeout=10)
+    extra = [t for t in set(threading.enumerate()) - before]
     assert extra == []
+    assert launcher.retiring == []
 
 
 def test_reload_keeps_in_flight_launches(launcher_factory, zuul):

@@ -5,11 +5,13 @@
 client as Zuul or another launcher would."""
 
 import json
+import logging
 import threading
 import time
 
 import pytest
 from kazoo.recipe.lock import Lock
+from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
 from nodepool.zk.client import ZooKeeperClient
@@ -193,6 +195,38 @@ def test_resync_after_session_loss(zk_client, writer):
         wait_for(lambda: cache.get(later))
     finally:
         cache.stop()
+
+
+def test_failed_walk_is_retried_without_a_thread(zk_client, writer, caplog):
+    """A walk that fails (here: no permission to list the tree) is tried
+    again by the cache's own event thread, with no helper thread."""
+    writer.add_auth("digest", "owner:secret")
+    acl = make_digest_acl("owner", "secret", all=True)
+    writer.ensure_path("/nodepool")
+    writer.create("/nodepool/nodes", acl=[acl])
+    before = set(threading.enumerate())
+    cache = NodeCache(zk_client)
+    seen = set()
+
+    def failed_twice():
+        seen.update(set(threading.enumerate()) - before)
+        return len([r for r in caplog.records
+                    if "Re-synchronisation failed" in r.getMessage()]) >= 2
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="nodepool.zk.cache"):
+            cache.start()
+            wait_for(failed_twice)
+        assert not cache.ready
+        assert seen <= {cache._event_thread, cache._playback_thread}
+        writer.set_acls("/nodepool/nodes", [OPEN_ACL_UNSAFE[0]])
+        assert cache.ensure_ready(30)
+        node_id = make_node(writer)
+        wait_for(lambda: cache.get(node_id))
+    finally:
+        cache.stop()
+        # The chroot's removal must be able to list it.
+        writer.set_acls("/nodepool/nodes", [OPEN_ACL_UNSAFE[0]])
 
 
 def test_zookeeper_restart(own_zk_server):

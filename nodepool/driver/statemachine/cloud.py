@@ -31,14 +31,18 @@ drivers.
 """
 
 import concurrent.futures
+import logging
 import math
-import threading
 from typing import Iterable, Mapping, Optional
 
 from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import (
     Adapter, Instance, StateMachine)
+from nodepool.service import TaskThreads, shutdown_executor
+
+# Seconds stop waits for each of an adapter's threads.
+STOP_TIMEOUT = 10.0
 
 
 class CloudInstance(Instance):
@@ -143,6 +147,13 @@ class CloudAdapter(Adapter):
 
     create_state_machine_class = None
 
+    def __init__(self, provider_config):
+        super().__init__(provider_config)
+        #: The adapter's short-lived threads (cache warming); stopped and
+        #: joined by :meth:`_stop_threads`.
+        self.tasks = TaskThreads(logging.getLogger(
+            "nodepool.driver.%s" % provider_config.name))
+
     def listings(self) -> tuple:
         """The adapter's shared listings, which machines may watch."""
         return ()
@@ -242,10 +253,9 @@ class CloudAdapter(Adapter):
         return found is not None
 
     def _start_warming(self, prefix: str) -> None:
-        """Run :meth:`_warm_caches` in a daemon thread."""
-        threading.Thread(target=self._warm_caches, daemon=True,
-                         name="%s-warm-%s" % (prefix, self.provider.name)
-                         ).start()
+        """Run :meth:`_warm_caches` in a thread of :attr:`tasks`."""
+        self.tasks.spawn("%s-warm-%s" % (prefix, self.provider.name),
+                         self._warm_caches)
 
     def _warm_caches(self) -> None:
         """Look up the quota of the provider and of every label, and
@@ -260,17 +270,19 @@ class CloudAdapter(Adapter):
         except Exception:
             self.log.exception("Warming the caches failed")
 
-    @staticmethod
-    def _stop_threads(threads: Iterable, executor) -> None:
-        """Stop the adapter's threads (listings, deleters), cancel the
-        work queued in its worker pool, and give the threads ten seconds
-        each to end."""
+    def _stop_threads(self, threads: Iterable, executor) -> None:
+        """Stop the adapter's threads (listings, deleters, :attr:`tasks`),
+        cancel the work queued in its worker pool, and give each thread
+        (also the pool's) ten seconds to end."""
         threads = tuple(threads)
         for thread in threads:
             thread.stop()
+        self.tasks.stop()
         executor.shutdown(wait=False, cancel_futures=True)
         for thread in threads:
-            thread.join(10)
+            thread.join(STOP_TIMEOUT)
+        self.tasks.join(STOP_TIMEOUT)
+        shutdown_executor(executor, STOP_TIMEOUT, self.tasks.log)
 
 
 class SafeRequest:

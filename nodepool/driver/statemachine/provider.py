@@ -16,6 +16,7 @@ from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation, pool_limits
 from nodepool.driver.statemachine.deleter import NodeDeleter
 from nodepool.driver.statemachine.launcher import NodeLauncher
+from nodepool.service import ServiceThread, TaskThreads
 from nodepool.zk.models import UploadState
 
 PROVIDER_QUOTA_TTL = 300.0
@@ -36,49 +37,29 @@ class _NoScan:
 _NO_SCAN = _NoScan()
 
 
-class Runner:
+class Runner(ServiceThread):
     """A named thread that steps a list of work items until each is done.
 
     Items have ``step()``, ``complete`` and ``abort(error)``; an error that
     escapes ``step()`` is handed to ``abort()``, which must leave the item
-    in a terminal state its owner understands and set ``complete``.  The thread sleeps ``interval``
-    between passes, or until :meth:`add` wakes it.
+    in a terminal state its owner understands and set ``complete``.  The
+    thread sleeps ``interval`` between passes, or until :meth:`add` (or
+    :meth:`wake`) wakes it.
     """
 
     def __init__(self, name: str, interval: float, log):
-        self.name = name
-        self.interval = interval
-        self.log = log
+        super().__init__(name, interval, log)
         self._items: list = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name,
-                                        daemon=True)
-
-    def start(self):
-        self._thread.start()
 
     def add(self, item) -> None:
         with self._lock:
             self._items.append(item)
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Run a pass as soon as the current one is done."""
-        self._wake.set()
+        self.wake()
 
     def items(self) -> list:
         with self._lock:
             return list(self._items)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def join(self, timeout=None) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def _abort(self, item, error) -> None:
         try:
@@ -87,27 +68,23 @@ class Runner:
             self.log.exception("%s: could not abort %r", self.name, item)
         item.complete = True
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            start = time.monotonic()
-            for item in self.items():
-                if self._stop.is_set():
-                    return
-                try:
-                    item.step()
-                except Exception as e:
-                    self.log.exception("%s: unhandled error stepping %r",
-                                       self.name, item)
-                    self._abort(item, e)
-            with self._lock:
-                self._items = [i for i in self._items if not i.complete]
-                busy = bool(self._items)
-            delay = self.interval - (time.monotonic() - start)
-            if busy and delay > 0:
-                self._wake.wait(delay)
-            elif not busy:
-                self._wake.wait(max(self.interval, 1.0))
+    def run_once(self) -> float:
+        start = time.monotonic()
+        for item in self.items():
+            if self.stopping:
+                return 0
+            try:
+                item.step()
+            except Exception as e:
+                self.log.exception("%s: unhandled error stepping %r",
+                                   self.name, item)
+                self._abort(item, e)
+        with self._lock:
+            self._items = [i for i in self._items if not i.complete]
+            busy = bool(self._items)
+        if busy:
+            return max(0.0, self.interval - (time.monotonic() - start))
+        return max(self.interval, 1.0)
 
 
 class StateMachineProvider:
@@ -131,6 +108,8 @@ class StateMachineProvider:
         self.delete_runner = Runner("DeleteRunner.%s" % self.name, interval,
                                     self.log)
         adapter.wake_runners = self.wake_runners
+        # Console-log fetches (API calls the runners must not wait for).
+        self.tasks = TaskThreads(self.log)
         self._quota_cache = cachetools.TTLCache(1, PROVIDER_QUOTA_TTL)
         self._quota_lock = threading.Lock()
         self._label_quota: dict = {}
@@ -179,12 +158,17 @@ class StateMachineProvider:
         self.delete_runner.start()
 
     def stop(self) -> None:
+        """Ask the runners and tasks to stop; never blocks."""
         self.create_runner.stop()
         self.delete_runner.stop()
+        self.tasks.stop()
 
     def join(self, timeout=None) -> None:
+        """Wait for the runners and tasks (``timeout`` seconds each), then
+        stop the adapter and its threads."""
         self.create_runner.join(timeout)
         self.delete_runner.join(timeout)
+        self.tasks.join(timeout)
         self.adapter.stop()
 
     def idle(self) -> bool:
@@ -278,8 +262,9 @@ class StateMachineProvider:
 
     def log_console(self, label, external_id, log) -> None:
         """Log the instance's console output (``console-log: true`` labels,
-        after a failed host-key scan), from a short-lived thread: fetching
-        it is an API call and the runners must not wait for it."""
+        after a failed host-key scan), from a short-lived thread of the
+        provider's :attr:`tasks`: fetching it is an API call and the
+        runners must not wait for it."""
         def fetch():
             try:
                 output = self.adapter.get_console_log(label, external_id)
@@ -293,8 +278,7 @@ class StateMachineProvider:
                 return
             log.info("Console log of %s:\n%s", external_id,
                      (output or "").rstrip() or "(empty)")
-        threading.Thread(target=fetch, daemon=True,
-                         name="ConsoleLog.%s" % external_id).start()
+        self.tasks.spawn("ConsoleLog.%s" % external_id, fetch)
 
     def choose_az(self, pool) -> Optional[str]:
         """The availability zone for a new request's nodes: one of the

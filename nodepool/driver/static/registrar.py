@@ -34,6 +34,7 @@ from kazoo.exceptions import KazooException
 
 from nodepool import exceptions
 from nodepool.nodescan import KEY_CONNECTION_TYPES, wants_keys
+from nodepool.service import ServiceThread
 from nodepool.zk.models import Node, NodeState
 
 #: The ``launcher`` value of every static node record (schema section 3).
@@ -165,7 +166,7 @@ class _Host:
         return self.config.identity
 
 
-class Registrar:
+class Registrar(ServiceThread):
     """The thread registering the nodes of one static provider.
 
     :param provider: the :class:`StaticProvider`; its ``config``,
@@ -179,8 +180,11 @@ class Registrar:
 
     def __init__(self, provider, poll: float, retry_interval: float,
                  sync_interval: float):
+        super().__init__(
+            "StaticRegistrar.%s" % provider.name, poll, logging.getLogger(
+                "nodepool.driver.static.Registrar.%s" % provider.name))
         self.provider = provider
-        self.name = provider.name
+        self.provider_name = provider.name
         self.nodes = provider.services.nodes
         self.cache = provider.services.node_cache
         self.scanner = provider.services.scanner
@@ -188,8 +192,6 @@ class Registrar:
         self.poll = poll
         self.retry_interval = retry_interval
         self.sync_interval = sync_interval
-        self.log = logging.getLogger(
-            "nodepool.driver.static.Registrar.%s" % provider.name)
         self.hosts: dict = {}
         for pool in provider.config.pools.values():
             for host in pool.nodes:
@@ -203,13 +205,9 @@ class Registrar:
         self._lock = threading.Lock()
         self._triggered: set = set()
         self._sync_due = True
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._next_sync: Optional[float] = None
         #: Set once every host got its first check and reconciliation.
         self.synced = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="StaticRegistrar.%s" % provider.name,
-            daemon=True)
 
     # Life cycle and triggers (any thread) --------------------------------
 
@@ -217,20 +215,18 @@ class Registrar:
         # The newest provider of a name takes over; an older one still
         # finishing its work stops writing from now on.
         self.book.current = self
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
+    def on_stop(self) -> None:
         if self.book.current is self:
             self.book.current = None
-        self._stop.set()
-        self._wake.set()
 
-    def join(self, timeout=None) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def join(self, timeout=None) -> bool:
+        ended = super().join(timeout)
         for host in self.hosts.values():
             if host.check is not None:
                 host.check.cancel()
+        return ended
 
     def host_freed(self, identity: tuple) -> None:
         """A node of ``identity`` was removed: check and refill the host.
@@ -239,29 +235,26 @@ class Registrar:
         """
         with self._lock:
             self._triggered.add(identity)
-        self._wake.set()
+        self.wake()
 
     # The thread ---------------------------------------------------------
 
-    def _run(self) -> None:
-        next_sync = time.monotonic() + self.sync_interval
-        while not self._stop.is_set():
-            self._wake.clear()
-            now = time.monotonic()
-            if now >= next_sync:
-                next_sync = now + self.sync_interval
-                with self._lock:
-                    self._sync_due = True
-            try:
-                delay = self._pass(now)
-            except Exception:
-                self.log.exception("Registration pass failed")
-                delay = self.retry_interval
-                with self._lock:
-                    self._sync_due = True
-            delay = min(delay, next_sync - time.monotonic())
-            if delay > 0:
-                self._wake.wait(delay)
+    def run_once(self) -> float:
+        now = time.monotonic()
+        if self._next_sync is None:
+            self._next_sync = now + self.sync_interval
+        elif now >= self._next_sync:
+            self._next_sync = now + self.sync_interval
+            with self._lock:
+                self._sync_due = True
+        try:
+            delay = self._pass(now)
+        except Exception:
+            self.log.exception("Registration pass failed")
+            delay = self.retry_interval
+            with self._lock:
+                self._sync_due = True
+        return max(0.0, min(delay, self._next_sync - time.monotonic()))
 
     def _pass(self, now: float) -> float:
         """One round; returns how long the thread may sleep."""
@@ -348,7 +341,7 @@ class Registrar:
         now = time.monotonic()
         fresh, gone = self.book.snapshot()
         records = {node.id: node for node in self.cache.values()
-                   if node.provider == self.name}
+                   if node.provider == self.provider_name}
         stale_gone = [node_id for node_id, since in gone.items()
                       if node_id not in records and now - since > GONE_GRACE]
         settled = []
@@ -464,7 +457,7 @@ class Registrar:
     def _register(self, wanted: dict) -> None:
         node = Node()
         node.state = NodeState.READY
-        node.provider = self.name
+        node.provider = self.provider_name
         node.launcher = STATIC_LAUNCHER
         for name, value in wanted.items():
             setattr(node, name, value)
