@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Callable, Dict, Hashable, Optional
 
+from nodepool.service import ServiceThread
+
 
 class Snapshot:
     """One listing: ``items`` by id, fetched by a call that started at
@@ -47,7 +49,7 @@ class Snapshot:
 EMPTY = Snapshot(-float("inf"), {})
 
 
-class SharedListing:
+class SharedListing(ServiceThread):
     """A listing refreshed by its own thread while anyone watches it.
 
     :param fetch: returns ``{id: record}``; called from the thread only
@@ -67,10 +69,8 @@ class SharedListing:
                  log: logging.Logger, interval: float = 1.0,
                  min_gap: float = 0.2, watch_ttl: float = 120.0,
                  clock: Callable[[], float] = time.monotonic):
-        self.name = name
+        super().__init__(name, interval, log)
         self._fetch = fetch
-        self.log = log
-        self.interval = interval
         self.min_gap = min_gap
         self.watch_ttl = watch_ttl
         self._clock = clock
@@ -83,25 +83,16 @@ class SharedListing:
         # (after, callback) pairs fired by the first listing at or after
         # `after` (see when_newer).
         self._callbacks: list = []
-        self._stopped = False
         self.fetches = 0
         self.failures = 0
-        self._thread = threading.Thread(target=self._run, name=name,
-                                        daemon=True)
 
     # Life cycle ---------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
+    def on_stop(self) -> None:
+        # stop() set the stop event first: a waiter that saw it clear is
+        # already waiting when this notifies (both under the condition).
         with self._cond:
-            self._stopped = True
             self._cond.notify_all()
-
-    def join(self, timeout=None) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     # Readers ------------------------------------------------------------
 
@@ -152,7 +143,7 @@ class SharedListing:
             self._cond.notify_all()
             while self._snapshot.started < after:
                 remaining = deadline - self._clock()
-                if remaining <= 0 or self._stopped:
+                if remaining <= 0 or self.stopping:
                     return None
                 self._cond.wait(remaining)
             return self._snapshot
@@ -175,7 +166,7 @@ class SharedListing:
         either."""
         after = self._clock() if after is None else after
         with self._cond:
-            if self._stopped:
+            if self.stopping:
                 fire = True
             else:
                 fire = False
@@ -224,15 +215,15 @@ class SharedListing:
             return max(0.0, self.interval - since)
         return None
 
-    def _run(self) -> None:
-        while not self._stopped:
+    def loop(self) -> None:
+        while not self.stopping:
             with self._cond:
-                while not self._stopped:
+                while not self.stopping:
                     delay = self._next_fetch_delay()
                     if delay is not None and delay <= 0:
                         break
                     self._cond.wait(delay)
-                if self._stopped:
+                if self.stopping:
                     break
                 started = self._clock()
                 self._last_start = started
@@ -312,7 +303,7 @@ class _Item:
         self.future: concurrent.futures.Future = concurrent.futures.Future()
 
 
-class BatchDeleter:
+class BatchDeleter(ServiceThread):
     """Sends queued deletions in batches from one thread.
 
     :param send: ``send(keys)`` deletes up to ``batch_size`` resources in
@@ -333,35 +324,23 @@ class BatchDeleter:
     def __init__(self, name: str, send: Callable, log: logging.Logger,
                  batch_size: int = 50, linger: float = 0.1,
                  max_linger: float = 1.0, limiter=None):
-        self.name = name
+        super().__init__(name, linger, log)
         self._send = send
-        self.log = log
         self.limiter = limiter
         self.batch_size = batch_size
         self.linger = linger
         self.max_linger = max_linger
         self._queue: "queue.Queue[Optional[_Item]]" = queue.Queue()
-        self._stopped = threading.Event()
         self.batches = 0
-        self._thread = threading.Thread(target=self._run, name=name,
-                                        daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._queue.put(None)
-
-    def join(self, timeout=None) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def on_stop(self) -> None:
+        self._queue.put(None)  # ends the thread's wait for items
 
     def submit(self, key: str) -> concurrent.futures.Future:
         """Queue ``key`` for deletion; the future completes (None or the
         exception) once its batch was sent.  Never blocks."""
         item = _Item(key)
-        if self._stopped.is_set():
+        if self.stopping:
             item.future.set_exception(RuntimeError("%s stopped" % self.name))
         else:
             self._queue.put(item)
@@ -385,7 +364,6 @@ class BatchDeleter:
             except queue.Empty:
                 break
             if item is None:
-                self._stopped.set()
                 return batch
             batch.append(item)
         if self.limiter is not None:
@@ -396,13 +374,12 @@ class BatchDeleter:
             except queue.Empty:
                 break
             if item is None:
-                self._stopped.set()
                 break
             batch.append(item)
         return batch
 
-    def _run(self) -> None:
-        while not self._stopped.is_set():
+    def loop(self) -> None:
+        while not self.stopping:
             batch = self._collect()
             if batch:
                 self._deliver(batch)

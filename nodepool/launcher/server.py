@@ -340,9 +340,14 @@ class NodePoolLauncher:
                 self.retiring.append(entry)
             if self._retirements.spawn("Retire.%s" % name, self._retire,
                                        entry) is None:
-                # Stopping: join() stops and joins what is left.
+                # The launcher is stopping: no draining, and join() no
+                # longer sees these.
                 with self._lock:
                     self.retiring.remove(entry)
+                for worker in workers:
+                    worker.stop()
+                for worker in workers:
+                    worker.join(RETIRE_JOIN_TIMEOUT)
                 provider.stop()
                 provider.join(RETIRE_JOIN_TIMEOUT)
 
