@@ -313,6 +313,10 @@ def test_stop_and_join_leave_no_thread_behind(tmp_path, zk_factory, zuul,
             done = zuul.wait_for_request(request, timeout=60)
             assert done.state == RequestState.FULFILLED
             zuul.return_nodes(zuul.accept_nodes(done))
+        # Each pool's start threads are told apart by provider and pool.
+        names = [t.name for t in threading.enumerate()]
+        for pool in ("main", "second"):
+            assert any(n.startswith("start-fake-%s_" % pool) for n in names)
         statsd.wait_for_metric("nodepool.launcher.%s.zk.client.connection_queue"
                                % socket.gethostname(), "g")
         # A launch that never ends keeps the old pool worker of a changed
