@@ -157,10 +157,13 @@ class CleanupWorker(_PeriodicWorker):
     def cleanup_lost_requests(self) -> None:
         """Put pending requests nobody works on back to requested."""
         requests = self.services.requests
+        # A handler of ours whose lock went with a lost session takes its
+        # request back itself (keeping the launches it began).
+        ours = self.server.handled_request_ids()
         for request in self.services.request_cache.values():
             if request.state != RequestState.PENDING or request.is_locked:
                 continue
-            if requests.is_request_locked(request.id):
+            if request.id in ours or requests.is_request_locked(request.id):
                 continue
             try:
                 requests.lock_request(request, blocking=False)

@@ -241,6 +241,13 @@ class NodePoolLauncher:
         if self._own_client and self.zk_client is not None:
             self.zk_client.disconnect()
 
+    def handled_request_ids(self) -> set:
+        """Ids of the requests this launcher's pool workers are handling
+        (any thread; a snapshot)."""
+        return {handler.request.id
+                for worker in list(self.pool_workers.values())
+                for handler in list(worker.handlers)}
+
     def _on_node_event(self, key, obj, event_type) -> None:
         if obj is not None and obj.state in DELETABLE_STATES:
             self.deleted_node_worker.wake()
