@@ -65,8 +65,13 @@ def substitute_env(text: str, env) -> str:
     return _ENV_REFERENCE.sub(replace, text)
 
 
-def read_config_file(path: str, env) -> object:
-    """Read, substitute and YAML-parse ``path``; ConfigError on failure."""
+def read_config_file(path: str, env, secret: bool = False) -> object:
+    """Read, substitute and YAML-parse ``path``; ConfigError on failure.
+
+    With ``secret`` (the secure file) a YAML error names only the line and
+    column: PyYAML's own message quotes the offending line, which may hold
+    a password, and the message reaches the console and the daemon's log.
+    """
     for attempt in range(_READ_ATTEMPTS):
         try:
             with open(path) as f:
@@ -82,8 +87,20 @@ def read_config_file(path: str, env) -> object:
     try:
         return yaml.safe_load(substitute_env(text, env))
     except yaml.YAMLError as exc:
+        if secret:
+            raise ConfigError("%s: invalid YAML%s (the secure file's "
+                              "contents are not shown)" % (
+                                  path, _yaml_position(exc))) from None
         raise ConfigError("%s: invalid YAML: %s" % (
             path, " ".join(str(exc).split())))
+
+
+def _yaml_position(exc) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(
+        exc, "context_mark", None)
+    if mark is None:
+        return ""
+    return " at line %d, column %d" % (mark.line + 1, mark.column + 1)
 
 
 def _validate(path, raw, section, redact=False):
@@ -117,7 +134,7 @@ def load_config(path: str, secure_path: str | None = None,
     data = _validate(path, raw, schema.TOP_LEVEL)
     secure = None
     if secure_path:
-        raw_secure = read_config_file(secure_path, env)
+        raw_secure = read_config_file(secure_path, env, secret=True)
         # An empty secure file overrides nothing (nodepool 11 alike).
         secure = _validate(secure_path,
                            {} if raw_secure is None else raw_secure,

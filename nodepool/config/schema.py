@@ -311,6 +311,25 @@ def at_least_one_of(*keys):
     return check
 
 
+def path_name(data):
+    """A name that becomes one component of a file or znode path.
+
+    Diskimage names name files in ``images-dir`` and build logs; diskimage,
+    provider, pool and label names appear in ZooKeeper paths and metric
+    keys.  A name that is empty, ``.`` or ``..``, or holds ``/`` or NUL
+    would leave its directory (``../../x``) or break the path, so it is
+    refused here rather than failing (or writing elsewhere) at run time.
+    Dots inside a name (``ubuntu-22.04``) are fine.
+    """
+    if not isinstance(data, str):
+        raise ConfigInvalid("a string", found=describe_value(data))
+    if data in ("", ".", "..") or "/" in data or "\0" in data:
+        raise ConfigInvalid(
+            "a name usable in a path (not empty, '.' or '..'; no '/' or NUL "
+            "character)", found=describe_value(data))
+    return data
+
+
 def default_connection_port(connection_type: str) -> int:
     """The port used when a config gives a connection type but no port."""
     return 5986 if connection_type == "winrm" else 22
@@ -330,14 +349,14 @@ POST_UPLOAD_HOOK_TIMEOUT = {
 }
 
 PROVIDER = Section({
-    v.Required("name"): str,
+    v.Required("name"): path_name,
     _optional("driver", DEFAULT_DRIVER): str,
     _optional("max-concurrency", -1): int,
     _optional("priority"): nullable(int),
 })
 
 POOL = Section({
-    v.Required("name"): str,
+    v.Required("name"): path_name,
     _optional("max-servers", UNLIMITED): limit,
     _optional("priority"): nullable(int),
     _optional("node-attributes", dict): dict,
@@ -387,7 +406,7 @@ WEBAPP = Section({
 })
 
 LABEL = Section({
-    v.Required("name"): str,
+    v.Required("name"): path_name,
     _optional("min-ready", 0): int,
     _optional("max-ready-age", 0): int,
 })
@@ -435,7 +454,7 @@ _DISKIMAGE_INHERITED = (
 )
 
 DISKIMAGE = Section(dict(
-    [(v.Required("name"), str),
+    [(v.Required("name"), path_name),
      (_optional("abstract", False), bool),
      (_optional("parent"), nullable(str)),
      (_optional("metadata", dict), dict)]
@@ -481,10 +500,23 @@ TOP_LEVEL = Section({
         TENANT_LIMIT, unique="tenant-name"),
 })
 
+
+def _secure_zookeeper_tls(data):
+    return ZOOKEEPER_TLS(data)
+
+
+# What the secure file's zookeeper-tls replaces is the main file's whole
+# section: an empty one (YAML null) would silently turn TLS off, so it is
+# refused with this explanation (see Section._null_containers).
+_secure_zookeeper_tls.container_kind = (
+    "a mapping with ca, cert and key (an empty zookeeper-tls in the secure "
+    "file would turn off the main file's TLS; leave the key out to keep "
+    "the main file's)")
+
 # The secure file overrides these; other keys are ignored, as upstream does.
 SECURE = Section({
     v.Optional("zookeeper-servers"): each(ZOOKEEPER_SERVER),
-    v.Optional("zookeeper-tls"): nullable(ZOOKEEPER_TLS),
+    v.Optional("zookeeper-tls"): _secure_zookeeper_tls,
     v.Optional("diskimages", default=list): each(Section({
         v.Required("name"): str,
         _optional("env-vars", dict): {str: str},
@@ -499,6 +531,10 @@ def validate(data, schema=TOP_LEVEL):
     An empty document (``None``) is not a mapping and is refused.
     """
     return v.Schema(schema)(data)
+
+
+# Descriptions of an absent or empty value: they reveal no secret.
+_NOTHING_FOUND = ("null", "nothing")
 
 
 def problems_from(error, raw, redact=False):
@@ -522,8 +558,8 @@ def problems_from(error, raw, redact=False):
             found = None
         if found is None:
             found = _lookup(raw, path)
-        if redact or SECRET_KEYS.intersection(
-                p for p in path if isinstance(p, str)):
+        if found not in _NOTHING_FOUND and (redact or SECRET_KEYS.intersection(
+                p for p in path if isinstance(p, str))):
             found = REDACTED
         problems.append(Problem(path, expected, found))
     return problems
