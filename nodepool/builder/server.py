@@ -116,9 +116,7 @@ class NodePoolBuilder:
                 raise BuilderStartError(
                     "A TLS ZooKeeper connection is required; please supply "
                     "the zookeeper-tls config values.")
-            self.zk_client = ZooKeeperClient(
-                config.zookeeper_hosts, tls_ca=tls.ca, tls_cert=tls.cert,
-                tls_key=tls.key, timeout=config.zookeeper_timeout)
+            self.zk_client = ZooKeeperClient.from_config(config)
             self.zk_client.connect()
         self.images = ImageStore(self.zk_client)
         self.component = BuilderComponent(self.zk_client)

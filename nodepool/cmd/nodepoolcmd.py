@@ -557,30 +557,28 @@ def setup_logging(args):
 def connect(args, config):
     """A connected :class:`ZooKeeperClient` for ``config``.
 
-    Unless debugging, kazoo's per-attempt connection warnings are muted
-    meanwhile: the single failure line says it all.
+    Unless debugging, kazoo's per-attempt connection warnings (and our
+    log line about a failed TLS handshake) are muted meanwhile: the single
+    failure line says it all, including why the last attempt failed.
     """
     from nodepool.zk.client import ZooKeeperClient
     if not config.zookeeper_servers:
         raise CommandError("No ZooKeeper servers specified in config.")
-    tls = config.zookeeper_tls
-    client = ZooKeeperClient(
-        config.zookeeper_hosts,
-        tls_ca=tls.ca if tls else None,
-        tls_cert=tls.cert if tls else None,
-        tls_key=tls.key if tls else None,
-        timeout=config.zookeeper_timeout)
-    kazoo_log = logging.getLogger("kazoo")
-    level = kazoo_log.level
+    client = ZooKeeperClient.from_config(config)
+    loggers = [logging.getLogger(name)
+               for name in ("kazoo", "nodepool.zk.client")]
+    levels = [logger.level for logger in loggers]
     if not (args.debug or args.logconfig):
-        kazoo_log.setLevel(logging.CRITICAL + 1)
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
     try:
         client.connect()
     except Exception:
         _quietly_disconnect(client)
         raise
     finally:
-        kazoo_log.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
     return client
 
 

@@ -108,11 +108,15 @@ class ZooKeeperServer(ConfigObject):
 
 @dataclass(frozen=True, kw_only=True)
 class ZooKeeperTLS(ConfigObject):
-    """Paths of the client certificate, its key and the CA certificate."""
+    """Paths of the client certificate, its key and the CA certificate;
+    whether the server's name is checked; the x509 identities given access
+    to new znodes (None: no ACLs, everyone may write)."""
 
     cert: str
     key: str
     ca: str
+    check_hostname: bool = True
+    acl: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -384,6 +384,10 @@ ZOOKEEPER_TLS = Section({
     v.Required("cert"): str,
     v.Required("key"): str,
     v.Required("ca"): str,
+    # Ours (see doc/source/security.rst): the server's certificate must
+    # name the host connected to; and opt-in x509 ACLs on new znodes.
+    _optional("check-hostname", True): bool,
+    _optional("acl"): nullable(each(str)),
 })
 
 _ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)

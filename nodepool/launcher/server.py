@@ -158,13 +158,7 @@ class NodePoolLauncher:
             self.webapp = WebApp(self)
             self.webapp.start()
         if self.zk_client is None:
-            tls = self.config.zookeeper_tls
-            self.zk_client = ZooKeeperClient(
-                self.config.zookeeper_hosts,
-                tls_ca=tls.ca if tls else None,
-                tls_cert=tls.cert if tls else None,
-                tls_key=tls.key if tls else None,
-                timeout=self.config.zookeeper_timeout)
+            self.zk_client = ZooKeeperClient.from_config(self.config)
             self.zk_client.connect()
         self.scanner.start()
         self.services = LauncherServices(

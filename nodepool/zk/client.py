@@ -18,7 +18,7 @@ import logging
 import posixpath
 import queue
 import threading
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -32,6 +32,8 @@ from kazoo.hosts import collect_hosts
 from kazoo.protocol.states import KazooState
 
 from nodepool.exceptions import ZooKeeperConnectionError
+from nodepool.zk.tls import ConnectionHandler, TLSFiles, x509_acl, \
+    x509_identity
 
 log = logging.getLogger("nodepool.zk.client")
 
@@ -52,24 +54,42 @@ class ZooKeeperClient:
 
     :param hosts: kazoo hosts string, optionally with a chroot suffix.
     :param tls_ca, tls_cert, tls_key: PEM files; TLS is used when all
-        three are given (``zookeeper-tls`` in the config).
+        three are given (``zookeeper-tls`` in the config).  Only ``tls_ca``
+        is trusted for the server's certificate (see :mod:`nodepool.zk.tls`).
+    :param tls_check_hostname: the server's certificate must name the host
+        as written in ``hosts`` (``zookeeper-tls.check-hostname``).
+    :param acl: None (the default): znodes this client creates are open
+        to everyone, as in nodepool 11.  A list of x509 identities: znodes
+        are created with an ACL for this client's certificate subject and
+        those identities only (``zookeeper-tls.acl``).  Needs TLS.
     :param timeout: session timeout in seconds.
     """
 
     def __init__(self, hosts: str, tls_ca: Optional[str] = None,
                  tls_cert: Optional[str] = None,
                  tls_key: Optional[str] = None, timeout: float = 10.0,
-                 read_only: bool = False):
+                 read_only: bool = False, tls_check_hostname: bool = True,
+                 acl: Optional[Sequence[str]] = None):
         self.hosts = hosts
         self.timeout = timeout
         kwargs = {}
+        self.tls = None
         if tls_ca or tls_cert or tls_key:
             if not (tls_ca and tls_cert and tls_key):
                 raise ValueError("zookeeper-tls needs ca, cert and key")
+            self.tls = TLSFiles(ca=tls_ca, cert=tls_cert, key=tls_key,
+                                check_hostname=tls_check_hostname)
+            # Kept for whoever reads them off the kazoo client (and for
+            # its log line); the handler ignores them and uses self.tls.
             kwargs.update(use_ssl=True, ca=tls_ca, certfile=tls_cert,
                           keyfile=tls_key)
+        self.acl_identities = None if acl is None else tuple(acl)
+        if self.acl_identities is not None and self.tls is None:
+            raise ValueError("ZooKeeper ACLs need zookeeper-tls")
+        self._handler = ConnectionHandler(self.tls)
         self.kazoo = KazooClient(hosts=hosts, timeout=timeout,
-                                 read_only=read_only, **kwargs)
+                                 read_only=read_only, handler=self._handler,
+                                 **kwargs)
         self._state_listeners: list[StateListener] = []
         self._session_listeners: list[SessionListener] = []
         self._listener_lock = threading.Lock()
@@ -80,10 +100,29 @@ class ZooKeeperClient:
         self._generation = 0
         self.kazoo.add_listener(self._on_kazoo_state)
 
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "ZooKeeperClient":
+        """A client for a loaded :class:`nodepool.config.Config`: its
+        servers, ``zookeeper-tls`` and ``zookeeper-timeout``."""
+        tls = config.zookeeper_tls
+        if tls is not None:
+            kwargs.update(tls_ca=tls.ca, tls_cert=tls.cert, tls_key=tls.key,
+                          tls_check_hostname=tls.check_hostname,
+                          acl=tls.acl)
+        return cls(config.zookeeper_hosts, timeout=config.zookeeper_timeout,
+                   **kwargs)
+
     # Connection ---------------------------------------------------------
 
     def connect(self, timeout: Optional[float] = None) -> None:
-        """Connect and wait for the session; raise on failure."""
+        """Connect and wait for the session; raise on failure.
+
+        :raises ZooKeeperConnectionError: no session within the timeout
+            (the message says why the last attempt failed), or the TLS
+            files cannot be used.
+        """
+        if self.tls is not None:
+            self._check_tls_files()
         if self._dispatcher is None:
             self._dispatcher = threading.Thread(
                 target=self._dispatch, name="ZooKeeperClientDispatch",
@@ -92,10 +131,27 @@ class ZooKeeperClient:
         try:
             self.kazoo.start(timeout=timeout or self.timeout)
         except KazooTimeoutError as e:
+            reason = self._handler.last_error or str(e)
             self.kazoo.stop()
             raise ZooKeeperConnectionError(
-                "could not connect to ZooKeeper at %s: %s" % (self.hosts, e))
+                "could not connect to ZooKeeper at %s: %s" % (
+                    self.hosts, reason))
         self._closing = False
+
+    def _check_tls_files(self) -> None:
+        # Read the files once up front: a missing or mismatched file is a
+        # configuration error to report now, not a reason to retry until
+        # the connection times out.
+        try:
+            self.tls.context()
+            if self.acl_identities is not None:
+                own = x509_identity(self.tls.cert)
+                self.kazoo.default_acl = x509_acl(own, self.acl_identities)
+        except (OSError, ValueError) as exc:
+            raise ZooKeeperConnectionError(
+                "cannot use the zookeeper-tls files (ca %s, cert %s, key "
+                "%s): %s" % (self.tls.ca, self.tls.cert, self.tls.key,
+                             getattr(exc, "strerror", None) or exc))
 
     def disconnect(self) -> None:
         """Close the session (ephemeral nodes go) and stop the dispatcher."""

@@ -1,0 +1,167 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""TLS to ZooKeeper: our own SSL context, connection errors that say why,
+and x509 ACLs.
+
+Kazoo 2.11 builds its SSL context itself for every connection attempt: it
+loads the system's CA store next to the configured CA and checks the host
+name only when asked (``check_hostname`` defaults to off).  A certificate
+for any name, from any public CA, would then be accepted as the ZooKeeper
+server.  Kazoo lets us pass the handler whose ``create_connection`` opens
+the socket, so :class:`ConnectionHandler` opens it with a context that
+trusts the configured CA alone and checks the server's name by default.
+
+The context is built again for every attempt, as kazoo does, so renewed
+certificate files are picked up at the next reconnect.
+
+The handler also remembers why the last attempt failed.  Kazoo turns every
+connection error into a retry and its caller sees only "Connection
+time-out"; :class:`ZooKeeperClient` reports the remembered reason instead,
+and a TLS failure is logged (once per distinct error) as an ERROR: a wrong
+CA or certificate does not heal by retrying.
+"""
+
+import logging
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from kazoo.handlers import utils as kazoo_utils
+from kazoo.handlers.threading import SequentialThreadingHandler
+from kazoo.security import ACL, Id, Permissions
+
+log = logging.getLogger("nodepool.zk.client")
+
+#: What identities listed in ``zookeeper-tls.acl`` may do: everything but
+#: change ACLs, which stays with nodepool's own identity.
+LISTED_PERMISSIONS = (Permissions.READ | Permissions.WRITE
+                      | Permissions.CREATE | Permissions.DELETE)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The PEM files of a TLS connection and how strictly to check it.
+
+    ``check_hostname``: the server certificate must name the host the
+    client connected to (as written in the hosts string).
+    """
+
+    ca: str
+    cert: str
+    key: str
+    check_hostname: bool = True
+
+    def context(self) -> ssl.SSLContext:
+        """A client context trusting ``ca`` only; reads the files now.
+
+        :raises OSError, ssl.SSLError: a file is missing or unusable.
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # Deliberately no load_default_certs(): a certificate from a
+        # public CA must not pass for the ZooKeeper server.
+        context.check_hostname = self.check_hostname
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=self.ca)
+        context.load_cert_chain(certfile=self.cert, keyfile=self.key)
+        return context
+
+
+class ConnectionHandler(SequentialThreadingHandler):
+    """Kazoo's threading handler, opening sockets our way.
+
+    ``tls``: the files for TLS connections, or None for plain TCP.
+    Runs on kazoo's connection thread: it only logs, never blocks longer
+    than the connection attempt itself.
+    """
+
+    def __init__(self, tls: Optional[TLSFiles] = None):
+        super().__init__()
+        self.tls = tls
+        self._lock = threading.Lock()
+        self._last_error: Optional[str] = None
+        self._logged_error: Optional[str] = None
+
+    @property
+    def last_error(self) -> Optional[str]:
+        """Why the latest connection attempt failed (None after one
+        succeeded)."""
+        with self._lock:
+            return self._last_error
+
+    def create_connection(self, address, hostname=None, timeout=None,
+                          **_kazoo_tls_options):
+        # Kazoo also passes its own TLS options (use_ssl, ca, certfile,
+        # verify_certs, check_hostname...); self.tls replaces them all.
+        where = "%s:%s" % (hostname or address[0], address[1])
+        try:
+            sock = kazoo_utils.create_tcp_connection(
+                socket, address, timeout=timeout)
+        except OSError as exc:
+            self._failed("cannot connect to %s: %s" % (
+                where, exc.strerror or exc), tls=False)
+            raise
+        if self.tls is None:
+            self._succeeded()
+            return sock
+        try:
+            conn = self.tls.context().wrap_socket(
+                sock, server_hostname=hostname or address[0])
+        except ssl.SSLError as exc:
+            sock.close()
+            self._failed("TLS handshake with %s failed: %s" % (
+                where, _ssl_reason(exc)), tls=True)
+            raise
+        except OSError as exc:
+            # A missing or unreadable certificate file, or the server
+            # closing the connection during the handshake.
+            sock.close()
+            self._failed("TLS connection to %s failed: %s" % (
+                where, exc.strerror or exc), tls=True)
+            raise
+        self._succeeded()
+        return conn
+
+    def _failed(self, message: str, tls: bool) -> None:
+        with self._lock:
+            self._last_error = message
+            repeated = message == self._logged_error
+            self._logged_error = message
+        if tls and not repeated:
+            log.error("%s (see zookeeper-tls in the configuration)", message)
+        else:
+            log.debug("%s", message)
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            self._last_error = None
+            self._logged_error = None
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return "certificate verify failed: %s" % exc.verify_message
+    return str(exc)
+
+
+def x509_identity(cert_path: str) -> str:
+    """The subject of the certificate in ``cert_path`` as ZooKeeper's
+    ``X509AuthenticationProvider`` names the client (RFC 2253, most
+    specific part first: ``CN=nodepool,O=Example``)."""
+    from cryptography import x509
+    with open(cert_path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    return cert.subject.rfc4514_string()
+
+
+def x509_acl(own_identity: str, others: Sequence[str]) -> list:
+    """ACL entries for new znodes: everything for ``own_identity``, all but
+    ACL changes for each of ``others``; nothing for anyone else."""
+    acl = [ACL(Permissions.ALL, Id("x509", own_identity))]
+    for identity in others:
+        if identity != own_identity:
+            acl.append(ACL(LISTED_PERMISSIONS, Id("x509", identity)))
+    return acl
