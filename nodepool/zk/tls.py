@@ -144,6 +144,11 @@ class ConnectionHandler(SequentialThreadingHandler):
 def _ssl_reason(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return "certificate verify failed: %s" % exc.verify_message
+    if exc.reason and "ALERT" in exc.reason:
+        # The server's side of the handshake failed, nearly always over
+        # our client certificate (not signed by a CA the server trusts).
+        return "the server refused the handshake (%s); does it trust the " \
+            "CA of the client certificate?" % exc.reason.lower()
     return str(exc)
 
 

@@ -35,7 +35,9 @@ def extra_certs(tmp_path_factory, zk_certs):
     return {"wrong-name": wrong,
             "other-ca": other_ca["ca.pem"],
             "other-ca-server": (other_ca["server.crt"],
-                                other_ca["server.key"])}
+                                other_ca["server.key"]),
+            "other-ca-client": (other_ca["client.crt"],
+                                other_ca["client.key"])}
 
 
 def _client(hosts, zk_server, timeout=3, **kwargs):
@@ -106,6 +108,15 @@ def test_wrong_ca_reason_reported_and_logged_once(zk_server, zk_chroot,
     assert len(errors) == 1, caplog.text
     assert "certificate verify failed" in errors[0].getMessage()
     assert "zookeeper-tls" in errors[0].getMessage()
+
+
+def test_refused_client_certificate_reported(zk_server, zk_chroot,
+                                             extra_certs):
+    cert, key = extra_certs["other-ca-client"]
+    message = _refused(_client(zk_server.tls_hosts + zk_chroot, zk_server,
+                               tls_cert=cert, tls_key=key))
+    assert "the server refused the handshake" in message
+    assert "client certificate" in message
 
 
 def test_missing_tls_file_reported_at_once(zk_server, zk_chroot, tmp_path):
