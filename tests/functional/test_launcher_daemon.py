@@ -157,10 +157,10 @@ def test_repl_on_private_unix_socket(tmp_path, zk_server, zk_chroot,
         wait_for(lambda: processes.component_running(zk_client.kazoo,
                                                      "launcher"),
                  timeout=60)
-        wait_for(repl.exists)
+        # The log line follows the socket: wait for it, not the file.
+        wait_for(lambda: "REPL listening on %s" % repl in log.read_text())
         assert stat.S_ISSOCK(repl.lstat().st_mode)
         assert stat.S_IMODE(repl.lstat().st_mode) == 0o600
-        assert "REPL listening on %s" % repl in log.read_text()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(30)
             conn.connect(str(repl))
