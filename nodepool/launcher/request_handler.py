@@ -388,9 +388,13 @@ class RequestHandler:
         self.request.stat = probe.stat
         for index, node in enumerate(self.slots):
             launcher = self.launchers.get(index)
-            if node is None or (launcher is not None
-                                and not launcher.complete):
-                continue  # a running launch takes its node back itself
+            if node is None:
+                continue
+            if launcher is not None and (not launcher.complete
+                                         or not launcher.guard.lost):
+                # A running launch takes its node back itself; one that
+                # already did holds the lock in the new session.
+                continue
             if not self._take_back_node(node):
                 self.slots[index] = None
                 self.launchers.pop(index, None)

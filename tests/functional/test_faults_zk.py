@@ -7,8 +7,10 @@ taken back), and ZooKeeper errors in the middle of a launch."""
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
+from kazoo.protocol.states import KazooState
 
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.models import NodeState, RequestState
@@ -43,12 +45,12 @@ def restartable(own_zk_server, tmp_path):
         clients.append(c)
         return c
 
-    def launcher(**params):
+    def launcher(intervals=FAST, **params):
         from nodepool.launcher.server import NodePoolLauncher
         path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
         path.write_text(base_config(**params))
         launcher = NodePoolLauncher(str(path), zk_client=client(),
-                                    intervals=FAST)
+                                    intervals=intervals)
         launcher.start()
         assert launcher.ready.wait(30)
         launchers.append(launcher)
@@ -179,3 +181,28 @@ def test_cleanup_of_failed_attempt_is_bounded(launcher_factory, zuul):
     cloud.fail_deletes = 0
     wait_for(lambda: not read_nodes(zuul.kazoo) and not cloud.list(),
              timeout=60)
+
+
+def test_handler_keeps_nodes_its_launches_took_back(restartable):
+    """After a lost session the launches take their nodes back and finish
+    before the handlers look at their requests (slow pool passes): the
+    handlers keep those nodes (locked anew by the launches) rather than
+    relaunching and leaving them locked and allocated for good."""
+    launcher = restartable.launcher(
+        launch_timeout=120,
+        intervals=replace(FAST, pool=0.5))
+    cloud = FakeCloud.get("fake")
+    cloud.create_steps = HOLD
+    zuul = restartable.zuul
+    requests = submit_and_wait_building(zuul, 4)
+
+    def on_state(state):
+        if state == KazooState.LOST:
+            cloud.create_steps = 1  # launches finish once they resume
+    launcher.zk_client.add_state_listener(on_state)
+    lost = threading.Event()
+    launcher.zk_client.add_session_listener(lost.set)
+    zkserver.expire_session(launcher.zk_client.kazoo)
+    assert lost.wait(30)
+    check_served_and_clean(zuul, requests, cloud)
+    assert cloud.created == 4
