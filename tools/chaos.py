@@ -1,0 +1,908 @@
+#!/usr/bin/env python3
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Fault scenarios against a real nodepool-launcher process, one row each.
+
+Every scenario gets a fresh private TLS ZooKeeper (or a three-member TLS
+ensemble), a fresh moto state behind tests/fakes/aws_proxy.py (RunInstances
+delayed), and ``nodepool-launcher -f`` as a separate process.  A Zuul-like
+client (tests/fixtures/zuul.py) writes N one-node requests, the fault is
+injected, and each request is followed to its end: fulfilled requests have
+their nodes accepted (locked, checked ready and allocated to it, in-use);
+failed ones are deleted, as Zuul does.  Once every request has ended (or
+timed out), all nodes are returned (``used``) and the tool waits for the
+launcher to clean up.
+
+Columns:
+
+* ``sub/ful/fail/hung``: requests submitted, fulfilled, failed, not ended
+  within ``--request-timeout``;
+* ``bad``: nodes Zuul could not accept from a fulfilled request (not
+  ready, not allocated to it, gone) plus nodes handed to two requests;
+* ``leak``: instances still not terminated in moto after the nodes were
+  released and ``--cleanup-wait`` seconds passed;
+* ``left``: node records, request records and held lock contenders left
+  under the chroot at that point (empty ``requests-lock`` directories are
+  not counted: Zuul leaves them and the launcher removes them after 8 h,
+  as nodepool 11 does);
+* ``recover``: seconds from the fault's end to the last request ending;
+* ``clean``: seconds from the nodes' release until no node record and no
+  live instance is left (``-``: not within ``--cleanup-wait``).
+
+The launcher's leak cleanup runs every 60 s and deletes a leaked instance
+when two passes in a row saw it, so a leak found by it takes up to about
+two minutes: the default ``--cleanup-wait`` allows for that.
+
+Scenarios (the numbers are those of issue 10):
+
+* ``baseline``: no fault (the reference row);
+* ``zk-restart`` (1): ZooKeeper stopped ``--fault-after`` s after the
+  requests were written, started again ``--zk-outage`` s later (same data
+  dir: sessions survive, clients go SUSPENDED then CONNECTED);
+* ``zk-expiry`` (2): the launcher's session expires: its connection to
+  ZooKeeper goes through a TCP link that is cut for ``--cutoff`` s (longer
+  than ``--session-timeout``), or with ``--expiry-mode sigstop`` the
+  server is paused (SIGSTOP) that long, which expires every session,
+  Zuul's included;
+* ``kill9`` (3): the launcher is SIGKILLed with launches in flight and
+  started again ``--restart-delay`` s later;
+* ``cloud-throttle``, ``cloud-5xx``, ``cloud-capacity``,
+  ``cloud-lost-create`` (4): EC2 errors injected through the proxy (see
+  :data:`CLOUD_FAULTS`);
+* ``ensemble`` (6): a three-member ensemble; the leader is SIGKILLed under
+  load and restarted ``--member-outage`` s later, then a follower.
+
+Every process the tool starts is stopped on the way out, also on Ctrl-C,
+SIGTERM or an error.  Logs stay in the work directory it prints.
+
+Usage: tools/chaos.py [--scenarios zk-restart,kill9] [--requests 20]
+       [--quick] [--json results.json]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kazoo.client import KazooClient  # noqa: E402
+from kazoo.exceptions import KazooException, NoNodeError  # noqa: E402
+
+from launcher_bed import (  # noqa: E402
+    aws_config, live_instances, start_launcher, stop_launcher,
+    wait_component, zk_config)
+from nodepool.zk.client import ZooKeeperClient  # noqa: E402
+from nodepool.zk.models import RequestState  # noqa: E402
+from tests.fakes.aws_proxy import AwsProxy, MotoServer  # noqa: E402
+from tests.fixtures import zkserver  # noqa: E402
+from tests.fixtures.zuul import (  # noqa: E402
+    WaitTimeout, ZuulClient, ZuulClientError)
+
+CHROOT = "/chaos"
+POLL = 0.25
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGHUP: unwind like Ctrl-C so every process is stopped."""
+
+
+class Unsupported(Exception):
+    """The scenario cannot run with this checkout (its row says why)."""
+
+
+# -- ZooKeeper ------------------------------------------------------------------
+
+class ZkLink:
+    """A TCP forwarder to one ZooKeeper port that can be cut.
+
+    The launcher connects through it (TLS passes through untouched), so
+    cutting it isolates the launcher alone: its session expires on the
+    server while the tool's own clients stay connected.  While cut, new
+    connections are accepted and closed at once.
+    """
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets = set()
+        self._thread = threading.Thread(target=self._accept, daemon=True,
+                                        name="zk-link")
+        self._thread.start()
+
+    def _accept(self):
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst),
+                                 daemon=True, name="zk-link-pump").start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(src, dst)
+
+    def _close(self, *socks):
+        for sock in socks:
+            with self._lock:
+                self._sockets.discard(sock)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def cut(self):
+        self._cut.set()
+        with self._lock:
+            socks = list(self._sockets)
+        self._close(*socks)
+
+    def restore(self):
+        self._cut.clear()
+
+    def stop(self):
+        self._closed.set()
+        self.cut()
+        self._thread.join(5)
+        self._listener.close()
+
+
+class SingleZk:
+    """A private TLS ZooKeeper the scenario may stop, restart or pause."""
+
+    def __init__(self, directory, certs):
+        self.certs = certs
+        self.server = zkserver.ZooKeeperServer(
+            os.path.join(directory, "zk"), certs=certs)
+
+    def start(self):
+        self.server.start()
+        return self
+
+    @property
+    def plain_hosts(self):
+        return self.server.hosts
+
+    @property
+    def tls_servers(self):
+        return [(self.server.host, self.server.secure_port)]
+
+    def stop(self):
+        proc = self.server.proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # in case it was paused
+        self.server.stop(kill=True)
+
+
+class EnsembleZk:
+    """A private three-member TLS ensemble."""
+
+    def __init__(self, directory, certs):
+        self.certs = certs
+        self.ensemble = zkserver.Ensemble(os.path.join(directory, "ensemble"),
+                                          certs=certs)
+
+    def start(self):
+        self.ensemble.start()
+        return self
+
+    @property
+    def plain_hosts(self):
+        return self.ensemble.hosts
+
+    @property
+    def tls_servers(self):
+        return [(m.host, m.secure_port) for m in self.ensemble.members]
+
+    def stop(self):
+        for member in self.ensemble.members:
+            member.stop(kill=True)
+
+
+# -- one scenario run -----------------------------------------------------------
+
+class Run:
+    """The bed of one scenario: ZooKeeper, launcher, Zuul, and the outcome
+    of every request.  Stops what it started in :meth:`close`."""
+
+    def __init__(self, bed, name, zk, link=None):
+        self.bed = bed
+        self.args = bed.args
+        self.name = name
+        self.zk = zk
+        self.link = link
+        self.workdir = os.path.join(bed.workdir, name)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.log_path = os.path.join(self.workdir, "launcher.log")
+        self.config_path = os.path.join(self.workdir, "nodepool.yaml")
+        self.proc = None
+        self.admin = None
+        self.zuul_zk = None
+        self.zuul = None
+        self.notes = []
+        self._lock = threading.Lock()
+        self.outcomes = {}     # request id -> (state, detail)
+        self.finished = {}     # request id -> monotonic end time
+        self.accepted = []     # Node objects Zuul holds
+        self.node_owner = {}   # node id -> request ids it was handed to
+        self.submitted_at = None
+        self.fault_end = None
+
+    # setup / teardown
+
+    def write_config(self):
+        servers = self.zk.tls_servers
+        if self.link is not None:
+            servers = [("127.0.0.1", self.link.port)]
+        with open(self.config_path, "w") as f:
+            f.write(zk_config(servers, CHROOT, self.zk.certs,
+                              timeout=self.args.session_timeout))
+            f.write(aws_config(rate=self.args.rate))
+
+    def start_launcher(self):
+        self.proc = start_launcher(
+            self.config_path, self.log_path, self.bed.proxy.url,
+            self.workdir, debug=self.args.debug, extra_args=["--no-webapp"])
+        return self.proc
+
+    def setup(self):
+        self.admin = KazooClient(hosts=self.zk.plain_hosts, timeout=30)
+        self.admin.start(timeout=30)
+        self.admin.ensure_path(CHROOT)
+        self.write_config()
+        self.bed.moto.reset()
+        self.start_launcher()
+        wait_component(self.admin, CHROOT, "pool", self.proc, self.log_path)
+        # Let it warm its quota and image caches, as a launcher that has
+        # been up a while would have.
+        time.sleep(self.args.settle)
+        self.zuul_zk = ZooKeeperClient(self.zk.plain_hosts + CHROOT,
+                                       timeout=30)
+        self.zuul_zk.connect()
+        self.zuul = ZuulClient(self.zuul_zk)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            stop_launcher(self.proc, timeout=30)
+        if self.zuul is not None:
+            with contextlib.suppress(Exception):
+                self.zuul.close()
+        if self.zuul_zk is not None:
+            with contextlib.suppress(Exception):
+                self.zuul_zk.disconnect()
+        if self.admin is not None:
+            with contextlib.suppress(Exception):
+                self.admin.stop()
+                self.admin.close()
+        if self.link is not None:
+            self.link.stop()
+        self.zk.stop()
+
+    # Zuul's side
+
+    def submit_all(self):
+        threads = []
+        self.submitted_at = time.monotonic()
+        for _ in range(self.args.requests):
+            request = self.zuul.submit(["small"])
+            thread = threading.Thread(target=self._follow, args=(request,),
+                                      daemon=True, name="zuul-waiter")
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _end(self, request, state, detail=""):
+        with self._lock:
+            self.outcomes[request.id] = (state, detail)
+            self.finished[request.id] = time.monotonic()
+
+    def _follow(self, request):
+        deadline = self.submitted_at + self.args.request_timeout
+        try:
+            done = _retry_zk(lambda: self.zuul.wait_for_request(
+                request, timeout=max(1.0, deadline - time.monotonic())),
+                deadline)
+        except WaitTimeout as e:
+            self._end(request, "hung", str(e))
+            return
+        except (ZuulClientError, KazooException) as e:
+            self._end(request, "bad", "waiting: %s" % e)
+            return
+        if done.state == RequestState.FAILED:
+            self._end(request, "failed",
+                      "declined by %s" % ",".join(done.declined_by))
+            _retry_zk(lambda: self.zuul.delete_request(done), deadline)
+            return
+        try:
+            nodes = _retry_zk(lambda: self.zuul.accept_nodes(done), deadline)
+        except (ZuulClientError, KazooException) as e:
+            self._end(request, "bad", "accept: %s" % e)
+            return
+        with self._lock:
+            self.accepted.extend(nodes)
+            for node in nodes:
+                self.node_owner.setdefault(node.id, []).append(done.id)
+        self._end(request, "fulfilled")
+
+    def release(self):
+        """Zuul is done: return every node, cancel what never ended."""
+        with self._lock:
+            nodes = list(self.accepted)
+            hung = [rid for rid, (state, _) in self.outcomes.items()
+                    if state == "hung"]
+        for node in nodes:
+            try:
+                self.zuul.return_nodes([node])
+            except (ZuulClientError, KazooException) as e:
+                self.notes.append("returning node %s: %s" % (node.id, e))
+        for request_id in hung:
+            with contextlib.suppress(KazooException):
+                self.zuul.cancel(request_id)
+
+    # what is left
+
+    def children(self, path):
+        try:
+            return self.admin.get_children(CHROOT + path)
+        except NoNodeError:
+            return []
+
+    def zk_left(self):
+        nodes = self.children("/nodepool/nodes")
+        requests = self.children("/nodepool/requests")
+        held = 0
+        empty_dirs = 0
+        for lock_dir in self.children("/nodepool/requests-lock"):
+            contenders = self.children("/nodepool/requests-lock/" + lock_dir)
+            held += len(contenders)
+            empty_dirs += not contenders
+        return {"nodes": len(nodes), "requests": len(requests),
+                "held_locks": held, "empty_lock_dirs": empty_dirs}
+
+    def wait_clean(self):
+        """Wait until no node record and no live instance is left; the
+        seconds it took, or None."""
+        start = time.monotonic()
+        deadline = start + self.args.cleanup_wait
+        while time.monotonic() < deadline:
+            if (not self.children("/nodepool/nodes")
+                    and not live_instances(self.bed.moto.url)):
+                return time.monotonic() - start
+            time.sleep(POLL * 2)
+        return None
+
+
+def _retry_zk(call, deadline):
+    """Run ``call`` again while ZooKeeper is unreachable (as Zuul's
+    scheduler would after a reconnect), until ``deadline``."""
+    while True:
+        try:
+            return call()
+        except (KazooException, ZuulClientError) as e:
+            if isinstance(e, ZuulClientError) and not isinstance(
+                    e.__cause__, KazooException):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+# -- faults ---------------------------------------------------------------------
+
+def fault_none(run):
+    return run.submitted_at
+
+
+def fault_zk_restart(run):
+    time.sleep(run.args.fault_after)
+    run.zk.server.stop()
+    time.sleep(run.args.zk_outage)
+    run.zk.server.start()
+    return time.monotonic()
+
+
+def fault_zk_expiry(run):
+    time.sleep(run.args.fault_after)
+    if run.args.expiry_mode == "cutoff":
+        run.link.cut()
+        time.sleep(run.args.cutoff)
+        run.link.restore()
+    else:
+        pid = run.zk.server.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(run.args.cutoff)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    return time.monotonic()
+
+
+def fault_kill9(run):
+    time.sleep(run.args.fault_after)
+    building = len(run.children("/nodepool/nodes"))
+    run.proc.kill()
+    run.proc.wait()
+    run.notes.append("killed with %d node records present" % building)
+    time.sleep(run.args.restart_delay)
+    run.start_launcher()
+    return time.monotonic()
+
+
+def fault_ensemble(run):
+    ensemble = run.zk.ensemble
+    time.sleep(run.args.fault_after)
+    for role in ("leader", "follower"):
+        leader = _wait_leader(ensemble)
+        if role == "leader":
+            victim = leader
+        else:
+            victim = next(m for m in ensemble.members if m is not leader)
+        victim.stop(kill=True)
+        run.notes.append("killed %s (member %d)" % (role, victim.myid))
+        time.sleep(run.args.member_outage)
+        victim.start(wait=True)
+    _wait_leader(ensemble)
+    return time.monotonic()
+
+
+def _wait_leader(ensemble, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader = ensemble.leader()
+        if leader is not None:
+            return leader
+        time.sleep(POLL)
+    raise RuntimeError("the ensemble elected no leader in %ss" % timeout)
+
+
+# Cloud faults (scenario 4).  Each entry arms the proxy before the requests
+# are written: a list of (EC2 action, error code, HTTP status, how many
+# calls in a row).  The fault ends when the proxy has served all of them.
+CLOUD_FAULTS = {
+    # A burst of throttling on the calls a launch makes.
+    "cloud-throttle": [("RunInstances", "RequestLimitExceeded", 503, 10),
+                       ("DescribeInstances", "RequestLimitExceeded", 503, 5)],
+    # Server errors on create and delete.
+    "cloud-5xx": [("RunInstances", "InternalError", 500, 6),
+                  ("TerminateInstances", "InternalError", 500, 3)],
+    # The region runs out of the instance type for a while.
+    "cloud-capacity": [("RunInstances", "InsufficientInstanceCapacity",
+                        500, 8)],
+}
+
+
+def arm_cloud_fault(run):
+    """Scenario 4: arm the proxy with the row's cloud fault.
+
+    THE SLOT FOR NEW CLOUD FAULTS: a fault the proxy can express as
+    "answer the next N calls of an action with an error" goes into
+    :data:`CLOUD_FAULTS`; anything else (lost answers, slow answers) gets a
+    branch here that arms it, plus a check in :func:`cloud_fault_pending`
+    telling when it is over.
+    """
+    proxy = run.bed.proxy
+    if run.name == "cloud-lost-create":
+        # RunInstances reaches moto (the instance exists) but the launcher
+        # never gets the answer.  Needs the proxy's lost-answer injection,
+        # which is being added to tests/fakes/aws_proxy.py separately.
+        lose = getattr(proxy, "lose_answer", None)
+        if lose is None:
+            raise Unsupported("tests/fakes/aws_proxy.py has no lost-answer "
+                              "injection (lose_answer) yet")
+        lose("RunInstances", times=max(1, run.args.requests // 4))
+        return
+    for action, code, status, times in CLOUD_FAULTS[run.name]:
+        proxy.fail(action, code, status=status, times=times)
+
+
+def cloud_fault_pending(run):
+    proxy = run.bed.proxy
+    with proxy._lock:
+        pending = any(proxy.failures.values())
+        lost = getattr(proxy, "lost_answers", None)
+        if lost:
+            pending = pending or any(lost.values())
+    return pending
+
+
+def fault_cloud(run):
+    """The fault was armed before submitting: it ends when the proxy has
+    served every injected error (or when the requests are all over)."""
+    deadline = run.submitted_at + run.args.request_timeout
+    while cloud_fault_pending(run) and time.monotonic() < deadline:
+        with run._lock:
+            if len(run.outcomes) >= run.args.requests:
+                run.notes.append("requests ended before the proxy served "
+                                 "every injected error")
+                break
+        time.sleep(POLL)
+    return time.monotonic()
+
+
+def clear_cloud_faults(proxy):
+    with proxy._lock:
+        proxy.failures.clear()
+        lost = getattr(proxy, "lost_answers", None)
+        if lost:
+            lost.clear()
+
+
+# name -> (issue number, fault function, needs: "single"/"link"/"ensemble",
+#          armed before the requests are written)
+SCENARIOS = {
+    "baseline": (0, fault_none, "single", None),
+    "zk-restart": (1, fault_zk_restart, "single", None),
+    "zk-expiry": (2, fault_zk_expiry, "link", None),
+    "kill9": (3, fault_kill9, "single", None),
+    "cloud-throttle": (4, fault_cloud, "single", arm_cloud_fault),
+    "cloud-5xx": (4, fault_cloud, "single", arm_cloud_fault),
+    "cloud-capacity": (4, fault_cloud, "single", arm_cloud_fault),
+    "cloud-lost-create": (4, fault_cloud, "single", arm_cloud_fault),
+    "ensemble": (6, fault_ensemble, "ensemble", None),
+}
+
+
+# -- the bench ------------------------------------------------------------------
+
+class Bed:
+    """What all scenarios share: moto, the proxy, TLS certs, a work dir."""
+
+    def __init__(self, args):
+        self.args = args
+        self.workdir = args.workdir or tempfile.mkdtemp(prefix="chaos-")
+        os.makedirs(self.workdir, exist_ok=True)
+        self.certs = zkserver.make_certs(os.path.join(self.workdir, "certs"))
+        self.moto = None
+        self.proxy = None
+
+    def start(self):
+        self.moto = MotoServer().start()
+        self.proxy = AwsProxy(
+            self.moto.port, delays={"RunInstances": self.args.create_delay},
+            default_delay=self.args.call_delay).start()
+        return self
+
+    def stop(self):
+        if self.proxy is not None:
+            self.proxy.stop()
+        if self.moto is not None:
+            self.moto.stop()
+
+    def make_run(self, name):
+        kind = SCENARIOS[name][2]
+        directory = tempfile.mkdtemp(prefix=name + "-", dir=self.workdir)
+        if kind == "ensemble":
+            zk = EnsembleZk(directory, self.certs)
+        else:
+            zk = SingleZk(directory, self.certs)
+        try:
+            zk.start()
+            link = None
+            if kind == "link" and self.args.expiry_mode == "cutoff":
+                host, port = zk.tls_servers[0]
+                link = ZkLink(host, port)
+        except BaseException:
+            with shielded():
+                zk.stop()
+            raise
+        return Run(self, name, zk, link)
+
+
+def run_scenario(bed, name):
+    number, fault, _, arm = SCENARIOS[name]
+    result = {"scenario": name, "issue_scenario": number}
+    clear_cloud_faults(bed.proxy)
+    run = bed.make_run(name)
+    try:
+        run.setup()
+        if arm is not None:
+            arm(run)
+        threads = run.submit_all()
+        run.fault_end = fault(run)
+        for thread in threads:
+            thread.join(max(0.0, run.submitted_at + bed.args.request_timeout
+                            + 30 - time.monotonic()))
+        result.update(summarize_requests(run))
+        launcher_rc = run.proc.poll()
+        if launcher_rc is not None:
+            run.notes.append("launcher exited on its own (rc %s)"
+                             % launcher_rc)
+        run.release()
+        clean = run.wait_clean()
+        result["clean"] = clean
+        result["leaked"] = len(live_instances(bed.moto.url))
+        left = run.zk_left()
+        result["left"] = left["nodes"] + left["requests"] + left["held_locks"]
+        result["zk_left"] = left
+    except Unsupported as e:
+        result["skipped"] = str(e)
+    except Exception as e:
+        # One broken scenario must not hide the others' rows.
+        result["error"] = "%s: %s" % (type(e).__name__, e)
+        result["traceback"] = traceback.format_exc()
+    finally:
+        with shielded():
+            clear_cloud_faults(bed.proxy)
+            run.close()
+    result["notes"] = run.notes
+    result["log"] = run.log_path
+    result["log_errors"] = log_errors(run.log_path)
+    return result
+
+
+def summarize_requests(run):
+    with run._lock:
+        outcomes = dict(run.outcomes)
+        finished = dict(run.finished)
+        owners = dict(run.node_owner)
+    count = run.args.requests
+    states = [state for state, _ in outcomes.values()]
+    missing = count - len(outcomes)  # a waiter that never reported
+    doubled = sum(1 for ids in owners.values() if len(ids) > 1)
+    ended = [finished[rid] for rid, (state, _) in outcomes.items()
+             if state in ("fulfilled", "failed")]
+    reasons = sorted({detail for state, detail in outcomes.values()
+                      if state in ("failed", "bad") and detail})
+    recover = None
+    if ended and not states.count("hung") and not missing:
+        recover = max(0.0, max(ended) - run.fault_end)
+    return {"submitted": count, "fulfilled": states.count("fulfilled"),
+            "failed": states.count("failed"),
+            "hung": states.count("hung") + missing,
+            "bad": states.count("bad") + doubled,
+            "recover": recover, "reasons": reasons[:5]}
+
+
+def log_errors(path, limit=5):
+    """How many ERROR lines the launcher logged, and the first distinct
+    few (without timestamps), to say what went wrong."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.rstrip() for line in f if " ERROR " in line]
+    except OSError:
+        return {"count": 0, "first": []}
+    seen = []
+    for line in lines:
+        text = re.sub(r"^\S+ \S+ ", "", line)
+        text = re.sub(r"\b\d{10}\b|\b[0-9a-f]{32}\b|i-[0-9a-f]+", "#", text)
+        if text not in seen:
+            seen.append(text)
+        if len(seen) >= limit:
+            break
+    return {"count": len(lines), "first": seen}
+
+
+# -- output ---------------------------------------------------------------------
+
+COLUMNS = (("scenario", 18), ("#", 2), ("sub", 4), ("ful", 4), ("fail", 4),
+           ("hung", 4), ("bad", 4), ("leak", 4), ("left", 4),
+           ("recover", 8), ("clean", 8))
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "%.1f" % value
+    return str(value)
+
+
+def format_row(result):
+    for key in ("skipped", "error"):
+        if key in result:
+            return "%-18s %2s  %s: %s" % (
+                result["scenario"], result["issue_scenario"], key,
+                result[key])
+    keys = ("scenario", "issue_scenario", "submitted", "fulfilled", "failed",
+            "hung", "bad", "leaked", "left", "recover", "clean")
+    return " ".join("%-*s" % (width, _cell(result.get(key)))
+                    if i == 0 else "%*s" % (width, _cell(result.get(key)))
+                    for i, ((_, width), key) in enumerate(zip(COLUMNS, keys)))
+
+
+def format_table(results):
+    header = " ".join("%-*s" % (w, n) if i == 0 else "%*s" % (w, n)
+                      for i, (n, w) in enumerate(COLUMNS))
+    return "\n".join([header, "-" * len(header)]
+                     + [format_row(r) for r in results])
+
+
+def format_details(result):
+    lines = ["%s:" % result["scenario"]]
+    if result.get("zk_left"):
+        lines.append("  left in ZooKeeper: %s" % json.dumps(
+            result["zk_left"], sort_keys=True))
+    for reason in result.get("reasons", []):
+        lines.append("  request: %s" % reason)
+    for note in result.get("notes", []):
+        lines.append("  note: %s" % note)
+    errors = result.get("log_errors") or {}
+    if errors.get("count"):
+        lines.append("  launcher ERROR lines: %d, first:" % errors["count"])
+        lines.extend("    " + text[:200] for text in errors["first"])
+    if result.get("traceback"):
+        lines.append("  " + result["traceback"].rstrip().replace(
+            "\n", "\n  "))
+    lines.append("  log: %s" % result.get("log"))
+    return "\n".join(lines)
+
+
+def git_head():
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        return subprocess.run(
+            ["git", "-C", top, "log", "-1", "--format=%h %s"],
+            capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# -- command line ---------------------------------------------------------------
+
+QUICK = dict(requests=5, fault_after=0.5, zk_outage=4.0, session_timeout=3.0,
+             cutoff=7.0, restart_delay=2.0, member_outage=3.0, settle=1.0,
+             request_timeout=90.0, cleanup_wait=40.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument("--scenarios", default="all",
+                        help="comma-separated names, or 'all' (default)")
+    parser.add_argument("--quick", action="store_true",
+                        help="few requests and short outages: %s" % ", ".join(
+                            "%s=%s" % kv for kv in sorted(QUICK.items())))
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--fault-after", type=float, default=1.0,
+                        help="seconds after the requests were written")
+    parser.add_argument("--zk-outage", type=float, default=8.0)
+    parser.add_argument("--session-timeout", type=float, default=5.0,
+                        help="the launcher's zookeeper-timeout")
+    parser.add_argument("--cutoff", type=float, default=12.0,
+                        help="zk-expiry: how long the launcher is cut off")
+    parser.add_argument("--expiry-mode", choices=("cutoff", "sigstop"),
+                        default="cutoff")
+    parser.add_argument("--restart-delay", type=float, default=3.0,
+                        help="kill9: seconds before the restart")
+    parser.add_argument("--member-outage", type=float, default=5.0,
+                        help="ensemble: seconds each killed member stays "
+                             "down")
+    parser.add_argument("--create-delay", type=float, default=1.5,
+                        help="RunInstances latency of the fake EC2")
+    parser.add_argument("--call-delay", type=float, default=0.05,
+                        help="latency of every other EC2 call")
+    parser.add_argument("--rate", type=float, default=5.0,
+                        help="the provider's API rate limit")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds the launcher runs before requests")
+    parser.add_argument("--request-timeout", type=float, default=240.0)
+    parser.add_argument("--cleanup-wait", type=float, default=180.0,
+                        help="seconds allowed for cleanup after release")
+    parser.add_argument("--workdir", help="keep logs here (default: a new "
+                                          "temporary directory)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--debug", action="store_true",
+                        help="run the launcher with -d (debug log)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        defaults = {action.dest: action.default
+                    for action in parser._actions}
+        for key, value in QUICK.items():
+            if getattr(args, key) == defaults[key]:
+                setattr(args, key, value)
+    names = list(SCENARIOS) if args.scenarios == "all" else [
+        name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error("unknown scenario(s) %s; known: %s" % (
+            ", ".join(unknown), ", ".join(SCENARIOS)))
+    args.names = names
+    return args
+
+
+def _interrupt(signum, frame):
+    raise Interrupted("signal %d" % signum)
+
+
+@contextlib.contextmanager
+def shielded():
+    """Let a cleanup finish: Ctrl-C and SIGTERM wait until it is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+
+    def note(signum, frame):
+        pending.append(signum)
+    saved = {signum: signal.signal(signum, note)
+             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    if pending:
+        if pending[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted("signal %d" % pending[0])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    bed = Bed(args)
+    print("chaos: %s; %d requests per scenario; work dir %s" % (
+        git_head(), args.requests, bed.workdir), flush=True)
+    results = []
+    rc = 0
+    try:
+        bed.start()
+        for name in args.names:
+            print("-- %s ..." % name, flush=True)
+            result = run_scenario(bed, name)
+            results.append(result)
+            print(format_row(result), flush=True)
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted; stopping everything", file=sys.stderr)
+        rc = 130
+    finally:
+        with shielded():
+            bed.stop()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2, sort_keys=True)
+    print()
+    print(format_table(results))
+    print()
+    for result in results:
+        print(format_details(result))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
