@@ -61,6 +61,7 @@ Usage: tools/chaos.py [--scenarios zk-restart,kill9] [--requests 20]
 """
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -398,8 +399,17 @@ class Run:
             contenders = self.children("/nodepool/requests-lock/" + lock_dir)
             held += len(contenders)
             empty_dirs += not contenders
+        states = collections.Counter()
+        for node_id in nodes:
+            try:
+                data = json.loads(self.admin.get(
+                    CHROOT + "/nodepool/nodes/" + node_id)[0] or b"{}")
+                states[data.get("state", "?")] += 1
+            except (NoNodeError, ValueError):
+                states["unreadable"] += 1
         return {"nodes": len(nodes), "requests": len(requests),
-                "held_locks": held, "empty_lock_dirs": empty_dirs}
+                "held_locks": held, "empty_lock_dirs": empty_dirs,
+                "node_states": dict(states)}
 
     def wait_clean(self):
         """Wait until no node record and no live instance is left; the
@@ -639,6 +649,7 @@ def run_scenario(bed, name):
         run.setup()
         if arm is not None:
             arm(run)
+        bed.proxy.reset_counts()
         threads = run.submit_all()
         run.fault_end = fault(run)
         for thread in threads:
@@ -656,6 +667,9 @@ def run_scenario(bed, name):
         left = run.zk_left()
         result["left"] = left["nodes"] + left["requests"] + left["held_locks"]
         result["zk_left"] = left
+        result["ec2_calls"] = {
+            action: bed.proxy.counts[action] for action in (
+                "RunInstances", "TerminateInstances", "DescribeInstances")}
     except Unsupported as e:
         result["skipped"] = str(e)
     except Exception as e:
@@ -754,6 +768,9 @@ def format_details(result):
     if result.get("zk_left"):
         lines.append("  left in ZooKeeper: %s" % json.dumps(
             result["zk_left"], sort_keys=True))
+    if result.get("ec2_calls"):
+        lines.append("  EC2 calls: %s" % json.dumps(
+            result["ec2_calls"], sort_keys=True))
     for reason in result.get("reasons", []):
         lines.append("  request: %s" % reason)
     for note in result.get("notes", []):
