@@ -890,6 +890,9 @@ def shielded():
 
 def main(argv=None):
     args = parse_args(argv)
+    # Started in the background, a shell leaves SIGINT ignored; the tool
+    # always wants it to unwind (and stop what it started).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     bed = Bed(args)

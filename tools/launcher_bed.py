@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TOP)
 
 from tests.fixtures import zkserver  # noqa: E402
 
@@ -120,10 +121,18 @@ class ZooKeeper:
 
 
 def launcher_env(proxy_url):
-    """The environment that makes boto3 in the launcher talk to the proxy."""
+    """The environment that makes boto3 in the launcher talk to the proxy.
+
+    ``PYTHONPATH`` names this checkout first: the console script of a
+    shared virtualenv would otherwise import whatever checkout the
+    virtualenv was installed from.
+    """
     env = dict(os.environ)
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=proxy_url)
+               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=proxy_url,
+               PYTHONPATH=os.pathsep.join(
+                   [TOP] + [p for p in env.get("PYTHONPATH", "").split(
+                       os.pathsep) if p]))
     env.pop("AWS_PROFILE", None)
     return env
 
