@@ -67,7 +67,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -83,6 +82,7 @@ from kazoo.exceptions import KazooException, NoNodeError  # noqa: E402
 from launcher_bed import (  # noqa: E402
     aws_config, live_instances, start_launcher, stop_launcher,
     wait_component, zk_config)
+from zk_bed import EnsembleZk, SingleZk, ZkLink, wait_leader  # noqa: E402
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from nodepool.zk.models import RequestState  # noqa: E402
 from tests.fakes.aws_proxy import AwsProxy, MotoServer  # noqa: E402
@@ -100,146 +100,6 @@ class Interrupted(BaseException):
 
 class Unsupported(Exception):
     """The scenario cannot run with this checkout (its row says why)."""
-
-
-# -- ZooKeeper ------------------------------------------------------------------
-
-class ZkLink:
-    """A TCP forwarder to one ZooKeeper port that can be cut.
-
-    The launcher connects through it (TLS passes through untouched), so
-    cutting it isolates the launcher alone: its session expires on the
-    server while the tool's own clients stay connected.  While cut, new
-    connections are accepted and closed at once.
-    """
-
-    def __init__(self, host, port):
-        self.target = (host, port)
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._cut = threading.Event()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets = set()
-        self._thread = threading.Thread(target=self._accept, daemon=True,
-                                        name="zk-link")
-        self._thread.start()
-
-    def _accept(self):
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if self._cut.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst),
-                                 daemon=True, name="zk-link-pump").start()
-
-    def _pump(self, src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            self._close(src, dst)
-
-    def _close(self, *socks):
-        for sock in socks:
-            with self._lock:
-                self._sockets.discard(sock)
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def cut(self):
-        self._cut.set()
-        with self._lock:
-            socks = list(self._sockets)
-        self._close(*socks)
-
-    def restore(self):
-        self._cut.clear()
-
-    def stop(self):
-        self._closed.set()
-        self.cut()
-        self._thread.join(5)
-        self._listener.close()
-
-
-class SingleZk:
-    """A private TLS ZooKeeper the scenario may stop, restart or pause."""
-
-    def __init__(self, directory, certs):
-        self.certs = certs
-        self.server = zkserver.ZooKeeperServer(
-            os.path.join(directory, "zk"), certs=certs)
-
-    def start(self):
-        self.server.start()
-        return self
-
-    @property
-    def plain_hosts(self):
-        return self.server.hosts
-
-    @property
-    def tls_servers(self):
-        return [(self.server.host, self.server.secure_port)]
-
-    def stop(self):
-        proc = self.server.proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)  # in case it was paused
-        self.server.stop(kill=True)
-
-
-class EnsembleZk:
-    """A private three-member TLS ensemble."""
-
-    def __init__(self, directory, certs):
-        self.certs = certs
-        self.ensemble = zkserver.Ensemble(os.path.join(directory, "ensemble"),
-                                          certs=certs)
-
-    def start(self):
-        self.ensemble.start()
-        return self
-
-    @property
-    def plain_hosts(self):
-        return self.ensemble.hosts
-
-    @property
-    def tls_servers(self):
-        return [(m.host, m.secure_port) for m in self.ensemble.members]
-
-    def stop(self):
-        for member in self.ensemble.members:
-            member.stop(kill=True)
 
 
 # -- one scenario run -----------------------------------------------------------
@@ -484,7 +344,7 @@ def fault_ensemble(run):
     ensemble = run.zk.ensemble
     time.sleep(run.args.fault_after)
     for role in ("leader", "follower"):
-        leader = _wait_leader(ensemble)
+        leader = wait_leader(ensemble)
         if role == "leader":
             victim = leader
         else:
@@ -493,18 +353,8 @@ def fault_ensemble(run):
         run.notes.append("killed %s (member %d)" % (role, victim.myid))
         time.sleep(run.args.member_outage)
         victim.start(wait=True)
-    _wait_leader(ensemble)
+    wait_leader(ensemble)
     return time.monotonic()
-
-
-def _wait_leader(ensemble, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leader = ensemble.leader()
-        if leader is not None:
-            return leader
-        time.sleep(POLL)
-    raise RuntimeError("the ensemble elected no leader in %ss" % timeout)
 
 
 # Cloud faults (scenario 4).  Each entry arms the proxy before the requests
