@@ -236,8 +236,10 @@ class Run:
         for node in nodes:
             try:
                 self.zuul.return_nodes([node])
-            except (ZuulClientError, KazooException) as e:
-                self.notes.append("returning node %s: %s" % (node.id, e))
+            except Exception as e:
+                # E.g. Zuul's own session expired (sigstop): its locks
+                # are gone and the launcher may have deleted the node.
+                self.notes.append("returning node %s: %r" % (node.id, e))
         for request_id in hung:
             with contextlib.suppress(KazooException):
                 self.zuul.cancel(request_id)
