@@ -129,6 +129,7 @@ class Run:
         self.accepted = []     # Node objects Zuul holds
         self.node_owner = {}   # node id -> request ids it was handed to
         self.submitted_at = None
+        self.waiters = []      # one thread per request
         self.fault_end = None
 
     # setup / teardown
@@ -183,24 +184,32 @@ class Run:
 
     # Zuul's side
 
-    def submit_all(self):
-        threads = []
-        self.submitted_at = time.monotonic()
-        for _ in range(self.args.requests):
-            request = self.zuul.submit(["small"])
-            thread = threading.Thread(target=self._follow, args=(request,),
+    def submit(self, count):
+        """Write ``count`` requests at once and follow each in a thread."""
+        now = time.monotonic()
+        if self.submitted_at is None:
+            self.submitted_at = now
+        deadline = now + self.args.request_timeout
+        for _ in range(count):
+            request = _retry_zk(lambda: self.zuul.submit(["small"]),
+                                deadline)
+            thread = threading.Thread(target=self._follow,
+                                      args=(request, deadline),
                                       daemon=True, name="zuul-waiter")
             thread.start()
-            threads.append(thread)
-        return threads
+            self.waiters.append(thread)
+
+    def join_waiters(self):
+        for thread in list(self.waiters):
+            # Each waiter gives up by itself at its deadline.
+            thread.join(self.args.request_timeout + 60)
 
     def _end(self, request, state, detail=""):
         with self._lock:
             self.outcomes[request.id] = (state, detail)
             self.finished[request.id] = time.monotonic()
 
-    def _follow(self, request):
-        deadline = self.submitted_at + self.args.request_timeout
+    def _follow(self, request, deadline):
         try:
             done = _retry_zk(lambda: self.zuul.wait_for_request(
                 request, timeout=max(1.0, deadline - time.monotonic())),
@@ -351,6 +360,7 @@ def fault_ensemble(run):
             victim = leader
         else:
             victim = next(m for m in ensemble.members if m is not leader)
+            run.submit(run.args.requests // 2)
         victim.stop(kill=True)
         run.notes.append("killed %s (member %d)" % (role, victim.myid))
         time.sleep(run.args.member_outage)
@@ -400,27 +410,36 @@ def arm_cloud_fault(run):
 
 
 def cloud_fault_pending(run):
+    """How many injected errors the proxy has not served yet."""
     proxy = run.bed.proxy
     with proxy._lock:
-        pending = any(proxy.failures.values())
+        pending = sum(len(queue) for queue in proxy.failures.values())
         lost = getattr(proxy, "lost_answers", None)
         if lost:
-            pending = pending or any(lost.values())
+            pending += sum(lost.values())
     return pending
 
 
 def fault_cloud(run):
-    """The fault was armed before submitting: it ends when the proxy has
-    served every injected error (or when the requests are all over)."""
+    """The fault was armed before submitting; it ends when the proxy
+    serves the last injected error.  Errors still unserved when every
+    request has ended (e.g. on TerminateInstances, which comes with the
+    release) do not move the end."""
     deadline = run.submitted_at + run.args.request_timeout
-    while cloud_fault_pending(run) and time.monotonic() < deadline:
+    pending = cloud_fault_pending(run)
+    last_served = run.submitted_at
+    while pending and time.monotonic() < deadline:
         with run._lock:
             if len(run.outcomes) >= run.args.requests:
-                run.notes.append("requests ended before the proxy served "
-                                 "every injected error")
+                run.notes.append("%d injected errors not served while "
+                                 "requests were open" % pending)
                 break
         time.sleep(POLL)
-    return time.monotonic()
+        now_pending = cloud_fault_pending(run)
+        if now_pending < pending:
+            last_served = time.monotonic()
+        pending = now_pending
+    return last_served
 
 
 def clear_cloud_faults(proxy):
@@ -502,11 +521,13 @@ def run_scenario(bed, name):
         if arm is not None:
             arm(run)
         bed.proxy.reset_counts()
-        threads = run.submit_all()
+        # The ensemble writes a second wave itself, before it kills a
+        # follower, so that both kills happen under load.
+        first = bed.args.requests - (
+            bed.args.requests // 2 if name == "ensemble" else 0)
+        run.submit(first)
         run.fault_end = fault(run)
-        for thread in threads:
-            thread.join(max(0.0, run.submitted_at + bed.args.request_timeout
-                            + 30 - time.monotonic()))
+        run.join_waiters()
         result.update(summarize_requests(run))
         launcher_rc = run.proc.poll()
         if launcher_rc is not None:
