@@ -26,7 +26,8 @@ Columns:
   under the chroot at that point (empty ``requests-lock`` directories are
   not counted: Zuul leaves them and the launcher removes them after 8 h,
   as nodepool 11 does);
-* ``recover``: seconds from the fault's end to the last request ending;
+* ``recover``: seconds from the fault's end to the last request ending
+  (0 when every request had ended by then; ``-`` when one never did);
 * ``clean``: seconds from the nodes' release until no node record and no
   live instance is left (``-``: not within ``--cleanup-wait``).
 
@@ -555,7 +556,7 @@ def run_scenario(bed, name):
             run.close()
     result["notes"] = run.notes
     result["log"] = run.log_path
-    result["log_errors"] = log_errors(run.log_path)
+    result["log_errors"] = log_summary(run.log_path)
     return result
 
 
@@ -582,23 +583,37 @@ def summarize_requests(run):
             "recover": recover, "reasons": reasons[:5]}
 
 
-def log_errors(path, limit=5):
-    """How many ERROR lines the launcher logged, and the first distinct
-    few (without timestamps), to say what went wrong."""
+# What the launcher's log says about its ZooKeeper connection (the
+# messages of nodepool.zk.client's state listener).
+ZK_EVENTS = (("suspended", "ZooKeeper connection suspended"),
+             ("session lost", "ZooKeeper session lost"),
+             ("connected", "ZooKeeper connection established"))
+
+
+def log_summary(path, limit=5):
+    """The launcher's ERROR lines (how many, the first distinct few without
+    timestamps and ids) and its ZooKeeper connection events."""
+    errors = []
+    events = collections.Counter()
     try:
         with open(path, errors="replace") as f:
-            lines = [line.rstrip() for line in f if " ERROR " in line]
+            for line in f:
+                if " ERROR " in line:
+                    errors.append(line.rstrip())
+                for name, text in ZK_EVENTS:
+                    if text in line:
+                        events[name] += 1
     except OSError:
-        return {"count": 0, "first": []}
+        pass
     seen = []
-    for line in lines:
+    for line in errors:
         text = re.sub(r"^\S+ \S+ ", "", line)
         text = re.sub(r"\b\d{10}\b|\b[0-9a-f]{32}\b|i-[0-9a-f]+", "#", text)
         if text not in seen:
             seen.append(text)
         if len(seen) >= limit:
             break
-    return {"count": len(lines), "first": seen}
+    return {"count": len(errors), "first": seen, "zk_events": dict(events)}
 
 
 # -- output ---------------------------------------------------------------------
@@ -649,6 +664,10 @@ def format_details(result):
     for note in result.get("notes", []):
         lines.append("  note: %s" % note)
     errors = result.get("log_errors") or {}
+    if errors.get("zk_events"):
+        lines.append("  launcher ZooKeeper events: %s" % ", ".join(
+            "%s %d" % (name, errors["zk_events"].get(name, 0))
+            for name, _ in ZK_EVENTS))
     if errors.get("count"):
         lines.append("  launcher ERROR lines: %d, first:" % errors["count"])
         lines.extend("    " + text[:200] for text in errors["first"])
