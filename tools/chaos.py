@@ -83,7 +83,7 @@ from kazoo.exceptions import KazooException, NoNodeError  # noqa: E402
 from launcher_bed import (  # noqa: E402
     aws_config, live_instances, start_launcher, stop_launcher,
     wait_component, zk_config)
-from zk_bed import EnsembleZk, SingleZk, ZkLink, wait_leader  # noqa: E402
+from zk_bed import EnsembleZk, SingleZk, ZkLink  # noqa: E402
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from nodepool.zk.models import RequestState  # noqa: E402
 from tests.fakes.aws_proxy import AwsProxy, MotoServer  # noqa: E402
@@ -147,7 +147,8 @@ class Run:
     def start_launcher(self):
         self.proc = start_launcher(
             self.config_path, self.log_path, self.bed.proxy.url,
-            self.workdir, debug=self.args.debug, extra_args=["--no-webapp"])
+            self.workdir, debug=self.args.debug, extra_args=["--no-webapp"],
+            intervals=self.args.intervals)
         return self.proc
 
     def setup(self):
@@ -353,21 +354,51 @@ def fault_kill9(run):
 
 
 def fault_ensemble(run):
+    """Kill the leader, restart it once the rest has a quorum again; then
+    write the second wave and kill a follower (the launcher's own server
+    when it is on a follower, so that it certainly has to move)."""
     ensemble = run.zk.ensemble
     time.sleep(run.args.fault_after)
     for role in ("leader", "follower"):
-        leader = wait_leader(ensemble)
+        ensemble.wait_quorum()
+        leader = ensemble.leader()
+        on = launcher_member(run)
         if role == "leader":
             victim = leader
         else:
-            victim = next(m for m in ensemble.members if m is not leader)
+            followers = [m for m in ensemble.members if m is not leader]
+            victim = on if on in followers else followers[0]
             run.submit(run.args.requests // 2)
+        run.notes.append("killed the %s, member %d (the launcher was on "
+                         "member %s)" % (role, victim.myid,
+                                         on.myid if on else "?"))
         victim.stop(kill=True)
-        run.notes.append("killed %s (member %d)" % (role, victim.myid))
         time.sleep(run.args.member_outage)
         victim.start(wait=True)
-    wait_leader(ensemble)
+    ensemble.wait_quorum()
     return time.monotonic()
+
+
+def launcher_member(run):
+    """The member the launcher's session is connected to, if known: its
+    component registration is ephemeral, so the owner is its session.
+    The launcher uses TLS, and ``cons`` lists only the connections of the
+    port it is asked on."""
+    path = CHROOT + "/nodepool/components/launcher"
+    try:
+        owners = [stat.ephemeralOwner for stat in (
+            run.admin.exists(path + "/" + child)
+            for child in run.admin.get_children(path)) if stat]
+    except KazooException:
+        return None
+    for owner in owners:
+        needle = "sid=0x%x" % owner
+        for member in run.zk.ensemble.running():
+            if needle in zkserver.four_letter(
+                    member.host, member.secure_port, "cons",
+                    tls=run.zk.certs):
+                return member
+    return None
 
 
 # Cloud faults (scenario 4).  Each entry arms the proxy before the requests
@@ -736,7 +767,18 @@ def parse_args(argv=None):
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--debug", action="store_true",
                         help="run the launcher with -d (debug log)")
+    parser.add_argument("--interval", action="append", default=[],
+                        metavar="NAME=SECONDS",
+                        help="shorten a launcher loop (e.g. cleanup=10): "
+                             "runs tests.fixtures.launcher_process instead "
+                             "of the nodepool-launcher console script")
     args = parser.parse_args(argv)
+    try:
+        args.intervals = {
+            name: float(value) for name, _, value in (
+                item.partition("=") for item in args.interval)}
+    except ValueError:
+        parser.error("--interval takes NAME=SECONDS")
     if args.quick:
         defaults = {action.dest: action.default
                     for action in parser._actions}
@@ -788,8 +830,10 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     bed = Bed(args)
-    print("chaos: %s; %d requests per scenario; work dir %s" % (
-        git_head(), args.requests, bed.workdir), flush=True)
+    print("chaos: %s; %d requests per scenario; launcher intervals %s; "
+          "work dir %s" % (git_head(), args.requests,
+                           args.intervals or "of nodepool-launcher",
+                           bed.workdir), flush=True)
     results = []
     rc = 0
     try:

@@ -138,21 +138,30 @@ def launcher_env(proxy_url):
 
 
 def start_launcher(config_path, log_path, proxy_url, workdir, debug=True,
-                   extra_args=()):
-    """Start ``nodepool-launcher`` in the foreground, output to
-    ``log_path`` (appended, so a restarted launcher keeps one log).
+                   extra_args=(), intervals=None):
+    """Start the launcher in the foreground, output to ``log_path``
+    (appended, so a restarted launcher keeps one log).
 
-    The process gets its own session: a Ctrl-C in the terminal reaches
-    only the tool, which then stops the launcher itself.
+    The console script ``nodepool-launcher`` runs the production loop
+    intervals.  ``intervals`` (``{"cleanup": 5, ...}``, names of
+    :class:`~nodepool.launcher.server.Intervals`) runs the same daemon
+    through ``tests.fixtures.launcher_process`` instead, which can shorten
+    them.  The process gets its own session: a Ctrl-C in the terminal
+    reaches only the tool, which then stops the launcher itself.
     """
-    binary = os.path.join(os.path.dirname(sys.executable),
-                          "nodepool-launcher")
+    if intervals:
+        args = [sys.executable, "-m", "tests.fixtures.launcher_process"]
+        for name, seconds in sorted(intervals.items()):
+            args += ["--interval", "%s=%s" % (name, seconds)]
+    else:
+        args = [os.path.join(os.path.dirname(sys.executable),
+                             "nodepool-launcher")]
     pidfile = os.path.join(workdir, "launcher.pid")
-    args = [binary, "-d" if debug else "-f", "-c", config_path,
-            "-p", pidfile] + list(extra_args)
+    args += ["-d" if debug else "-f", "-c", config_path, "-p", pidfile]
+    args += list(extra_args)
     with open(log_path, "a") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, cwd=TOP,
                                 env=launcher_env(proxy_url),
                                 start_new_session=True)
 

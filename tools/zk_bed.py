@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import threading
-import time
 
 from tests.fixtures import zkserver
 
@@ -156,14 +155,3 @@ class EnsembleZk:
     def stop(self):
         for member in self.ensemble.members:
             member.stop(kill=True)
-
-
-def wait_leader(ensemble, timeout=60):
-    """The member that leads, once the ensemble has elected one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leader = ensemble.leader()
-        if leader is not None:
-            return leader
-        time.sleep(0.25)
-    raise RuntimeError("the ensemble elected no leader in %ss" % timeout)
