@@ -169,7 +169,12 @@ class Run:
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
+            started = time.monotonic()
             stop_launcher(self.proc, timeout=30)
+            took = time.monotonic() - started
+            if self.proc.returncode != 0 or took > 10:
+                self.notes.append("launcher stop on SIGTERM: rc %s after "
+                                  "%.1f s" % (self.proc.returncode, took))
         if self.zuul is not None:
             with contextlib.suppress(Exception):
                 self.zuul.close()
