@@ -611,9 +611,9 @@ def summarize_requests(run):
 
 # What the launcher's log says about its ZooKeeper connection (the
 # messages of nodepool.zk.client's state listener).
-ZK_EVENTS = (("suspended", "ZooKeeper connection suspended"),
-             ("session lost", "ZooKeeper session lost"),
-             ("connected", "ZooKeeper connection established"))
+ZK_EVENTS = (("suspended", "zk.client: ZooKeeper connection suspended"),
+             ("session lost", "zk.client: ZooKeeper session lost"),
+             ("connected", "zk.client: ZooKeeper connection established"))
 
 
 def log_summary(path, limit=5):
