@@ -67,6 +67,7 @@ import argparse
 import collections
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -823,6 +824,11 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     bed = Bed(args)
+    # The tool's own clients (Zuul's, kazoo) log to the work dir, not to
+    # the terminal the table goes to.
+    logging.basicConfig(
+        filename=os.path.join(bed.workdir, "chaos.log"), level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print("chaos: %s; %d requests per scenario; launcher intervals %s; "
           "work dir %s" % (git_head(), args.requests,
                            args.intervals or "of nodepool-launcher",
