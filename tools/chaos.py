@@ -40,7 +40,10 @@ Scenarios (the numbers are those of issue 10):
 * ``baseline``: no fault (the reference row);
 * ``zk-restart`` (1): ZooKeeper stopped ``--fault-after`` s after the
   requests were written, started again ``--zk-outage`` s later (same data
-  dir: sessions survive, clients go SUSPENDED then CONNECTED);
+  dir: sessions survive, clients go SUSPENDED then CONNECTED, provided
+  they reconnect within ``--session-timeout`` of the restart; kazoo's
+  reconnect backoff grows during the outage, so a short timeout can turn
+  this into a session loss);
 * ``zk-expiry`` (2): the launcher's session expires: its connection to
   ZooKeeper goes through a TCP link that is cut for ``--cutoff`` s (longer
   than ``--session-timeout``), or with ``--expiry-mode sigstop`` the
@@ -715,8 +718,8 @@ def git_head():
 
 # -- command line ---------------------------------------------------------------
 
-QUICK = dict(requests=5, fault_after=0.5, zk_outage=4.0, session_timeout=3.0,
-             cutoff=7.0, restart_delay=2.0, member_outage=3.0, settle=1.0,
+QUICK = dict(requests=5, fault_after=0.5, zk_outage=4.0, cutoff=13.0,
+             restart_delay=2.0, member_outage=3.0, settle=1.0,
              request_timeout=90.0, cleanup_wait=40.0)
 
 
@@ -734,9 +737,10 @@ def parse_args(argv=None):
     parser.add_argument("--fault-after", type=float, default=1.0,
                         help="seconds after the requests were written")
     parser.add_argument("--zk-outage", type=float, default=8.0)
-    parser.add_argument("--session-timeout", type=float, default=5.0,
-                        help="the launcher's zookeeper-timeout")
-    parser.add_argument("--cutoff", type=float, default=12.0,
+    parser.add_argument("--session-timeout", type=float, default=10.0,
+                        help="the launcher's zookeeper-timeout (the test "
+                             "ZooKeeper allows 1 to 10 s)")
+    parser.add_argument("--cutoff", type=float, default=15.0,
                         help="zk-expiry: how long the launcher is cut off")
     parser.add_argument("--expiry-mode", choices=("cutoff", "sigstop"),
                         default="cutoff")
