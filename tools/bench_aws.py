@@ -21,9 +21,7 @@ Usage: tools/bench_aws.py [--requests 40] [--rates 2,10]
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,107 +32,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kazoo.client import KazooClient  # noqa: E402
 
+from launcher_bed import (  # noqa: E402
+    ZooKeeper, aws_config, live_instances, start_launcher, stop_launcher,
+    wait_component, zk_config)
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from tests.fakes.aws_proxy import (  # noqa: E402
     AwsProxy, MotoServer, free_port)
-from tests.fixtures import zkserver  # noqa: E402
 from tests.fixtures.zuul import ZuulClient  # noqa: E402
 
-REGION = "us-west-2"
-IMAGE_ID = "ami-03cf127a"  # in the small AMI set of tests.fakes.aws
 SETTLE = 5.0
-
-CONFIG = """
-labels:
-  - name: small
-providers:
-  - name: ec2
-    driver: aws
-    region-name: {region}
-    rate: {rate}
-    cloud-images:
-      - name: base
-        username: ubuntu
-        image-id: {image}
-    pools:
-      - name: main
-        max-servers: 1000
-        host-key-checking: false
-        labels:
-          - name: small
-            cloud-image: base
-            instance-type: t3.medium
-            key-name: bench
-"""
-
-
-class ZooKeeper:
-    """The test ZooKeeper (tools/test-setup.sh) or a private one."""
-
-    def __init__(self):
-        self.server = None
-        state = zkserver.recorded_server()
-        if state is None:
-            directory = tempfile.mkdtemp(prefix="bench-aws-zk-")
-            certs = zkserver.make_certs(os.path.join(directory, "certs"))
-            self.server = zkserver.ZooKeeperServer(
-                os.path.join(directory, "zk"), certs=certs)
-            self.server.start()
-            state = {"host": self.server.host,
-                     "port": self.server.client_port,
-                     "secure_port": self.server.secure_port,
-                     "certs": certs}
-        self.state = state
-
-    @property
-    def plain(self):
-        return "%s:%d" % (self.state["host"], self.state["port"])
-
-    def stop(self):
-        if self.server is not None:
-            self.server.stop()
-
-
-def launcher_env(proxy_url):
-    env = dict(os.environ)
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=proxy_url)
-    env.pop("AWS_PROFILE", None)
-    return env
-
-
-def start_launcher(config_path, log_path, proxy_url, workdir):
-    binary = os.path.join(os.path.dirname(sys.executable),
-                          "nodepool-launcher")
-    pidfile = os.path.join(workdir, "launcher.pid")
-    with open(log_path, "w") as out:
-        return subprocess.Popen(
-            [binary, "-d", "-c", config_path, "-p", pidfile],
-            stdout=out, stderr=subprocess.STDOUT,
-            env=launcher_env(proxy_url))
-
-
-def stop_launcher(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def live_instances(moto_url):
-    import boto3
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name=REGION,
-                       aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
-    alive = []
-    for reservation in ec2.describe_instances()["Reservations"]:
-        for instance in reservation["Instances"]:
-            if instance["State"]["Name"] != "terminated":
-                alive.append(instance["InstanceId"])
-    return alive
 
 
 def run_rate(zk, moto, proxy, rate, count, workdir):
@@ -144,10 +50,9 @@ def run_rate(zk, moto, proxy, rate, count, workdir):
     admin.ensure_path(chroot)
     config_path = os.path.join(workdir, "nodepool-%s.yaml" % rate)
     with open(config_path, "w") as f:
-        f.write(zkserver.client_config(
-            zk.state["host"], zk.state["secure_port"], chroot,
-            zk.state["certs"], web_port=free_port()))
-        f.write(CONFIG.format(region=REGION, rate=rate, image=IMAGE_ID))
+        f.write(zk_config(zk.tls_servers, chroot, zk.state["certs"],
+                          web_port=free_port()))
+        f.write(aws_config(rate=rate))
     moto.reset()
     log_path = os.path.join(workdir, "launcher-%s.log" % rate)
     proc = start_launcher(config_path, log_path, proxy.url, workdir)
@@ -156,14 +61,7 @@ def run_rate(zk, moto, proxy, rate, count, workdir):
     zuul = ZuulClient(zuul_zk)
     try:
         # Wait for the pool worker to register before timing anything.
-        deadline = time.monotonic() + 60
-        while not (admin.exists(chroot + "/nodepool/components/pool")
-                   and admin.get_children(
-                       chroot + "/nodepool/components/pool")):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("launcher did not start; see %s"
-                                   % log_path)
-            time.sleep(0.1)
+        wait_component(admin, chroot, "pool", proc, log_path)
         # A production launcher has been up for a while when a rush of
         # requests comes: let it warm its quota and image caches first.
         time.sleep(SETTLE)
