@@ -8,7 +8,6 @@ locked and decided to take, calls :meth:`RequestHandler.start` once and
 then :meth:`RequestHandler.poll` on every pass until it returns True.
 """
 
-import copy
 import logging
 
 from kazoo.exceptions import (
@@ -368,24 +367,22 @@ class RequestHandler:
         """Our session was lost: lock the request again and carry on if it
         is still ours.  Returns False if the request was given up."""
         guard = self.services.zk_client.guard()
-        probe = copy.copy(self.request)  # lock_request refreshes it
-        probe.lock = None
         expected = (RequestState.PENDING if self.accepted
                     else RequestState.REQUESTED)
+        requests = self.services.requests
         try:
-            self.services.requests.lock_request(probe, blocking=False)
+            fresh = requests.relock_request(self.request)
         except exceptions.LockError as e:
             if isinstance(e.__cause__, CONNECTION_ERRORS):
                 return True  # try again on the next poll
             self._abandon("could not lock it again: %s" % e)
             return False
-        if (probe.state != expected
-                or self.worker.launcher_id in probe.declined_by):
-            self.services.requests.unlock_request(probe)
-            self._abandon("it changed meanwhile (%s)" % probe.state)
+        if (fresh.state != expected
+                or self.worker.launcher_id in fresh.declined_by):
+            requests.unlock_request(self.request)
+            self._abandon("it changed meanwhile (%s)" % fresh.state)
             return False
-        self.request.lock = probe.lock
-        self.request.stat = probe.stat
+        self.request.stat = fresh.stat
         for index, node in enumerate(self.slots):
             launcher = self.launchers.get(index)
             if node is None:
@@ -405,18 +402,18 @@ class RequestHandler:
         return True
 
     def _take_back_node(self, node: Node) -> bool:
-        node.lock = None  # it went with the session
-        probe = copy.copy(node)
+        """Lock a finished node of ours again; False if a ready node can
+        no longer be counted on (its slot is filled anew)."""
+        nodes = self.services.nodes
         try:
-            self.services.nodes.lock_node(probe, blocking=False)
+            fresh = nodes.relock_node(node)
         except exceptions.LockError:
             return node.state != NodeState.READY
-        if (probe.state != node.state
-                or probe.allocated_to != self.request.id):
-            self.services.nodes.unlock_node(probe)
+        if (fresh.state != node.state
+                or fresh.allocated_to != self.request.id):
+            nodes.unlock_node(node)
             return node.state != NodeState.READY
-        node.lock = probe.lock
-        node.stat = probe.stat
+        node.stat = fresh.stat
         return True
 
     def _abandon(self, why: str) -> None:

@@ -21,6 +21,7 @@ import threading
 from typing import Callable, Optional, Sequence
 
 from kazoo.client import KazooClient
+from kazoo.retry import KazooRetry
 from kazoo.exceptions import (
     ConnectionClosedError,
     ConnectionLoss,
@@ -87,9 +88,17 @@ class ZooKeeperClient:
         if self.acl_identities is not None and self.tls is None:
             raise ValueError("ZooKeeper ACLs need zookeeper-tls")
         self._handler = ConnectionHandler(self.tls)
+        # Kazoo's default reconnect backoff grows towards an hour: after an
+        # outage of a few seconds its next attempt may come after the
+        # session timeout although the server is back, losing a session
+        # (and every lock) that a prompt reconnect would have kept.
+        reconnect = KazooRetry(max_tries=-1, delay=0.1, backoff=2,
+                               sleep_func=self._handler.sleep_func,
+                               max_jitter=0.4,
+                               max_delay=min(2.0, max(0.2, timeout / 4)))
         self.kazoo = KazooClient(hosts=hosts, timeout=timeout,
                                  read_only=read_only, handler=self._handler,
-                                 **kwargs)
+                                 connection_retry=reconnect, **kwargs)
         self._state_listeners: list[StateListener] = []
         self._session_listeners: list[SessionListener] = []
         self._listener_lock = threading.Lock()

@@ -14,6 +14,7 @@ however, is not synchronised: lock, modify, store and unlock it from one
 thread at a time.  No method may be called from a kazoo callback.
 """
 
+import copy
 import logging
 from typing import Iterable, Iterator, Optional
 
@@ -258,6 +259,30 @@ class NodeStore:
             node.update_from(fresh)
             node.stat = stat
             node.lock = lock
+
+    def relock_node(self, node: Node) -> Node:
+        """Hold ``node``'s lock in the current session again, after the
+        session that held it was lost; returns the node as stored now.
+
+        A lock whose contender still exists is kept: an attempt in flight
+        when the session was lost completes in the new one (kazoo retries
+        it).  Otherwise the lock is taken anew, without waiting.  ``node``
+        only gets the lock; the caller compares the returned record with
+        it and unlocks if it is no longer theirs.
+
+        :raises LockError: as :meth:`lock_node` (non-blocking).
+        """
+        if locks.is_lock_holder(node.lock):
+            fresh = self._read_node(node.id)
+            if fresh is None:
+                self.unlock_node(node)
+                raise LockError("node %s was deleted" % node.id)
+            return fresh
+        node.lock = None  # it went with the lost session
+        probe = copy.copy(node)
+        self.lock_node(probe, blocking=False)
+        node.lock = probe.lock
+        return probe
 
     def _remove_lock_skeleton(self, node_id: str, stat) -> None:
         # Locking a node deleted meanwhile recreated its lock directory and

@@ -18,6 +18,7 @@ shared by threads; a :class:`~nodepool.zk.models.NodeRequest` object must
 be used by one thread at a time.  Nothing here may run in a kazoo callback.
 """
 
+import copy
 import logging
 import uuid
 from typing import Iterable, Iterator, Optional, Union
@@ -213,6 +214,30 @@ class RequestStore:
             request.update_from(fresh)
             request.stat = stat
             request.lock = lock
+
+    def relock_request(self, request: NodeRequest) -> NodeRequest:
+        """Hold ``request``'s lock in the current session again, after the
+        session that held it was lost; returns the request as stored now.
+
+        Same rules as :meth:`NodeStore.relock_node`: a lock whose contender
+        still exists (acquired in the new session by an attempt in flight
+        at the loss) is kept, else it is taken anew without waiting.
+
+        :raises LockError: as :meth:`lock_request` (non-blocking).
+        """
+        if locks.is_lock_holder(request.lock):
+            fresh, stat = self._read_request(request.id)
+            if fresh is None:
+                self.unlock_request(request)
+                raise LockError("request %s was deleted or is unreadable"
+                                % request.id)
+            fresh.stat = stat
+            return fresh
+        request.lock = None  # it went with the lost session
+        probe = copy.copy(request)
+        self.lock_request(probe, blocking=False)
+        request.lock = probe.lock
+        return probe
 
     def unlock_request(self, request: NodeRequest) -> None:
         """Release the lock taken by :meth:`lock_request`.

@@ -312,3 +312,29 @@ def test_reads_through_cache(zk_client):
     assert store.sorted_requests() == [cached_a]
     assert [r.id for r in store.sorted_requests(cached=False)] == [
         b.id, a.id]
+
+
+def test_relock_after_lost_session(store, other_store, zk_client):
+    """After a lost session a request's dead lock is taken anew; a lock
+    that an attempt in flight at the loss acquired in the new session is
+    kept (taking it again would fail: kazoo locks are not re-entrant)."""
+    import threading
+    from tests.fixtures import zkserver
+    request = make_request()
+    other_store.submit_request(request)  # ephemeral: a session of its own
+    store.lock_request(request)
+    lost = threading.Event()
+    zk_client.add_session_listener(lost.set)
+    zkserver.expire_session(zk_client.kazoo)
+    assert lost.wait(30)
+    assert not locks.is_lock_holder(request.lock)
+    fresh = store.relock_request(request)
+    assert fresh.id == request.id
+    assert locks.is_lock_holder(request.lock)
+    held = request.lock
+    # Still held in this session: kept as it is.
+    fresh = store.relock_request(request)
+    assert request.lock is held and locks.is_lock_holder(held)
+    assert store.is_request_locked(request.id)
+    store.unlock_request(request)
+    assert not store.is_request_locked(request.id)

@@ -13,8 +13,6 @@ handler can pause and launch a fresh one.
 
 import time
 
-import copy
-
 from kazoo.exceptions import NoNodeError
 
 from nodepool import exceptions
@@ -311,25 +309,22 @@ class NodeLauncher:
         it is still ``building`` for us; the in-memory node (which may be
         ahead of the record) is then written again.
         """
-        probe = copy.copy(self.node)  # lock_node refreshes the object
-        probe.lock = None
         nodes = self.provider.nodes
         guard = self._zk.guard()
         try:
-            nodes.lock_node(probe, blocking=False)
+            fresh = nodes.relock_node(self.node)
         except exceptions.LockError as e:
             if isinstance(e.__cause__, CONNECTION_ERRORS):
                 return  # the connection dropped again: next pass
             self._abandon("could not lock it again: %s" % e)
             return
-        if (probe.state != NodeState.BUILDING
-                or probe.allocated_to != self.node.allocated_to
+        if (fresh.state != NodeState.BUILDING
+                or fresh.allocated_to != self.node.allocated_to
                 or self.cancelled):
-            nodes.unlock_node(probe)
-            self._abandon("its record changed meanwhile (%s)" % probe.state)
+            nodes.unlock_node(self.node)
+            self._abandon("its record changed meanwhile (%s)" % fresh.state)
             return
-        self.node.lock = probe.lock
-        self.node.stat = probe.stat
+        self.node.stat = fresh.stat
         self.guard = guard
         self._unsaved = True
         self.log.info("Locked node %s again after the ZooKeeper session "
