@@ -4,14 +4,18 @@
 """The OpenStack driver end to end: the launcher in-process with an
 openstack provider on the loopback fake cloud (real openstacksdk, real
 HTTP, clouds.yaml through ``OS_CLIENT_CONFIG_FILE``), a real ZooKeeper
-and a Zuul-like client."""
+and a Zuul-like client.
+
+What every driver does (launch, delete, retry, quota, leaked servers) is
+in the contract suite, tests/contract; here only what is OpenStack's
+own."""
 
 import pytest
 
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.openstack import IMAGE_ID
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import node_ids, read_nodes
+from tests.functional.conftest import node_ids
 
 CONFIG = """
 labels:
@@ -90,70 +94,6 @@ def test_request_served_and_servers_deleted(launcher_factory, zuul, cloud):
     # Nothing left behind: floating IPs and ports went with the servers.
     wait_for(lambda: not cloud.floating_ips and not cloud.ports, timeout=30)
     assert cloud.unknown == []
-
-
-def test_failed_boot_retried_without_leak(launcher_factory, zuul, cloud):
-    cloud.error_faults = ["No valid host was found"]
-    launcher_factory(CONFIG)
-    done = zuul.wait_for_request(zuul.submit(["big"]), timeout=60)
-    assert done.state == RequestState.FULFILLED
-    [node] = zuul.accept_nodes(done)
-    assert cloud.counts["POST servers"] == 2
-    # The ERROR server of the first attempt was deleted.
-    wait_for(lambda: list(cloud.live_servers()) == [node.external_id],
-             timeout=30)
-    zuul.return_nodes([node])
-    wait_for(lambda: not cloud.live_servers(), timeout=60)
-
-
-def test_min_ready_and_leaked_server_cleanup(launcher_factory, zuul, cloud):
-    # A server tagged for this provider whose node does not exist.
-    with cloud.lock:
-        status, body = cloud.create_server({"server": {
-            "name": "np9999999999", "flavorRef": "f-small",
-            "imageRef": IMAGE_ID,
-            "metadata": {"nodepool_provider_name": "os",
-                         "nodepool_node_id": "9999999999",
-                         "nodepool_pool_name": "main"}}})
-    leaked = body["server"]["id"]
-    launcher_factory(CONFIG, min_ready=2)
-
-    def ready():
-        return [n for n in read_nodes(zuul.kazoo)
-                if n.state == NodeState.READY and not n.allocated_to]
-    nodes = wait_for(lambda: len(ready()) == 2 and ready(), timeout=60)
-    live = cloud.live_servers()
-    for node in nodes:
-        assert node.type == ["small"]
-        assert node.external_id in live
-        assert node.interface_ip
-    wait_for(lambda: leaked not in cloud.live_servers(), timeout=60)
-    assert len(cloud.live_servers()) == 2
-
-
-def test_cloud_quota_pauses_then_serves(launcher_factory, zuul, cloud):
-    # 16 cores, 2 of them taken by a server nodepool does not manage:
-    # one "big" node (8 cores) fits, a second one must wait.
-    cloud.limits["cores"] = 16
-    with cloud.lock:
-        cloud.create_server({"server": {
-            "name": "someone-elses", "flavorRef": "f-small",
-            "imageRef": IMAGE_ID}})
-    launcher = launcher_factory(CONFIG)
-    first = zuul.wait_for_request(zuul.submit(["big"]), timeout=60)
-    assert first.state == RequestState.FULFILLED
-    nodes = zuul.accept_nodes(first)
-    second = zuul.submit(["big"])
-    worker = launcher.pool_workers[("os", "main")]
-    wait_for(lambda: worker.paused, timeout=60)
-    assert zuul.get_request(second).state == RequestState.PENDING
-    # Paused on the launcher's own accounting, not on a refusal by Nova.
-    assert cloud.counts["POST servers"] == 1
-    zuul.return_nodes(nodes)
-    done = zuul.wait_for_request(second, timeout=60)
-    assert done.state == RequestState.FULFILLED
-    assert cloud.counts["POST servers"] == 2
-    zuul.return_nodes(zuul.accept_nodes(done))
 
 
 def test_down_ports_and_loose_floating_ips_cleaned(launcher_factory, zuul,
