@@ -460,3 +460,41 @@ def test_import_rejects_foreign_paths(fresh_store):
     with pytest.raises(ValueError):
         fresh_store.import_image_data({"/nodepool/images/x/pause": None})
     assert fresh_store.get_image_names() == []
+
+
+def test_upload_ids_increase_and_build_ids_are_unique(store):
+    build_ids = {store.store_build("img", make_build()) for _ in range(5)}
+    assert len(build_ids) == 5
+    build_id = sorted(build_ids)[0]
+    ids = [store.store_upload("img", build_id, "p", make_upload())
+           for _ in range(3)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert store.get_upload_ids("img", build_id, "p") == ids
+
+
+def test_delete_build_refused_while_uploads_exist(store):
+    build_id = store.store_build("img", make_build())
+    ready = store.store_upload("img", build_id, "p", make_upload())
+    failed = store.store_upload("img", build_id, "q",
+                                make_upload(UploadState.FAILED))
+    assert store.delete_build("img", build_id) is False
+    store.delete_upload("img", build_id, "p", ready)
+    # An upload in any state still counts.
+    assert store.delete_build("img", build_id) is False
+    assert store.get_build("img", build_id) is not None
+    store.delete_upload("img", build_id, "q", failed)
+    assert store.delete_build("img", build_id) is True
+    assert store.get_build_ids("img") == []
+
+
+def test_delete_upload_under_its_lock(store):
+    """Cleanup deletes an upload while holding its upload-number lock;
+    the lock goes with the record and releasing it afterwards is fine."""
+    build_id = store.store_build("img", make_build())
+    upload_id = store.store_upload("img", build_id, "p", make_upload())
+    with store.upload_number_lock("img", build_id, "p", upload_id):
+        assert store.delete_upload("img", build_id, "p", upload_id)
+    assert store.get_upload_ids("img", build_id, "p") == []
+    assert store._kazoo.exists(paths.upload_path(
+        "img", build_id, "p", upload_id)) is None
+    assert store.delete_build("img", build_id) is True

@@ -10,6 +10,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
+from nodepool.zk import paths
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.nodes import NodeStore
 from tests.fakes.record_cache import StaticCache
@@ -313,3 +314,33 @@ def test_reads_through_cache(zk_client):
     cache.records.clear()
     assert store.get_node(node.id).state == NodeState.BUILDING
     assert store.get_ready_nodes_of_types(["small"]) == {}
+
+
+def test_ready_nodes_of_types_multilabel(zk_client):
+    store = NodeStore(zk_client)
+    multi = make_node(state=NodeState.READY, labels=("label1", "label2"))
+    single = make_node(state=NodeState.READY, labels=("label2",))
+    held = make_node(state=NodeState.HOLD, labels=("label1", "label2"))
+    for node in (multi, single, held):
+        store.store_node(node)
+    ready = store.get_ready_nodes_of_types(["label1"], cached=False)
+    assert {k: [n.id for n in v] for k, v in ready.items()} == {
+        "label1": [multi.id]}
+    ready = store.get_ready_nodes_of_types(["label1", "label2"],
+                                           cached=False)
+    assert {k: [n.id for n in v] for k, v in ready.items()} == {
+        "label1": [multi.id], "label2": [multi.id, single.id]}
+
+
+def test_connection_port_default_and_custom_on_the_wire(zk_client):
+    store = NodeStore(zk_client)
+    default = make_node(state=NodeState.READY)
+    custom = make_node(state=NodeState.READY, connection_port=2222)
+    for node in (default, custom):
+        store.store_node(node)
+    for node, port in ((default, 22), (custom, 2222)):
+        data = json.loads(zk_client.kazoo.get(
+            paths.node_path(node.id))[0])
+        assert (data["connection_port"], data["ssh_port"]) == (port, port)
+        assert "id" not in data
+        assert store.get_node(node.id, cached=False).connection_port == port
