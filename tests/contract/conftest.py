@@ -17,7 +17,10 @@ import types
 
 import pytest
 
+from nodepool import driver
 from nodepool.config.loader import load_config
+from nodepool.driver.azure import AzureDriver
+from nodepool.driver.openstack import OpenStackDriver
 from nodepool.driver.quota import QuotaInformation
 from nodepool.zk.models import NodeState
 from tests.fakes.openstack import IMAGE_ID
@@ -33,6 +36,11 @@ LEAKS = "leaks"        # an instance can be planted and must be removed
 IMAGES = "images"      # upload_image/list_images/delete_image
 
 CLOUD = frozenset({CREATE, LISTING, QUOTA, LEAKS, IMAGES})
+
+#: Seconds between the cloud drivers' instance listings in the suite
+#: (1 s in production): a launch or delete is seen that much sooner, which
+#: keeps each case fast.
+LISTING_INTERVAL = 0.1
 
 #: The node id in the tags of a planted leak: no such node exists.
 LEAKED_NODE_ID = "9999999999"
@@ -142,6 +150,33 @@ class DriverBed:
 def _instance_label():
     """A label-like object for planting test-driver instances."""
     return types.SimpleNamespace(cores=1, ram=1, name="small")
+
+
+def use_driver(request, name, target):
+    """Register ``target`` as driver ``name`` for the test."""
+    default = "nodepool.driver.%s:%s" % (
+        name, type(driver.get_driver(name)).__name__)
+    driver.register_driver(name, target)
+    request.addfinalizer(lambda: driver.register_driver(name, default))
+
+
+class QuickOpenStackDriver(OpenStackDriver):
+    """``driver: openstack`` listing servers every LISTING_INTERVAL."""
+
+    def get_adapter(self, provider_config, warm=True):
+        from nodepool.driver.openstack.adapter import OpenStackAdapter
+        return OpenStackAdapter(provider_config, warm=warm,
+                                listing_interval=LISTING_INTERVAL)
+
+
+class QuickAzureDriver(AzureDriver):
+    """``driver: azure`` listing resources every LISTING_INTERVAL."""
+
+    def get_adapter(self, provider_config, warm=True):
+        from nodepool.driver.azure.adapter import AzureAdapter
+        return AzureAdapter(provider_config, warm=warm,
+                            listing_interval=LISTING_INTERVAL,
+                            listing_gap=LISTING_INTERVAL / 5)
 
 
 class FakeDriverBed(DriverBed):
@@ -258,7 +293,8 @@ class AwsBed(DriverBed):
         self.moto.reset()
         self.proxy = AwsProxy(self.moto.port).start()
         request.addfinalizer(self.proxy.stop)
-        use_proxied_aws(self.proxy.url, read_timeout=10)
+        use_proxied_aws(self.proxy.url, read_timeout=10,
+                        listing_interval=LISTING_INTERVAL)
         request.addfinalizer(restore_aws)
         self.ec2, s3 = (boto3.client(
             service, endpoint_url=self.moto.url, region_name="us-west-2",
@@ -372,6 +408,8 @@ class OpenStackBed(DriverBed):
     def __init__(self, request, tmp_path):
         super().__init__(request, tmp_path)
         self.cloud = request.getfixturevalue("openstack_cloud")
+        use_driver(request, "openstack",
+                   "tests.contract.conftest:QuickOpenStackDriver")
 
     def check_node(self, node):
         meta = self.cloud.live_servers()[node.external_id]["metadata"]
@@ -476,6 +514,7 @@ class AzureBed(DriverBed):
     def __init__(self, request, tmp_path):
         super().__init__(request, tmp_path)
         self.fake = request.getfixturevalue("azure_fake")
+        use_driver(request, "azure", "tests.contract.conftest:QuickAzureDriver")
         self.auth_path = tmp_path / "azure.json"
         self.auth_path.write_text(json.dumps(self.fake.auth_data()))
 
