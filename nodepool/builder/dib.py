@@ -233,10 +233,6 @@ class ImageFiles:
     def path(self, ext: str) -> str:
         return "%s.%s" % (self.base, ext)
 
-    @property
-    def manifest_dir(self) -> str:
-        return self.base + ".d"
-
     def formats(self) -> List[str]:
         """Extensions of the format files present (no checksums, no .d)."""
         prefix = os.path.basename(self.base) + "."

@@ -144,12 +144,6 @@ class RequestStore:
             if request is not None:
                 yield request
 
-    def sorted_requests(self, cached: bool = True) -> list[NodeRequest]:
-        """All requests in processing order (the ``priority`` sort key:
-        prefix, then relative priority, then sequence)."""
-        return sorted(self.iter_requests(cached=cached),
-                      key=lambda r: r.priority)
-
     # Writing ------------------------------------------------------------
 
     def store_request(self, request: NodeRequest) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from nodepool.cmd import nodepoolcmd
 from nodepool.zk import paths
+from tests.fixtures.locks import holding
 from tests.fixtures.waits import wait_for
 from tests.functional import test_cli
 from tests.functional.test_cli import (
@@ -67,7 +68,7 @@ def test_export_import_upload_sequence_continues(cli, stores, tmp_path,
     takes sequence 0); new builds and uploads work as usual."""
     images = stores.images
     build_id = make_build(images)
-    with images.upload_lock("ubuntu", build_id, "fake"):
+    with holding(images.acquire_upload_lock("ubuntu", build_id, "fake")):
         ids = [make_upload(images, "ubuntu", build_id) for _ in range(2)]
     assert ids == ["0000000001", "0000000002"]
     path = tmp_path / "export.json"
@@ -82,7 +83,7 @@ def test_export_import_upload_sequence_continues(cli, stores, tmp_path,
 
     new_build = make_build(images)
     assert new_build != build_id
-    with images.upload_lock("ubuntu", new_build, "fake"):
+    with holding(images.acquire_upload_lock("ubuntu", new_build, "fake")):
         assert make_upload(images, "ubuntu", new_build) == "0000000001"
     rows = table(cli("dib-image-list")[1])
     assert sorted(r[0] for r in rows[1:]) == sorted(

@@ -15,6 +15,7 @@ from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload, Node,
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
 from tests.fixtures import zkserver
+from tests.fixtures.locks import holding
 from tests.fixtures.waits import wait_for
 
 PATH = "/nodepool/nodes/0000000000/lock"
@@ -112,36 +113,9 @@ def test_contender_naming_compatible_with_plain_kazoo(zk_factory):
 def test_contenders_ignore_other_children_and_missing_dir(zk_client):
     kz = zk_client.kazoo
     assert locks.lock_contenders(kz, PATH) == []
-    assert locks.force_unlock(kz, PATH) is None
     kz.create(PATH + "/not-a-contender", makepath=True)
     assert locks.lock_contenders(kz, PATH) == []
     assert not locks.lock_is_held(kz, PATH)
-
-
-def test_force_unlock_deletes_lowest(zk_factory):
-    a = zk_factory()
-    b = zk_factory()
-    # A non-ephemeral lock, as a crashed consumer might leave behind.
-    lock_a = locks.acquire_lock(a.kazoo, PATH, ephemeral=False)
-    waiter = Lock(b.kazoo, PATH)
-    got = threading.Event()
-
-    def take():
-        if waiter.acquire(timeout=30):
-            got.set()
-    t = threading.Thread(target=take, daemon=True)
-    t.start()
-    wait_for(lambda: len(locks.lock_contenders(a.kazoo, PATH)) == 2)
-    assert locks.force_unlock(a.kazoo, PATH) == lock_a.node
-    # The waiter (higher sequence) survives and now holds the lock.
-    assert got.wait(30)
-    t.join(30)
-    assert locks.lock_contenders(a.kazoo, PATH) == [waiter.node]
-    assert not locks.is_lock_holder(lock_a)
-    # Releasing the broken lock must not disturb the new holder.
-    locks.release_lock(lock_a)
-    assert locks.lock_contenders(a.kazoo, PATH) == [waiter.node]
-    waiter.release()
 
 
 def test_lock_released_on_session_loss(zk_factory):
@@ -214,19 +188,20 @@ def test_image_lock_failures_name_the_lock(images, other_images):
     build_id = images.store_build("img", ready_build())
     upload_id = images.store_upload("img", build_id, "p", ready_upload())
     cases = [
-        (images.image_build_lock, other_images.acquire_image_build_lock,
+        (images.acquire_image_build_lock, other_images.acquire_image_build_lock,
          ("img",), paths.build_lock_path("img")),
-        (images.build_id_lock, other_images.acquire_build_id_lock,
+        (images.acquire_build_id_lock, other_images.acquire_build_id_lock,
          ("img", build_id), paths.build_id_lock_path("img", build_id)),
-        (images.upload_lock, other_images.acquire_upload_lock,
+        (images.acquire_upload_lock, other_images.acquire_upload_lock,
          ("img", build_id, "p"), paths.upload_lock_path("img", build_id,
                                                         "p")),
-        (images.upload_number_lock, other_images.acquire_upload_number_lock,
+        (images.acquire_upload_number_lock,
+         other_images.acquire_upload_number_lock,
          ("img", build_id, "p", upload_id),
          paths.upload_number_lock_path("img", build_id, "p", upload_id)),
     ]
-    for held, acquire, args, path in cases:
-        with held(*args):
+    for hold, acquire, args, path in cases:
+        with holding(hold(*args)):
             with pytest.raises(LockError) as exc:
                 acquire(*args, blocking=False)
             assert not isinstance(exc.value, TimeoutException)
@@ -269,40 +244,6 @@ def test_node_and_request_lock_failures(zk_client, zk_factory):
     requests.unlock_request(request)
     with pytest.raises(LockError):
         requests.unlock_request(request)
-
-
-def test_force_unlock_node_removes_only_the_holder(zk_client, zk_factory):
-    """forceUnlockNode: the lowest contender goes, a waiter then holds
-    the lock."""
-    store = NodeStore(zk_client)
-    holder_store = NodeStore(zk_factory())
-    waiter_store = NodeStore(zk_factory())
-    node = ready_node()
-    store.store_node(node)
-    held = holder_store.get_node(node.id)
-    holder_store.lock_node(held, ephemeral=False)
-    waiting = waiter_store.get_node(node.id)
-    got = threading.Event()
-
-    def wait_for_lock():
-        waiter_store.lock_node(waiting, timeout=30)
-        got.set()
-    thread = threading.Thread(target=wait_for_lock, daemon=True)
-    thread.start()
-    wait_for(lambda: len(store.node_lock_contenders(node.id)) == 2)
-    holder, waiter = store.node_lock_contenders(node.id)
-    assert holder == held.lock.node
-
-    assert store.force_unlock_node(node.id) == holder
-    assert got.wait(30)
-    thread.join(30)
-    assert store.node_lock_contenders(node.id) == [waiter]
-    assert waiting.lock.node == waiter
-    # The broken holder's release does not disturb the new holder.
-    holder_store.unlock_node(held)
-    assert store.node_lock_contenders(node.id) == [waiter]
-    waiter_store.unlock_node(waiting)
-    assert store.node_lock_contenders(node.id) == []
 
 
 def test_same_process_second_lock_attempt_fails(zk_client):

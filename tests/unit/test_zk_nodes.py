@@ -225,20 +225,6 @@ def test_delete_writes_tombstone_first(store, zk_client, monkeypatch):
     assert removed == [node.id]
 
 
-def test_force_unlock_node(store, other_store):
-    node = make_node()
-    store.store_node(node)
-    theirs = other_store.get_node(node.id)
-    other_store.lock_node(theirs, ephemeral=False)
-    (holder,) = store.node_lock_contenders(node.id)
-    assert store.force_unlock_node(node.id) == holder
-    assert store.node_lock_contenders(node.id) == []
-    store.lock_node(node, blocking=False)
-    store.unlock_node(node)
-    assert store.force_unlock_node(node.id) is None
-    other_store.unlock_node(theirs)
-
-
 def test_invalid_payload_tolerated(store, zk_client, caplog):
     good = make_node()
     store.store_node(good)
@@ -285,16 +271,6 @@ def test_get_ready_nodes_of_types(store):
     assert {label: [n.id for n in nodes]
             for label, nodes in ready.items()} == {
         "small": [a.id, b.id], "large": [b.id]}
-
-
-def test_count_nodes_by_state(store):
-    for state in (NodeState.READY, NodeState.READY, NodeState.IN_USE):
-        store.store_node(make_node(state=state))
-    counts = store.count_nodes_by_state()
-    assert counts["ready"] == 2
-    assert counts["in-use"] == 1
-    assert counts["building"] == 0
-    assert set(counts) == {s.value for s in NodeState}
 
 
 def test_reads_through_cache(zk_client):
