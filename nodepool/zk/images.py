@@ -5,7 +5,7 @@
 
 Used by the builder and the ``nodepool`` CLI, which read ZooKeeper directly;
 the launcher reads images through its tree cache instead.  The tree below
-``/nodepool/images`` looks like this (zk-schema.md §1)::
+``/nodepool/images`` looks like this (the layout nodepool 11 writes)::
 
     <image>/pause                      present while the image is paused
     <image>/request-build              manual build request

@@ -3,7 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Reading, writing, locking and deleting node records.
 
-Node records live at ``/nodepool/nodes/<id>`` (schema §3).  The launcher
+Node records live at ``/nodepool/nodes/<id>``.  The launcher
 reads through its tree cache; the builder and the CLI pass no cache and
 read ZooKeeper directly.  Writes always go to ZooKeeper; the cache catches
 up through its watch.

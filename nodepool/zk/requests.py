@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""Node request operations and the request state rules (schema §4, §10).
+"""Node request operations and the request state rules.
 
 Requests live at ``/nodepool/requests/<prio>-<seq>``; their locks live in a
 separate tree, ``/nodepool/requests-lock/<id>``, so that a consumer deleting

@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The ``nodepool`` admin CLI against a real ZooKeeper (cli.md §1)."""
+"""The ``nodepool`` admin CLI against a real ZooKeeper (doc/source/cli.rst)."""
 
 import io
 import json
@@ -659,7 +659,7 @@ def test_console_script(tmp_path, zk_server, zk_chroot, stores):
     assert "Traceback" not in result.stderr
 
 
-# -- daemon options (cli.md §2) ------------------------------------------------
+# -- daemon options (doc/source/operation.rst) ---------------------------------
 
 def test_daemon_options(capsys):
     from nodepool.cmd import builder, daemon_parser, launcher
