@@ -105,7 +105,8 @@ class DriverBed:
         Zuul accepted."""
 
     def released(self, kazoo, node):
-        """True once the node Zuul returned is gone with its instance."""
+        """True once the node Zuul returned is gone with its instance
+        (node records read with ``kazoo``)."""
         gone = node.id not in {n.id for n in read_nodes(kazoo)}
         return gone and node.external_id not in self.instances()
 
@@ -153,11 +154,12 @@ def _instance_label():
 
 
 def use_driver(request, name, target):
-    """Register ``target`` as driver ``name`` for the test."""
-    default = "nodepool.driver.%s:%s" % (
-        name, type(driver.get_driver(name)).__name__)
+    """Register ``target`` as driver ``name`` for the test, the real
+    driver again afterwards."""
+    real = {"openstack": "nodepool.driver.openstack:OpenStackDriver",
+            "azure": "nodepool.driver.azure:AzureDriver"}[name]
     driver.register_driver(name, target)
-    request.addfinalizer(lambda: driver.register_driver(name, default))
+    request.addfinalizer(lambda: driver.register_driver(name, real))
 
 
 class QuickOpenStackDriver(OpenStackDriver):
