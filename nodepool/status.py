@@ -9,7 +9,7 @@ returns ``(headers, rows)``:
 
 ``headers``
     a list of :class:`Column` (``key``, ``title``, ``kind``) in display
-    order.  ``key`` is the JSON key of the web API (cli.md §3), ``title``
+    order.  ``key`` is the JSON key of the web API (doc/source/webapp.rst), ``title``
     the table header of the CLI.
 ``rows``
     a list of dicts keyed by the column keys, in header order, holding

@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The build worker: scheduled and manual diskimage builds (builder.md §2).
+"""The build worker: scheduled and manual diskimage builds.
 
 Per pass, for every buildable diskimage (the pass ends early when the
 builder stops, ZooKeeper goes away or the config files change):

@@ -7,7 +7,7 @@ Everything here is free of ZooKeeper and threads so that it can be tested
 on its own:
 
 * :func:`dib_command` and :func:`dib_environment` make the command line
-  and environment of one build (builder.md §3);
+  and environment of one build;
 * :func:`run_dib` runs it with its output in a log file, a timeout and a
   stop switch;
 * :class:`ImageFiles` names the files of one build in the images directory
@@ -232,10 +232,6 @@ class ImageFiles:
 
     def path(self, ext: str) -> str:
         return "%s.%s" % (self.base, ext)
-
-    @property
-    def manifest_dir(self) -> str:
-        return self.base + ".d"
 
     def formats(self) -> List[str]:
         """Extensions of the format files present (no checksums, no .d)."""

@@ -1,7 +1,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The builder daemon's core (builder.md §1).
+"""The builder daemon's core (see "What the builder does" in
+doc/source/operation.rst).
 
 :class:`NodePoolBuilder` loads the config (``zookeeper-servers`` and
 ``images-dir`` are required), reads or creates ``builder_id.txt``,

@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The upload worker: put local builds into providers (builder.md §4).
+"""The upload worker: put local builds into providers.
 
 Per pass, for each image-managing provider and each of its diskimages:
 skip when the provider pauses the image, when there is no READY build,

@@ -3,7 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """What the daemons share: options, logging, pid file, signals.
 
-Options (cli.md §2): ``-c``, ``-s``, ``-l`` (``.yaml``/``.yml``/``.json``
+Options (doc/source/operation.rst): ``-c``, ``-s``, ``-l`` (``.yaml``/``.yml``/``.json``
 → ``dictConfig``, anything else → ``fileConfig``), ``-p`` (default
 ``/var/run/nodepool/<app>.pid``), ``-d`` (foreground, DEBUG console
 logging), ``-f`` (foreground), ``--repl`` (Python REPL server) and

@@ -100,11 +100,6 @@ class ZooKeeperServer(ConfigObject):
             host = "[%s]" % host
         return "%s:%d" % (host, self.port)
 
-    @property
-    def connection_string(self) -> str:
-        """``host:port[chroot]`` for this server alone."""
-        return self.host_port + (self.chroot or "")
-
 
 @dataclass(frozen=True, kw_only=True)
 class ZooKeeperTLS(ConfigObject):

@@ -5,148 +5,19 @@
 
 Adapters answer many questions (what instances exist, what an image or an
 instance type looks like, what the account quota is) from data that changes
-slowly but is expensive and rate limited to fetch.  Two caches cover the
-two patterns:
-
-* :class:`LazyExecutorTTLCache` for "list everything" calls that state
-  machines poll constantly: callers always get an answer at once, possibly
-  a stale one, while a refresh runs in the background.
-* :class:`SingleFlightTTLCache` for keyed lookups: a miss blocks, but any
-  number of threads missing the same key share one cloud call.
+slowly but is expensive and rate limited to fetch.
+:class:`SingleFlightTTLCache` covers keyed lookups: a miss blocks, but any
+number of threads missing the same key share one cloud call.  ("List
+everything" calls go through :mod:`nodepool.driver.listing` instead.)
 """
 
 import functools
-import logging
 import threading
 import time
 from typing import Any, Callable, Hashable, Optional
 
 import cachetools
 import cachetools.keys
-
-_log = logging.getLogger("nodepool.driver.lazycache")
-
-_NO_VALUE = object()
-
-
-class LazyExecutorTTLCache:
-    """Decorator caching an argument-less (list) call, refreshed lazily.
-
-    The first call runs the function synchronously and raises whatever it
-    raises; concurrent first callers wait for it and use its value (if it
-    fails, each of them tries in turn, one at a time).  Later
-    calls return the cached value at once.  When the value is older than
-    ``ttl`` seconds (measured from the start of the call that fetched it),
-    one refresh is submitted to ``executor`` and the stale value keeps being
-    returned until the refresh has finished; there is never more than one
-    refresh queued or running.  A failing refresh is logged and the old
-    value kept, so the next call tries again.
-
-    Arguments of the decorated function are passed through but ignored for
-    keying: there is one cached value per decorated function.  Decorate a
-    bound method per instance (``self.list = LazyExecutorTTLCache(...)(
-    self._list)``), not a method in the class body, or all instances share
-    one value.  The wrapper's ``cache`` attribute is this object.
-
-    Thread-safe.  ``timer`` exists for tests (default
-    :func:`time.monotonic`).
-    """
-
-    def __init__(self, ttl: float, executor, *,
-                 timer: Callable[[], float] = time.monotonic):
-        self.ttl = ttl
-        self.executor = executor
-        self._timer = timer
-        # Guards the fields below; never held while the function runs.
-        self._lock = threading.Lock()
-        # Serializes the synchronous first load.
-        self._first_load_lock = threading.Lock()
-        self._value: Any = _NO_VALUE
-        self._fetched_at = -float("inf")
-        self._refreshing = False
-        # Bumped by invalidate(), so that a refresh which began before an
-        # invalidation does not mark its result as fresh.
-        self._generation = 0
-
-    def __call__(self, func: Callable) -> Callable:
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            return self._get(func, args, kwargs)
-        wrapper.cache = self
-        return wrapper
-
-    def invalidate(self) -> None:
-        """Treat the cached value as expired; the next call refreshes it.
-
-        The stale value is still returned until that refresh finishes.
-        """
-        with self._lock:
-            self._fetched_at = -float("inf")
-            self._generation += 1
-
-    def _get(self, func, args, kwargs):
-        with self._lock:
-            value = self._value
-            if value is _NO_VALUE:
-                refresh = False
-            else:
-                refresh = (not self._refreshing and
-                           self._timer() - self._fetched_at > self.ttl)
-                # Claimed under the lock so that only one caller submits.
-                self._refreshing = self._refreshing or refresh
-        if value is _NO_VALUE:
-            return self._first_load(func, args, kwargs)
-        if refresh:
-            # Submitted outside the lock: an executor may run the task
-            # inline, and the task takes the lock itself.
-            self._submit_refresh(func, args, kwargs)
-        return value
-
-    def _first_load(self, func, args, kwargs):
-        with self._first_load_lock:
-            with self._lock:
-                if self._value is not _NO_VALUE:
-                    # Another thread loaded it while we waited.
-                    return self._value
-                generation = self._generation
-            started = self._timer()
-            value = func(*args, **kwargs)
-            with self._lock:
-                self._store(value, started, generation)
-            return value
-
-    def _submit_refresh(self, func, args, kwargs):
-        try:
-            self.executor.submit(self._refresh, func, args, kwargs)
-        except Exception:
-            # For example an executor that is shutting down; serve the
-            # stale value and let a later call try again.
-            _log.exception("Unable to submit refresh of %s",
-                           getattr(func, "__qualname__", func))
-            with self._lock:
-                self._refreshing = False
-
-    def _store(self, value, started, generation):
-        # Called with self._lock held.
-        self._value = value
-        if generation == self._generation:
-            self._fetched_at = started
-
-    def _refresh(self, func, args, kwargs):
-        with self._lock:
-            generation = self._generation
-        started = self._timer()
-        try:
-            value = func(*args, **kwargs)
-        except Exception:
-            _log.exception("Refresh of %s failed; keeping the cached value",
-                           getattr(func, "__qualname__", func))
-            with self._lock:
-                self._refreshing = False
-            return
-        with self._lock:
-            self._store(value, started, generation)
-            self._refreshing = False
 
 
 class _Flight:

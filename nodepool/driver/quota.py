@@ -16,7 +16,7 @@ never talk to ZooKeeper or to a cloud.
 """
 
 import math
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 # Pool attribute -> quota name.  Pools of some drivers lack some of these.
 _POOL_LIMIT_NAMES = (
@@ -154,40 +154,6 @@ def pool_limits(pool: object) -> QuotaInformation:
             limits._values[name] = value
     limits._update(getattr(pool, "max_resources", None) or {})
     return limits
-
-
-def usage_of_nodes(nodes: Iterable,
-                   label_quota: Callable[[str], Optional[QuotaInformation]],
-                   provider: Optional[str] = None,
-                   pool: Optional[str] = None) -> QuotaInformation:
-    """The summed quota used by ``nodes`` (default 0).
-
-    Only nodes whose ``provider`` (and ``pool``) match are counted when
-    those filters are given; nodes are counted whatever their state, so a
-    caller that wants to leave some states out filters them first.  A
-    node's ``resources`` dict is used when it is not ``None``; otherwise
-    ``label_quota`` is asked about the node's first label.  When that
-    raises ``KeyError`` or returns ``None`` (a label or pool no longer in
-    the config) the node is skipped, as is a node with no label.
-    """
-    total = QuotaInformation()
-    for node in nodes:
-        if provider is not None and node.provider != provider:
-            continue
-        if pool is not None and node.pool != pool:
-            continue
-        if node.resources is not None:
-            total.add(QuotaInformation.from_resources(node.resources))
-            continue
-        if not node.type:
-            continue
-        try:
-            needed = label_quota(node.type[0])
-        except KeyError:
-            continue
-        if needed is not None:
-            total.add(needed)
-    return total
 
 
 def tenant_usage(nodes: Iterable, tenant_name: str) -> QuotaInformation:

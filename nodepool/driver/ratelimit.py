@@ -85,9 +85,6 @@ class RateLimiter:
         """
         return _LoggedCall(self, log_fn, msg)
 
-    # Upstream callers write ``limiter(log.debug, "Created instance")``.
-    __call__ = limited
-
     def __repr__(self) -> str:
         return "<RateLimiter %s rate=%r>" % (self.name, self.rate)
 

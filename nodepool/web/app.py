@@ -1,7 +1,9 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The launcher's status web app (cli.md section 3) and Prometheus metrics.
+"""The launcher's status web app and Prometheus metrics.
+
+The operator's view of the endpoints is doc/source/webapp.rst.
 
 Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
 
@@ -36,9 +38,10 @@ in front of a CherryPy application that is never mounted on
 apps (several launchers in one test process) can therefore run side by
 side, each with its own port and Prometheus registry.
 
-Nothing here writes to ZooKeeper, and only record fields listed in cli.md
-are served: the configuration (and with it any secret) is never read
-except for the ``webapp`` section and the providers' ``max-servers``.
+Nothing here writes to ZooKeeper, and only the record fields of the
+listings (the columns of :mod:`nodepool.status`) are served: the
+configuration (and with it any secret) is never read except for the
+``webapp`` section and the providers' ``max-servers``.
 """
 
 import hashlib

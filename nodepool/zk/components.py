@@ -5,7 +5,7 @@
 
 Every daemon process announces itself below ``/nodepool/components/<kind>``
 with an ephemeral sequential znode whose payload is a JSON object written
-with ``sort_keys=True`` (zk-schema.md §8).  Launchers register one
+with ``sort_keys=True``, as nodepool 11 writes it.  Launchers register one
 ``launcher`` record plus one ``pool`` record per provider pool worker;
 builders register a ``builder`` record.  Pool records are what request
 handling consults to know which pools exist, which labels they serve, their

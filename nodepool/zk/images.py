@@ -5,7 +5,7 @@
 
 Used by the builder and the ``nodepool`` CLI, which read ZooKeeper directly;
 the launcher reads images through its tree cache instead.  The tree below
-``/nodepool/images`` looks like this (zk-schema.md §1)::
+``/nodepool/images`` looks like this (the layout nodepool 11 writes)::
 
     <image>/pause                      present while the image is paused
     <image>/request-build              manual build request
@@ -27,11 +27,9 @@ and must not be called from kazoo callbacks.  Unless stated otherwise they
 let kazoo's connection errors (``KazooException``) propagate.
 """
 
-import contextlib
 import logging
 import uuid
-from typing import (Dict, Iterable, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from kazoo.exceptions import NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.lock import Lock
@@ -304,24 +302,6 @@ class ImageStore:
                 uploads.append(upload)
         return uploads
 
-    def get_most_recent_upload(self, image: str, provider: str,
-                               build_id: Optional[str] = None,
-                               state: UploadState = UploadState.READY
-                               ) -> Optional[ImageUpload]:
-        """The upload in ``state`` with the highest ``state_time``.
-
-        Looks at one build, or at every build of the image when
-        ``build_id`` is None.  Returns None when there is none.
-        """
-        build_ids = ([build_id] if build_id is not None
-                     else self.get_build_ids(image))
-        best = None
-        for bid in build_ids:
-            for upload in self.get_uploads(image, bid, provider, [state]):
-                if best is None or _state_time(upload) > _state_time(best):
-                    best = upload
-        return best
-
     def delete_upload(self, image: str, build_id: str, provider: str,
                       upload_id: str) -> bool:
         """Delete an upload record and its lock directory.
@@ -342,9 +322,9 @@ class ImageStore:
     # Locks --------------------------------------------------------------
     #
     # Every acquire_* function returns the kazoo Lock, to be released with
-    # release_lock(); the context managers release on exit.  With
-    # blocking=False a busy lock raises LockError at once; a blocking
-    # attempt with a timeout raises TimeoutException (a LockError).
+    # release_lock().  With blocking=False a busy lock raises LockError at
+    # once; a blocking attempt with a timeout raises TimeoutException (a
+    # LockError).
 
     def acquire_image_build_lock(self, image: str, blocking: bool = True,
                                  timeout: Optional[float] = None,
@@ -407,48 +387,6 @@ class ImageStore:
     def release_lock(lock: Optional[Lock]) -> None:
         """Release a lock from one of the acquire functions; never raises."""
         locks.release_lock(lock)
-
-    @contextlib.contextmanager
-    def _held(self, lock: Lock) -> Iterator[Lock]:
-        try:
-            yield lock
-        finally:
-            locks.release_lock(lock)
-
-    def image_build_lock(self, image: str, blocking: bool = True,
-                         timeout: Optional[float] = None,
-                         identifier: Optional[str] = None):
-        """Context manager form of :meth:`acquire_image_build_lock`."""
-        return self._held(self.acquire_image_build_lock(
-            image, blocking, timeout, identifier))
-
-    def build_id_lock(self, image: str, build_id: str,
-                      blocking: bool = True,
-                      timeout: Optional[float] = None,
-                      identifier: Optional[str] = None):
-        """Context manager form of :meth:`acquire_build_id_lock`."""
-        return self._held(self.acquire_build_id_lock(
-            image, build_id, blocking, timeout, identifier))
-
-    def upload_lock(self, image: str, build_id: str, provider: str,
-                    blocking: bool = True, timeout: Optional[float] = None,
-                    identifier: Optional[str] = None):
-        """Context manager form of :meth:`acquire_upload_lock`."""
-        return self._held(self.acquire_upload_lock(
-            image, build_id, provider, blocking, timeout, identifier))
-
-    def upload_number_lock(self, image: str, build_id: str, provider: str,
-                           upload_id: str, blocking: bool = True,
-                           timeout: Optional[float] = None,
-                           identifier: Optional[str] = None):
-        """Context manager form of :meth:`acquire_upload_number_lock`."""
-        return self._held(self.acquire_upload_number_lock(
-            image, build_id, provider, upload_id, blocking, timeout,
-            identifier))
-
-    def is_building(self, image: str) -> bool:
-        """Whether somebody holds the image build lock (``image-status``)."""
-        return locks.lock_is_held(self._kazoo, paths.build_lock_path(image))
 
     def is_upload_locked(self, image: str, build_id: str,
                          provider: str) -> bool:

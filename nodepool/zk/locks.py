@@ -153,22 +153,3 @@ def is_lock_holder(lock: Optional[Lock]) -> bool:
         return lock.client.exists(lock.path + "/" + lock.node) is not None
     except KazooException:
         return False
-
-
-def force_unlock(kazoo: KazooClient, path: str) -> Optional[str]:
-    """Break the lock at ``path`` by deleting its holder's contender.
-
-    Meant for administrators (e.g. after a consumer died with a
-    non-ephemeral lock).  Waiting contenders are left alone; the next one
-    becomes the holder.  Returns the deleted contender name, or ``None``
-    if the lock was not held (or the holder vanished meanwhile).
-    """
-    contenders = lock_contenders(kazoo, path)
-    if not contenders:
-        return None
-    holder = contenders[0]
-    try:
-        kazoo.delete(path + "/" + holder)
-    except NoNodeError:
-        return None
-    return holder

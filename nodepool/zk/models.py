@@ -3,10 +3,10 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Records stored in ZooKeeper and their JSON wire format.
 
-The JSON written and read here is the contract with nodepool 11 and Zuul
-(ZooKeeper schema reference, sections 2 to 6): the key names, which keys are
-always written, and the defaults applied when a key is missing on read all
-follow it.  Python attribute names equal the JSON keys.
+The JSON written and read here is the contract with nodepool 11 and Zuul:
+the key names, which keys are always written, and the defaults applied when
+a key is missing on read all follow what nodepool 11 writes and reads
+(doc/source/zookeeper.rst describes the tree).  Python attribute names equal the JSON keys.
 
 Identifiers (node id, request id, image name, build id, provider name,
 upload id) come from the znode path and are never part of the payload.
@@ -360,7 +360,7 @@ class Record:
 # -- nodes --------------------------------------------------------------------
 
 class Node(Record):
-    """A node record, ``/nodepool/nodes/<id>`` (schema section 3).
+    """A node record, ``/nodepool/nodes/<id>``.
 
     Every field is written on each store, null included.  ``ssh_port`` is
     not an attribute: it is always written equal to ``connection_port``.
@@ -471,7 +471,7 @@ class Node(Record):
 # -- node requests ------------------------------------------------------------
 
 class NodeRequest(Record):
-    """A node request, ``/nodepool/requests/<prio>-<seq>`` (section 4).
+    """A node request, ``/nodepool/requests/<prio>-<seq>``.
 
     ``lock`` holds the request lock (``/nodepool/requests-lock/<id>``)
     while this process owns it.
@@ -611,7 +611,7 @@ class NodeRequest(Record):
 # -- images -------------------------------------------------------------------
 
 class ImageBuild(Record):
-    """An image build, ``/nodepool/images/<image>/builds/<id>`` (section 5).
+    """An image build, ``/nodepool/images/<image>/builds/<id>``.
 
     ``formats`` is a list in memory and a sorted, comma-joined string on
     the wire.  ``builder``, ``builder_id`` and ``formats`` are only written
@@ -665,7 +665,7 @@ class ImageBuild(Record):
 
 
 class ImageUpload(Record):
-    """An upload of a build to a provider (section 6).
+    """An upload of a build to a provider.
 
     Lives at ``.../builds/<build_id>/providers/<provider>/images/<id>``;
     the image, build and provider names come from that path.

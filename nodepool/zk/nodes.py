@@ -3,7 +3,7 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Reading, writing, locking and deleting node records.
 
-Node records live at ``/nodepool/nodes/<id>`` (schema §3).  The launcher
+Node records live at ``/nodepool/nodes/<id>``.  The launcher
 reads through its tree cache; the builder and the CLI pass no cache and
 read ZooKeeper directly.  Writes always go to ZooKeeper; the cache catches
 up through its watch.
@@ -126,13 +126,6 @@ class NodeStore:
                 if label in wanted:
                     result.setdefault(label, []).append(node)
         return result
-
-    def count_nodes_by_state(self, cached: bool = True) -> dict[str, int]:
-        """Number of nodes per state value; every state is present."""
-        counts = {state.value: 0 for state in NodeState}
-        for node in self.iter_nodes(cached=cached):
-            counts[NodeState(node.state).value] += 1
-        return counts
 
     def empty_node_ids(self) -> list[str]:
         """Ids of node znodes that have no data.
@@ -306,13 +299,6 @@ class NodeStore:
             raise LockError("node %s is not locked" % node.id)
         locks.release_lock(node.lock)
         node.lock = None
-
-    def force_unlock_node(self, node_id: str) -> Optional[str]:
-        """Break the lock of ``node_id`` (the holder's contender is deleted).
-
-        Returns the removed contender name or ``None`` if it was unlocked.
-        """
-        return locks.force_unlock(self.kazoo, node_lock_path(node_id))
 
     def node_lock_contenders(self, node_id: str) -> list[str]:
         """Current contender znode names of the node's lock, holder first."""

@@ -5,7 +5,7 @@
 
 All paths are absolute and relative to the client's chroot, exactly as kazoo
 hands them to watch callbacks.  The layout is the wire contract shared with
-nodepool 11 and Zuul (see the ZooKeeper schema reference, section 1).
+nodepool 11 and Zuul (the tree is described in doc/source/zookeeper.rst).
 
 Builders validate each component they are given: an empty component, one
 containing ``/`` or one of the names ``.`` and ``..`` raises

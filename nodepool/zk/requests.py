@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""Node request operations and the request state rules (schema §4, §10).
+"""Node request operations and the request state rules.
 
 Requests live at ``/nodepool/requests/<prio>-<seq>``; their locks live in a
 separate tree, ``/nodepool/requests-lock/<id>``, so that a consumer deleting
@@ -144,12 +144,6 @@ class RequestStore:
             request = self._read_request(request_id)[0]
             if request is not None:
                 yield request
-
-    def sorted_requests(self, cached: bool = True) -> list[NodeRequest]:
-        """All requests in processing order (the ``priority`` sort key:
-        prefix, then relative priority, then sequence)."""
-        return sorted(self.iter_requests(cached=cached),
-                      key=lambda r: r.priority)
 
     # Writing ------------------------------------------------------------
 

@@ -444,6 +444,8 @@ class ProxiedAwsDriver(AwsDriver):
 
     endpoint: Optional[str] = None
     read_timeout: float = 60.0
+    # Seconds between the adapter's instance listings (its default).
+    listing_interval: float = 1.0
 
     def get_adapter(self, provider_config, warm: bool = True):
         from nodepool.driver.aws.adapter import AwsAdapter, AwsClients
@@ -458,14 +460,18 @@ class ProxiedAwsDriver(AwsDriver):
             session.client(service, endpoint_url=self.endpoint,
                            config=config)
             for service in ("ec2", "s3", "ebs", "service-quotas")))
-        return AwsAdapter(provider_config, clients=clients, warm=warm)
+        return AwsAdapter(provider_config, clients=clients, warm=warm,
+                          listing_interval=self.listing_interval)
 
 
-def use_proxied_aws(endpoint: str, read_timeout: float = 60.0) -> None:
+def use_proxied_aws(endpoint: str, read_timeout: float = 60.0,
+                    listing_interval: float = 1.0) -> None:
     """Make ``driver: aws`` providers of in-process launchers use
-    ``endpoint``."""
+    ``endpoint`` (and list instances every ``listing_interval``
+    seconds)."""
     ProxiedAwsDriver.endpoint = endpoint
     ProxiedAwsDriver.read_timeout = read_timeout
+    ProxiedAwsDriver.listing_interval = listing_interval
     driver.register_driver("aws", "tests.fakes.aws_proxy:ProxiedAwsDriver")
 
 

@@ -192,6 +192,7 @@ class FakeCloud:
         self.fail_deletes = 0      # next N deletes raise
         self.limits = QuotaInformation(default=float("inf"))
         self.bad_labels: set = set()
+        self.create_calls = 0      # creates asked for, failed ones too
         self.created = 0
         self.deleted = 0
         self.paused = threading.Event()  # set: creates do not progress
@@ -248,6 +249,7 @@ class FakeCloud:
     def create(self, label, metadata, az=None,
                image_external_id=None) -> FakeInstance:
         with self.lock:
+            self.create_calls += 1
             if self.quota_failures > 0:
                 self.quota_failures -= 1
                 raise exceptions.QuotaException("fake quota exceeded")

@@ -10,7 +10,7 @@ import pytest
 from kazoo.exceptions import NoNodeError
 
 from nodepool.launcher.server import Intervals, NodePoolLauncher
-from nodepool.zk.models import Node
+from nodepool.zk.models import Node, NodeState, RequestState
 from tests.fakes import test_driver
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.zuul import ZuulClient
@@ -125,3 +125,27 @@ def read_nodes(kazoo):
         if data:
             nodes.append(Node.from_bytes(data, id=node_id))
     return nodes
+
+
+def nodes_of(zuul, state=None, label=None, provider=None):
+    """Node records with the given state, label and provider (each
+    ``None`` for any)."""
+    return [n for n in read_nodes(zuul.kazoo)
+            if (state is None or n.state == state)
+            and (label is None or label in (n.type or ()))
+            and (provider is None or n.provider == provider)]
+
+
+def idle_ready(zuul, label="small"):
+    """Ready nodes of ``label`` allocated to no request."""
+    return [n for n in nodes_of(zuul, NodeState.READY, label)
+            if not n.allocated_to]
+
+
+def served_by(zuul, request, timeout=30):
+    """Wait for ``request`` to be fulfilled; accept its nodes.  Returns
+    ``(request, nodes)``."""
+    done = zuul.wait_for_request(request, timeout=timeout)
+    assert done.state == RequestState.FULFILLED, done.declined_by
+    nodes = zuul.accept_nodes(done)
+    return done, nodes

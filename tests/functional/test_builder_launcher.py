@@ -7,8 +7,8 @@ One config, one ZooKeeper: the builder (in-process, fake DIB) builds the
 top-level diskimage ``fake-image`` and uploads it to the test driver's
 provider ``fake``; the launcher (in-process) serves label ``dib-label``
 (``diskimage: fake-image``) from those uploads and label ``plain`` (no
-image) regardless.  What the launcher must do (drivers.md 2.3/2.4, "min-
-ready" in section 0; zk-schema.md node ``image_id``):
+image) regardless.  What the launcher must do (as nodepool 11 does; the
+node's ``image_id`` as nodepool 11 records it):
 
 * while no upload of the image to the provider is READY (an upload in
   progress does not count) a pool declines a request for the label

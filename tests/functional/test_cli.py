@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The ``nodepool`` admin CLI against a real ZooKeeper (cli.md §1)."""
+"""The ``nodepool`` admin CLI against a real ZooKeeper (doc/source/cli.rst)."""
 
 import io
 import json
@@ -659,7 +659,7 @@ def test_console_script(tmp_path, zk_server, zk_chroot, stores):
     assert "Traceback" not in result.stderr
 
 
-# -- daemon options (cli.md §2) ------------------------------------------------
+# -- daemon options (doc/source/operation.rst) ---------------------------------
 
 def test_daemon_options(capsys):
     from nodepool.cmd import builder, daemon_parser, launcher
@@ -848,3 +848,47 @@ def test_repl_server_socket_path_checks(tmp_path):
     with pytest.raises(FileExistsError):
         ReplServer({}, str(path))
     assert path.read_text() == "precious"
+
+
+def test_commands_on_an_empty_tree(cli, zk_client):
+    """image_list_empty, image_delete_invalid, request_list, info of an
+    unknown provider: headers only or a message, never a crash."""
+    for command, headers in [
+            ("list", ["ID", "Provider", "Label", "Server ID", "Public IPv4",
+                      "IPv6", "State", "Age", "Locked"]),
+            ("image-list", ["Build ID", "Upload ID", "Provider", "Image",
+                            "Provider Image Name", "Provider Image ID",
+                            "State", "Age"]),
+            ("dib-image-list", ["ID", "Image", "Builder", "Formats", "State",
+                                "Age"]),
+            ("image-status", ["Image", "Paused", "Build Request",
+                              "Build Request Age"]),
+            ("request-list", ["Request ID", "Priority", "State", "Requestor",
+                              "Node Types", "Nodes", "Declined By",
+                              "Event ID"])]:
+        status, out, err = cli(command)
+        assert (status, table(out)) == (0, [headers]), command
+        assert err == ""
+
+    status, out, err = cli("image-delete", "--provider", "fake", "--image",
+                           "fake-image", "--build-id", "1", "--upload-id",
+                           "1")
+    assert (status, out.strip()) == (1, "Image upload not found")
+    assert "Traceback" not in err
+    status, out, err = cli("dib-image-delete", "fake-image-1")
+    assert (status, out.strip()) == (1, "Build fake-image-1 not found")
+    assert "Traceback" not in err
+    # Neither left anything behind.
+    assert not zk_client.kazoo.exists(paths.IMAGE_ROOT) or \
+        zk_client.kazoo.get_children(paths.IMAGE_ROOT) == []
+
+    status, out, _ = cli("info", "nope")
+    assert status == 0
+    assert out.splitlines()[:3] == ["ZooKeeper data for provider nope", "",
+                                    "Image data:"]
+    assert "Nodes:" in out
+
+
+def test_without_subcommand(config, capsys):
+    assert nodepoolcmd.main(["-c", config]) == 1
+    assert "usage: nodepool" in capsys.readouterr().out

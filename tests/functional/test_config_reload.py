@@ -2,7 +2,8 @@
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The daemons reject configs as ``config-validate`` does: at start they
-exit with the problem, on reload they log it and keep the running config."""
+exit with the problem, on reload they log it and keep the running config;
+a valid change reaches the pool registrations."""
 
 import os
 import time
@@ -89,3 +90,24 @@ def test_builder_keeps_config_on_invalid_reload(tmp_path, zk_server,
     finally:
         builder.stop()
         builder.join()
+
+
+def test_config_change_updates_registered_labels(launcher_factory, zuul,
+                                                 tmp_path):
+    launcher = launcher_factory()
+    registry = launcher.services.registry
+
+    def labels():
+        return [sorted(p.supported_labels or ()) for p in registry.pools()
+                if p.provider_name == "fake"]
+    wait_for(lambda: labels() == [["large", "small"]])
+    path = tmp_path / "nodepool-0.yaml"
+    text = path.read_text()
+    text = text.replace("  - name: large\n",
+                        "  - name: large\n  - name: extra\n", 1)
+    text = text.replace("          - name: small\n",
+                        "          - name: small\n          - name: extra\n")
+    path.write_text(text)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: labels() == [["extra", "large", "small"]], timeout=30,
+             message="pool component still lists the old labels")

@@ -87,28 +87,6 @@ def test_min_ready_nodes_launched(launcher_factory, zuul):
     wait_for(lambda: not zuul.kazoo.get_children("/nodepool/requests"))
 
 
-def test_failed_launch_retried(launcher_factory, zuul):
-    launcher_factory()
-    cloud = FakeCloud.get("fake")
-    cloud.fail_creates = 2
-    request = zuul.submit(["small"])
-    done = zuul.wait_for_request(request)
-    assert done.state == RequestState.FULFILLED
-    assert cloud.created == 1
-
-
-def test_launch_failure_exhausts_retries_and_fails(launcher_factory, zuul):
-    launcher_factory(retries=2)
-    cloud = FakeCloud.get("fake")
-    cloud.fail_creates = 2
-    request = zuul.submit(["small"])
-    done = zuul.wait_for_request(request)
-    assert done.state == RequestState.FAILED
-    # The building node is cleaned up; nothing leaks.
-    wait_for(lambda: not zuul_nodes(zuul))
-    assert not cloud.list()
-
-
 def test_quota_pause_then_serve(launcher_factory, zuul):
     launcher = launcher_factory(max_servers=1)
     first = zuul.wait_for_request(zuul.submit(["small"]))
@@ -160,20 +138,6 @@ def test_used_nodes_deleted_and_unlocked_in_use_nodes_too(
     zuul.return_nodes(nodes[1:], state="in-use")
     wait_for(lambda: not zuul_nodes(zuul))
     assert not FakeCloud.get("fake").list()
-
-
-def test_leaked_instance_deleted_after_two_passes(launcher_factory, zuul):
-    cloud = FakeCloud.get("fake")
-    leaked = cloud.create(
-        type("L", (), {"cores": 1, "ram": 1, "name": "small"})(),
-        {"nodepool_provider_name": "fake", "nodepool_node_id": "9999999999"})
-    other = cloud.create(
-        type("L", (), {"cores": 1, "ram": 1, "name": "small"})(),
-        {"nodepool_provider_name": "other", "nodepool_node_id": "1"})
-    launcher_factory()
-    wait_for(lambda: leaked.external_id not in
-             {i.external_id for i in cloud.list()}, timeout=30)
-    assert other.external_id in {i.external_id for i in cloud.list()}
 
 
 def test_config_reload_adds_label(launcher_factory, zuul, tmp_path):

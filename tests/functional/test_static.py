@@ -3,7 +3,8 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The static driver end to end: a real ZooKeeper, the launcher in-process,
 real OpenSSH servers on loopback addresses playing the hosts, and the
-Zuul-like client asking for nodes."""
+Zuul-like client asking for nodes.  (What every driver does is in the
+contract suite, tests/contract.)"""
 
 import os
 import time
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from nodepool.driver.static import provider as static_provider
+from nodepool.zk import paths
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
 from tests.fixtures.waits import wait_for
@@ -385,3 +387,201 @@ def test_restart_neither_duplicates_nor_loses(launcher_factory, zuul, sshd):
     zuul.finish([in_use])
     wait_ready(zuul, 3)
     assert len(stable_nodes(zuul, launcher)) == 3
+
+
+def _static(launcher_factory, sshd, hosts):
+    return launcher_factory(render(hosts, port=sshd.port))
+
+
+def test_static_multiname(launcher_factory, zuul, sshd):
+    """One host listed twice with different usernames serves both."""
+    _static(launcher_factory, sshd, [HOST_A, HOST_A_OTHER_USER])
+    wait_ready(zuul, 2, username="alice")
+    (bob,) = wait_ready(zuul, 1, username="bob")
+    assert bob.hostname == "127.0.0.1" and bob.type == ["static-c"]
+    nodes = zuul.run_job(["static-c", "static-a"])
+    assert [(n.hostname, n.username) for n in nodes] == [
+        ("127.0.0.1", "bob"), ("127.0.0.1", "alice")]
+    zuul.finish(nodes)
+
+
+def test_static_parallel_jobs_increase_and_decrease(launcher_factory, zuul,
+                                                    sshd):
+    launcher = _static(launcher_factory, sshd, [HOST_B])
+    (first,) = wait_ready(zuul, 1, hostname="127.0.0.2")
+    more = HOST_B + "            max-parallel-jobs: 2\n"
+    rewrite_config(launcher, render([more], port=sshd.port))
+    nodes = wait_ready(zuul, 2, hostname="127.0.0.2")
+    assert sorted(n.slot for n in nodes) == [0, 1]
+    assert first.id in [n.id for n in nodes]
+    rewrite_config(launcher, render([HOST_B], port=sshd.port))
+    wait_for(lambda: len(all_nodes(zuul)) == 1)
+    nodes = stable_nodes(zuul, launcher)
+    assert [(n.slot, n.state) for n in nodes] == [(0, NodeState.READY)]
+
+
+def test_static_waiting_requests_served_by_priority(launcher_factory, zuul,
+                                                    sshd):
+    """With the only slot busy, a normal (200) request submitted after a
+    low (300) one is served first once the slot frees."""
+    _static(launcher_factory, sshd, [HOST_B])
+    wait_ready(zuul, 1)
+    busy = zuul.run_job(["static-b"])
+    low = zuul.submit(["static-b"], priority="300")
+    normal = zuul.submit(["static-b"], priority="200")
+    zuul.finish(busy)
+    done = zuul.wait_for_request(normal)
+    assert done.state == "fulfilled"
+    assert zuul.get_request(low).state == "requested"
+    nodes = zuul.accept_nodes(done)
+    zuul.finish(nodes)
+    done = zuul.wait_for_request(low)
+    assert done.state == "fulfilled"
+    zuul.finish(zuul.accept_nodes(done))
+
+
+class TestPeriodicSync:
+    """With the periodic full pass of the static provider."""
+
+    @pytest.fixture
+    def no_periodic_sync(self):
+        """Overrides the module's: the provider's sync runs."""
+
+    def test_static_missing_node_re_added(self, launcher_factory, zuul, sshd,
+                                          zk_client, monkeypatch):
+        """A READY node record removed behind the driver's back comes back
+        (as a new record for the same slot) with the periodic sync (every
+        ``SYNC_FACTOR`` provider intervals: 1.2 s here, 60 s in production;
+        upstream re-adds it in its equally periodic cleanup)."""
+        from nodepool.driver.static import registrar
+        # Our own creations are trusted over the cache for FRESH_GRACE; a
+        # record deleted that early would otherwise wait that long.
+        monkeypatch.setattr(registrar, "FRESH_GRACE", 0.5)
+        _static(launcher_factory, sshd, [HOST_B])
+        (node,) = wait_ready(zuul, 1)
+        zk_client.kazoo.delete(paths.node_path(node.id), recursive=True)
+        (again,) = wait_ready(zuul, 1)
+        assert again.id != node.id
+        assert (again.hostname, again.slot) == ("127.0.0.2", 0)
+        zuul.finish(zuul.run_job(["static-b"]))
+
+
+def test_static_unresolvable_host_registered(launcher_factory, zuul):
+    """static_unresolvable: a host name that does not resolve, trusted
+    without host-key checking, is registered without addresses."""
+    host = """
+          - name: nodepool-unresolvable.invalid
+            labels: [static-c]
+            host-key-checking: false
+            host-key: {key}
+"""
+    launcher_factory(render([host]))
+    (node,) = wait_ready(zuul, 1)
+    assert node.hostname == node.interface_ip == \
+        "nodepool-unresolvable.invalid"
+    assert node.external_id == "nodepool-unresolvable.invalid"
+    assert node.public_ipv4 is None and node.public_ipv6 is None
+    assert node.host_keys == [CONFIGURED_KEY]
+    assert node.connection_port == 22
+    zuul.finish(zuul.run_job(["static-c"]))
+
+
+def test_static_node_updated_at_startup(launcher_factory, zuul, sshd):
+    """A config changed while the launcher was down updates the free
+    node in place (same id) when it starts again."""
+    launcher = _static(launcher_factory, sshd, [HOST_B])
+    (before,) = wait_ready(zuul, 1)
+    stop_launcher(launcher)
+    changed = HOST_B.replace("static-b", "[static-b, static-c]") + \
+        "            python-path: /usr/bin/python3\n"
+    launcher = launcher_factory(render([changed], port=sshd.port))
+    wait_for(lambda: [n.type for n in ready(zuul)] == [
+        ["static-b", "static-c"]])
+    (after,) = stable_nodes(zuul, launcher)
+    assert after.id == before.id
+    assert after.python_path == "/usr/bin/python3"
+
+
+MULTI_PROVIDER = """
+labels:
+  - name: static-b
+  - name: small
+providers:
+  - name: static
+    driver: static
+    pools:
+      - name: main
+        nodes:
+          - name: 127.0.0.2
+            labels: static-b
+            connection-port: {port}
+            host-key-checking: false
+  - name: fake
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def test_static_and_cloud_provider_side_by_side(launcher_factory, zuul,
+                                                sshd):
+    """multiprovider: each label is served by the provider having it; a
+    request mixing both cannot be served by any single pool."""
+    launcher_factory(MULTI_PROVIDER.replace("{port}", str(sshd.port)))
+    wait_ready(zuul, 1)
+    (static_node,) = zuul.run_job(["static-b"])
+    (cloud_node,) = zuul.run_job(["small"])
+    assert (static_node.provider, static_node.hostname) == (
+        "static", "127.0.0.2")
+    assert cloud_node.provider == "fake"
+    mixed = zuul.wait_for_request(zuul.submit(["static-b", "small"]))
+    assert mixed.state == "failed"
+    assert len(mixed.declined_by) == 2
+    zuul.finish([static_node, cloud_node])
+
+
+def test_static_assigned_ready_node_not_taken(launcher_factory, zuul, sshd,
+                                              zk_client,
+                                              monkeypatch):
+    """ignore_assigned_ready_nodes: a READY node allocated to another
+    (still existing) request is not handed out; the new request waits,
+    without being declined, until the allocation is gone."""
+    launcher = _static(launcher_factory, sshd, [HOST_B])
+    (node,) = wait_ready(zuul, 1)
+    # A request nobody can serve, kept around (as Zuul would until it
+    # notices the failure), owns the node.
+    other = zuul.wait_for_request(zuul.submit(["static-a"]))
+    assert other.state == "failed"
+    store = NodeStore(zk_client)
+    current = store.get_node(node.id, cached=False)
+    store.lock_node(current, timeout=10)
+    current.allocated_to = other.id
+    store.store_node(current)
+    store.unlock_node(current)
+    wait_for(lambda: (launcher.services.node_cache.get(node.id) or
+                      current).allocated_to == other.id)
+
+    worker = launcher.pool_workers[("static", "main")]
+    passes = []
+    real_pass = worker._pass
+
+    def counted_pass():
+        real_pass()
+        passes.append(1)
+    monkeypatch.setattr(worker, "_pass", counted_pass)
+
+    waiting = zuul.submit(["static-b"])
+    # A few complete pool passes later: served nothing, declined nothing.
+    seen = len(passes)
+    wait_for(lambda: len(passes) >= seen + 3)
+    request = zuul.get_request(waiting)
+    assert request.state == "requested" and request.declined_by == []
+    assert store.get_node(node.id, cached=False).allocated_to == other.id
+    # Zuul deletes the failed request; the launcher de-allocates the node
+    # and the waiting request gets it.
+    zuul.delete_request(other)
+    done = zuul.wait_for_request(waiting)
+    assert done.state == "fulfilled" and done.nodes == [node.id]
+    zuul.finish(zuul.accept_nodes(done))

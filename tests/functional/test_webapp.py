@@ -26,6 +26,7 @@ from nodepool.config.errors import ConfigValidationError
 from nodepool.config.loader import load_config
 from nodepool.launcher.server import NodePoolLauncher
 from nodepool.web.app import MAX_HEADER_BYTES, MAX_REQUEST_LINE, WebApp
+from nodepool.zk.images import ImageStore
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
 from tests.fixtures.waits import wait_for
@@ -649,3 +650,48 @@ def test_cors_origin_validated(tmp_path, origin):
         load_config(str(path))
     assert "webapp.cors-origin: expected '*', an origin such as " \
         "'https://zuul.example.com' or null" in str(excinfo.value)
+
+
+@pytest.fixture
+def web_app(launcher_factory):
+    """A web app (on a free port) of a launcher on BASE_CONFIG."""
+    app = WebApp(launcher_factory(), "127.0.0.1", 0, clock=Clock())
+    app.start()
+    yield app
+    app.stop()
+
+
+def test_web_image_status_pending_then_building(web_app, zk_client,
+                                                zk_factory):
+    """image_status: null, then pending after a build request, building
+    while the image build lock is held for an existing build."""
+    app = web_app
+    images = ImageStore(zk_client)
+    images.pause_image("ubuntu")
+    images.unpause_image("ubuntu")   # leaves the image znode
+
+    def status_of(image):
+        rows = [r for r in fresh_json(app, "/image-status")
+                if r["image"] == image]
+        return rows[0] if rows else None
+    assert status_of("ubuntu") == {"image": "ubuntu", "paused": False,
+                                   "build_request": None,
+                                   "build_request_age": None}
+    images.submit_build_request("ubuntu")
+    row = status_of("ubuntu")
+    assert row["build_request"] == "pending"
+    assert isinstance(row["build_request_age"], int)
+    builder = ImageStore(zk_factory())
+    lock = builder.acquire_image_build_lock("ubuntu", blocking=False)
+    try:
+        build = ImageBuild()
+        build.state = BuildState.BUILDING
+        build.builder = "builder01"
+        build.formats = ["qcow2"]
+        images.store_build("ubuntu", build)
+        assert status_of("ubuntu")["build_request"] == "building"
+    finally:
+        builder.release_lock(lock)
+    assert status_of("ubuntu")["build_request"] == "pending"
+    images.remove_build_request("ubuntu")
+    assert status_of("ubuntu")["build_request"] is None

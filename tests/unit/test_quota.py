@@ -8,12 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from nodepool.driver.quota import (
-    QuotaInformation,
-    pool_limits,
-    tenant_limits_quota,
-    tenant_usage,
-    usage_of_nodes,
-)
+    QuotaInformation, pool_limits, tenant_limits_quota, tenant_usage)
 
 INF = math.inf
 
@@ -29,10 +24,6 @@ LABELS = {
     "large": QuotaInformation(cores=8, instances=1, ram=16384,
                               **{"volume-gb": 80}),
 }
-
-
-def label_quota(name):
-    return LABELS[name]
 
 
 def test_none_takes_default():
@@ -182,58 +173,9 @@ def test_pool_limits_absent_or_none_are_unlimited():
 
 def test_pool_limits_check():
     pool = SimpleNamespace(max_servers=2, max_cores=10)
-    nodes = [node(labels=["small"]), node(labels=["small"])]
-    remaining = pool_limits(pool) - usage_of_nodes(nodes, label_quota)
+    remaining = pool_limits(pool) - LABELS["small"] - LABELS["small"]
     assert remaining.get("cores") == 6
     assert not (remaining - LABELS["small"]).non_negative()  # instances
-
-
-def test_usage_sums_resources_and_label_quota():
-    nodes = [
-        node(resources={"cores": 4, "instances": 1, "ram": 4096}),
-        node(labels=["large"]),
-        node(resources={"cores": 1, "instances": 1, "ram": 1,
-                        "L-1216C47A": 1}),
-    ]
-    usage = usage_of_nodes(nodes, label_quota)
-    assert usage.get_resources() == {
-        "cores": 13, "instances": 3, "ram": 4096 + 16384 + 1,
-        "volume-gb": 80, "L-1216C47A": 1}
-    assert usage.default == 0
-
-
-def test_usage_filters_by_provider_and_pool():
-    nodes = [
-        node(provider="p1", pool="main"),
-        node(provider="p1", pool="other"),
-        node(provider="p2", pool="main"),
-    ]
-    assert usage_of_nodes(nodes, label_quota).get("instances") == 3
-    assert usage_of_nodes(nodes, label_quota,
-                          provider="p1").get("instances") == 2
-    assert usage_of_nodes(nodes, label_quota, provider="p1",
-                          pool="main").get("instances") == 1
-    assert usage_of_nodes(nodes, label_quota,
-                          pool="main").get("instances") == 2
-
-
-def test_usage_skips_unknown_labels():
-    nodes = [node(labels=["gone"]), node(labels=[]), node(labels=["small"])]
-    usage = usage_of_nodes(nodes, label_quota)
-    assert usage == LABELS["small"]
-
-    def returns_none(name):
-        return None
-    assert usage_of_nodes([node()], returns_none) == QuotaInformation()
-
-
-def test_usage_of_no_nodes():
-    assert usage_of_nodes([], label_quota) == QuotaInformation()
-
-
-def test_usage_does_not_modify_label_quota():
-    usage_of_nodes([node(), node()], label_quota)
-    assert LABELS["small"].get("cores") == 2
 
 
 def test_tenant_usage():

@@ -193,7 +193,7 @@ def test_limited_logs_even_when_the_call_fails():
     limiter = RateLimiter("test", None, clock=clock)
     messages = []
     with pytest.raises(RuntimeError):
-        with limiter(messages.append, "Listed servers"):
+        with limiter.limited(messages.append, "Listed servers"):
             clock.now += 2
             raise RuntimeError("boom")
     assert messages == ["Listed servers in 2.000s after 0.000s delay"]

@@ -1,7 +1,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""Rows and tables of nodepool.status (keys per cli.md §3)."""
+"""Rows and tables of nodepool.status (keys as in doc/source/webapp.rst)."""
 
 import json
 

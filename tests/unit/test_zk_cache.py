@@ -346,3 +346,45 @@ def test_image_cache(zk_client, writer):
         assert cache.fetch_count == before
     finally:
         cache.stop()
+
+
+def test_cache_queue_size_warning_rate_limited(zk_client, caplog,
+                                               monkeypatch):
+    """A queue above QUEUE_WARNING_SIZE is logged at most once per
+    QUEUE_WARNING_INTERVAL per queue, starting with the first time."""
+    import queue
+    from nodepool.zk import cache as cache_mod
+
+    class Clock:
+        now = 5.0  # shortly after boot
+
+        @classmethod
+        def monotonic(cls):
+            return cls.now
+    monkeypatch.setattr(cache_mod, "time", Clock)
+    monkeypatch.setattr(cache_mod, "QUEUE_WARNING_SIZE", 3)
+    cache = cache_mod.NodeCache(zk_client)   # never started
+    full = queue.Queue()
+    for item in range(4):
+        full.put(item)
+    small = queue.Queue()
+    small.put(1)
+
+    def warnings():
+        return [r.getMessage() for r in caplog.records
+                if r.levelname == "WARNING" and "queue has" in
+                r.getMessage()]
+    with caplog.at_level("WARNING"):
+        cache._check_queue("event", small)
+        assert warnings() == []
+        cache._check_queue("event", full)
+        assert warnings() == ["event queue has 4 entries"]
+        Clock.now += 30
+        cache._check_queue("event", full)
+        cache._check_queue("playback", full)
+        assert warnings() == ["event queue has 4 entries",
+                              "playback queue has 4 entries"]
+        Clock.now += cache_mod.QUEUE_WARNING_INTERVAL
+        cache._check_queue("event", full)
+        assert warnings()[-1] == "event queue has 4 entries"
+        assert len(warnings()) == 3

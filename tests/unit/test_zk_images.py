@@ -15,6 +15,7 @@ from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import BuildState, ImageBuild, ImageUpload, UploadState
+from tests.fixtures.locks import holding
 from tests.fixtures.waits import wait_for
 
 
@@ -185,13 +186,12 @@ def test_invalid_payloads_are_skipped(store, caplog):
                  b"[1]")
     assert [u.id for u in store.get_uploads("img", good, "p")] == \
         [upload_id]
-    assert store.get_most_recent_upload("img", "p").id == upload_id
 
 
 def test_delete_build(store):
     build_id = store.store_build("img", make_build())
     upload_id = store.store_upload("img", build_id, "p", make_upload())
-    with store.build_id_lock("img", build_id):
+    with holding(store.acquire_build_id_lock("img", build_id)):
         pass
     assert store.delete_build("img", build_id) is False
     assert store.get_build("img", build_id) is not None
@@ -217,7 +217,7 @@ def test_upload_round_trip(store, other_store):
     upload = make_upload(UploadState.UPLOADING)
     upload.username = "ubuntu"
     upload.python_path = "/usr/bin/python3"
-    with store.upload_lock("img", build_id, "prov"):
+    with holding(store.acquire_upload_lock("img", build_id, "prov")):
         upload_id = store.store_upload("img", build_id, "prov", upload)
     # The lock directory bumped the parent's sequence first.
     assert upload_id == "0000000001"
@@ -258,11 +258,11 @@ def test_upload_without_lock_starts_at_zero(store):
         "0000000000"
 
 
-def test_get_uploads_and_most_recent(store):
+def test_get_uploads_by_state(store):
     b1 = store.store_build("img", make_build())
     b2 = store.store_build("img", make_build())
     u_old = store.store_upload("img", b1, "p", make_upload(when=100.0))
-    u_new = store.store_upload("img", b2, "p", make_upload(when=300.0))
+    store.store_upload("img", b2, "p", make_upload(when=300.0))
     u_failed = store.store_upload(
         "img", b1, "p", make_upload(UploadState.FAILED, when=900.0))
     u_mid = store.store_upload("img", b1, "p", make_upload(when=200.0))
@@ -273,25 +273,19 @@ def test_get_uploads_and_most_recent(store):
     assert [u.id for u in store.get_uploads(
         "img", b1, "p", [UploadState.READY])] == [u_old, u_mid]
 
-    recent = store.get_most_recent_upload("img", "p")
-    assert (recent.build_id, recent.id) == (b2, u_new)
-    recent = store.get_most_recent_upload("img", "p", build_id=b1)
-    assert (recent.build_id, recent.id) == (b1, u_mid)
-    recent = store.get_most_recent_upload("img", "p",
-                                          state=UploadState.FAILED)
-    assert recent.id == u_failed
-    assert store.get_most_recent_upload("img", "q").state_time == 999.0
-    assert store.get_most_recent_upload("img", "r") is None
-
 
 # Locks ----------------------------------------------------------------------
 
 def lock_cases(store, build_id, upload_id):
+    """``(name, hold, args)`` per lock: ``hold(*args, **options)`` takes
+    the lock for a ``with`` block."""
+    def held(acquire):
+        return lambda *args, **kwargs: holding(acquire(*args, **kwargs))
     return [
-        ("image build", store.image_build_lock, ("img",)),
-        ("build id", store.build_id_lock, ("img", build_id)),
-        ("upload", store.upload_lock, ("img", build_id, "p")),
-        ("upload number", store.upload_number_lock,
+        ("image build", held(store.acquire_image_build_lock), ("img",)),
+        ("build id", held(store.acquire_build_id_lock), ("img", build_id)),
+        ("upload", held(store.acquire_upload_lock), ("img", build_id, "p")),
+        ("upload number", held(store.acquire_upload_number_lock),
          ("img", build_id, "p", upload_id)),
     ]
 
@@ -361,18 +355,9 @@ def test_locking_missing_records_fails_without_creating(store):
     assert store._zk.kazoo.exists(paths.build_path("img", "f" * 32)) is None
     build_id = store.store_build("img", make_build())
     with pytest.raises(LockError):
-        with store.upload_number_lock("img", build_id, "p", "0000000007"):
-            pass
+        store.acquire_upload_number_lock("img", build_id, "p", "0000000007")
     assert store._zk.kazoo.exists(
         paths.upload_path("img", build_id, "p", "0000000007")) is None
-
-
-def test_is_building(store, other_store):
-    assert not other_store.is_building("img")
-    with store.image_build_lock("img"):
-        assert other_store.is_building("img")
-        assert not other_store.is_building("other")
-    assert not other_store.is_building("img")
 
 
 # Export and import ----------------------------------------------------------
@@ -380,7 +365,7 @@ def test_is_building(store, other_store):
 def populate(store):
     b1 = store.store_build("img", make_build(when=100.0))
     b2 = store.store_build("img", make_build(BuildState.BUILDING, when=5.0))
-    with store.upload_lock("img", b1, "p"):
+    with holding(store.acquire_upload_lock("img", b1, "p")):
         for _ in range(3):
             store.store_upload("img", b1, "p", make_upload(when=50.0))
     store.delete_upload("img", b1, "p", "0000000002")
@@ -388,9 +373,10 @@ def populate(store):
     store.pause_image("img")
     store.submit_build_request("img")
     store.store_build("other", make_build())
-    with store.image_build_lock("other"):
+    with holding(store.acquire_image_build_lock("other")):
         pass
-    with store.upload_number_lock("img", b1, "p", "0000000003"):
+    with holding(store.acquire_upload_number_lock("img", b1, "p",
+                                                  "0000000003")):
         pass
     return b1, b2
 
@@ -460,3 +446,42 @@ def test_import_rejects_foreign_paths(fresh_store):
     with pytest.raises(ValueError):
         fresh_store.import_image_data({"/nodepool/images/x/pause": None})
     assert fresh_store.get_image_names() == []
+
+
+def test_upload_ids_increase_and_build_ids_are_unique(store):
+    build_ids = {store.store_build("img", make_build()) for _ in range(5)}
+    assert len(build_ids) == 5
+    build_id = sorted(build_ids)[0]
+    ids = [store.store_upload("img", build_id, "p", make_upload())
+           for _ in range(3)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert store.get_upload_ids("img", build_id, "p") == ids
+
+
+def test_delete_build_refused_while_uploads_exist(store):
+    build_id = store.store_build("img", make_build())
+    ready = store.store_upload("img", build_id, "p", make_upload())
+    failed = store.store_upload("img", build_id, "q",
+                                make_upload(UploadState.FAILED))
+    assert store.delete_build("img", build_id) is False
+    store.delete_upload("img", build_id, "p", ready)
+    # An upload in any state still counts.
+    assert store.delete_build("img", build_id) is False
+    assert store.get_build("img", build_id) is not None
+    store.delete_upload("img", build_id, "q", failed)
+    assert store.delete_build("img", build_id) is True
+    assert store.get_build_ids("img") == []
+
+
+def test_delete_upload_under_its_lock(store):
+    """Cleanup deletes an upload while holding its upload-number lock;
+    the lock goes with the record and releasing it afterwards is fine."""
+    build_id = store.store_build("img", make_build())
+    upload_id = store.store_upload("img", build_id, "p", make_upload())
+    with holding(store.acquire_upload_number_lock("img", build_id, "p",
+                                                  upload_id)):
+        assert store.delete_upload("img", build_id, "p", upload_id)
+    assert store.get_upload_ids("img", build_id, "p") == []
+    assert store._kazoo.exists(paths.upload_path(
+        "img", build_id, "p", upload_id)) is None
+    assert store.delete_build("img", build_id) is True

@@ -10,6 +10,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
+from nodepool.zk import paths
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.nodes import NodeStore
 from tests.fakes.record_cache import StaticCache
@@ -224,20 +225,6 @@ def test_delete_writes_tombstone_first(store, zk_client, monkeypatch):
     assert removed == [node.id]
 
 
-def test_force_unlock_node(store, other_store):
-    node = make_node()
-    store.store_node(node)
-    theirs = other_store.get_node(node.id)
-    other_store.lock_node(theirs, ephemeral=False)
-    (holder,) = store.node_lock_contenders(node.id)
-    assert store.force_unlock_node(node.id) == holder
-    assert store.node_lock_contenders(node.id) == []
-    store.lock_node(node, blocking=False)
-    store.unlock_node(node)
-    assert store.force_unlock_node(node.id) is None
-    other_store.unlock_node(theirs)
-
-
 def test_invalid_payload_tolerated(store, zk_client, caplog):
     good = make_node()
     store.store_node(good)
@@ -286,16 +273,6 @@ def test_get_ready_nodes_of_types(store):
         "small": [a.id, b.id], "large": [b.id]}
 
 
-def test_count_nodes_by_state(store):
-    for state in (NodeState.READY, NodeState.READY, NodeState.IN_USE):
-        store.store_node(make_node(state=state))
-    counts = store.count_nodes_by_state()
-    assert counts["ready"] == 2
-    assert counts["in-use"] == 1
-    assert counts["building"] == 0
-    assert set(counts) == {s.value for s in NodeState}
-
-
 def test_reads_through_cache(zk_client):
     plain = NodeStore(zk_client)
     node = make_node()
@@ -313,3 +290,33 @@ def test_reads_through_cache(zk_client):
     cache.records.clear()
     assert store.get_node(node.id).state == NodeState.BUILDING
     assert store.get_ready_nodes_of_types(["small"]) == {}
+
+
+def test_ready_nodes_of_types_multilabel(zk_client):
+    store = NodeStore(zk_client)
+    multi = make_node(state=NodeState.READY, labels=("label1", "label2"))
+    single = make_node(state=NodeState.READY, labels=("label2",))
+    held = make_node(state=NodeState.HOLD, labels=("label1", "label2"))
+    for node in (multi, single, held):
+        store.store_node(node)
+    ready = store.get_ready_nodes_of_types(["label1"], cached=False)
+    assert {k: [n.id for n in v] for k, v in ready.items()} == {
+        "label1": [multi.id]}
+    ready = store.get_ready_nodes_of_types(["label1", "label2"],
+                                           cached=False)
+    assert {k: [n.id for n in v] for k, v in ready.items()} == {
+        "label1": [multi.id], "label2": [multi.id, single.id]}
+
+
+def test_connection_port_default_and_custom_on_the_wire(zk_client):
+    store = NodeStore(zk_client)
+    default = make_node(state=NodeState.READY)
+    custom = make_node(state=NodeState.READY, connection_port=2222)
+    for node in (default, custom):
+        store.store_node(node)
+    for node, port in ((default, 22), (custom, 2222)):
+        data = json.loads(zk_client.kazoo.get(
+            paths.node_path(node.id))[0])
+        assert (data["connection_port"], data["ssh_port"]) == (port, port)
+        assert "id" not in data
+        assert store.get_node(node.id, cached=False).connection_port == port

@@ -28,6 +28,12 @@ def make_request(labels=("small",), **attrs):
     return request
 
 
+def by_priority(requests):
+    """Requests in the order pool workers process them (the ``priority``
+    sort key: prefix, then relative priority, then sequence)."""
+    return sorted(requests, key=lambda r: r.priority)
+
+
 @pytest.fixture
 def store(zk_client):
     return RequestStore(zk_client)
@@ -95,7 +101,7 @@ def test_sorted_by_priority_relative_priority_sequence(store):
     # Sequence numbers are shared across prefixes and grow.
     assert high_1.id.split("-")[1] < high_2.id.split("-")[1]
     expected = [high_1.id, high_2.id, high_late.id, normal.id, min_ready.id]
-    assert [r.id for r in store.sorted_requests()] == expected
+    assert [r.id for r in by_priority(store.iter_requests())] == expected
     assert sorted(store.get_request_ids()) == sorted(expected)
 
 
@@ -309,9 +315,9 @@ def test_reads_through_cache(zk_client):
     assert store.get_request(a.id) is cached_a
     assert store.get_request(a.id, cached=False).relative_priority == 0
     assert store.get_request(b.id).id == b.id  # miss falls back
-    assert store.sorted_requests() == [cached_a]
-    assert [r.id for r in store.sorted_requests(cached=False)] == [
-        b.id, a.id]
+    assert list(store.iter_requests()) == [cached_a]
+    assert [r.id for r in by_priority(store.iter_requests(cached=False))] \
+        == [b.id, a.id]
 
 
 def test_relock_after_lost_session(store, other_store, zk_client):

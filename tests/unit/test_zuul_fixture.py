@@ -184,7 +184,8 @@ def test_submit_defaults_and_options(zuul, zk_client, launcher):
     assert data["requestor_data"] == {"custom": [1, 2]}
     assert stat.ephemeralOwner == zk_client.session_id
     # Sorted the way pool workers process them: prefix first.
-    ordered = launcher.requests.sorted_requests(cached=False)
+    ordered = sorted(launcher.requests.iter_requests(cached=False),
+                     key=lambda r: r.priority)
     assert [r.id for r in ordered] == [other.id, request.id]
 
 

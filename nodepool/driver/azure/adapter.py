@@ -53,7 +53,6 @@ PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
 SKU_TTL = 24 * 3600.0
 IMAGE_TTL = 300.0
-SUBNET_TTL = 3600.0
 # Quota accounting accepts a VM listing this old before asking for one.
 LISTING_MAX_AGE = 10.0
 DELETE_RESOURCE_TIMEOUT = 600.0

@@ -56,11 +56,6 @@ API_WORKERS = 10
 IMAGE_POLL_INTERVAL = 2.0
 
 
-def _sdk_exceptions():
-    from openstack import exceptions as sdk_exceptions
-    return sdk_exceptions
-
-
 def translate(error: BaseException, what: str,
               creating: bool = False) -> BaseException:
     """The nodepool exception the launcher should see for an SDK error.

@@ -37,7 +37,7 @@ from nodepool.nodescan import KEY_CONNECTION_TYPES, wants_keys
 from nodepool.service import ServiceThread
 from nodepool.zk.models import Node, NodeState
 
-#: The ``launcher`` value of every static node record (schema section 3).
+#: The ``launcher`` value of every static node record.
 STATIC_LAUNCHER = "static driver"
 
 # States whose record is on its way out: its slot counts as free (the

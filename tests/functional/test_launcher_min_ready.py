@@ -1,0 +1,77 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""min-ready: no nodes for labels without it, one set of nodes for several
+launchers, and its requests declined at capacity."""
+
+from nodepool.launcher.min_ready import MinReadyManager
+from nodepool.launcher.request_handler import MIN_READY_REQUESTOR
+from nodepool.zk.models import RequestState
+from tests.fakes.test_driver import FakeCloud
+from tests.fixtures.waits import wait_for
+from tests.functional.conftest import idle_ready, node_ids, nodes_of
+
+
+def test_label_without_min_ready_gets_no_nodes(launcher_factory, zuul,
+                                               monkeypatch):
+    passes = []
+    original = MinReadyManager.run
+
+    def counting(self):
+        original(self)
+        passes.append(1)
+    monkeypatch.setattr(MinReadyManager, "run", counting)
+    launcher_factory(min_ready=0)
+    wait_for(lambda: len(passes) >= 5)
+    assert not zuul.kazoo.exists("/nodepool/requests") or \
+        not zuul.kazoo.get_children("/nodepool/requests")
+    assert not node_ids(zuul.kazoo)
+    assert FakeCloud.get("fake").created == 0
+
+
+LAUNCHER_ONE = """
+labels:
+  - name: small
+    min-ready: 1
+providers:
+  - name: {provider}
+    driver: test
+    pools:
+      - name: main
+        labels:
+          - name: small
+"""
+
+
+def test_two_launchers_share_min_ready(launcher_factory, zuul):
+    one = launcher_factory(LAUNCHER_ONE, provider="alpha")
+    two = launcher_factory(LAUNCHER_ONE, provider="beta")
+    (node,) = wait_for(lambda: idle_ready(zuul) or None, timeout=30)
+    assert node.provider in ("alpha", "beta")
+    assert node.type == ["small"]
+    # Each launcher's min-ready pass sees the node; no second one is made.
+    passes = {id(one): 0, id(two): 0}
+    for launcher in (one, two):
+        original = launcher.min_ready.run
+
+        def counting(original=original, key=id(launcher)):
+            original()
+            passes[key] += 1
+        launcher.min_ready.run = counting
+    wait_for(lambda: min(passes.values()) >= 3 and not any(
+        launcher.min_ready.submitted for launcher in (one, two)),
+        timeout=30)
+    assert len(nodes_of(zuul, label="small")) == 1
+
+
+def test_min_ready_request_at_capacity_is_declined(launcher_factory, zuul):
+    launcher_factory(max_servers=1)
+    nodes = zuul.run_job(["small"])
+    request = zuul.submit(["small"], requestor=MIN_READY_REQUESTOR,
+                          reuse=False)
+    done = zuul.wait_for_request(request)
+    assert done.state == RequestState.FAILED
+    assert done.declined_by
+    assert FakeCloud.get("fake").created == 1
+    zuul.delete_request(done)
+    zuul.finish(nodes)
