@@ -91,8 +91,10 @@ def serve():
 
 
 def registered(launcher):
-    """``launcher`` once its registry shows its pool (for label-list)."""
-    wait_for(lambda: launcher.services.registry.pools())
+    """``launcher`` once its registry shows its pool with its labels (for
+    label-list: a pool record is written first, its labels right after)."""
+    wait_for(lambda: any(p.supported_labels
+                         for p in launcher.services.registry.pools()))
     return launcher
 
 
