@@ -46,6 +46,9 @@ class ServiceThread:
         self.log = log or logging.getLogger("nodepool.%s" % name)
         self._stop_event = threading.Event()
         self._wake_event = threading.Event()
+        #: Passes of the default loop run so far (observability: a caller
+        #: can tell that a pass happened after some event).
+        self.passes = 0
         self._thread = threading.Thread(target=self._main, name=name,
                                         daemon=True)
 
@@ -129,6 +132,7 @@ class ServiceThread:
                 delay = self.run_once()
             except Exception as e:
                 delay = self.on_error(e)
+            self.passes += 1
             if self.stopping:
                 return
             delay = self.interval if delay is None else delay

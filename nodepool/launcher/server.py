@@ -37,7 +37,8 @@ from nodepool.service import ServiceThread, TaskThreads
 from nodepool.stats import StatsReporter
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.components import ComponentRegistry, LauncherComponent
+from nodepool.zk.components import (
+    LAUNCHER, ComponentRegistry, LauncherComponent)
 from nodepool.zk.images import ImageStore
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
@@ -170,9 +171,10 @@ class NodePoolLauncher:
         intervals = self.intervals
         self.deleted_node_worker = DeletedNodeWorker(
             self, intervals.deleted_nodes)
+        self.cleanup_worker = CleanupWorker(self, intervals.cleanup)
         self.workers = [
             self.deleted_node_worker,
-            CleanupWorker(self, intervals.cleanup),
+            self.cleanup_worker,
             StatsWorker(self, intervals.stats, intervals.zk_queues),
         ]
         for worker in self.workers:
@@ -182,6 +184,11 @@ class NodePoolLauncher:
         self.services.request_cache.add_listener(self._on_request_event)
         self.services.node_cache.add_listener(self._on_node_event)
         self.services.node_cache.add_lock_listener(self._on_node_lock)
+        # Another launcher gone (stopped, or its session expired with it):
+        # its pending requests are unlocked now; hand them back at once
+        # rather than at the next cleanup pass.
+        self.services.registry.add_departure_listener(
+            self._on_component_departure)
         self.main_loop.start()
 
     def stop(self) -> None:
@@ -241,6 +248,10 @@ class NodePoolLauncher:
         return {handler.request.id
                 for worker in list(self.pool_workers.values())
                 for handler in list(worker.handlers)}
+
+    def _on_component_departure(self, kind, name) -> None:
+        if kind == LAUNCHER:
+            self.cleanup_worker.wake()
 
     def _on_node_event(self, key, obj, event_type) -> None:
         if obj is not None and obj.state in DELETABLE_STATES:

@@ -424,6 +424,7 @@ class ComponentRegistry:
         self._synced = threading.Event()
         self._invalid_log = InvalidRecordLog()
         self._stopped = False
+        self._departure_listeners: list = []
         self._thread = threading.Thread(
             target=self._run, name="ComponentRegistry", daemon=True)
         self._zk.add_state_listener(self._on_state)
@@ -437,6 +438,12 @@ class ComponentRegistry:
         self._zk.remove_state_listener(self._on_state)
         self._queue.put(None)
         self._thread.join()
+
+    def add_departure_listener(self, listener) -> None:
+        """Call ``listener(kind, name)`` when a component record goes away
+        (its owner stopped or its session ended), from the registry's
+        thread: it must not block."""
+        self._departure_listeners.append(listener)
 
     # Readers ------------------------------------------------------------
 
@@ -527,10 +534,13 @@ class ComponentRegistry:
             paths.component_kind_path(kind), watch=self._on_children)
         with self._lock:
             known = self._components[kind]
-            for gone in set(known) - set(names):
+            departed = set(known) - set(names)
+            for gone in departed:
                 log.debug("Component %s/%s went away", kind, gone)
                 del known[gone]
             new = [n for n in names if n not in known]
+        for gone in sorted(departed):
+            self._departed(kind, gone)
         for name in new:
             self._fetch_data(kind, name)
         return names
@@ -552,9 +562,18 @@ class ComponentRegistry:
                 self._invalid_log.report(log, path, stat, e, "component record")
         with self._lock:
             if info is None:
-                self._components[kind].pop(name, None)
+                known = self._components[kind].pop(name, None)
             else:
                 self._components[kind][name] = info
+        if info is None and stat is None and known is not None:
+            self._departed(kind, name)
+
+    def _departed(self, kind: str, name: str) -> None:
+        for listener in list(self._departure_listeners):
+            try:
+                listener(kind, name)
+            except Exception:
+                log.exception("Component departure listener failed")
 
 
 class StatsElection:

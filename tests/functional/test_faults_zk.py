@@ -206,3 +206,26 @@ def test_handler_keeps_nodes_its_launches_took_back(restartable):
     assert lost.wait(30)
     check_served_and_clean(zuul, requests, cloud)
     assert cloud.created == 4
+
+
+def test_dead_launchers_requests_are_handed_back_at_once(
+        launcher_factory, zuul):
+    """A launcher whose session ends mid-launch (killed) leaves pending
+    requests; another launcher hands them back as soon as the dead one's
+    registration goes, not at its next (here: hour-long) cleanup pass."""
+    slow = replace(FAST, cleanup=3600.0)
+    victim = launcher_factory(intervals=slow)
+    cloud = FakeCloud.get("fake")
+    cloud.create_steps = HOLD
+    request = zuul.submit(["small"])
+    wait_for(lambda: zuul.get_request(request).state == RequestState.PENDING)
+    survivor = launcher_factory(intervals=slow)
+    wait_for(lambda: survivor.cleanup_worker.passes >= 1)
+    # The victim dies: its session (locks, registrations) ends with it.
+    for worker in victim.pool_workers.values():
+        worker.stop()
+    victim.zk_client.kazoo.stop()
+    cloud.create_steps = 1
+    done = zuul.wait_for_request(request, timeout=30)
+    assert done.state == RequestState.FULFILLED
+    zuul.return_nodes(zuul.accept_nodes(done))
