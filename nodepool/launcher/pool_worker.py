@@ -172,7 +172,7 @@ class PoolWorker(ServiceThread):
         self.handlers.remove(handler)
         if handler.counted:
             handler.counted = False
-            self.provider.end_request()
+            self.provider.quota.end_request()
 
     # Request selection --------------------------------------------------
 
@@ -220,7 +220,7 @@ class PoolWorker(ServiceThread):
                 except CONNECTION_ERRORS:
                     self.handlers.append(handler)  # poll() finishes it
                 continue
-            if paused or not self.provider.begin_request():
+            if paused or not self.provider.quota.begin_request():
                 # Paused, or max-concurrency reached meanwhile (another
                 # pool of the provider took a request).
                 self.services.requests.unlock_request(request)
@@ -285,11 +285,11 @@ class PoolWorker(ServiceThread):
         """Whether the provider's pools together handle ``max-concurrency``
         requests already (unset, 0 or less: no limit)."""
         limit = self.provider.config.max_concurrency
-        at_limit = limit > 0 and self.provider.requests_handled >= limit
+        at_limit = limit > 0 and self.provider.quota.requests_handled >= limit
         if at_limit and not self._limited:
             self.log.debug("Request handling limited: %d requests handled "
                            "by provider %s (max-concurrency)",
-                           self.provider.requests_handled,
+                           self.provider.quota.requests_handled,
                            self.provider.name)
         self._limited = at_limit
         return at_limit
@@ -304,7 +304,7 @@ class PoolWorker(ServiceThread):
         remaining.subtract(tenant_usage(self.services.node_cache.values(),
                                         request.tenant_name))
         for label in request.node_types:
-            remaining.subtract(self.provider.quota_for_label(
+            remaining.subtract(self.provider.quota.quota_for_label(
                 label, self.pool.name))
         return remaining.non_negative()
 
@@ -314,15 +314,15 @@ class PoolWorker(ServiceThread):
             return "pool is disabled by max_servers"
         missing = [t for t in request.node_types
                    if t not in self.pool.labels
-                   or t in self.provider.error_labels]
+                   or t in self.provider.quota.error_labels]
         if missing:
             return "node type(s) %s not available" % sorted(set(missing))
         if not all(self.provider.images_available(self.pool.labels[t])
                    for t in request.node_types):
             return "images are not available"
         try:
-            if not self.provider.has_provider_quota(request.node_types,
-                                                    self.pool):
+            if not self.provider.quota.has_provider_quota(
+                    request.node_types, self.pool):
                 return "it would exceed quota"
         except exceptions.RuntimeConfigurationException as e:
             return "node type(s) not available: %s" % e

@@ -161,7 +161,7 @@ class RequestHandler:
                 self._release_request(label_name)
                 return
             if node is None:
-                token = self.provider.reserve_quota(label_name, self.pool)
+                token = self.provider.quota.reserve(label_name, self.pool)
                 if token is None:
                     if self.is_min_ready:
                         self.decline("it would exceed quota")
@@ -176,7 +176,7 @@ class RequestHandler:
                 try:
                     node = self._launch_node(index, label_name)
                 finally:
-                    self.provider.claim_node(token, node)
+                    self.provider.quota.claim_node(token, node)
             self.slots[index] = node
         self.paused = False
 

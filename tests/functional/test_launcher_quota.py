@@ -61,7 +61,7 @@ def test_error_while_paused_fails_the_request_and_unpauses(
 
     def broken(label_name, pool):
         raise RuntimeError("fake failure while paused")
-    monkeypatch.setattr(provider, "reserve_quota", broken)
+    monkeypatch.setattr(provider.quota, "reserve", broken)
     done = zuul.wait_for_request(waiting)
     assert done.state == RequestState.FAILED
     assert done.declined_by == [worker.launcher_id]

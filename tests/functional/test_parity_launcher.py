@@ -99,7 +99,7 @@ def test_max_concurrency_counts_every_pool_of_the_provider(
                          if r.name == "nodepool.PoolWorker.fake-b")
              or zuul.get_request(second).state != RequestState.REQUESTED)
     assert zuul.get_request(second).state == RequestState.REQUESTED
-    assert provider.requests_handled == 1
+    assert provider.quota.requests_handled == 1
 
     # A handler ending by session loss, and one ending by declining (its
     # launch fails), give their count back: with max-concurrency 1 a
@@ -113,7 +113,7 @@ def test_max_concurrency_counts_every_pool_of_the_provider(
     done = [zuul.wait_for_request(r, timeout=60) for r in (first, second)]
     assert sorted(r.state for r in done) == sorted(
         [RequestState.FAILED, RequestState.FULFILLED])
-    wait_for(lambda: provider.requests_handled == 0)
+    wait_for(lambda: provider.quota.requests_handled == 0)
     for request in done:
         if request.state == RequestState.FULFILLED:
             zuul.return_nodes(zuul.accept_nodes(request))

@@ -661,14 +661,14 @@ def test_provider_quota_with_moto_and_fake_quotas(env):
     provider = StateMachineProvider(adapter.provider, adapter, services)
     env.ec2.run_instances(ImageId=env.image_id, MinCount=1, MaxCount=1,
                           InstanceType="m5.large")
-    quota = provider.provider_quota()
+    quota = provider.quota.provider_quota()
     assert quota.get("L-1216C47A") == 638  # 640 minus the unmanaged one
     pool = adapter.provider.pools["main"]
-    assert provider.has_provider_quota(["small"], pool)
+    assert provider.quota.has_provider_quota(["small"], pool)
     env.quotas.quotas["ec2"]["L-1216C47A"] = ("x", 3.0)
     adapter._quota_cache.invalidate()
-    provider.invalidate_quota_cache()
-    assert not provider.has_provider_quota(["small"], pool)
+    provider.quota.invalidate()
+    assert not provider.quota.has_provider_quota(["small"], pool)
 
 
 # Leak cleanup -----------------------------------------------------------

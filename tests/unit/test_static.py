@@ -156,11 +156,11 @@ def test_provider_declines_only_beyond_slots(static_config):
     provider = make_provider(static_config)
     pool = static_config.pools["main"]
     assert provider.launches_nodes is False
-    assert provider.has_provider_quota(["trusty-static"] * 2, pool)
-    assert not provider.has_provider_quota(["trusty-static"] * 3, pool)
-    assert provider.has_provider_quota(["small", "big"], pool)
-    assert not provider.has_provider_quota(["small", "big", "small"], pool)
-    assert not provider.has_remaining_quota("small", pool)
+    assert provider.quota.has_provider_quota(["trusty-static"] * 2, pool)
+    assert not provider.quota.has_provider_quota(["trusty-static"] * 3, pool)
+    assert provider.quota.has_provider_quota(["small", "big"], pool)
+    assert not provider.quota.has_provider_quota(["small", "big", "small"], pool)
+    assert not provider.quota.has_remaining_quota("small", pool)
     assert provider.cleanup_leaked_resources(set(), set()) == 0
 
 

@@ -108,7 +108,7 @@ class NodeLauncher:
         except exceptions.QuotaException as e:
             self.log.info("Quota exceeded launching node %s: %s",
                           self.node.id, e)
-            self.provider.invalidate_quota_cache()
+            self.provider.quota.invalidate()
             self.node.state = NodeState.ABORTED
             self._store()
             self._finish(e.statsd_key)
@@ -164,7 +164,7 @@ class NodeLauncher:
             node.shell_type = image.shell_type
             node.connection_port = image.connection_port
             node.connection_type = image.connection_type
-        node.resources = self.provider.quota_for_label(
+        node.resources = self.provider.quota.quota_for_label(
             self.label.name, self.pool.name).get_resources()
         self._store()
         hostname = "np" + node.id

@@ -2,7 +2,8 @@
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """Per-provider runtime: the runners that drive every state machine of one
-provider, its quota accounting and its leak cleanup."""
+provider.  Its quota bookkeeping (:mod:`.quota`) and leak cleanup
+(:mod:`.leaks`) are classes of their own that the provider owns."""
 
 import logging
 import random
@@ -10,17 +11,12 @@ import threading
 import time
 from typing import Optional
 
-import cachetools
-
-from nodepool import exceptions
-from nodepool.driver.quota import QuotaInformation, pool_limits
 from nodepool.driver.statemachine.deleter import NodeDeleter
 from nodepool.driver.statemachine.launcher import NodeLauncher
+from nodepool.driver.statemachine.leaks import LeakSweeper
+from nodepool.driver.statemachine.quota import ProviderQuota
 from nodepool.service import ServiceThread, TaskThreads
 from nodepool.zk.models import UploadState
-
-PROVIDER_QUOTA_TTL = 300.0
-FRESH_NODE_TTL = 60.0
 
 
 class _NoScan:
@@ -110,24 +106,21 @@ class StateMachineProvider:
         adapter.wake_runners = self.wake_runners
         # Console-log fetches (API calls the runners must not wait for).
         self.tasks = TaskThreads(self.log)
-        self._quota_cache = cachetools.TTLCache(1, PROVIDER_QUOTA_TTL)
-        self._quota_lock = threading.Lock()
-        self._label_quota: dict = {}
-        self.error_labels: set = set()
-        self._possibly_leaked: set = set()
+        self.quota = self.quota_class(
+            config, adapter, getattr(services, "node_cache", None),
+            log=self.log)
+        self.leak_sweeper = LeakSweeper(self.name, adapter, services,
+                                        log=self.log)
         self._launch_listeners: list = []
-        self._claims_lock = threading.RLock()
-        self._reservations: list = []
-        self._fresh_nodes: dict = {}
-        # Requests being handled by all pools of this provider together
-        # (max-concurrency); pool workers run in threads of their own.
-        self._requests_lock = threading.Lock()
-        self._requests_handled = 0
 
     #: Whether the provider makes nodes on demand.  Providers of existing
     #: hosts (static) only hand out the ready nodes they registered, and
     #: requests wait for a free one instead of pausing the pool.
     launches_nodes = True
+
+    #: Quota bookkeeping (``provider.quota``): drivers whose nodes are not
+    #: launched replace it.
+    quota_class = ProviderQuota
 
     def label_available(self, label_name: str) -> bool:
         """Whether a request wanting the label should be taken now.
@@ -177,34 +170,6 @@ class StateMachineProvider:
     def wake_runners(self) -> None:
         self.create_runner.wake()
         self.delete_runner.wake()
-
-    # Request handling ---------------------------------------------------
-
-    @property
-    def requests_handled(self) -> int:
-        """How many requests the provider's pools are handling now."""
-        with self._requests_lock:
-            return self._requests_handled
-
-    def begin_request(self) -> bool:
-        """Count one more request handled by one of the pools, unless
-        ``max-concurrency`` (when above 0) is reached; False then.
-
-        Thread-safe.  Each True must be matched by one :meth:`end_request`
-        whatever way the handling ends.
-        """
-        limit = self.config.max_concurrency
-        with self._requests_lock:
-            if limit > 0 and self._requests_handled >= limit:
-                return False
-            self._requests_handled += 1
-            return True
-
-    def end_request(self) -> None:
-        """A request counted by :meth:`begin_request` is no longer
-        handled."""
-        with self._requests_lock:
-            self._requests_handled = max(0, self._requests_handled - 1)
 
     # Launch and delete --------------------------------------------------
 
@@ -330,192 +295,19 @@ class StateMachineProvider:
             return self.current_upload(diskimage) is not None
         return self.adapter.label_ready(label)
 
-    # Quota --------------------------------------------------------------
-
-    def quota_for_label(self, label_name: str, pool_name: str
-                        ) -> QuotaInformation:
-        """Resources one node of the label needs (cached per label)."""
-        key = (pool_name, label_name)
-        quota = self._label_quota.get(key)
-        if quota is None:
-            label = self.config.pools[pool_name].labels[label_name]
-            try:
-                quota = self.adapter.get_quota_for_label(label)
-            except exceptions.RuntimeConfigurationException:
-                self.error_labels.add(label_name)
-                raise
-            self._label_quota[key] = quota
-        return quota.copy()
-
-    def invalidate_quota_cache(self) -> None:
-        with self._quota_lock:
-            self._quota_cache.clear()
-
-    def provider_quota(self) -> QuotaInformation:
-        """Provider limits minus what others use, cached for 5 minutes."""
-        with self._quota_lock:
-            cached = self._quota_cache.get("quota")
-            if cached is not None:
-                return cached.copy()
-        try:
-            quota = self.adapter.get_quota_limits()
-            quota.subtract(self._unmanaged_quota_used())
-        except Exception:
-            self.log.exception("Could not compute provider quota")
-            return QuotaInformation(default=float("inf"))
-        with self._quota_lock:
-            self._quota_cache["quota"] = quota
-        return quota.copy()
-
-    def _unmanaged_quota_used(self) -> QuotaInformation:
-        used = QuotaInformation()
-        known = set(self.services.node_cache.ids())
-        for instance in self.adapter.list_instances():
-            meta = instance.metadata or {}
-            if (meta.get("nodepool_provider_name") == self.name
-                    and meta.get("nodepool_node_id") in known):
-                continue
-            used.add(instance.get_quota_information())
-        return used
-
-    def reserve_quota(self, label_name: str, pool) -> Optional[object]:
-        """Claim room for one node of the label, or None if there is none.
-
-        The node cache lags behind our own writes, and several threads
-        start launches at once; a claim counts as used until
-        :meth:`claim_node` replaces it with the stored node.
-        """
-        needed = self.quota_for_label(label_name, pool.name)
-        with self._claims_lock:
-            if not self.has_remaining_quota(label_name, pool):
-                return None
-            token = (pool.name, needed)
-            self._reservations.append(token)
-            return token
-
-    def claim_node(self, token, node) -> None:
-        """Replace a reservation by the node created for it."""
-        with self._claims_lock:
-            if token in self._reservations:
-                self._reservations.remove(token)
-            if node is not None:
-                self._fresh_nodes[node.id] = (node, time.monotonic())
+    # Quota and leaks ----------------------------------------------------
 
     def forget_node(self, node_id: str) -> None:
-        """The node's record is gone: stop counting it as just created.
-
-        A node deleted before the node cache ever listed it (a launch
-        refused at once for quota, deleted within milliseconds) would
-        otherwise be counted forever and wedge a small pool.
-        """
-        with self._claims_lock:
-            self._fresh_nodes.pop(node_id, None)
-
-    def _nodes_used(self, pool_name: Optional[str] = None
-                    ) -> QuotaInformation:
-        used = QuotaInformation()
-        cached = self.services.node_cache.values()
-        cached_ids = {node.id for node in cached}
-        with self._claims_lock:
-            # Once the cache has a node it is the source of truth; one it
-            # never listed is gone after FRESH_NODE_TTL at the latest
-            # (deleted elsewhere: the cache lags by far less).
-            now = time.monotonic()
-            for node_id, (_, added) in list(self._fresh_nodes.items()):
-                if node_id in cached_ids or now - added > FRESH_NODE_TTL:
-                    del self._fresh_nodes[node_id]
-            extra = [node for node, _ in self._fresh_nodes.values()]
-            for reserved_pool, quota in self._reservations:
-                if pool_name is None or reserved_pool == pool_name:
-                    used.add(quota)
-        for node in cached + extra:
-            if node.provider != self.name:
-                continue
-            if pool_name is not None and node.pool != pool_name:
-                continue
-            if node.resources:
-                used.add(QuotaInformation.from_resources(node.resources))
-                continue
-            pool = self.config.pools.get(node.pool)
-            if pool is None:
-                continue
-            for label in node.type:
-                if label in pool.labels:
-                    used.add(self.quota_for_label(label, node.pool))
-        return used
-
-    def _needed(self, labels, pool) -> QuotaInformation:
-        needed = QuotaInformation()
-        for label in labels:
-            needed.add(self.quota_for_label(label, pool.name))
-        return needed
-
-    def has_provider_quota(self, labels, pool) -> bool:
-        """Could the pool ever hold these labels at once (ignoring usage)?"""
-        needed = self._needed(labels, pool)
-        if not getattr(pool, "ignore_provider_quota", False):
-            remaining = self.provider_quota()
-            remaining.subtract(needed)
-            if not remaining.non_negative():
-                return False
-        limits = pool_limits(pool)
-        limits.subtract(needed)
-        return limits.non_negative()
-
-    def has_remaining_quota(self, label_name: str, pool) -> bool:
-        """Is there room right now for one more node of the label?"""
-        needed = self.quota_for_label(label_name, pool.name)
-        if not getattr(pool, "ignore_provider_quota", False):
-            remaining = self.provider_quota()
-            remaining.subtract(self._nodes_used())
-            remaining.subtract(needed)
-            if not remaining.non_negative():
-                return False
-        limits = pool_limits(pool)
-        limits.subtract(self._nodes_used(pool.name))
-        limits.subtract(needed)
-        return limits.non_negative()
-
-    # Leak cleanup -------------------------------------------------------
+        """Called by a deleter once the node record is gone (see
+        :meth:`ProviderQuota.forget_node`)."""
+        self.quota.forget_node(node_id)
 
     def cleanup_leaked_resources(self, known_node_ids: set,
                                  known_uploads: set) -> int:
         """Delete resources tagged for this provider whose node or upload is
-        gone; each only once two consecutive passes found it leaked.
+        gone (see :meth:`LeakSweeper.sweep`); drivers with leaks the
+        metadata cannot show add their own cleanup here.
 
-        ``known_uploads`` holds ``"<build_id>-<upload_id>"`` strings.
         Returns the number of resources deleted.
         """
-        leaked = set()
-        deleted = 0
-        for resource in self.adapter.list_resources():
-            meta = resource.metadata or {}
-            if meta.get("nodepool_provider_name") != self.name:
-                continue
-            node_id = meta.get("nodepool_node_id")
-            build_id = meta.get("nodepool_build_id")
-            upload_id = meta.get("nodepool_upload_id")
-            if node_id is not None:
-                if node_id in known_node_ids:
-                    continue
-            elif build_id is not None and upload_id is not None:
-                if "%s-%s" % (build_id, upload_id) in known_uploads:
-                    continue
-            else:
-                continue
-            key = (resource.type, resource.id, node_id, build_id, upload_id)
-            leaked.add(key)
-            if key not in self._possibly_leaked:
-                continue
-            try:
-                self.log.info("Deleting leaked %s %s", resource.type,
-                              resource.id)
-                self.adapter.delete_resource(resource)
-                deleted += 1
-                if self.services.stats is not None:
-                    self.services.stats.record_leaked(
-                        self.name, resource.plural_metric_name)
-            except Exception:
-                self.log.exception("Deleting leaked %r failed", resource)
-        self._possibly_leaked = leaked
-        return deleted
+        return self.leak_sweeper.sweep(known_node_ids, known_uploads)

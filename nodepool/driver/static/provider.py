@@ -15,7 +15,7 @@ alone (``label_available``), and one that still finds no free node is
 released without being declined (``launches_nodes = False``), so a busy
 host never pauses the pool for requests of other labels.  Only a request
 that asks for more nodes than the pool has slots is declined
-(``has_provider_quota``).
+(:meth:`StaticQuota.has_provider_quota`).
 """
 
 import collections
@@ -23,6 +23,7 @@ import itertools
 from typing import Iterable, Optional
 
 from nodepool.driver.statemachine.provider import StateMachineProvider
+from nodepool.driver.statemachine.quota import ProviderQuota
 from nodepool.driver.static.registrar import (
     Registrar, free_nodes_of, node_identity, shared_book)
 from nodepool.zk.models import RequestState
@@ -72,6 +73,21 @@ def slots_suffice(wanted: collections.Counter, hosts: Iterable) -> bool:
                          for h in unique.values()))
 
 
+class StaticQuota(ProviderQuota):
+    """Quota of a static provider: a pool's slots are its hosts'
+    ``max-parallel-jobs``, and no room is ever made by launching."""
+
+    def has_provider_quota(self, labels, pool) -> bool:
+        """False when the pool has fewer slots than the request needs."""
+        return slots_suffice(collections.Counter(labels), pool.nodes)
+
+    def has_remaining_quota(self, label_name: str, pool) -> bool:
+        return False  # nothing can be launched
+
+    def reserve(self, label_name: str, pool):
+        return None
+
+
 class StaticProvider(StateMachineProvider):
     """Runtime of one ``driver: static`` provider.
 
@@ -82,6 +98,7 @@ class StaticProvider(StateMachineProvider):
     """
 
     launches_nodes = False
+    quota_class = StaticQuota
 
     def __init__(self, config, adapter, services, interval: float = 1.0,
                  retry_interval: Optional[float] = None,
@@ -167,16 +184,6 @@ class StaticProvider(StateMachineProvider):
                        for pool in self.config.pools.values()):
                 return True
         return False
-
-    def has_provider_quota(self, labels, pool) -> bool:
-        """False when the pool has fewer slots than the request needs."""
-        return slots_suffice(collections.Counter(labels), pool.nodes)
-
-    def has_remaining_quota(self, label_name: str, pool) -> bool:
-        return False  # nothing can be launched
-
-    def reserve_quota(self, label_name: str, pool):
-        return None
 
     def cleanup_leaked_resources(self, known_node_ids: set,
                                  known_uploads: set) -> int:

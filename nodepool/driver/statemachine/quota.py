@@ -1,0 +1,248 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Quota bookkeeping of one provider: its cloud limits, what its nodes and
+launches in flight use, and the count of requests its pools handle
+(``max-concurrency``)."""
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+import cachetools
+
+from nodepool import exceptions
+from nodepool.driver.quota import QuotaInformation, pool_limits
+
+PROVIDER_QUOTA_TTL = 300.0
+FRESH_NODE_TTL = 60.0
+
+
+class ProviderQuota:
+    """Decides whether a provider has room for more nodes.
+
+    :param config: the provider's config (``name``, ``pools``,
+        ``max_concurrency``).
+    :param adapter: the driver's adapter (``get_quota_limits``,
+        ``get_quota_for_label``, ``list_instances``).
+    :param node_cache: the launcher's node cache (``values()``, ``ids()``);
+        may be None where nothing asks about usage (the CLI's deletes).
+    :param clock: monotonic seconds (tests pass their own).
+
+    Thread-safe: pool workers, request handlers and the runners call it
+    from their own threads.
+    """
+
+    def __init__(self, config, adapter, node_cache,
+                 log: Optional[logging.Logger] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.name = config.name
+        self.adapter = adapter
+        self.node_cache = node_cache
+        self._clock = clock
+        self.log = log or logging.getLogger(
+            "nodepool.driver.%s.quota" % self.name)
+        #: Labels whose resources the cloud cannot tell (bad flavor and
+        #: the like); requests for them are declined.
+        self.error_labels: set = set()
+        self._limits_cache = cachetools.TTLCache(1, PROVIDER_QUOTA_TTL)
+        self._limits_lock = threading.Lock()
+        self._label_quota: dict = {}
+        self._claims_lock = threading.RLock()
+        self._reservations: list = []
+        self._fresh_nodes: dict = {}
+        self._requests_lock = threading.Lock()
+        self._requests_handled = 0
+
+    # Requests in flight (max-concurrency) --------------------------------
+
+    @property
+    def requests_handled(self) -> int:
+        """How many requests the provider's pools are handling now."""
+        with self._requests_lock:
+            return self._requests_handled
+
+    def begin_request(self) -> bool:
+        """Count one more request handled by one of the pools, unless
+        ``max-concurrency`` (when above 0) is reached; False then.
+
+        Each True must be matched by one :meth:`end_request` whatever way
+        the handling ends.
+        """
+        limit = self.config.max_concurrency
+        with self._requests_lock:
+            if limit > 0 and self._requests_handled >= limit:
+                return False
+            self._requests_handled += 1
+            return True
+
+    def end_request(self) -> None:
+        """A request counted by :meth:`begin_request` is no longer
+        handled."""
+        with self._requests_lock:
+            self._requests_handled = max(0, self._requests_handled - 1)
+
+    # Limits ---------------------------------------------------------------
+
+    def quota_for_label(self, label_name: str, pool_name: str
+                        ) -> QuotaInformation:
+        """Resources one node of the label needs (cached per label).
+
+        Raises :class:`~nodepool.exceptions.RuntimeConfigurationException`
+        when the cloud cannot tell (the label is added to
+        :attr:`error_labels`).
+        """
+        key = (pool_name, label_name)
+        quota = self._label_quota.get(key)
+        if quota is None:
+            label = self.config.pools[pool_name].labels[label_name]
+            try:
+                quota = self.adapter.get_quota_for_label(label)
+            except exceptions.RuntimeConfigurationException:
+                self.error_labels.add(label_name)
+                raise
+            self._label_quota[key] = quota
+        return quota.copy()
+
+    def invalidate(self) -> None:
+        """Forget the cached provider limits (the cloud refused a launch
+        for quota: they are out of date)."""
+        with self._limits_lock:
+            self._limits_cache.clear()
+
+    def provider_quota(self) -> QuotaInformation:
+        """Provider limits minus what others use, cached for 5 minutes;
+        unlimited when they cannot be read."""
+        with self._limits_lock:
+            cached = self._limits_cache.get("quota")
+            if cached is not None:
+                return cached.copy()
+        try:
+            quota = self.adapter.get_quota_limits()
+            quota.subtract(self.unmanaged_used())
+        except Exception:
+            self.log.exception("Could not compute provider quota")
+            return QuotaInformation(default=float("inf"))
+        with self._limits_lock:
+            self._limits_cache["quota"] = quota
+        return quota.copy()
+
+    def unmanaged_used(self) -> QuotaInformation:
+        """What the provider's instances that are not our nodes use
+        (other tenants of the cloud account, leaked instances)."""
+        used = QuotaInformation()
+        known = set(self.node_cache.ids())
+        for instance in self.adapter.list_instances():
+            meta = instance.metadata or {}
+            if (meta.get("nodepool_provider_name") == self.name
+                    and meta.get("nodepool_node_id") in known):
+                continue
+            used.add(instance.get_quota_information())
+        return used
+
+    # Usage ----------------------------------------------------------------
+
+    def reserve(self, label_name: str, pool) -> Optional[object]:
+        """Claim room for one node of the label, or None if there is none.
+
+        The node cache lags behind our own writes, and several threads
+        start launches at once; a claim counts as used until
+        :meth:`claim_node` replaces it with the stored node.
+        """
+        needed = self.quota_for_label(label_name, pool.name)
+        with self._claims_lock:
+            if not self.has_remaining_quota(label_name, pool):
+                return None
+            token = (pool.name, needed)
+            self._reservations.append(token)
+            return token
+
+    def claim_node(self, token, node) -> None:
+        """Replace a reservation by the node created for it (None: the
+        launch did not get as far as storing one)."""
+        with self._claims_lock:
+            if token in self._reservations:
+                self._reservations.remove(token)
+            if node is not None:
+                self._fresh_nodes[node.id] = (node, self._clock())
+
+    def forget_node(self, node_id: str) -> None:
+        """The node's record is gone: stop counting it as just created.
+
+        A node deleted before the node cache ever listed it (a launch
+        refused at once for quota, deleted within milliseconds) would
+        otherwise be counted forever and wedge a small pool.
+        """
+        with self._claims_lock:
+            self._fresh_nodes.pop(node_id, None)
+
+    def nodes_used(self, pool_name: Optional[str] = None
+                   ) -> QuotaInformation:
+        """What this provider's nodes (of one pool, if given), its
+        reservations and its just created nodes use."""
+        used = QuotaInformation()
+        cached = self.node_cache.values()
+        cached_ids = {node.id for node in cached}
+        with self._claims_lock:
+            # Once the cache has a node it is the source of truth; one it
+            # never listed is gone after FRESH_NODE_TTL at the latest
+            # (deleted elsewhere: the cache lags by far less).
+            now = self._clock()
+            for node_id, (_, added) in list(self._fresh_nodes.items()):
+                if node_id in cached_ids or now - added > FRESH_NODE_TTL:
+                    del self._fresh_nodes[node_id]
+            extra = [node for node, _ in self._fresh_nodes.values()]
+            for reserved_pool, quota in self._reservations:
+                if pool_name is None or reserved_pool == pool_name:
+                    used.add(quota)
+        for node in cached + extra:
+            if node.provider != self.name:
+                continue
+            if pool_name is not None and node.pool != pool_name:
+                continue
+            if node.resources:
+                used.add(QuotaInformation.from_resources(node.resources))
+                continue
+            pool = self.config.pools.get(node.pool)
+            if pool is None:
+                continue
+            for label in node.type:
+                if label in pool.labels:
+                    used.add(self.quota_for_label(label, node.pool))
+        return used
+
+    # Decisions ------------------------------------------------------------
+
+    def _needed(self, labels, pool) -> QuotaInformation:
+        needed = QuotaInformation()
+        for label in labels:
+            needed.add(self.quota_for_label(label, pool.name))
+        return needed
+
+    def has_provider_quota(self, labels, pool) -> bool:
+        """Could the pool ever hold these labels at once (ignoring usage)?"""
+        needed = self._needed(labels, pool)
+        if not getattr(pool, "ignore_provider_quota", False):
+            remaining = self.provider_quota()
+            remaining.subtract(needed)
+            if not remaining.non_negative():
+                return False
+        limits = pool_limits(pool)
+        limits.subtract(needed)
+        return limits.non_negative()
+
+    def has_remaining_quota(self, label_name: str, pool) -> bool:
+        """Is there room right now for one more node of the label?"""
+        needed = self.quota_for_label(label_name, pool.name)
+        if not getattr(pool, "ignore_provider_quota", False):
+            remaining = self.provider_quota()
+            remaining.subtract(self.nodes_used())
+            remaining.subtract(needed)
+            if not remaining.non_negative():
+                return False
+        limits = pool_limits(pool)
+        limits.subtract(self.nodes_used(pool.name))
+        limits.subtract(needed)
+        return limits.non_negative()
