@@ -138,7 +138,7 @@ class FakeInstance(Instance):
         self.az = az
         self.private_ipv4 = "10.0.0.%d" % (int(external_id.split("-")[1])
                                            % 250 + 1)
-        # "fake" in the address makes the scanner skip the network.
+        # No resolver knows it: launchers get tests.fakes.scanner.FakeScanner.
         self.interface_ip = "fake-%s" % external_id
         self.public_ipv4 = self.interface_ip
         self.running = False

@@ -13,6 +13,7 @@ from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.server import NodePoolLauncher
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.requests import RequestStore
+from tests.fakes.scanner import FakeScanner
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
@@ -302,7 +303,8 @@ def test_stop_and_join_leave_no_thread_behind(tmp_path, zk_factory, zuul,
     zk_client = zk_factory()
     before = set(threading.enumerate())
     launcher = NodePoolLauncher(str(path), zk_client=zk_client,
-                                intervals=FAST, webapp=True)
+                                intervals=FAST, scanner=FakeScanner(),
+                                webapp=True)
     launcher.start()
     try:
         assert launcher.ready.wait(30)
