@@ -306,13 +306,13 @@ def delete_now(ctx, node) -> bool:
         return False
     provider = driver.get_driver(provider_config.driver).get_provider(
         provider_config, _CliServices(ctx))
-    # Refilling a static host's slot is the launchers' business: they
-    # notice the missing node on their own.
-    provider.node_deleted = lambda node: None
     wait = threading.Event()
     try:
+        # Refilling a static host's slot is the launchers' business: they
+        # notice the missing node on their own.
         deleter = provider.start_node_cleanup(
-            node, log if ctx.args.debug else _OneLineLog(log))
+            node, log if ctx.args.debug else _OneLineLog(log),
+            report_deleted=False)
         while True:
             deleter.step()
             if deleter.complete:
