@@ -114,6 +114,10 @@ class NodePoolLauncher:
     :param config_path, secure_path: config files (reloaded on change).
     :param zk_client: an already connected client (tests); by default one
         is made from the config's ``zookeeper-*`` keys.
+    :param scanner: the host-key scanner (default: a
+        :class:`~nodepool.nodescan.NodeScanner`).
+    :param stats: where metrics go; by default none are sent (the daemon
+        passes :meth:`StatsReporter.from_environment`).
     :param webapp: serve the status web app on the config's ``webapp``
         address (the daemon does; tests start their own).
     """
@@ -122,6 +126,7 @@ class NodePoolLauncher:
                  zk_client: Optional[ZooKeeperClient] = None,
                  intervals: Optional[Intervals] = None,
                  scanner: Optional[NodeScanner] = None,
+                 stats: Optional[StatsReporter] = None,
                  webapp: bool = False):
         self.watcher = ConfigWatcher(config_path, secure_path)
         self.config = None
@@ -129,6 +134,7 @@ class NodePoolLauncher:
         self._own_client = zk_client is None
         self.zk_client = zk_client
         self.scanner = scanner or NodeScanner()
+        self.stats = stats if stats is not None else StatsReporter(None)
         self.services: Optional[LauncherServices] = None
         # Both maps are replaced, never changed in place, by the main
         # thread only: other threads read whichever snapshot they got.
@@ -163,7 +169,7 @@ class NodePoolLauncher:
             self.zk_client.connect()
         self.scanner.start()
         self.services = LauncherServices(
-            self.zk_client, self.scanner, StatsReporter.from_environment())
+            self.zk_client, self.scanner, self.stats)
         self.services.start()
         self.component = LauncherComponent(self.zk_client)
         self.component.register()

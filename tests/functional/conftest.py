@@ -10,6 +10,7 @@ import pytest
 from kazoo.exceptions import NoNodeError
 
 from nodepool.launcher.server import Intervals, NodePoolLauncher
+from nodepool.stats import StatsReporter
 from nodepool.zk.models import Node, NodeState, RequestState
 from tests.fakes import test_driver
 from tests.fakes.scanner import FakeScanner
@@ -85,7 +86,8 @@ def launcher_factory(tmp_path, zk_factory):
         path.write_text(text)
         launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
                                     intervals=intervals,
-                                    scanner=FakeScanner())
+                                    scanner=FakeScanner(),
+                                    stats=StatsReporter.from_environment())
         launcher.start()
         assert launcher.ready.wait(30)
         launchers.append(launcher)

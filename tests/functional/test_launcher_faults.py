@@ -11,6 +11,7 @@ import time
 from nodepool.driver.quota import QuotaInformation
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.server import NodePoolLauncher
+from nodepool.stats import StatsReporter
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.requests import RequestStore
 from tests.fakes.scanner import FakeScanner
@@ -304,6 +305,7 @@ def test_stop_and_join_leave_no_thread_behind(tmp_path, zk_factory, zuul,
     before = set(threading.enumerate())
     launcher = NodePoolLauncher(str(path), zk_client=zk_client,
                                 intervals=FAST, scanner=FakeScanner(),
+                                stats=StatsReporter.from_environment(),
                                 webapp=True)
     launcher.start()
     try:
