@@ -256,22 +256,6 @@ def cmd_delete(ctx) -> int:
     return 0
 
 
-class _CliServices:
-    """The part of the launcher's services a provider needs to delete."""
-
-    def __init__(self, ctx):
-        self.zk_client = ctx.zk_client
-        self.nodes = ctx.nodes
-        self.requests = ctx.requests
-        self.images = ctx.images
-        self.node_cache = None   # only used for quota, not for deletion
-        self.request_cache = None
-        self.image_cache = None
-        self.registry = None
-        self.scanner = None
-        self.stats = None
-
-
 class _OneLineLog:
     """A logger whose ``exception()`` logs the message without the
     traceback, so a failing ``delete --now`` stays readable (``--debug``
@@ -299,13 +283,15 @@ def delete_now(ctx, node) -> bool:
     deleter logs why not).
     """
     from nodepool import driver
+    from nodepool.driver.base import ProviderServices
     provider_config = ctx.config.providers.get(node.provider)
     if provider_config is None:
         print("Provider %s for node %s not defined on this launcher"
               % (node.provider, node.id))
         return False
     provider = driver.get_driver(provider_config.driver).get_provider(
-        provider_config, _CliServices(ctx))
+        provider_config, ProviderServices(ctx.zk_client, ctx.nodes,
+                                          ctx.requests, ctx.images))
     wait = threading.Event()
     try:
         # Refilling a static host's slot is the launchers' business: they

@@ -27,6 +27,7 @@ from typing import Optional
 
 from nodepool import driver
 from nodepool.config.loader import ConfigWatcher, changed_providers
+from nodepool.driver.base import ProviderServices
 from nodepool.launcher.cleanup import (
     DELETABLE_STATES, CleanupWorker, DeletedNodeWorker)
 from nodepool.launcher.min_ready import MinReadyManager
@@ -64,20 +65,20 @@ class Intervals:
     zk_queues: float = 10.0
 
 
-class LauncherServices:
-    """The ZooKeeper views and services shared by the launcher's parts."""
+class LauncherServices(ProviderServices):
+    """The ZooKeeper views and services shared by the launcher's parts
+    (the component ``registry`` is there once :meth:`start` returned)."""
 
     def __init__(self, zk_client: ZooKeeperClient, scanner, stats):
-        self.zk_client = zk_client
-        self.node_cache = NodeCache(zk_client)
-        self.request_cache = RequestCache(zk_client)
-        self.image_cache = ImageCache(zk_client)
-        self.nodes = NodeStore(zk_client, cache=self.node_cache)
-        self.requests = RequestStore(zk_client, cache=self.request_cache)
-        self.images = ImageStore(zk_client)
+        node_cache = NodeCache(zk_client)
+        request_cache = RequestCache(zk_client)
+        super().__init__(
+            zk_client, NodeStore(zk_client, cache=node_cache),
+            RequestStore(zk_client, cache=request_cache),
+            ImageStore(zk_client), node_cache=node_cache,
+            request_cache=request_cache, image_cache=ImageCache(zk_client),
+            scanner=scanner, stats=stats)
         self.registry: Optional[ComponentRegistry] = None
-        self.scanner = scanner
-        self.stats = stats
 
     def start(self, timeout: float = 60.0) -> None:
         for cache in (self.node_cache, self.request_cache, self.image_cache):
