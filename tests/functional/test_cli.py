@@ -65,9 +65,9 @@ def config(tmp_path, zk_server, zk_chroot):
 @pytest.fixture
 def cli(config, capsys):
     """Run ``nodepool -c CONFIG <args>`` in-process: (status, out, err)."""
-    def run(*args):
+    def run(*args, **kwargs):
         capsys.readouterr()
-        status = nodepoolcmd.main(["-c", config] + list(args))
+        status = nodepoolcmd.main(["-c", config] + list(args), **kwargs)
         out, err = capsys.readouterr()
         return status, out, err
     return run
@@ -307,12 +307,11 @@ def test_hold_and_delete(cli, stores):
     assert cli("hold", "0000099999")[0] == 1
 
 
-def test_locked_node_times_out(cli, stores, zk_factory, monkeypatch):
-    monkeypatch.setattr(nodepoolcmd, "LOCK_TIMEOUT", 0.5)
+def test_locked_node_times_out(cli, stores, zk_factory):
     node = make_node(stores.nodes)
     NodeStore(zk_factory()).lock_node(node)
     for command in ("hold", "delete"):
-        status, out, err = cli(command, node.id)
+        status, out, err = cli(command, node.id, lock_timeout=0.5)
         assert status == 1
         assert err.strip() == (
             "nodepool: error: Timed out after 0.5s waiting for the lock "
