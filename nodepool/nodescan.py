@@ -44,9 +44,6 @@ log = logging.getLogger("nodepool.nodescan")
 #: for instance) only needs its port to accept a TCP connection.
 KEY_CONNECTION_TYPES = frozenset(("ssh", "network_cli"))
 
-#: What a scan of a test address (one containing ``fake``) returns.
-FAKE_HOST_KEY = "ssh-rsa FAKEKEY"
-
 #: Upper bound of one TCP connection attempt, in seconds.
 ATTEMPT_TIMEOUT = 10.0
 #: Pause after a refused or unreachable attempt before the next one.
@@ -113,8 +110,7 @@ def scan_host_keys(ip: str, port: int = 22, timeout: float = 60,
     Blocks the calling thread for up to ``timeout`` seconds of connection
     attempts plus the keyscan.  Returns ``[]`` when no keys are wanted
     (``gather_keys`` false, or a connection type other than ``ssh`` and
-    ``network_cli``); then a TCP connection is all that is checked.  An
-    ``ip`` containing ``fake`` returns at once without touching the network.
+    ``network_cli``); then a TCP connection is all that is checked.
     IPv6 addresses work; a host name is looked up on every attempt and its
     first address used.
 
@@ -122,8 +118,6 @@ def scan_host_keys(ip: str, port: int = 22, timeout: float = 60,
     :raises LaunchKeyscanException: connected, but no host key could be read.
     """
     gather = wants_keys(gather_keys, connection_type)
-    if "fake" in ip:
-        return [FAKE_HOST_KEY] if gather else []
     deadline = time.monotonic() + timeout
     sock, sockaddr = _connect_until(ip, port, deadline)
     if not gather:
@@ -533,23 +527,18 @@ class NodeScanner:
                connection_type: str = "ssh") -> ScanRequest:
         """Queue a scan of ``ip:port``; see :func:`scan_host_keys`.
 
-        Never blocks.  A fake address completes before this returns.
+        Never blocks.
         """
         gather = wants_keys(gather_keys, connection_type)
         request = ScanRequest(self, ip, port, timeout, gather)
-        fake = "fake" in ip
         with self._lock:
             # stop() sets the event before it collects the live requests
             # under this lock, so none slips past it.
             if self._stop_event.is_set():
                 raise RuntimeError("%s is stopped" % self.name)
             self._live.add(request)
-            if not fake:
-                self._queue.append(request)
-        if fake:
-            request._finish([FAKE_HOST_KEY] if gather else [])
-        else:
-            self._wake()
+            self._queue.append(request)
+        self._wake()
         return request
 
     # -- scanner thread -------------------------------------------------

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nodepool.launcher.server import Intervals, NodePoolLauncher  # noqa
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from tests.fakes import test_driver  # noqa: E402
+from tests.fakes.scanner import FakeScanner  # noqa: E402
 from tests.fakes.test_driver import FakeCloud  # noqa: E402
 from tests.fixtures import zkserver  # noqa: E402
 from tests.fixtures.zuul import ZuulClient  # noqa: E402
@@ -106,7 +107,8 @@ def run(hosts, count, intervals):
         f.write(CONFIG)
     zk = CountingClient(hosts, timeout=30)
     zk.connect()
-    launcher = NodePoolLauncher(f.name, zk_client=zk, intervals=intervals)
+    launcher = NodePoolLauncher(f.name, zk_client=zk, intervals=intervals,
+                                scanner=FakeScanner())
     launcher.start()
     launcher.ready.wait(60)
     baseline = collections.Counter(zk.counts)

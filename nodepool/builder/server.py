@@ -73,7 +73,9 @@ class NodePoolBuilder:
         self.cleanup_interval = cleanup_interval
         self.dib_poll = dib_poll
         self.upload_join_timeout = upload_join_timeout
-        self.stats = stats
+        # Without a reporter no metrics are sent; the daemon passes
+        # StatsReporter.from_environment().
+        self.stats = stats if stats is not None else StatsReporter(None)
         self.hostname = hostname or socket.getfqdn()
         self.builder_id: Optional[str] = None
         self.images: Optional[ImageStore] = None
@@ -109,8 +111,6 @@ class NodePoolBuilder:
                             "logs and images may hold secrets (chmod o-rwx "
                             "%s)", path, path)
         self.builder_id = dib.read_builder_id(config.images_dir)
-        if self.stats is None:
-            self.stats = StatsReporter.from_environment()
         if self.zk_client is None:
             tls = config.zookeeper_tls
             if tls is None:

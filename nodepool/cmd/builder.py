@@ -27,9 +27,11 @@ def main(argv=None) -> int:
 
     def make():
         from nodepool.builder.server import NodePoolBuilder
+        from nodepool.stats import StatsReporter
         return NodePoolBuilder(args.config, args.secure,
                                num_builders=args.build_workers,
-                               num_uploaders=args.upload_workers)
+                               num_uploaders=args.upload_workers,
+                               stats=StatsReporter.from_environment())
     return run_daemon(args, make)
 
 

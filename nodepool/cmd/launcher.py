@@ -18,7 +18,9 @@ def main(argv=None) -> int:
 
     def make():
         from nodepool.launcher.server import NodePoolLauncher
+        from nodepool.stats import StatsReporter
         return NodePoolLauncher(args.config, args.secure,
+                                stats=StatsReporter.from_environment(),
                                 webapp=not args.no_webapp)
     return run_daemon(args, make)
 

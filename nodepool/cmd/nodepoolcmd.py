@@ -41,12 +41,18 @@ class CommandError(Exception):
 
 
 class Context:
-    """What a subcommand works with: arguments, config and stores."""
+    """What a subcommand works with: arguments, config and stores.
 
-    def __init__(self, args, config=None, zk_client=None):
+    ``lock_timeout``: seconds ``hold`` and ``delete`` wait for a node's
+    lock.
+    """
+
+    def __init__(self, args, config=None, zk_client=None,
+                 lock_timeout: float = LOCK_TIMEOUT):
         self.args = args
         self.config = config
         self.zk_client = zk_client
+        self.lock_timeout = lock_timeout
         if zk_client is not None:
             from nodepool.zk.images import ImageStore
             from nodepool.zk.nodes import NodeStore
@@ -216,10 +222,10 @@ def _locked_node(ctx, node_id):
     if node is None:
         raise CommandError("Node id %s not found" % node_id)
     try:
-        ctx.nodes.lock_node(node, blocking=True, timeout=LOCK_TIMEOUT)
+        ctx.nodes.lock_node(node, blocking=True, timeout=ctx.lock_timeout)
     except TimeoutException:
         raise CommandError("Timed out after %ss waiting for the lock of "
-                           "node %s" % (LOCK_TIMEOUT, node_id)) from None
+                           "node %s" % (ctx.lock_timeout, node_id)) from None
     return node
 
 
@@ -256,22 +262,6 @@ def cmd_delete(ctx) -> int:
     return 0
 
 
-class _CliServices:
-    """The part of the launcher's services a provider needs to delete."""
-
-    def __init__(self, ctx):
-        self.zk_client = ctx.zk_client
-        self.nodes = ctx.nodes
-        self.requests = ctx.requests
-        self.images = ctx.images
-        self.node_cache = None   # only used for quota, not for deletion
-        self.request_cache = None
-        self.image_cache = None
-        self.registry = None
-        self.scanner = None
-        self.stats = None
-
-
 class _OneLineLog:
     """A logger whose ``exception()`` logs the message without the
     traceback, so a failing ``delete --now`` stays readable (``--debug``
@@ -299,20 +289,22 @@ def delete_now(ctx, node) -> bool:
     deleter logs why not).
     """
     from nodepool import driver
+    from nodepool.driver.base import ProviderServices
     provider_config = ctx.config.providers.get(node.provider)
     if provider_config is None:
         print("Provider %s for node %s not defined on this launcher"
               % (node.provider, node.id))
         return False
     provider = driver.get_driver(provider_config.driver).get_provider(
-        provider_config, _CliServices(ctx))
-    # Refilling a static host's slot is the launchers' business: they
-    # notice the missing node on their own.
-    provider.node_deleted = lambda node: None
+        provider_config, ProviderServices(ctx.zk_client, ctx.nodes,
+                                          ctx.requests, ctx.images))
     wait = threading.Event()
     try:
+        # Refilling a static host's slot is the launchers' business: they
+        # notice the missing node on their own.
         deleter = provider.start_node_cleanup(
-            node, log if ctx.args.debug else _OneLineLog(log))
+            node, log if ctx.args.debug else _OneLineLog(log),
+            report_deleted=False)
         while True:
             deleter.step()
             if deleter.complete:
@@ -589,19 +581,22 @@ def _quietly_disconnect(client) -> None:
         log.debug("Disconnecting from ZooKeeper failed", exc_info=True)
 
 
-def run(args) -> int:
+def run(args, lock_timeout: float = LOCK_TIMEOUT) -> int:
     if args.func is cmd_config_validate:
         return args.func(Context(args))
     from nodepool.config import load_config
     config = load_config(args.config, secure_path(args))
     client = connect(args, config)
     try:
-        return args.func(Context(args, config, client))
+        return args.func(Context(args, config, client,
+                                 lock_timeout=lock_timeout))
     finally:
         _quietly_disconnect(client)
 
 
-def main(argv=None):
+def main(argv=None, lock_timeout: float = LOCK_TIMEOUT):
+    """Run one command; returns the exit status.  ``lock_timeout``: see
+    :class:`Context`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -614,7 +609,7 @@ def main(argv=None):
               % (args.logconfig, e), file=sys.stderr)
         return 1
     try:
-        return run(args)
+        return run(args, lock_timeout)
     except KeyboardInterrupt:
         print("nodepool: interrupted", file=sys.stderr)
         return 1

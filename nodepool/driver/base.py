@@ -113,14 +113,40 @@ class Driver:
         """
         raise NotImplementedError
 
-    def get_provider(self, provider_config: ProviderConfig, services,
-                     interval: float = 1.0):
+    def get_provider(self, provider_config: ProviderConfig,
+                     services: "ProviderServices", interval: float = 1.0):
         """The launcher's runtime for one provider (runners, quota, leak
         cleanup) around this driver's adapter."""
         from nodepool.driver.statemachine.provider import StateMachineProvider
         return StateMachineProvider(provider_config,
                                     self.get_adapter(provider_config),
                                     services, interval=interval)
+
+
+class ProviderServices:
+    """What a provider uses of whoever runs it.
+
+    The launcher's :class:`~nodepool.launcher.server.LauncherServices`
+    gives all of it.  Running one deletion outside a launcher (``nodepool
+    delete --now``) needs only the ZooKeeper stores: the caches, the
+    component registry and the scanner serve launching, quota and static
+    host registration, which such a provider never starts.  Without
+    ``stats`` no metrics are sent.
+    """
+
+    def __init__(self, zk_client, nodes, requests, images, *,
+                 node_cache=None, request_cache=None, image_cache=None,
+                 registry=None, scanner=None, stats=None):
+        self.zk_client = zk_client
+        self.nodes = nodes
+        self.requests = requests
+        self.images = images
+        self.node_cache = node_cache
+        self.request_cache = request_cache
+        self.image_cache = image_cache
+        self.registry = registry
+        self.scanner = scanner
+        self.stats = stats
 
 
 # Helpers shared by the driver config modules.

@@ -27,6 +27,7 @@ from typing import Optional
 
 from nodepool import driver
 from nodepool.config.loader import ConfigWatcher, changed_providers
+from nodepool.driver.base import ProviderServices
 from nodepool.launcher.cleanup import (
     DELETABLE_STATES, CleanupWorker, DeletedNodeWorker)
 from nodepool.launcher.min_ready import MinReadyManager
@@ -64,20 +65,20 @@ class Intervals:
     zk_queues: float = 10.0
 
 
-class LauncherServices:
-    """The ZooKeeper views and services shared by the launcher's parts."""
+class LauncherServices(ProviderServices):
+    """The ZooKeeper views and services shared by the launcher's parts
+    (the component ``registry`` is there once :meth:`start` returned)."""
 
     def __init__(self, zk_client: ZooKeeperClient, scanner, stats):
-        self.zk_client = zk_client
-        self.node_cache = NodeCache(zk_client)
-        self.request_cache = RequestCache(zk_client)
-        self.image_cache = ImageCache(zk_client)
-        self.nodes = NodeStore(zk_client, cache=self.node_cache)
-        self.requests = RequestStore(zk_client, cache=self.request_cache)
-        self.images = ImageStore(zk_client)
+        node_cache = NodeCache(zk_client)
+        request_cache = RequestCache(zk_client)
+        super().__init__(
+            zk_client, NodeStore(zk_client, cache=node_cache),
+            RequestStore(zk_client, cache=request_cache),
+            ImageStore(zk_client), node_cache=node_cache,
+            request_cache=request_cache, image_cache=ImageCache(zk_client),
+            scanner=scanner, stats=stats)
         self.registry: Optional[ComponentRegistry] = None
-        self.scanner = scanner
-        self.stats = stats
 
     def start(self, timeout: float = 60.0) -> None:
         for cache in (self.node_cache, self.request_cache, self.image_cache):
@@ -114,6 +115,10 @@ class NodePoolLauncher:
     :param config_path, secure_path: config files (reloaded on change).
     :param zk_client: an already connected client (tests); by default one
         is made from the config's ``zookeeper-*`` keys.
+    :param scanner: the host-key scanner (default: a
+        :class:`~nodepool.nodescan.NodeScanner`).
+    :param stats: where metrics go; by default none are sent (the daemon
+        passes :meth:`StatsReporter.from_environment`).
     :param webapp: serve the status web app on the config's ``webapp``
         address (the daemon does; tests start their own).
     """
@@ -122,6 +127,7 @@ class NodePoolLauncher:
                  zk_client: Optional[ZooKeeperClient] = None,
                  intervals: Optional[Intervals] = None,
                  scanner: Optional[NodeScanner] = None,
+                 stats: Optional[StatsReporter] = None,
                  webapp: bool = False):
         self.watcher = ConfigWatcher(config_path, secure_path)
         self.config = None
@@ -129,6 +135,7 @@ class NodePoolLauncher:
         self._own_client = zk_client is None
         self.zk_client = zk_client
         self.scanner = scanner or NodeScanner()
+        self.stats = stats if stats is not None else StatsReporter(None)
         self.services: Optional[LauncherServices] = None
         # Both maps are replaced, never changed in place, by the main
         # thread only: other threads read whichever snapshot they got.
@@ -163,7 +170,7 @@ class NodePoolLauncher:
             self.zk_client.connect()
         self.scanner.start()
         self.services = LauncherServices(
-            self.zk_client, self.scanner, StatsReporter.from_environment())
+            self.zk_client, self.scanner, self.stats)
         self.services.start()
         self.component = LauncherComponent(self.zk_client)
         self.component.register()

@@ -90,10 +90,16 @@ class TreeCache:
 
     name = "TreeCache"
 
-    def __init__(self, client: ZooKeeperClient, root: str):
+    def __init__(self, client: ZooKeeperClient, root: str, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 queue_warning_size: int = QUEUE_WARNING_SIZE):
         self.client = client
         self.kazoo = client.kazoo
         self.root = root
+        # The monotonic clock of resync retries and queue warnings, and
+        # the queue size warned about (tests pass their own).
+        self._clock = clock
+        self.queue_warning_size = queue_warning_size
         self.log = logging.getLogger("nodepool.zk.cache.%s" % self.name)
         # ZooKeeper operations issued, for tests and benchmarks: reads of
         # records and existence checks, and child listings of the walk.
@@ -237,8 +243,8 @@ class TreeCache:
 
     def _check_queue(self, name: str, q: queue.Queue) -> None:
         size = q.qsize()
-        now = time.monotonic()
-        if (size > QUEUE_WARNING_SIZE
+        now = self._clock()
+        if (size > self.queue_warning_size
                 and now - self._last_warning[name] > QUEUE_WARNING_INTERVAL):
             self._last_warning[name] = now
             self.log.warning("%s queue has %d entries", name, size)
@@ -247,7 +253,7 @@ class TreeCache:
         """The next queue item; a retry that fell due is queued behind
         what is already waiting."""
         if self._retry_at is not None:
-            remaining = self._retry_at - time.monotonic()
+            remaining = self._retry_at - self._clock()
             if remaining > 0:
                 try:
                     return self._event_queue.get(timeout=remaining)
@@ -312,7 +318,7 @@ class TreeCache:
         self._playback_queue.put(_SyncDone(self._generation))
 
     def _retry_resync(self) -> None:
-        self._retry_at = time.monotonic() + RESYNC_RETRY
+        self._retry_at = self._clock() + RESYNC_RETRY
 
     def _walk(self) -> list:
         """List every path below the root, one pipelined level at a time.
@@ -455,8 +461,8 @@ class NodeCache(TreeCache):
 
     name = "NodeCache"
 
-    def __init__(self, client: ZooKeeperClient):
-        super().__init__(client, paths.NODE_ROOT)
+    def __init__(self, client: ZooKeeperClient, **options):
+        super().__init__(client, paths.NODE_ROOT, **options)
         self.stats_event = threading.Event()
         self._lock_listeners: list = []
 
@@ -524,8 +530,8 @@ class RequestCache(TreeCache):
 
     name = "RequestCache"
 
-    def __init__(self, client: ZooKeeperClient):
-        super().__init__(client, paths.REQUEST_ROOT)
+    def __init__(self, client: ZooKeeperClient, **options):
+        super().__init__(client, paths.REQUEST_ROOT, **options)
 
     def parse_path(self, path):
         return paths.parse_request_path(path)
@@ -558,8 +564,8 @@ class ImageCache(TreeCache):
 
     name = "ImageCache"
 
-    def __init__(self, client: ZooKeeperClient):
-        super().__init__(client, paths.IMAGE_ROOT)
+    def __init__(self, client: ZooKeeperClient, **options):
+        super().__init__(client, paths.IMAGE_ROOT, **options)
         # Pause flags by image name; a flag may be seen before its image.
         self._paused: dict[str, bool] = {}
 

@@ -138,7 +138,7 @@ class FakeInstance(Instance):
         self.az = az
         self.private_ipv4 = "10.0.0.%d" % (int(external_id.split("-")[1])
                                            % 250 + 1)
-        # "fake" in the address makes the scanner skip the network.
+        # No resolver knows it: launchers get tests.fakes.scanner.FakeScanner.
         self.interface_ip = "fake-%s" % external_id
         self.public_ipv4 = self.interface_ip
         self.running = False
@@ -211,6 +211,9 @@ class FakeCloud:
         self.hold_uploads = threading.Event()  # set: uploads wait
         self.upload_calls: list = []   # (name, filename, format, metadata)
         self.image_delete_calls: list = []  # external ids
+        self.fail_image_listing = None  # an exception list_images raises
+        # A message: building an adapter for this cloud fails with it.
+        self.unreachable = None
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256) -> str:
@@ -241,7 +244,15 @@ class FakeCloud:
                 raise exceptions.NotFound(external_id)
             del self.images[external_id]
 
+    def add_image(self, external_id, name, metadata) -> None:
+        """An image someone else uploaded (not through upload_image)."""
+        with self.lock:
+            self.images[external_id] = FakeImage(
+                external_id, name, "", "raw", dict(metadata), "", "", 0)
+
     def list_images(self) -> list:
+        if self.fail_image_listing is not None:
+            raise self.fail_image_listing
         with self.lock:
             return [CloudImage(i.id, i.name, i.metadata)
                     for i in self.images.values()]
@@ -328,6 +339,8 @@ class FakeAdapter(Adapter):
     def __init__(self, provider_config):
         super().__init__(provider_config)
         self.cloud = FakeCloud.get(provider_config.name)
+        if self.cloud.unreachable:
+            raise RuntimeError(self.cloud.unreachable)
 
     def get_create_state_machine(self, hostname, label, image_external_id,
                                  metadata, request, az, log):

@@ -10,8 +10,10 @@ import pytest
 from kazoo.exceptions import NoNodeError
 
 from nodepool.launcher.server import Intervals, NodePoolLauncher
+from nodepool.stats import StatsReporter
 from nodepool.zk.models import Node, NodeState, RequestState
 from tests.fakes import test_driver
+from tests.fakes.scanner import FakeScanner
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.zuul import ZuulClient
 
@@ -83,7 +85,9 @@ def launcher_factory(tmp_path, zk_factory):
         path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
         path.write_text(text)
         launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
-                                    intervals=intervals)
+                                    intervals=intervals,
+                                    scanner=FakeScanner(),
+                                    stats=StatsReporter.from_environment())
         launcher.start()
         assert launcher.ready.wait(30)
         launchers.append(launcher)

@@ -14,6 +14,7 @@ import pytest
 from nodepool.builder.server import NodePoolBuilder
 from nodepool.cmd import nodepoolcmd
 from nodepool.config import ConfigValidationError, load_config
+from nodepool.stats import StatsReporter
 from nodepool.zk import paths
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
@@ -116,7 +117,9 @@ def builder_factory(env, zk_factory):
                       dib_poll=0.02, upload_join_timeout=10)
         params.update(kwargs)
         builder = NodePoolBuilder(str(config or env.config),
-                                  zk_client=zk_factory(), **params)
+                                  zk_client=zk_factory(),
+                                  stats=StatsReporter.from_environment(),
+                                  **params)
         builder.start()
         builders.append(builder)
         return builder

@@ -21,7 +21,7 @@ from nodepool.zk.models import (ImageBuild, ImageUpload, Node, NodeRequest,
                                 NodeState)
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
-from tests.fakes.test_driver import FakeAdapter, FakeCloud, FakeInstance
+from tests.fakes.test_driver import FakeCloud, FakeInstance
 from tests.fixtures import processes, zkserver
 from tests.functional.conftest import SMALL_PROVIDER
 
@@ -65,9 +65,9 @@ def config(tmp_path, zk_server, zk_chroot):
 @pytest.fixture
 def cli(config, capsys):
     """Run ``nodepool -c CONFIG <args>`` in-process: (status, out, err)."""
-    def run(*args):
+    def run(*args, **kwargs):
         capsys.readouterr()
-        status = nodepoolcmd.main(["-c", config] + list(args))
+        status = nodepoolcmd.main(["-c", config] + list(args), **kwargs)
         out, err = capsys.readouterr()
         return status, out, err
     return run
@@ -307,12 +307,11 @@ def test_hold_and_delete(cli, stores):
     assert cli("hold", "0000099999")[0] == 1
 
 
-def test_locked_node_times_out(cli, stores, zk_factory, monkeypatch):
-    monkeypatch.setattr(nodepoolcmd, "LOCK_TIMEOUT", 0.5)
+def test_locked_node_times_out(cli, stores, zk_factory):
     node = make_node(stores.nodes)
     NodeStore(zk_factory()).lock_node(node)
     for command in ("hold", "delete"):
-        status, out, err = cli(command, node.id)
+        status, out, err = cli(command, node.id, lock_timeout=0.5)
         assert status == 1
         assert err.strip() == (
             "nodepool: error: Timed out after 0.5s waiting for the lock "
@@ -425,15 +424,10 @@ def test_export_import_round_trip(cli, stores, tmp_path):
     assert status == 1 and err.startswith("nodepool: error: ")
 
 
-class _CloudImage:
-    def __init__(self, id, name, metadata):
-        self.id, self.name, self.metadata = id, name, metadata
-
-
 ALIEN_HEADERS = ["Provider", "Name", "Image ID"]
 
 
-def test_alien_image_list(cli, stores, monkeypatch):
+def test_alien_image_list(cli, stores):
     status, out, _ = cli("alien-image-list")
     assert (status, table(out)) == (0, [ALIEN_HEADERS])  # lists nothing
 
@@ -444,12 +438,12 @@ def test_alien_image_list(cli, stores, monkeypatch):
                 external_id="img-2")
     make_upload(stores.images, "ubuntu", build_id, state="deleting",
                 external_id="img-3")
-    monkeypatch.setattr(FakeAdapter, "list_images", lambda self: [
-        _CloudImage("img-1", "known", {"nodepool_build_id": build_id}),
-        _CloudImage("img-9", "zz alien", {"nodepool_build_id": "x"}),
-        _CloudImage("img-2", "other's", {"nodepool_build_id": build_id}),
-        _CloudImage("img-3", "deleting", {"nodepool_build_id": build_id}),
-        _CloudImage("img-5", "user image", {})])
+    cloud = FakeCloud.get("fake")
+    cloud.add_image("img-1", "known", {"nodepool_build_id": build_id})
+    cloud.add_image("img-9", "zz alien", {"nodepool_build_id": "x"})
+    cloud.add_image("img-2", "other's", {"nodepool_build_id": build_id})
+    cloud.add_image("img-3", "deleting", {"nodepool_build_id": build_id})
+    cloud.add_image("img-5", "user image", {})
     status, out, _ = cli("alien-image-list")
     assert table(out) == [ALIEN_HEADERS, ["fake", "deleting", "img-3"],
                           ["fake", "zz alien", "img-9"]]
@@ -458,10 +452,8 @@ def test_alien_image_list(cli, stores, monkeypatch):
     assert cli("alien-image-list", "nope")[0] == 1
 
 
-def test_alien_image_list_listing_fails(cli, monkeypatch, caplog):
-    def broken(self):
-        raise RuntimeError("cloud down")
-    monkeypatch.setattr(FakeAdapter, "list_images", broken)
+def test_alien_image_list_listing_fails(cli, caplog):
+    FakeCloud.get("fake").fail_image_listing = RuntimeError("cloud down")
     status, out, _ = cli("alien-image-list")
     assert (status, table(out)) == (0, [ALIEN_HEADERS])
     [record] = [r for r in caplog.records if r.name == "nodepool.cmd"]

@@ -38,9 +38,9 @@ def cli_config(tmp_path, zk_server, zk_chroot):
 def cli(cli_config, capsys):
     config = cli_config()
 
-    def run(*args):
+    def run(*args, **kwargs):
         capsys.readouterr()
-        status = nodepoolcmd.main(["-c", config] + list(args))
+        status = nodepoolcmd.main(["-c", config] + list(args), **kwargs)
         out, err = capsys.readouterr()
         return status, out, err
     return run
@@ -111,14 +111,13 @@ def test_hold_then_delete_replaced_by_min_ready(launcher_factory, zuul,
 
 
 def test_hold_node_locked_by_zuul_fails_cleanly(launcher_factory, zuul, cli,
-                                                zk_client, monkeypatch):
+                                                zk_client):
     """attempt_hold_busy_node: the node is locked by its user; hold and
     delete give up with a clear error and change nothing."""
-    monkeypatch.setattr(nodepoolcmd, "LOCK_TIMEOUT", 0.5)
     launcher_factory()
     (node,) = zuul.run_job(["small"])
     for command in ("hold", "delete"):
-        status, out, err = cli(command, node.id)
+        status, out, err = cli(command, node.id, lock_timeout=0.5)
         assert status == 1
         assert "Traceback" not in out + err
         assert err.strip() == ("nodepool: error: Timed out after 0.5s "

@@ -24,6 +24,7 @@ from nodepool.launcher.server import NodePoolLauncher
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.aws_proxy import AwsProxy, MotoServer
+from tests.fakes.scanner import FakeScanner
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import processes, zkserver
 from tests.fixtures.launcher_process import LauncherProcess
@@ -143,7 +144,7 @@ def test_ensemble_loses_leader_then_follower_under_load(tmp_path,
     launcher_zk = _ensemble_client(zk_ensemble)
     zuul_zk = _ensemble_client(zk_ensemble)
     launcher = NodePoolLauncher(str(config), zk_client=launcher_zk,
-                                intervals=FAST)
+                                intervals=FAST, scanner=FakeScanner())
     zuul = ZuulClient(zuul_zk)
     try:
         launcher.start()

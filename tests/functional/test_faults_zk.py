@@ -14,6 +14,7 @@ from kazoo.protocol.states import KazooState
 
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.models import NodeState, RequestState
+from tests.fakes.scanner import FakeScanner
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
@@ -50,7 +51,8 @@ def restartable(own_zk_server, tmp_path):
         path = tmp_path / ("nodepool-%d.yaml" % len(launchers))
         path.write_text(base_config(**params))
         launcher = NodePoolLauncher(str(path), zk_client=client(),
-                                    intervals=intervals)
+                                    intervals=intervals,
+                                    scanner=FakeScanner())
         launcher.start()
         assert launcher.ready.wait(30)
         launchers.append(launcher)

@@ -9,10 +9,11 @@ import threading
 import time
 
 from nodepool.driver.quota import QuotaInformation
-from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.server import NodePoolLauncher
+from nodepool.stats import StatsReporter
 from nodepool.zk.models import NodeState, RequestState
 from nodepool.zk.requests import RequestStore
+from tests.fakes.scanner import FakeScanner
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
@@ -190,20 +191,10 @@ def test_max_ready_age_and_max_hold_age(launcher_factory, zuul):
              timeout=30)
 
 
-def test_negative_max_hold_age_keeps_held_nodes(
-        launcher_factory, zuul, monkeypatch):
+def test_negative_max_hold_age_keeps_held_nodes(launcher_factory, zuul):
     """max-hold-age (and hold_expiration) <= 0 means no limit."""
-    seen = []
-    original = CleanupWorker.cleanup_max_hold_age
-
-    def counting(self):
-        held = sorted(n.id for n in self.services.node_cache.values()
-                      if n.state == NodeState.HOLD)
-        original(self)
-        seen.append(held)
-    monkeypatch.setattr(CleanupWorker, "cleanup_max_hold_age", counting)
-
-    launcher_factory(NO_HOLD_LIMIT)
+    launcher = launcher_factory(NO_HOLD_LIMIT)
+    cleanup = launcher.cleanup_worker
     done = zuul.wait_for_request(zuul.submit(["small", "small"]))
     nodes = zuul.accept_nodes(done)
     zuul.hold_nodes(nodes[:1], hold_job="tenant project job")
@@ -213,8 +204,15 @@ def test_negative_max_hold_age_keeps_held_nodes(
 
     def states():
         return {n.id: n.state for n in all_nodes(zuul)}
-    # Three cleanup passes that saw both nodes held, or a node deleted.
-    wait_for(lambda: sum(1 for ids in seen if ids == held) >= 3
+
+    def cached_held():
+        return sorted(n.id for n in launcher.services.node_cache.values()
+                      if n.state == NodeState.HOLD)
+    wait_for(lambda: cached_held() == held)
+    # Three more cleanup passes (the first may have read the cache before
+    # the holds showed), or a node deleted.
+    seen = cleanup.passes
+    wait_for(lambda: cleanup.passes >= seen + 3
              or any(s != NodeState.HOLD for s in states().values()),
              timeout=30)
     assert states() == {i: NodeState.HOLD for i in held}
@@ -302,7 +300,9 @@ def test_stop_and_join_leave_no_thread_behind(tmp_path, zk_factory, zuul,
     zk_client = zk_factory()
     before = set(threading.enumerate())
     launcher = NodePoolLauncher(str(path), zk_client=zk_client,
-                                intervals=FAST, webapp=True)
+                                intervals=FAST, scanner=FakeScanner(),
+                                stats=StatsReporter.from_environment(),
+                                webapp=True)
     launcher.start()
     try:
         assert launcher.ready.wait(30)

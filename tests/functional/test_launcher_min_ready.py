@@ -4,7 +4,6 @@
 """min-ready: no nodes for labels without it, one set of nodes for several
 launchers, and its requests declined at capacity."""
 
-from nodepool.launcher.min_ready import MinReadyManager
 from nodepool.launcher.request_handler import MIN_READY_REQUESTOR
 from nodepool.zk.models import RequestState
 from tests.fakes.test_driver import FakeCloud
@@ -12,17 +11,10 @@ from tests.fixtures.waits import wait_for
 from tests.functional.conftest import idle_ready, node_ids, nodes_of
 
 
-def test_label_without_min_ready_gets_no_nodes(launcher_factory, zuul,
-                                               monkeypatch):
-    passes = []
-    original = MinReadyManager.run
-
-    def counting(self):
-        original(self)
-        passes.append(1)
-    monkeypatch.setattr(MinReadyManager, "run", counting)
-    launcher_factory(min_ready=0)
-    wait_for(lambda: len(passes) >= 5)
+def test_label_without_min_ready_gets_no_nodes(launcher_factory, zuul):
+    launcher = launcher_factory(min_ready=0)
+    # Each main-loop pass (connected to ZooKeeper) runs min-ready.
+    wait_for(lambda: launcher.main_loop.passes >= 5)
     assert not zuul.kazoo.exists("/nodepool/requests") or \
         not zuul.kazoo.get_children("/nodepool/requests")
     assert not node_ids(zuul.kazoo)

@@ -6,7 +6,7 @@ labels that only some providers have, zones changing in the cloud and a
 provider that cannot start."""
 
 from nodepool.zk.models import RequestState
-from tests.fakes.test_driver import FakeCloud, FakeDriver
+from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import idle_ready, served_by
 
@@ -136,14 +136,8 @@ providers:
 
 
 def test_provider_that_cannot_start_fails_only_its_labels(
-        launcher_factory, zuul, monkeypatch):
-    original = FakeDriver.get_adapter
-
-    def get_adapter(self, provider_config, warm=True):
-        if provider_config.name == "broken":
-            raise RuntimeError("fake: cannot reach this cloud")
-        return original(self, provider_config, warm)
-    monkeypatch.setattr(FakeDriver, "get_adapter", get_adapter)
+        launcher_factory, zuul):
+    FakeCloud.get("broken").unreachable = "fake: cannot reach this cloud"
     launcher = launcher_factory(BROKEN_AND_HEALTHY)
     assert sorted(launcher.providers) == ["healthy"]
     done = zuul.wait_for_request(zuul.submit(["large"]))

@@ -11,12 +11,13 @@ import types
 from dataclasses import replace
 
 from nodepool import stats
-from nodepool.launcher.server import Intervals
+from nodepool.launcher.server import Intervals, NodePoolLauncher
 from nodepool.launcher.stats_worker import StatsWorker, zk_queue_sizes
 from nodepool.zk.cache import NodeCache
 from nodepool.zk.client import ZooKeeperClient
+from tests.fakes.scanner import FakeScanner
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import FAST
+from tests.functional.conftest import FAST, base_config
 
 LIMITS = """
 labels:
@@ -221,6 +222,24 @@ def test_no_zk_queue_thread_without_statsd(launcher_factory, monkeypatch):
     worker = stats_worker_of(launcher)
     assert not launcher.services.stats.enabled
     assert not worker._zk_thread.is_alive()
+
+
+def test_launcher_without_reporter_sends_nothing(tmp_path, zk_factory,
+                                                 statsd):
+    # The environment names a statsd server, but only the daemon's entry
+    # point reads it: a launcher given no reporter has metrics off.
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(base_config())
+    launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
+                                intervals=FAST, scanner=FakeScanner())
+    launcher.start()
+    try:
+        assert launcher.ready.wait(30)
+        assert launcher.services.stats is launcher.stats
+        assert not launcher.stats.enabled
+    finally:
+        launcher.stop()
+        launcher.join()
 
 
 def test_queue_sizes_read_from_client_and_caches(zk_client):

@@ -545,8 +545,7 @@ def test_static_and_cloud_provider_side_by_side(launcher_factory, zuul,
 
 
 def test_static_assigned_ready_node_not_taken(launcher_factory, zuul, sshd,
-                                              zk_client,
-                                              monkeypatch):
+                                              zk_client):
     """ignore_assigned_ready_nodes: a READY node allocated to another
     (still existing) request is not handed out; the new request waits,
     without being declined, until the allocation is gone."""
@@ -566,18 +565,10 @@ def test_static_assigned_ready_node_not_taken(launcher_factory, zuul, sshd,
                       current).allocated_to == other.id)
 
     worker = launcher.pool_workers[("static", "main")]
-    passes = []
-    real_pass = worker._pass
-
-    def counted_pass():
-        real_pass()
-        passes.append(1)
-    monkeypatch.setattr(worker, "_pass", counted_pass)
-
     waiting = zuul.submit(["static-b"])
     # A few complete pool passes later: served nothing, declined nothing.
-    seen = len(passes)
-    wait_for(lambda: len(passes) >= seen + 3)
+    seen = worker.passes
+    wait_for(lambda: worker.passes >= seen + 3)
     request = zuul.get_request(waiting)
     assert request.state == "requested" and request.declined_by == []
     assert store.get_node(node.id, cached=False).allocated_to == other.id

@@ -29,6 +29,7 @@ from nodepool.web.app import MAX_HEADER_BYTES, MAX_REQUEST_LINE, WebApp
 from nodepool.zk.images import ImageStore
 from nodepool.zk.models import (BuildState, ImageBuild, ImageUpload,
                                 UploadState)
+from tests.fakes.scanner import FakeScanner
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import (BASE_CONFIG, BASE_DEFAULTS, FAST,
                                        base_config)
@@ -386,7 +387,7 @@ def test_ready(tmp_path, zk_factory, serve):
     path = tmp_path / "nodepool.yaml"
     path.write_text(base_config())
     launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
-                                intervals=FAST)
+                                intervals=FAST, scanner=FakeScanner())
     app = serve(launcher)
     try:
         status, headers, body = fetch(app, "/ready")
@@ -493,7 +494,8 @@ def test_launcher_owns_its_web_app(tmp_path, zk_factory):
           port: 0
         """))
     launcher = NodePoolLauncher(str(path), zk_client=zk_factory(),
-                                intervals=FAST, webapp=True)
+                                intervals=FAST, scanner=FakeScanner(),
+                                webapp=True)
     launcher.start()
     try:
         assert launcher.ready.wait(30)

@@ -19,6 +19,7 @@ from nodepool.builder.server import NodePoolBuilder
 from nodepool.launcher.server import NodePoolLauncher
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.models import RequestState
+from tests.fakes.scanner import FakeScanner
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 from tests.fixtures.zuul import ZuulClient
@@ -74,7 +75,8 @@ def test_launcher_applies_new_zookeeper_servers(tmp_path, zk_ensemble,
     admin.close()
     path = tmp_path / "nodepool.yaml"
     write(path, config_text([first]))
-    launcher = NodePoolLauncher(str(path), intervals=FAST)
+    launcher = NodePoolLauncher(str(path), intervals=FAST,
+                                scanner=FakeScanner())
     zuul_zk = ZooKeeperClient(third.hosts + CHROOT)
     zuul_zk.connect()
     zuul = ZuulClient(zuul_zk)

@@ -100,3 +100,10 @@ def test_cli_worker_counts(capsys):
     with pytest.raises(SystemExit):
         builder_cmd.main(["--upload-workers", "0"])
     assert "--upload-workers must be at least 1" in capsys.readouterr().err
+
+
+def test_builder_without_reporter_sends_nothing(tmp_path, monkeypatch):
+    # Only the daemon's entry point reads STATSD_HOST.
+    monkeypatch.setenv("STATSD_HOST", "127.0.0.1")
+    builder = NodePoolBuilder(str(tmp_path / "unused.yaml"))
+    assert not builder.stats.enabled

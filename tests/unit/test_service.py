@@ -20,7 +20,7 @@ class Counter(ServiceThread):
 
     def __init__(self, interval=60.0, name="counter"):
         super().__init__(name, interval, log)
-        self.passes = 0
+        # ServiceThread.passes counts the passes.
         self.fail = False
         self.hold = threading.Event()
         self.hold.set()
@@ -31,7 +31,6 @@ class Counter(ServiceThread):
     def run_once(self):
         self.in_pass.set()
         self.hold.wait()
-        self.passes += 1
         if self.fail:
             raise RuntimeError("pass failed")
 
@@ -54,6 +53,20 @@ def test_passes_at_interval_and_on_wake():
         thread.stop()
         assert thread.join(10)
     assert thread.name == "counter"
+
+
+def test_failed_passes_are_counted():
+    thread = Counter(interval=60.0)
+    thread.fail = True
+    thread.start()
+    try:
+        wait_for(lambda: thread.passes == 1)
+        thread.fail = False
+        thread.wake()
+        wait_for(lambda: thread.passes == 2)
+    finally:
+        thread.stop()
+        assert thread.join(10)
 
 
 def test_short_interval_repeats():

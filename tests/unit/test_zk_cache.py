@@ -348,8 +348,7 @@ def test_image_cache(zk_client, writer):
         cache.stop()
 
 
-def test_cache_queue_size_warning_rate_limited(zk_client, caplog,
-                                               monkeypatch):
+def test_cache_queue_size_warning_rate_limited(zk_client, caplog):
     """A queue above QUEUE_WARNING_SIZE is logged at most once per
     QUEUE_WARNING_INTERVAL per queue, starting with the first time."""
     import queue
@@ -361,9 +360,8 @@ def test_cache_queue_size_warning_rate_limited(zk_client, caplog,
         @classmethod
         def monotonic(cls):
             return cls.now
-    monkeypatch.setattr(cache_mod, "time", Clock)
-    monkeypatch.setattr(cache_mod, "QUEUE_WARNING_SIZE", 3)
-    cache = cache_mod.NodeCache(zk_client)   # never started
+    cache = cache_mod.NodeCache(zk_client, clock=Clock.monotonic,
+                                queue_warning_size=3)   # never started
     full = queue.Queue()
     for item in range(4):
         full.put(item)

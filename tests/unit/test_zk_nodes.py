@@ -214,11 +214,22 @@ def test_delete_removes_lock_children(store, other_store, zk_client):
     store.unlock_node(node)
 
 
-def test_delete_writes_tombstone_first(store, zk_client, monkeypatch):
+class TombstoneOnlyStore(NodeStore):
+    """Writes the tombstone but only notes the removal it would make."""
+
+    def __init__(self, zk_client):
+        super().__init__(zk_client)
+        self.removed = []
+
+    def delete_raw_node(self, node_id):
+        self.removed.append(node_id)
+
+
+def test_delete_writes_tombstone_first(zk_client):
+    store = TombstoneOnlyStore(zk_client)
+    removed = store.removed
     node = make_node(state=NodeState.USED)
     store.store_node(node)
-    removed = []
-    monkeypatch.setattr(store, "delete_raw_node", removed.append)
     store.delete_node(node)
     raw, _ = zk_client.kazoo.get("/nodepool/nodes/" + node.id)
     assert json.loads(raw)["state"] == "deleted"

@@ -15,7 +15,7 @@ Everything here is cloud-neutral; drivers subclass these classes.
 """
 
 import time
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from nodepool.driver.quota import QuotaInformation
 
@@ -138,16 +138,29 @@ class Adapter:
     Thread-safety: the launcher calls an adapter from several threads.
     """
 
+    # Set once by the provider that drives this adapter's state machines.
+    _wake_callback: Optional[Callable[[], None]] = None
+
     def __init__(self, provider_config):
         self.provider = provider_config
+
+    def set_wake_callback(self, callback: Callable[[], None]) -> None:
+        """Have :meth:`wake_runners` call ``callback`` (the provider's own
+        ``wake_runners``).  The provider registers it when it is built,
+        before any state machine runs; ``callback`` must not block."""
+        self._wake_callback = callback
 
     def wake_runners(self) -> None:
         """Ask the runners for a pass now instead of at their next tick.
 
-        The provider replaces this no-op; adapters call it (from any
-        thread, it never blocks) when background work a state machine
-        waits for has finished, e.g. from a future's done-callback.
+        Adapters call it (from any thread, it never blocks) when
+        background work a state machine waits for has finished, e.g. from
+        a future's done-callback.  Does nothing until a provider
+        registered itself with :meth:`set_wake_callback`.
         """
+        callback = self._wake_callback
+        if callback is not None:
+            callback()
 
     def stop(self) -> None:
         """Release clients and worker threads."""

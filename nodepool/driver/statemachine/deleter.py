@@ -20,10 +20,12 @@ class NodeDeleter:
     ``deleting``) so the deleted-node worker retries it on its next pass.
     """
 
-    def __init__(self, provider, node, log):
+    def __init__(self, provider, node, log, report_deleted=True):
         self.provider = provider
         self.node = node
         self.log = log
+        # Whether the provider's node_deleted() hears of the removal.
+        self.report_deleted = report_deleted
         self.sm = None
         self.complete = False
         self.succeeded = False
@@ -90,5 +92,6 @@ class NodeDeleter:
             self.succeeded = True
             self.log.info("Deleted node %s", self.node.id)
             self.provider.forget_node(self.node.id)
-            self.provider.node_deleted(self.node)
+            if self.report_deleted:
+                self.provider.node_deleted(self.node)
         self.complete = True

@@ -103,7 +103,7 @@ class StateMachineProvider:
                                     self.log)
         self.delete_runner = Runner("DeleteRunner.%s" % self.name, interval,
                                     self.log)
-        adapter.wake_runners = self.wake_runners
+        adapter.set_wake_callback(self.wake_runners)
         # Console-log fetches (API calls the runners must not wait for).
         self.tasks = TaskThreads(self.log)
         self.quota = self.quota_class(
@@ -192,9 +192,15 @@ class StateMachineProvider:
         return any(item.node.id == node_id and not item.complete
                    for item in self.create_runner.items())
 
-    def start_node_cleanup(self, node, log=None) -> NodeDeleter:
-        """Start deleting a locked node; returns its tracker."""
-        deleter = NodeDeleter(self, node, log or self.log)
+    def start_node_cleanup(self, node, log=None,
+                           report_deleted: bool = True) -> NodeDeleter:
+        """Start deleting a locked node; returns its tracker.
+
+        With ``report_deleted`` false, :meth:`node_deleted` is not called
+        once the record is gone (a one-off deletion outside a launcher).
+        """
+        deleter = NodeDeleter(self, node, log or self.log,
+                              report_deleted=report_deleted)
         self.delete_runner.add(deleter)
         return deleter
 
