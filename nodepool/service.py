@@ -48,7 +48,7 @@ class ServiceThread:
         self._wake_event = threading.Event()
         #: Passes of the default loop run so far (observability: a caller
         #: can tell that a pass happened after some event).
-        self.completed_passes = 0
+        self.passes = 0
         self._thread = threading.Thread(target=self._main, name=name,
                                         daemon=True)
 
@@ -132,7 +132,7 @@ class ServiceThread:
                 delay = self.run_once()
             except Exception as e:
                 delay = self.on_error(e)
-            self.completed_passes += 1
+            self.passes += 1
             if self.stopping:
                 return
             delay = self.interval if delay is None else delay

@@ -222,7 +222,7 @@ def test_dead_launchers_requests_are_handed_back_at_once(
     request = zuul.submit(["small"])
     wait_for(lambda: zuul.get_request(request).state == RequestState.PENDING)
     survivor = launcher_factory(intervals=slow)
-    wait_for(lambda: survivor.cleanup_worker.completed_passes >= 1)
+    wait_for(lambda: survivor.cleanup_worker.passes >= 1)
     # The victim dies: its session (locks, registrations) ends with it.
     for worker in victim.pool_workers.values():
         worker.stop()
