@@ -292,6 +292,10 @@ def test_min_ready_waits_for_a_ready_upload(env, zuul):
                              if n.type == ["dib-label"]
                              and n.state == NodeState.READY
                              and not n.allocated_to], timeout=30)[0]
+    # Booted from a READY upload (a second upload of the build may have
+    # become the newest meanwhile on a loaded machine).
+    upload = {upload_path(u): u for u in env.ready_uploads()}.get(
+        node.image_id, upload)
     assert_booted_from(env, node, upload)
     assert node.created_time >= upload.state_time
     assert len([n for n in read_nodes(zuul.kazoo)
