@@ -4,7 +4,7 @@
 """The launcher's cleanup: deletions that fail, leaked instances whose
 delete fails, empty node records, and hold expiry (max-hold-age)."""
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NotEmptyError
 
 from nodepool.zk.models import NodeState
 from nodepool.zk.nodes import NodeStore
@@ -87,7 +87,17 @@ def test_leaked_instance_whose_delete_fails_is_retried(launcher_factory,
     # The record goes (an operator removed it, say); the server stays.
     record = store.get_node(node.id, cached=False)
     store.lock_node(record, blocking=True, timeout=10)
-    zuul.kazoo.delete("/nodepool/nodes/%s" % node.id, recursive=True)
+    path = "/nodepool/nodes/%s" % node.id
+
+    def delete_record():
+        # The launcher's deleted-node worker may be queuing on the lock at
+        # that moment (a contender appears mid-delete): try again.
+        try:
+            zuul.kazoo.delete(path, recursive=True)
+        except NotEmptyError:
+            return False
+        return True
+    wait_for(delete_record)
     failed = cloud.fail_deletes
     wait_for(lambda: cloud.fail_deletes <= failed - 2, timeout=30,
              message="leak cleanup did not retry")
