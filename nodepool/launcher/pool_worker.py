@@ -14,7 +14,7 @@ from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.bad_records import MalformedRequestFailer
 from nodepool.launcher.request_handler import RequestHandler
 from nodepool.service import ServiceThread, shutdown_executor
-from nodepool.zk.client import CONNECTION_ERRORS
+from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import RequestState
 
@@ -235,11 +235,12 @@ class PoolWorker(ServiceThread):
     def _start(self, handler) -> None:
         try:
             handler.start()
-        except CONNECTION_ERRORS as e:
-            # The handler's next poll starts it again (or takes it back
-            # after a lost session).
-            handler.log.info("Start interrupted by ZooKeeper (%r)", e)
-        except Exception:
+        except Exception as e:
+            if is_connection_error(e):
+                # The handler's next poll starts it again (or takes it
+                # back after a lost session).
+                handler.log.info("Start interrupted by ZooKeeper (%r)", e)
+                return
             handler.log.exception("Could not start request")
             try:
                 handler.decline("an error occurred")

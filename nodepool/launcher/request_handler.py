@@ -17,7 +17,7 @@ from kazoo.exceptions import (
 )
 
 from nodepool import exceptions
-from nodepool.zk.client import CONNECTION_ERRORS
+from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.paths import request_path
 
@@ -66,6 +66,7 @@ class RequestHandler:
         self.accepted = False
         self.declining = None  # the reason, once a decline has begun
         self.counted = False  # counted for the provider's max-concurrency
+        self.orphans: list = []  # "init" nodes stored but never locked
         # The request lock lives and dies with the session of this guard
         # (taken by the pool worker before it locked the request).
         self.guard = guard or self.services.zk_client.guard()
@@ -104,16 +105,17 @@ class RequestHandler:
             if not self._take_back():
                 return True
         try:
+            self._remove_orphans()
             if self.declining is not None:
                 self.decline(self.declining)
                 return True
             if not self.started:
                 self.start()
             return self._poll()
-        except CONNECTION_ERRORS as e:
-            self.log.info("ZooKeeper unavailable (%r); will retry", e)
-            return False
-        except Exception:
+        except Exception as e:
+            if is_connection_error(e):
+                self.log.info("ZooKeeper unavailable (%r); will retry", e)
+                return False
             self.log.exception("Error handling request")
             try:
                 self.decline("an error occurred")
@@ -270,7 +272,13 @@ class RequestHandler:
         # so is an "init" node left unlocked for long (a launch interrupted
         # here by a ZooKeeper fault).
         nodes.store_node(node)
-        nodes.lock_node(node, blocking=True, timeout=30)
+        try:
+            nodes.lock_node(node, blocking=True, timeout=30)
+        except Exception:
+            # Not ours yet: remove it once ZooKeeper answers again (the
+            # cleanup worker deletes it after a while otherwise).
+            self.orphans.append(node)
+            raise
         if self.guard.lost:
             # Locked under a newer session than our request lock: this
             # launch must not start; the node goes to the cleanup worker.
@@ -280,7 +288,13 @@ class RequestHandler:
             nodes.unlock_node(node)
             raise SessionExpiredError()
         node.state = NodeState.BUILDING
-        nodes.store_node(node)
+        try:
+            nodes.store_node(node)
+        except Exception:
+            node.state = NodeState.INIT  # as stored
+            nodes.unlock_node(node)
+            self.orphans.append(node)
+            raise
         self.log.info("Launching node %s (%s)", node.id, label_name)
         self.launchers[index] = self.provider.launch(
             node, label, self.pool, self.request, self.log, guard=self.guard)
@@ -362,6 +376,27 @@ class RequestHandler:
         except KazooException:
             self.log.exception("Could not release node %s", node.id)
         nodes.unlock_node(node)
+
+    def _remove_orphans(self) -> None:
+        """Delete the "init" records a ZooKeeper fault kept us from
+        locking (each launched again in its slot)."""
+        nodes = self.services.nodes
+        for node in list(self.orphans):
+            try:
+                nodes.lock_node(node, blocking=False)
+            except exceptions.LockError as e:
+                if is_connection_error(e):
+                    return
+                self.orphans.remove(node)  # gone, or somebody else's now
+                continue
+            try:
+                if node.state == NodeState.INIT:
+                    node.state = NodeState.DELETING
+                    node.allocated_to = None
+                    nodes.store_node(node)
+            finally:
+                nodes.unlock_node(node)
+            self.orphans.remove(node)
 
     def _take_back(self) -> bool:
         """Our session was lost: lock the request again and carry on if it

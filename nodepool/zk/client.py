@@ -50,6 +50,16 @@ CONNECTION_ERRORS = (ConnectionLoss, OperationTimeoutError,
                      SessionExpiredError, ConnectionClosedError)
 
 
+def is_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` is one of :data:`CONNECTION_ERRORS` or was caused
+    by one (e.g. a ``LockError`` raised because the connection dropped)."""
+    while error is not None:
+        if isinstance(error, CONNECTION_ERRORS):
+            return True
+        error = error.__cause__
+    return False
+
+
 class ZooKeeperClient:
     """A kazoo client with TLS, ordered listeners and session tracking.
 
