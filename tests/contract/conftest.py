@@ -181,18 +181,24 @@ class QuickAzureDriver(AzureDriver):
                             listing_gap=LISTING_INTERVAL / 5)
 
 
-class FakeDriverBed(DriverBed):
-    """``driver: test``: the in-memory :class:`FakeCloud`."""
-
-    provider = "fake"
-    capabilities = CLOUD
-    config = """
+# The labels and diskimages every cloud bed's config starts with (each
+# adds its one provider below "providers:").
+CLOUD_HEADER = """
         labels:
           - name: small
             min-ready: {min_ready}
         diskimages:
           - name: contract-image
         providers:
+"""
+
+
+class FakeDriverBed(DriverBed):
+    """``driver: test``: the in-memory :class:`FakeCloud`."""
+
+    provider = "fake"
+    capabilities = CLOUD
+    config = CLOUD_HEADER + """\
           - name: fake
             driver: test
             launch-retries: {retries}
@@ -249,13 +255,7 @@ class AwsBed(DriverBed):
 
     provider = "ec2"
     capabilities = CLOUD
-    config = """
-        labels:
-          - name: small
-            min-ready: {min_ready}
-        diskimages:
-          - name: contract-image
-        providers:
+    config = CLOUD_HEADER + """\
           - name: ec2
             driver: aws
             region-name: us-west-2
@@ -374,13 +374,7 @@ class OpenStackBed(DriverBed):
 
     provider = "os"
     capabilities = CLOUD
-    config = """
-        labels:
-          - name: small
-            min-ready: {min_ready}
-        diskimages:
-          - name: contract-image
-        providers:
+    config = CLOUD_HEADER + """\
           - name: os
             driver: openstack
             cloud: fake
@@ -466,13 +460,7 @@ class AzureBed(DriverBed):
 
     provider = "azure"
     capabilities = CLOUD
-    config = """
-        labels:
-          - name: small
-            min-ready: {min_ready}
-        diskimages:
-          - name: contract-image
-        providers:
+    config = CLOUD_HEADER + """\
           - name: azure
             driver: azure
             location: centralus
