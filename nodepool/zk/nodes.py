@@ -130,9 +130,10 @@ class NodeStore:
     def empty_node_ids(self) -> list[str]:
         """Ids of node znodes that have no data.
 
-        Such znodes are left behind when somebody locks a node that was
-        deleted at the same time: the lock recipe recreates the lock
-        directory and with it an empty parent.  Always read from ZooKeeper,
+        Such znodes are left behind when another client (Zuul, an older
+        launcher) locks a node that was deleted at the same time: kazoo's
+        lock recipe recreates the lock directory and with it an empty
+        parent.  Always read from ZooKeeper,
         since the cache drops data-less znodes.
         """
         empty = []
@@ -223,9 +224,13 @@ class NodeStore:
             failed, or the node was deleted (the lock is released again).
         :raises TimeoutException: ``timeout`` expired.
         """
-        lock = locks.acquire_lock(self.kazoo, node_lock_path(node.id),
-                                  blocking=blocking, timeout=timeout,
-                                  identifier=identifier, ephemeral=ephemeral)
+        try:
+            lock = locks.acquire_lock(
+                self.kazoo, node_lock_path(node.id), blocking=blocking,
+                timeout=timeout, identifier=identifier, ephemeral=ephemeral,
+                inside_record=True)
+        except locks.RecordGone:
+            raise LockError("node %s was deleted" % node.id) from None
         try:
             data, stat = self.kazoo.get(node_path(node.id))
         except NoNodeError:
@@ -278,8 +283,10 @@ class NodeStore:
         return probe
 
     def _remove_lock_skeleton(self, node_id: str, stat) -> None:
-        # Locking a node deleted meanwhile recreated its lock directory and
-        # an empty node znode.  Remove both unless someone else is queued
+        # Our own locks never recreate a deleted node (inside_record), but
+        # other clients' do (kazoo's recipe as used by Zuul and nodepool
+        # 11): the node znode is back, empty.  Remove it and its lock
+        # directory unless someone else is queued
         # on the lock: plain deletes fail on a non-empty directory, so a
         # live contender is never removed.
         try:
