@@ -31,6 +31,7 @@ instance of an unreadable node record as leaked.  Each version of a bad
 record is logged once (:mod:`nodepool.zk.invalid`).
 """
 
+import collections
 import contextlib
 import logging
 import queue
@@ -457,14 +458,62 @@ def _record_lock(obj):
 
 
 class NodeCache(TreeCache):
-    """Cache of ``/nodepool/nodes``; tracks lock contenders per node."""
+    """Cache of ``/nodepool/nodes``; tracks lock contenders per node.
+
+    The :class:`~nodepool.zk.nodes.NodeStore` writing through this cache
+    reports its own writes (:meth:`written`) and deletions
+    (:meth:`removed`), so that this process sees them at once instead of
+    when their watch events are played back: quota counts a node the
+    moment its record exists, and a deleted node stops counting the
+    moment its record is gone.  Node ids are never reused, so events for
+    a node removed here that are still queued cannot bring it back.
+    """
 
     name = "NodeCache"
+
+    #: How many removed node ids are remembered to drop their late events
+    #: (a removal's own DELETED event forgets it sooner).
+    REMOVED_MEMORY = 4096
 
     def __init__(self, client: ZooKeeperClient, **options):
         super().__init__(client, paths.NODE_ROOT, **options)
         self.stats_event = threading.Event()
         self._lock_listeners: list = []
+        # Serialises building/updating cached objects between the playback
+        # thread and writers, so one key never gets two objects.
+        self._store_lock = threading.RLock()
+        self._removed: collections.OrderedDict = collections.OrderedDict()
+
+    # Write-through ------------------------------------------------------
+
+    def written(self, node_id: str, data: bytes, stat) -> None:
+        """A record of ours was stored with ``data`` at ``stat``."""
+        key = (node_id,)
+        with self._store_lock:
+            if key in self._removed:
+                return
+            with self._objects_lock:
+                self._cached_paths.add(self.object_path(key))
+            self._store(key, data, stat)
+
+    def removed(self, node_id: str) -> None:
+        """A record of ours was deleted."""
+        key = (node_id,)
+        with self._store_lock:
+            self._removed[key] = None
+            while len(self._removed) > self.REMOVED_MEMORY:
+                self._removed.popitem(last=False)
+            with self._objects_lock:
+                self._objects.pop(key, None)
+                self._invalid.pop(key, None)
+
+    def has_object(self, key, data, exists):
+        return super().has_object(key, data, exists) \
+            and key not in self._removed
+
+    def _store(self, key, data, stat):
+        with self._store_lock:
+            return super()._store(key, data, stat)
 
     def add_lock_listener(self, listener) -> None:
         """Call ``listener(node, contender, locked)`` when a lock contender
@@ -503,8 +552,11 @@ class NodeCache(TreeCache):
             except Exception:
                 self.log.exception("Lock listener failed")
 
-    def _play(self, *item):
-        super()._play(*item)
+    def _play(self, event, future, key, with_data):
+        super()._play(event, future, key, with_data)
+        if key is not None and event.type == EventType.DELETED:
+            with self._store_lock:
+                self._removed.pop(key, None)
         self.stats_event.set()
 
     def get(self, node_id: str) -> Optional[models.Node]:

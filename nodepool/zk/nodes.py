@@ -5,8 +5,10 @@
 
 Node records live at ``/nodepool/nodes/<id>``.  The launcher
 reads through its tree cache; the builder and the CLI pass no cache and
-read ZooKeeper directly.  Writes always go to ZooKeeper; the cache catches
-up through its watch.
+read ZooKeeper directly.  Writes always go to ZooKeeper and, when there is
+a cache, through to it as well: this process sees its own creations,
+changes and deletions at once, other processes' through the watch.  That
+is the one place where the launcher makes up for the cache's lag.
 
 Thread-safety: a :class:`NodeStore` holds no mutable state of its own and
 may be shared by threads.  A :class:`~nodepool.zk.models.Node` object,
@@ -159,14 +161,17 @@ class NodeStore:
 
         :raises kazoo.exceptions.NoNodeError: the existing node vanished.
         """
+        data = node.serialize()
         if node.id is None:
             path, stat = self.kazoo.create(
-                NODE_ROOT + "/", node.serialize(), sequence=True,
+                NODE_ROOT + "/", data, sequence=True,
                 makepath=True, include_data=True)
             node.id = path.rsplit("/", 1)[1]
         else:
-            stat = self.kazoo.set(node_path(node.id), node.serialize())
+            stat = self.kazoo.set(node_path(node.id), data)
         node.stat = stat
+        if self.cache is not None:
+            self.cache.written(node.id, data, stat)
 
     def delete_node(self, node: Node) -> None:
         """Mark ``node`` deleted, then remove its znode and lock directory.
@@ -181,6 +186,8 @@ class NodeStore:
         try:
             self.store_node(node)
         except NoNodeError:
+            if self.cache is not None:
+                self.cache.removed(node.id)
             return
         self.delete_raw_node(node.id)
 
@@ -194,14 +201,17 @@ class NodeStore:
         for attempt in range(_DELETE_ATTEMPTS):
             try:
                 self.kazoo.delete(path, recursive=True)
-                return
             except NoNodeError:
-                return
+                pass
             except NotEmptyError:
                 # A new lock contender appeared between listing and
                 # deleting the children; go round again.
                 if attempt == _DELETE_ATTEMPTS - 1:
                     raise
+                continue
+            if self.cache is not None:
+                self.cache.removed(node_id)
+            return
 
     # Locking ------------------------------------------------------------
 
