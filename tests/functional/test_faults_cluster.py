@@ -310,7 +310,7 @@ def pool_ids(kazoo) -> set:
         except NoNodeError:
             continue
         pool_id = json.loads(data).get("id")
-        if pool_id:  # registered first, filled in right after
+        if pool_id:
             ids.add(pool_id)
     return ids
 
