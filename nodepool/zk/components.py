@@ -46,6 +46,11 @@ log = logging.getLogger("nodepool.zk.components")
 # mode for older readers.
 MODEL_API = 0
 
+#: How long :meth:`ComponentRecord.unregister` waits for ZooKeeper to
+#: answer its delete (a daemon shutting down must not wait for a
+#: ZooKeeper that is down).
+UNREGISTER_TIMEOUT = 10.0
+
 
 class ComponentState(str, enum.Enum):
     """Values of a component record's ``state`` key."""
@@ -171,7 +176,9 @@ class BaseComponent:
 
         A record that is already gone (e.g. with an expired session) is not
         an error; neither is a connection failure (logged; the ephemeral
-        record then goes with the session).
+        record then goes with the session).  Never waits for a connection
+        that is down, nor longer than :data:`UNREGISTER_TIMEOUT` for an
+        answer: a daemon asked to stop during a ZooKeeper outage exits.
         """
         with self._lock:
             if not self._registered:
@@ -181,16 +188,22 @@ class BaseComponent:
             self._zk.remove_state_listener(self._on_state)
             path, self.path = self.path, None
             self._version = -1
-            if path is not None:
-                try:
-                    self._zk.kazoo.delete(path)
-                except NoNodeError:
-                    pass
-                except KazooException as e:
-                    # The record is ephemeral: at worst it stays until the
-                    # session ends (disconnect or expiry).
-                    log.warning("Could not delete component %s: %s",
-                                path, e)
+            if path is None:
+                return
+            if not self._zk.connected:
+                # The record is ephemeral: it goes with the session.
+                log.warning("Not deleting component %s: ZooKeeper is not "
+                            "connected", path)
+                return
+            kazoo = self._zk.kazoo
+            try:
+                kazoo.delete_async(path).get(timeout=UNREGISTER_TIMEOUT)
+            except NoNodeError:
+                pass
+            except (KazooException, kazoo.handler.timeout_exception) as e:
+                # At worst it stays until the session ends (disconnect or
+                # expiry).
+                log.warning("Could not delete component %s: %r", path, e)
 
     def update(self, **attrs: Any) -> None:
         """Change attributes and write the record if registered.
