@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException
 
 from nodepool import status
 from nodepool.config import DEFAULT_CONFIG_PATH, DEFAULT_SECURE_PATH
@@ -60,10 +60,6 @@ class Context:
             self.nodes = NodeStore(zk_client)
             self.requests = RequestStore(zk_client)
             self.images = ImageStore(zk_client)
-
-    @property
-    def kazoo(self):
-        return self.zk_client.kazoo
 
 
 def secure_path(args):
@@ -119,7 +115,7 @@ def cmd_dib_image_list(ctx) -> int:
 
 
 def cmd_image_status(ctx) -> int:
-    print_table(status.image_status(status.read_image_status(ctx.kazoo)))
+    print_table(status.image_status(status.read_image_status(ctx.images)))
     return 0
 
 
@@ -335,17 +331,11 @@ def cmd_erase(ctx) -> int:
         if answer.strip() not in ("y", "Y"):
             print("Aborting. No data erased.")
             return 0
-    from nodepool.zk import paths
     print("Erasing build data for %s..." % provider)
     images = ctx.images
     for image in images.get_image_names():
         for build_id in images.get_build_ids(image):
-            try:
-                ctx.kazoo.delete(
-                    paths.build_provider_path(image, build_id, provider),
-                    recursive=True)
-            except NoNodeError:
-                pass
+            images.delete_build_provider(image, build_id, provider)
     print("Erasing node data for %s..." % provider)
     for node in list(ctx.nodes.iter_nodes(cached=False)):
         if node.provider == provider:

@@ -19,7 +19,6 @@ from kazoo.exceptions import (
 from nodepool import exceptions
 from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.models import Node, NodeState, RequestState
-from nodepool.zk.paths import request_path
 
 MIN_READY_REQUESTOR = "NodePool:min-ready"
 
@@ -354,8 +353,7 @@ class RequestHandler:
 
     def _request_exists(self) -> bool:
         try:
-            return self.services.requests.kazoo.exists(
-                request_path(self.request.id)) is not None
+            return self.services.requests.request_exists(self.request.id)
         except CONNECTION_ERRORS:
             raise  # not an answer: poll() asks again
         except KazooException:
