@@ -12,7 +12,7 @@ from nodepool import exceptions
 from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.bad_records import MalformedRequestFailer
-from nodepool.launcher.request_handler import RequestHandler
+from nodepool.launcher.request_handler import PoolContext, RequestHandler
 from nodepool.service import ServiceThread, shutdown_executor
 from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.components import PoolComponent
@@ -47,6 +47,9 @@ class PoolWorker(ServiceThread):
         self.launcher_id = "%s-%s-%s" % (socket.getfqdn(), self.name,
                                          uuid.uuid4().hex)
         self._malformed = MalformedRequestFailer(self.services, self.launcher_id)
+        self._context = PoolContext(services, provider, pool,
+                                    self.launcher_id,
+                                    self.registered_pool_ids)
         self.handlers: list[RequestHandler] = []
         self.component = PoolComponent(self.services.zk_client)
         self._draining = False
@@ -219,7 +222,7 @@ class PoolWorker(ServiceThread):
                     or self.launcher_id in request.declined_by):
                 self.services.requests.unlock_request(request)
                 continue
-            handler = RequestHandler(self, request, guard)
+            handler = RequestHandler(self._context, request, guard)
             reason = self._decline_reason(request)
             if reason:
                 try:
