@@ -450,15 +450,11 @@ class TestPeriodicSync:
         """Overrides the module's: the provider's sync runs."""
 
     def test_static_missing_node_re_added(self, launcher_factory, zuul, sshd,
-                                          zk_client, monkeypatch):
+                                          zk_client):
         """A READY node record removed behind the driver's back comes back
         (as a new record for the same slot) with the periodic sync (every
         ``SYNC_FACTOR`` provider intervals: 1.2 s here, 60 s in production;
         upstream re-adds it in its equally periodic cleanup)."""
-        from nodepool.driver.static import registrar
-        # Our own creations are trusted over the cache for FRESH_GRACE; a
-        # record deleted that early would otherwise wait that long.
-        monkeypatch.setattr(registrar, "FRESH_GRACE", 0.5)
         _static(launcher_factory, sshd, [HOST_B])
         (node,) = wait_ready(zuul, 1)
         zk_client.kazoo.delete(paths.node_path(node.id), recursive=True)
