@@ -91,3 +91,13 @@ class ImageLocks:
         """Whether an upload to ``provider`` of the build is in progress."""
         return locks.lock_is_held(
             self._kazoo, paths.upload_lock_path(image, build_id, provider))
+
+    def build_lock_ctime(self, image: str) -> Optional[int]:
+        """While someone holds or waits for the image build lock of
+        ``image``: the creation time of the lock directory (epoch
+        milliseconds, for ``nodepool image-status``); otherwise None."""
+        lock_path = paths.build_lock_path(image)
+        if not locks.lock_contenders(self._kazoo, lock_path):
+            return None
+        stat = self._kazoo.exists(lock_path)
+        return None if stat is None else stat.ctime

@@ -402,3 +402,36 @@ class ImageStore(ImageLocks):
                 self._kazoo.delete(path)
             if number >= highest:
                 return
+
+    # Status reads and provider erasure (the ``nodepool`` CLI) -----------
+
+    def _ctime(self, path: str) -> Optional[int]:
+        stat = self._kazoo.exists(path)
+        return None if stat is None else stat.ctime
+
+    def build_request_ctime(self, image: str) -> Optional[int]:
+        """When the manual build request of ``image`` was made (epoch
+        milliseconds, ZooKeeper's ctime); None without one."""
+        return self._ctime(paths.image_build_request_path(image))
+
+    def build_ctimes(self, image: str) -> Dict[str, int]:
+        """Build id -> creation time of its znode (epoch milliseconds);
+        builds vanishing meanwhile are left out."""
+        ctimes = {}
+        for build_id in self._children(paths.builds_path(image)):
+            ctime = self._ctime(paths.build_path(image, build_id))
+            if ctime is not None:
+                ctimes[build_id] = ctime
+        return ctimes
+
+    def delete_build_provider(self, image: str, build_id: str,
+                              provider: str) -> None:
+        """Remove everything of ``provider`` below a build: its upload
+        records and their locks (``nodepool erase``).  Nothing happens if
+        there is none; other errors propagate."""
+        try:
+            self._kazoo.delete(
+                paths.build_provider_path(image, build_id, provider),
+                recursive=True)
+        except NoNodeError:
+            pass
