@@ -26,7 +26,7 @@ from kazoo.exceptions import NoNodeError
 from nodepool import exceptions
 from nodepool.driver.metastatic.slots import BackingRecord
 from nodepool.zk import locks
-from nodepool.zk.models import NodeRequest, NodeState, RequestState
+from nodepool.zk.models import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk.paths import PRIORITY_HIGH, node_lock_path
 
 log = logging.getLogger("nodepool.driver.metastatic")
