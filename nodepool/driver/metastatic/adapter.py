@@ -263,8 +263,7 @@ class MetastaticAdapter(Adapter):
                 record.failed = True
                 if record.pending:
                     self.backing.withdraw(record.request_id)
-                else:
-                    self.backing.release(record)
+                elif self.backing.release(record):
                     released += 1
         return released
 

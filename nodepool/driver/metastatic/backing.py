@@ -161,18 +161,21 @@ class BackingNodes:
         except NoNodeError:
             pass
 
-    def release(self, record: BackingRecord) -> None:
-        """Give the backing node back: ``used``, then our lock removed."""
+    def release(self, record: BackingRecord) -> bool:
+        """Give the backing node back: ``used``, then our lock removed.
+        Returns whether there was a node to give back."""
         node = self.read(record.node_id, fresh=True)
-        if node is not None and node.state == NodeState.IN_USE:
+        given = node is not None and node.state == NodeState.IN_USE
+        if given:
             node.state = NodeState.USED
             try:
                 self.nodes.store_node(node)
             except NoNodeError:
-                pass
+                given = False
         self.unlock(record.node_id)
-        log.info("Released backing node %s (%s)", record.node_id,
-                 "failed" if record.failed else "idle")
+        if given:
+            log.info("Released backing node %s", record.node_id)
+        return given
 
     def unlock(self, node_id: str) -> None:
         """Delete our lock contender(s) of the node, whatever session
