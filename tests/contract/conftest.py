@@ -3,8 +3,9 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The one fixture of the driver contract suite: ``driver_bed``.
 
-Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``)
-is a :class:`DriverBed`: a provider named :attr:`DriverBed.provider` with
+Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``,
+``metastatic``) is a :class:`DriverBed`: a provider named
+:attr:`DriverBed.provider` with
 one pool ``main`` serving label ``small``, on the driver's cloud
 stand-in, and the handles the contract tests drive it with.  Adding a
 driver to the suite means writing one more bed here and listing it in
