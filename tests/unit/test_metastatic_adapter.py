@@ -158,6 +158,22 @@ class Bed:
         self.config = provider_config(tmp_path, text)
         self.clock = Clock()
         self.adapter = self.new_adapter()
+        self.ids = {}
+
+    def nid(self, name):
+        """The id of the slot node called ``name`` in the test (a
+        ``building`` record of the provider, stored on first use); a real
+        node id stays as it is."""
+        if name.isdigit():
+            return name
+        if name not in self.ids:
+            node = Node()
+            node.state = NodeState.BUILDING
+            node.provider = "meta"
+            node.pool = "main"
+            self.nodes.store_node(node)
+            self.ids[name] = node.id
+        return self.ids[name]
 
     def new_adapter(self):
         adapter = MetastaticAdapter(self.config, self.services,
@@ -168,7 +184,8 @@ class Bed:
     def label(self, name="user-label"):
         return self.config.pools["main"].labels[name]
 
-    def create(self, node_id, label="user-label"):
+    def create(self, name, label="user-label"):
+        node_id = self.nid(name)
         metadata = {"nodepool_node_id": node_id,
                     "nodepool_pool_name": "main",
                     "nodepool_provider_name": "meta"}
@@ -200,10 +217,10 @@ class Bed:
         self.requests.store_request(request)
         return node
 
-    def launch(self, node_id, label="user-label"):
-        """A create machine for node ``node_id`` run to completion,
+    def launch(self, name, label="user-label"):
+        """A create machine for node ``name`` run to completion,
         fulfilling a backing request if it makes one."""
-        sm = self.create(node_id, label)
+        sm = self.create(name, label)
         assert sm.advance() is None
         for request in self.pending_requests():
             if request.state == RequestState.REQUESTED:
@@ -213,8 +230,8 @@ class Bed:
     def backing(self, node_id):
         return self.nodes.get_node(node_id, cached=False)
 
-    def delete(self, node_id):
-        sm = self.adapter.get_delete_state_machine(node_id, LOG)
+    def delete(self, name):
+        sm = self.adapter.get_delete_state_machine(self.nid(name), LOG)
         sm.advance()
         assert sm.complete
 
@@ -225,9 +242,10 @@ def bed(tmp_path, zk_client):
 
 
 def test_instance_copies_the_backing_node(bed):
-    sm = bed.create("0000000100")
+    sm = bed.create("a")
+    node_id = bed.nid("a")
     assert sm.advance() is None
-    assert sm.external_id == "0000000100"
+    assert sm.external_id == node_id
     [request] = bed.pending_requests()
     assert request.node_types == ["big"] and request.id.startswith("100-")
     assert request.tenant_name is None
@@ -247,10 +265,10 @@ def test_instance_copies_the_backing_node(bed):
                                    "pool": True}
     assert instance.slot == 0
     assert instance.driver_data == {
-        "metadata": {"nodepool_node_id": "0000000100",
+        "metadata": {"nodepool_node_id": node_id,
                      "nodepool_pool_name": "main",
                      "nodepool_provider_name": "meta"},
-        "backing_node": backing.id, "slot": 0, "node": "0000000100"}
+        "backing_node": backing.id, "slot": 0, "node": node_id}
     # The backing node is taken over and its request is gone.
     taken = bed.backing(backing.id)
     assert taken.state == NodeState.IN_USE
@@ -280,7 +298,7 @@ def test_backing_node_locked_elsewhere_is_waited_for(bed, zk_factory):
     other.lock_node(held)
     assert sm.advance() is None
     other.unlock_node(held)
-    assert wait_for(sm.advance).external_id == "a"
+    assert wait_for(sm.advance).external_id == bed.nid("a")
 
 
 def test_failed_backing_request_fails_every_waiting_node(bed):
@@ -349,7 +367,7 @@ def test_max_age_stops_new_slots_then_releases(bed):
 def test_nodescan_failure_marks_the_backing_node_failed(bed):
     bed.launch("a")
     [record] = list(bed.adapter.book.records())
-    bed.adapter.notify_nodescan_failure(bed.label(), "a")
+    bed.adapter.notify_nodescan_failure(bed.label(), bed.nid("a"))
     assert json.loads(bed.backing(record.node_id).user_data)["failed"]
     # No new slot there; released at once when empty.
     sm = bed.create("b")
@@ -373,7 +391,7 @@ def store_slot_node(bed, instance):
 
 
 def test_recovery_rebuilds_slots_from_zookeeper(bed):
-    instance = bed.launch("0000000100")
+    instance = bed.launch("a")
     [record] = list(bed.adapter.book.records())
     slot_node = store_slot_node(bed, instance)
     # A foreign node claiming a slot too: another provider's, ignored.
@@ -397,7 +415,7 @@ def test_recovery_needs_our_lock(bed):
 
 
 def test_delete_waits_for_recovery(bed):
-    slot_node = store_slot_node(bed, bed.launch("0000000100"))
+    slot_node = store_slot_node(bed, bed.launch("a"))
     # A restarted adapter is asked to delete the node before it rebuilt
     # its book: the slot must end up free, not re-occupied by recovery.
     adapter = MetastaticAdapter(bed.config, bed.services, clock=bed.clock)
@@ -423,7 +441,7 @@ def test_dead_backing_node_evicts_ready_slot_nodes(bed):
     ready.provider = "meta"
     ready.allocated_to = "200-0000000001"
     bed.nodes.store_node(ready)
-    # Move "a"'s slot to the ready node's id for the test's sake.
+    # Move "a"'s slot to the ready node for the test's sake.
     bed.delete("a")
     bed.adapter.book.assign(record, ready.id)
     bed.nodes.kazoo.delete(paths.node_path(record.node_id), recursive=True)
@@ -436,3 +454,15 @@ def test_dead_backing_node_evicts_ready_slot_nodes(bed):
     bed.delete(ready.id)
     assert bed.adapter.release_idle() == 0
     assert list(bed.adapter.book.records()) == []
+
+
+def test_slot_of_a_vanished_node_is_freed(bed):
+    bed.launch("a")
+    [record] = list(bed.adapter.book.records())
+    # Deleted by another process (nodepool delete --now): our delete
+    # machine never ran.
+    bed.nodes.kazoo.delete(paths.node_path(bed.nid("a")), recursive=True)
+    assert bed.adapter.release_idle() == 0
+    assert record.allocated == [None, None]
+    bed.clock.now += 21
+    assert bed.adapter.release_idle() == 1

@@ -236,7 +236,8 @@ class MetastaticAdapter(Adapter):
         """One release pass (the cleanup thread); returns the number of
         backing nodes released.
 
-        A backing node that died (its record gone, or no longer ``in-use``)
+        Slots whose node vanished are freed first.  A backing node that
+        died (its record gone, or no longer ``in-use``)
         fails: no new slots, and its ``ready`` slot nodes are sent to
         deletion so that they are replaced elsewhere.  A backing node past
         its label's ``max-age`` fails too.  Empty ones are released once
@@ -251,6 +252,7 @@ class MetastaticAdapter(Adapter):
         with self._lock:
             for record in self.book.records():
                 label = labels.get(record.label_name)
+                self._reap_vanished(record, now)
                 self._check_health(record, label, now)
                 grace = minimum = 0
                 if label is not None and not record.failed:
@@ -266,6 +268,16 @@ class MetastaticAdapter(Adapter):
                 elif self.backing.release(record):
                     released += 1
         return released
+
+    def _reap_vanished(self, record, now) -> None:
+        # A slot whose node record is gone without our delete machine
+        # having run (removed by another process: "nodepool delete --now"
+        # builds a provider of its own) would stay taken for good.
+        for node_id in [n for n in record.allocated if n is not None]:
+            if self.backing.read(node_id) is None:
+                self.log.info("Node %s is gone; freeing its slot on %s",
+                              node_id, record.node_id or record.request_id)
+                self.book.free(node_id, now)
 
     def _check_health(self, record, label, now) -> None:
         if record.pending:
