@@ -7,6 +7,7 @@ nodes.  The metastatic provider asks the same launcher's ``fake``
 provider for backing nodes through ZooKeeper, as Zuul would."""
 
 import json
+import os
 import time
 
 import pytest
@@ -322,3 +323,32 @@ def test_backing_node_of_a_removed_label_goes_once_empty(start, zuul):
     zuul.finish([only])
     wait_for(lambda: released(zuul, bn1), timeout=30)
     zuul.finish([other])
+
+
+def test_reconfiguration_while_a_backing_node_is_awaited(start, zuul):
+    launcher = start(grace=60)
+    cloud = FakeCloud.get("fake")
+    cloud.paused.set()   # the backing node is not ready for a while
+    first = zuul.submit(["user-label"])
+    wait_for(lambda: backing_nodes(zuul) and nodes_of(zuul, provider="meta"))
+    old = launcher.providers["meta"]
+    # A change of the metastatic provider restarts it; the old one drains.
+    path = launcher.watcher.path
+    with open(path) as f:
+        text = f.read().replace("metaattr: meta", "metaattr: changed")
+    with open(path, "w") as f:
+        f.write(text)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: launcher.providers.get("meta") not in (None, old),
+             timeout=30)
+    second = zuul.submit(["user-label"])
+    wait_for(lambda: len(nodes_of(zuul, provider="meta")) == 2)
+    cloud.paused.clear()
+    nodes = [served_by(zuul, r, timeout=60)[1][0] for r in (first, second)]
+    # The new provider's node waited on the old one's backing request
+    # rather than asking for a backing node of its own.
+    assert len(backing_nodes(zuul)) == 1
+    assert sorted(placement(n) for n in nodes) == [
+        (backing_nodes(zuul)[0].id, 0), (backing_nodes(zuul)[0].id, 1)]
+    assert nodes[1].attributes["metaattr"] == "changed"
+    zuul.finish(nodes)

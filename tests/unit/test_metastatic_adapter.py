@@ -15,7 +15,8 @@ from nodepool import exceptions
 from nodepool.config.loader import load_config
 from nodepool.driver.base import ProviderServices
 from nodepool.driver.metastatic.adapter import MetastaticAdapter
-from nodepool.driver.metastatic.slots import BackingRecord, SlotBook
+from nodepool.driver.metastatic.slots import (
+    BackingRecord, SlotBook, SlotStates)
 from nodepool.zk import paths
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
@@ -466,3 +467,53 @@ def test_slot_of_a_vanished_node_is_freed(bed):
     assert record.allocated == [None, None]
     bed.clock.now += 21
     assert bed.adapter.release_idle() == 1
+
+
+def test_adapters_of_one_provider_share_the_book(bed):
+    # A reconfiguration starts the new adapter while the old one drains.
+    states = SlotStates()
+    old = MetastaticAdapter(bed.config, bed.services, states=states,
+                            clock=bed.clock)
+    wait_for(old.ready)
+    bed.adapter = old
+    waiting = bed.create("a")
+    waiting.advance()
+    [request] = bed.pending_requests()
+    new = MetastaticAdapter(bed.config, bed.services, states=states,
+                            clock=bed.clock)
+    assert new.ready()
+    bed.adapter = new
+    # The new adapter's node waits on the old one's request.
+    joining = bed.create("b")
+    joining.advance()
+    assert bed.pending_requests() == [request]
+    # The old adapter leaves the request to the new one...
+    old.stop()
+    assert bed.pending_requests() == [request]
+    bed.fulfil(request)
+    assert wait_for(waiting.advance).slot == 0
+    assert wait_for(joining.advance).slot == 1
+    # ... and the last one to stop forgets the book: the next starts
+    # from ZooKeeper.
+    new.stop()
+    again = MetastaticAdapter(bed.config, bed.services, states=states,
+                              clock=bed.clock)
+    assert not again.ready()
+    wait_for(again.ready)
+    [record] = list(again.book.records())
+    assert record.allocated == [None, None]  # no slot node records
+
+
+def test_last_adapter_withdraws_pending_requests(bed):
+    states = SlotStates()
+    first, second = (MetastaticAdapter(bed.config, bed.services,
+                                       states=states, clock=bed.clock)
+                     for _ in range(2))
+    wait_for(first.ready)
+    bed.adapter = first
+    bed.create("a").advance()
+    first.stop()
+    first.stop()   # twice: still one user fewer only
+    assert bed.pending_requests()
+    second.stop()
+    assert bed.pending_requests() == []

@@ -14,9 +14,17 @@ from nodepool.driver.metastatic import config
 
 
 class MetastaticDriver(Driver):
-    """Driver for ``driver: metastatic`` providers."""
+    """Driver for ``driver: metastatic`` providers.
+
+    The driver (one shared instance) owns the registry through which
+    successive adapters of one provider share their slot bookkeeping.
+    """
 
     name = "metastatic"
+
+    def __init__(self):
+        from nodepool.driver.metastatic.slots import SlotStates
+        self.slot_states = SlotStates()
 
     def provider_schema(self):
         return config.PROVIDER
@@ -33,6 +41,7 @@ class MetastaticDriver(Driver):
     def get_provider(self, provider_config, services, interval=1.0):
         from nodepool.driver.metastatic.adapter import MetastaticAdapter
         from nodepool.driver.metastatic.provider import MetastaticProvider
-        return MetastaticProvider(
-            provider_config, MetastaticAdapter(provider_config, services),
-            services, interval=interval)
+        adapter = MetastaticAdapter(provider_config, services,
+                                    states=self.slot_states)
+        return MetastaticProvider(provider_config, adapter, services,
+                                  interval=interval)

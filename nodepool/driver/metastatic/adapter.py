@@ -9,7 +9,9 @@ nowhere but in the nodes themselves: ``user_data`` of each backing node
 and ``driver_data`` of each slot's node.  After a start it is rebuilt from
 those (:meth:`BackingNodes.recover`) in a thread of the adapter; state
 machines wait until that is done, so that no slot is freed or handed out
-against an empty book.
+against an empty book.  Book and lock are a :class:`~.slots.SlotState`
+shared with the provider's previous adapter while that one drains after
+a reconfiguration.
 
 Three threads use the adapter: the provider's runners (state machines:
 allocate, wait for the backing node, free), the launcher's cleanup thread
@@ -21,14 +23,14 @@ lock holder.
 """
 
 import logging
-import threading
 import time
 from typing import Optional
 
 from nodepool import exceptions
 from nodepool.driver.metastatic.backing import (
     FAILED, READY, BackingNodes)
-from nodepool.driver.metastatic.slots import BackingRecord, SlotBook
+from nodepool.driver.metastatic.slots import (
+    BackingRecord, SlotState, SlotStates)
 from nodepool.driver.metastatic.statemachines import (
     MetastaticCreateStateMachine, MetastaticDeleteStateMachine,
     MetastaticInstance)
@@ -44,24 +46,33 @@ class MetastaticAdapter(Adapter):
 
     :param provider_config: the provider's
         :class:`~.config.MetastaticProviderConfig`.
-    :param services: the launcher's services (``nodes``, ``requests``);
-        None for one-off users (image listings), which cannot launch.
+    :param services: the launcher's services (``zk_client``, ``nodes``,
+        ``requests``); None for one-off users (image listings), which
+        cannot launch.
+    :param states: where the provider's :class:`SlotState` is shared
+        (the driver's registry); by default the adapter has its own.
     :param clock: the wall clock (``launched``, ``last_used``, ages).
     """
 
-    def __init__(self, provider_config, services=None, clock=time.time):
+    def __init__(self, provider_config, services=None, states=None,
+                 clock=time.time):
         super().__init__(provider_config)
         self.owner = OWNER_PREFIX + provider_config.name
         self.log = logging.getLogger(
             "nodepool.driver.metastatic.%s" % provider_config.name)
         self.clock = clock
-        self.backing = (BackingNodes(services.nodes, services.requests,
-                                     self.owner)
-                        if services is not None else None)
-        self.book = SlotBook()
-        self._lock = threading.Lock()
-        self._recovered = threading.Event()
-        self._recovering = False
+        self.backing = None
+        self._states = states or SlotStates()
+        self._state = SlotState()
+        self._stopped = False
+        if services is not None:
+            self.backing = BackingNodes(services.nodes, services.requests,
+                                        self.owner)
+            self._zk_key = services.zk_client
+            self._state = self._states.acquire(self._zk_key,
+                                               provider_config.name)
+        self._lock = self._state.lock
+        self.book = self._state.book
         self._tasks = TaskThreads(self.log)
 
     # Start and stop -----------------------------------------------------
@@ -69,14 +80,14 @@ class MetastaticAdapter(Adapter):
     def ready(self) -> bool:
         """Whether the bookkeeping is rebuilt; starts rebuilding it on the
         first call.  Never blocks."""
-        if self._recovered.is_set():
+        if self._state.recovered.is_set():
             return True
         if self.backing is None:
             raise exceptions.LaunchNodepoolException(
                 "metastatic provider %s has no ZooKeeper" % self.provider.name)
         with self._lock:
-            if not self._recovering:
-                self._recovering = True
+            if not self._state.recovering:
+                self._state.recovering = True
                 self._tasks.spawn("Recover.%s" % self.provider.name,
                                   self._recover)
         return False
@@ -88,7 +99,7 @@ class MetastaticAdapter(Adapter):
             self.log.exception("Rebuilding the slots from ZooKeeper failed; "
                                "trying again")
             with self._lock:
-                self._recovering = False
+                self._state.recovering = False
             return
         with self._lock:
             for record in records:
@@ -96,14 +107,19 @@ class MetastaticAdapter(Adapter):
                 self.log.info("Recovered backing node %s of %s: slots %s",
                               record.node_id, record.label_name,
                               record.allocated)
-        self._recovered.set()
+        self._state.recovered.set()
 
     def stop(self) -> None:
-        """Withdraw the backing requests still pending (this adapter is the
-        only one waiting for them) and stop the recovery thread."""
+        """Stop the recovery thread; the provider's last adapter also
+        withdraws the backing requests still pending (nobody else waits
+        for them)."""
         self._tasks.stop()
         self._tasks.join(10)
-        if self.backing is None:
+        if self.backing is None or self._stopped:
+            return
+        self._stopped = True
+        if not self._states.release(self._zk_key, self.provider.name,
+                                    self._state):
             return
         with self._lock:
             pending = {r.request_id for r in self.book.records()

@@ -10,11 +10,14 @@ provider grouped by metastatic label name and answers the questions the
 adapter asks: where does a new node go, which record holds a node, which
 slot does a deleted node free.
 
-Not thread-safe: the adapter calls it under its own lock.
+The records are not thread-safe: the adapters use them under their
+:class:`SlotState`'s lock.
 """
 
 import dataclasses
 import json
+import threading
+import weakref
 from typing import Iterator, List, Optional, Tuple
 
 #: ``user_data`` keys written on a backing node (the record's survival
@@ -155,3 +158,54 @@ class SlotBook:
             record.allocated[slot] = None
             record.last_used = now
         return record
+
+
+class SlotState:
+    """The bookkeeping of one metastatic provider in one launcher.
+
+    Reconfiguring a provider starts its new adapter while the old one
+    still finishes the launches it began (the old provider drains), so
+    both must see the same slots: they share this object (``lock`` guards
+    ``book`` and ``recovering``; ``recovered`` is set once the book was
+    rebuilt from ZooKeeper).  ``users`` counts the adapters using it.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.book = SlotBook()
+        self.recovered = threading.Event()
+        self.recovering = False
+        self.users = 0
+
+
+class SlotStates:
+    """The :class:`SlotState` of each provider, per ZooKeeper client (one
+    launcher has one; two launchers in a test process have two).  An
+    entry lives while an adapter uses it; the next adapter after the last
+    one stopped starts afresh, from ZooKeeper.  Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._states = weakref.WeakKeyDictionary()
+
+    def acquire(self, zk_client, provider_name: str) -> SlotState:
+        with self._lock:
+            states = self._states.setdefault(zk_client, {})
+            state = states.get(provider_name)
+            if state is None:
+                state = states[provider_name] = SlotState()
+            state.users += 1
+            return state
+
+    def release(self, zk_client, provider_name: str,
+                state: SlotState) -> bool:
+        """One user fewer; True when it was the last one (the state is
+        forgotten then)."""
+        with self._lock:
+            state.users -= 1
+            if state.users > 0:
+                return False
+            states = self._states.get(zk_client, {})
+            if states.get(provider_name) is state:
+                del states[provider_name]
+            return True
