@@ -223,7 +223,7 @@ class MetastaticAdapter(Adapter):
                 "Backing node %s vanished" % backing_id)
         pool = self.provider.pools.get(metadata.get("nodepool_pool_name"))
         return MetastaticInstance(
-            node_id, backing, backing_id, slot, metadata,
+            node_id, backing, slot, metadata,
             pool.node_attributes if pool is not None else None)
 
     def free(self, node_id: str, log) -> None:

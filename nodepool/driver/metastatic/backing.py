@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 from kazoo.exceptions import NoNodeError
 
 from nodepool import exceptions
-from nodepool.driver.metastatic.slots import BackingRecord
+from nodepool.driver.metastatic.slots import BackingRecord, slot_of
 from nodepool.zk import locks
 from nodepool.zk.models import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk.paths import PRIORITY_HIGH, node_lock_path
@@ -246,13 +246,12 @@ class BackingNodes:
             if record is not None and self.holds(node.id):
                 records[node.id] = record
         for node in all_nodes:
-            data = node.driver_data
-            if node.provider != provider_name or not isinstance(data, dict):
+            if node.provider != provider_name:
                 continue
-            record = records.get(data.get("backing_node"))
+            backing_id, slot = slot_of(node.driver_data)
+            record = records.get(backing_id)
             if record is None:
                 continue
-            slot = data.get("slot")
             if (isinstance(slot, int) and not isinstance(slot, bool)
                     and 0 <= slot < record.slot_count):
                 record.allocated[slot] = node.id

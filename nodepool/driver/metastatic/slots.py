@@ -25,6 +25,25 @@ from typing import Iterator, List, Optional, Tuple
 OWNER, LABEL, SLOTS, FAILED, LAUNCHED = (
     "owner", "label", "slots", "failed", "launched")
 
+#: ``driver_data`` keys of a slot's node (nodepool 11's names); recovery
+#: reads the backing node and slot from them.
+BACKING_NODE, SLOT = "backing_node", "slot"
+
+
+def slot_driver_data(metadata: dict, backing_id: str, slot: int,
+                     node_id: str) -> dict:
+    """The ``driver_data`` of a slot's node."""
+    return {"metadata": dict(metadata), BACKING_NODE: backing_id,
+            SLOT: slot, "node": node_id}
+
+
+def slot_of(driver_data) -> Tuple[Optional[str], object]:
+    """``(backing node id, slot)`` named by a node's ``driver_data``
+    (``(None, None)`` for anything else)."""
+    if not isinstance(driver_data, dict):
+        return None, None
+    return driver_data.get(BACKING_NODE), driver_data.get(SLOT)
+
 
 @dataclasses.dataclass
 class BackingRecord:

@@ -10,6 +10,7 @@ it means freeing the slot.  Neither ever talks to a cloud: every step
 asks the adapter, which keeps the bookkeeping.
 """
 
+from nodepool.driver.metastatic.slots import slot_driver_data
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance, StateMachine
 
@@ -21,29 +22,25 @@ COPIED_FIELDS = ("interface_ip", "public_ipv4", "public_ipv6",
 
 
 class MetastaticInstance(Instance):
-    """One slot of ``backing`` (a :class:`~nodepool.zk.models.Node`, or
-    None if the backing node is gone) given to node ``node_id``.
+    """Slot ``slot`` of the backing node ``backing`` (a
+    :class:`~nodepool.zk.models.Node`) given to node ``node_id``.
 
     Its attributes are the backing node's overlaid by the pool's
     ``node-attributes`` (top-level keys; the pool wins).
     """
 
-    def __init__(self, node_id, backing, backing_id, slot, metadata,
-                 pool_attributes):
+    def __init__(self, node_id, backing, slot, metadata, pool_attributes):
         super().__init__()
         self.external_id = node_id
         self.metadata = dict(metadata)
         self.ready = True
         self.slot = slot
-        self.driver_data = {"metadata": dict(metadata),
-                            "backing_node": backing_id,
-                            "slot": slot, "node": node_id}
-        attributes = {}
-        if backing is not None:
-            for name in COPIED_FIELDS:
-                setattr(self, name, getattr(backing, name))
-            self.host_keys = list(backing.host_keys or [])
-            attributes.update(backing.attributes or {})
+        self.driver_data = slot_driver_data(metadata, backing.id, slot,
+                                            node_id)
+        for name in COPIED_FIELDS:
+            setattr(self, name, getattr(backing, name))
+        self.host_keys = list(backing.host_keys or [])
+        attributes = dict(backing.attributes or {})
         attributes.update(pool_attributes or {})
         self.attributes = attributes or None
 
