@@ -13,8 +13,9 @@ against an empty book.  Book and lock are a :class:`~.slots.SlotState`
 shared with the provider's previous adapter while that one drains after
 a reconfiguration.
 
-Three threads use the adapter: the provider's runners (state machines:
-allocate, wait for the backing node, free), the launcher's cleanup thread
+Several threads use the bookkeeping: the provider's runners (state
+machines: allocate, wait for the backing node, free), those of a draining
+predecessor, the launcher's cleanup thread
 (:meth:`MetastaticAdapter.release_idle`, once per cleanup pass, which
 releases idle, old or failed backing nodes and notices dead ones) and the
 recovery thread.  ZooKeeper calls made under the lock are short (a
@@ -253,12 +254,12 @@ class MetastaticAdapter(Adapter):
         backing nodes released.
 
         Slots whose node vanished are freed first.  A backing node that
-        died (its record gone, or no longer ``in-use``)
-        fails: no new slots, and its ``ready`` slot nodes are sent to
-        deletion so that they are replaced elsewhere.  A backing node past
-        its label's ``max-age`` fails too.  Empty ones are released once
-        idle for ``grace-time`` and older than ``min-retention-time``;
-        failed ones, and those of labels no longer configured, at once.
+        died (its record gone, or no longer ``in-use``) fails: no new
+        slots, and its ``ready`` slot nodes are sent to deletion so that
+        they are replaced elsewhere.  A backing node past its label's
+        ``max-age`` fails too.  Empty ones are released once idle for
+        ``grace-time`` and older than ``min-retention-time``; failed ones,
+        and those of labels no longer configured, at once.
         """
         if not self.ready():
             return 0
