@@ -128,11 +128,13 @@ class PoolWorker(ServiceThread):
             supported_labels=sorted(self.pool.labels),
             priority=self.pool.priority, paused=self.paused,
             state="running")
-        if not self.component.registered:
-            self.component.register()
+        # Filled in before the first write: readers (other launchers'
+        # pool checks, Zuul, the web app) never see a half-empty record.
         current = self.component.to_dict()
         if any(current.get(k) != v for k, v in attrs.items()):
             self.component.update(**attrs)
+        if not self.component.registered:
+            self.component.register()
 
     def _decline_paused(self) -> None:
         """Draining after a reconfiguration: a paused handler would wait
