@@ -11,6 +11,7 @@ import json
 import boto3
 import pytest
 
+from nodepool.zk import paths
 from nodepool.zk.models import NodeState
 from tests.fakes.aws_proxy import (
     AwsProxy, MotoServer, restore_aws, use_proxied_aws)
@@ -129,14 +130,16 @@ def test_dead_backing_instance_leaves_nothing_behind(launcher_factory,
     waiting = zuul.wait_for_request(zuul.submit(["packed"]), timeout=60)
     [waiting_id] = waiting.nodes
     dead = busy.driver_data["backing_node"]
-    # The backing node's record vanishes (with the provider's hold on
-    # it); its instance is now a leak of the aws provider.
-    zuul.kazoo.delete("/nodepool/nodes/" + dead, recursive=True)
+    # The provider's hold on the backing node (its lock) is lost: the aws
+    # provider deletes the unlocked in-use node and its instance.
+    path = paths.node_lock_path(dead)
+    for name in zuul.kazoo.get_children(path):
+        zuul.kazoo.delete(path + "/" + name)
     # The slot node nobody uses yet goes; the busy one stays until done.
     wait_for(lambda: waiting_id not in {n.id for n in read_nodes(
         zuul.kazoo)}, timeout=30)
     zuul.finish([busy])
-    # Leak cleanup terminates the orphaned instance; no node is left.
+    # Nothing is left, in ZooKeeper or in EC2.
     wait_for(lambda: not read_nodes(zuul.kazoo) and not live_instances(ec2),
              timeout=60)
     # A new job gets a new instance.

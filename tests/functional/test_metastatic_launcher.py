@@ -107,6 +107,14 @@ def lock_owners(zuul, node_id):
     return [zuul.kazoo.get(path + "/" + n)[0].decode() for n in names]
 
 
+def drop_lock(zuul, node_id):
+    """Remove every lock contender of the node (as if its holder's lock
+    had been lost)."""
+    path = paths.node_lock_path(node_id)
+    for name in zuul.kazoo.get_children(path):
+        zuul.kazoo.delete(path + "/" + name)
+
+
 def released(zuul, backing_id):
     """The backing node is gone, instance and record."""
     return node(zuul, backing_id) is None and not any(
@@ -201,8 +209,10 @@ def test_backing_node_dies_while_slots_are_in_use(start, zuul):
     [waiting_id] = waiting.nodes
     dead_id = busy.driver_data["backing_node"]
     assert node(zuul, waiting_id).driver_data["backing_node"] == dead_id
-    # The backing node dies: its record and our hold on it vanish.
-    zuul.kazoo.delete(paths.node_path(dead_id), recursive=True)
+    # The backing node dies: the provider's hold on it (its lock) is
+    # lost, and an unlocked in-use node is garbage the backing provider
+    # deletes.
+    drop_lock(zuul, dead_id)
     # The ready slot node is taken back and replaced elsewhere (Zuul would
     # ask again); the one in use stays with its job.
     wait_for(lambda: node(zuul, waiting_id) is None, timeout=30)

@@ -16,7 +16,7 @@ from nodepool.config.loader import load_config
 from nodepool.driver.base import ProviderServices
 from nodepool.driver.metastatic.adapter import MetastaticAdapter
 from nodepool.driver.metastatic.slots import (
-    BackingRecord, SlotBook, SlotStates)
+    BackingRecord, SlotBook)
 from nodepool.zk import paths
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
@@ -176,11 +176,21 @@ class Bed:
             self.ids[name] = node.id
         return self.ids[name]
 
-    def new_adapter(self):
+    def new_adapter(self, wait=True):
+        """Another adapter of the provider (sharing the book with the
+        running ones, as a reconfigured provider's does)."""
         adapter = MetastaticAdapter(self.config, self.services,
                                     clock=self.clock)
-        wait_for(adapter.ready)
+        if wait:
+            wait_for(adapter.ready)
         return adapter
+
+    def restart(self, wait=True):
+        """The launcher restarted: the adapter stops, a new one starts and
+        rebuilds the book from ZooKeeper."""
+        self.adapter.stop()
+        self.adapter = self.new_adapter(wait)
+        return self.adapter
 
     def label(self, name="user-label"):
         return self.config.pools["main"].labels[name]
@@ -401,7 +411,7 @@ def test_recovery_rebuilds_slots_from_zookeeper(bed):
     foreign.provider = "elsewhere"
     foreign.driver_data = {"backing_node": record.node_id, "slot": 1}
     bed.nodes.store_node(foreign)
-    fresh = bed.new_adapter()
+    fresh = bed.restart()
     [again] = list(fresh.book.records())
     assert (again.node_id, again.label_name, again.slot_count,
             again.launched) == (record.node_id, "user-label", 2, 1000.0)
@@ -412,14 +422,14 @@ def test_recovery_needs_our_lock(bed):
     bed.launch("a")
     [record] = list(bed.adapter.book.records())
     bed.adapter.backing.unlock(record.node_id)
-    assert list(bed.new_adapter().book.records()) == []
+    assert list(bed.restart().book.records()) == []
 
 
 def test_delete_waits_for_recovery(bed):
     slot_node = store_slot_node(bed, bed.launch("a"))
     # A restarted adapter is asked to delete the node before it rebuilt
     # its book: the slot must end up free, not re-occupied by recovery.
-    adapter = MetastaticAdapter(bed.config, bed.services, clock=bed.clock)
+    adapter = bed.restart(wait=False)
     sm = adapter.get_delete_state_machine(slot_node.id, LOG)
     wait_for(lambda: sm.advance() is None and sm.complete)
     [record] = list(adapter.book.records())
@@ -471,16 +481,11 @@ def test_slot_of_a_vanished_node_is_freed(bed):
 
 def test_adapters_of_one_provider_share_the_book(bed):
     # A reconfiguration starts the new adapter while the old one drains.
-    states = SlotStates()
-    old = MetastaticAdapter(bed.config, bed.services, states=states,
-                            clock=bed.clock)
-    wait_for(old.ready)
-    bed.adapter = old
+    old = bed.adapter
     waiting = bed.create("a")
     waiting.advance()
     [request] = bed.pending_requests()
-    new = MetastaticAdapter(bed.config, bed.services, states=states,
-                            clock=bed.clock)
+    new = bed.new_adapter(wait=False)
     assert new.ready()
     bed.adapter = new
     # The new adapter's node waits on the old one's request.
@@ -489,15 +494,14 @@ def test_adapters_of_one_provider_share_the_book(bed):
     assert bed.pending_requests() == [request]
     # The old adapter leaves the request to the new one...
     old.stop()
+    old.stop()   # twice: still one user fewer only
     assert bed.pending_requests() == [request]
     bed.fulfil(request)
     assert wait_for(waiting.advance).slot == 0
     assert wait_for(joining.advance).slot == 1
     # ... and the last one to stop forgets the book: the next starts
     # from ZooKeeper.
-    new.stop()
-    again = MetastaticAdapter(bed.config, bed.services, states=states,
-                              clock=bed.clock)
+    again = bed.restart(wait=False)
     assert not again.ready()
     wait_for(again.ready)
     [record] = list(again.book.records())
@@ -505,15 +509,9 @@ def test_adapters_of_one_provider_share_the_book(bed):
 
 
 def test_last_adapter_withdraws_pending_requests(bed):
-    states = SlotStates()
-    first, second = (MetastaticAdapter(bed.config, bed.services,
-                                       states=states, clock=bed.clock)
-                     for _ in range(2))
-    wait_for(first.ready)
-    bed.adapter = first
+    second = bed.new_adapter()
     bed.create("a").advance()
-    first.stop()
-    first.stop()   # twice: still one user fewer only
+    bed.adapter.stop()
     assert bed.pending_requests()
     second.stop()
     assert bed.pending_requests() == []

@@ -14,17 +14,9 @@ from nodepool.driver.metastatic import config
 
 
 class MetastaticDriver(Driver):
-    """Driver for ``driver: metastatic`` providers.
-
-    The driver (one shared instance) owns the registry through which
-    successive adapters of one provider share their slot bookkeeping.
-    """
+    """Driver for ``driver: metastatic`` providers."""
 
     name = "metastatic"
-
-    def __init__(self):
-        from nodepool.driver.metastatic.slots import SlotStates
-        self.slot_states = SlotStates()
 
     def provider_schema(self):
         return config.PROVIDER
@@ -41,7 +33,6 @@ class MetastaticDriver(Driver):
     def get_provider(self, provider_config, services, interval=1.0):
         from nodepool.driver.metastatic.adapter import MetastaticAdapter
         from nodepool.driver.metastatic.provider import MetastaticProvider
-        adapter = MetastaticAdapter(provider_config, services,
-                                    states=self.slot_states)
+        adapter = MetastaticAdapter(provider_config, services)
         return MetastaticProvider(provider_config, adapter, services,
                                   interval=interval)

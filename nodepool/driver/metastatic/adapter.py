@@ -30,8 +30,7 @@ from typing import Optional
 from nodepool import exceptions
 from nodepool.driver.metastatic.backing import (
     FAILED, READY, BackingNodes)
-from nodepool.driver.metastatic.slots import (
-    BackingRecord, SlotState, SlotStates)
+from nodepool.driver.metastatic.slots import BackingRecord, SlotState
 from nodepool.driver.metastatic.statemachines import (
     MetastaticCreateStateMachine, MetastaticDeleteStateMachine,
     MetastaticInstance)
@@ -47,34 +46,35 @@ class MetastaticAdapter(Adapter):
 
     :param provider_config: the provider's
         :class:`~.config.MetastaticProviderConfig`.
-    :param services: the launcher's services (``zk_client``, ``nodes``,
-        ``requests``); None for one-off users (image listings), which
+    :param services: the launcher's services (``nodes``, ``requests``,
+        ``shared_state``); None for one-off users (image listings), which
         cannot launch.
-    :param states: where the provider's :class:`SlotState` is shared
-        (the driver's registry); by default the adapter has its own.
     :param clock: the wall clock (``launched``, ``last_used``, ages).
     """
 
-    def __init__(self, provider_config, services=None, states=None,
-                 clock=time.time):
+    def __init__(self, provider_config, services=None, clock=time.time):
         super().__init__(provider_config)
         self.owner = OWNER_PREFIX + provider_config.name
         self.log = logging.getLogger(
             "nodepool.driver.metastatic.%s" % provider_config.name)
         self.clock = clock
         self.backing = None
-        self._states = states or SlotStates()
         self._state = SlotState()
-        self._stopped = False
         if services is not None:
             self.backing = BackingNodes(services.nodes, services.requests,
                                         self.owner)
-            self._zk_key = services.zk_client
-            self._state = self._states.acquire(self._zk_key,
-                                               provider_config.name)
+            self._state = services.shared_state(
+                ("metastatic", provider_config.name), SlotState)
+        self._state.join()
+        self._stopped = False
         self._lock = self._state.lock
-        self.book = self._state.book
         self._tasks = TaskThreads(self.log)
+
+    @property
+    def book(self):
+        """The provider's :class:`~.slots.SlotBook` (use under the
+        lock)."""
+        return self._state.book
 
     # Start and stop -----------------------------------------------------
 
@@ -119,12 +119,11 @@ class MetastaticAdapter(Adapter):
         if self.backing is None or self._stopped:
             return
         self._stopped = True
-        if not self._states.release(self._zk_key, self.provider.name,
-                                    self._state):
+        records = self._state.leave()
+        if records is None:
             return
-        with self._lock:
-            pending = {r.request_id for r in self.book.records()
-                       if r.pending and r.request_id}
+        pending = {r.request_id for r in records
+                   if r.pending and r.request_id}
         for request_id in pending:
             try:
                 self.backing.withdraw(request_id)

@@ -17,7 +17,6 @@ The records are not thread-safe: the adapters use them under their
 import dataclasses
 import json
 import threading
-import weakref
 from typing import Iterator, List, Optional, Tuple
 
 #: ``user_data`` keys written on a backing node (the record's survival
@@ -184,9 +183,10 @@ class SlotState:
 
     Reconfiguring a provider starts its new adapter while the old one
     still finishes the launches it began (the old provider drains), so
-    both must see the same slots: they share this object (``lock`` guards
-    ``book`` and ``recovering``; ``recovered`` is set once the book was
-    rebuilt from ZooKeeper).  ``users`` counts the adapters using it.
+    both must see the same slots: they share this object, kept for them
+    by the launcher (``ProviderServices.shared_state``).  ``lock`` guards
+    everything else; ``recovered`` is set once the book was rebuilt from
+    ZooKeeper; ``users`` counts the adapters using it.
     """
 
     def __init__(self):
@@ -196,35 +196,22 @@ class SlotState:
         self.recovering = False
         self.users = 0
 
+    def join(self) -> None:
+        """One adapter more uses the state."""
+        with self.lock:
+            self.users += 1
 
-class SlotStates:
-    """The :class:`SlotState` of each provider, per ZooKeeper client (one
-    launcher has one; two launchers in a test process have two).  An
-    entry lives while an adapter uses it; the next adapter after the last
-    one stopped starts afresh, from ZooKeeper.  Thread-safe."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._states = weakref.WeakKeyDictionary()
-
-    def acquire(self, zk_client, provider_name: str) -> SlotState:
-        with self._lock:
-            states = self._states.setdefault(zk_client, {})
-            state = states.get(provider_name)
-            if state is None:
-                state = states[provider_name] = SlotState()
-            state.users += 1
-            return state
-
-    def release(self, zk_client, provider_name: str,
-                state: SlotState) -> bool:
-        """One user fewer; True when it was the last one (the state is
-        forgotten then)."""
-        with self._lock:
-            state.users -= 1
-            if state.users > 0:
-                return False
-            states = self._states.get(zk_client, {})
-            if states.get(provider_name) is state:
-                del states[provider_name]
-            return True
+    def leave(self) -> Optional[List[BackingRecord]]:
+        """One adapter fewer.  The last one gets the records back and the
+        state starts afresh (the next adapter rebuilds it from ZooKeeper,
+        which is where it lives while no adapter runs); others get None.
+        """
+        with self.lock:
+            self.users -= 1
+            if self.users > 0:
+                return None
+            records = list(self.book.records())
+            self.book = SlotBook()
+            self.recovered.clear()
+            self.recovering = False
+            return records
