@@ -16,6 +16,7 @@ _REGISTRY = {
     "aws": "nodepool.driver.aws:AwsDriver",
     "azure": "nodepool.driver.azure:AzureDriver",
     "static": "nodepool.driver.static:StaticDriver",
+    "metastatic": "nodepool.driver.metastatic:MetastaticDriver",
 }
 
 _instances = {}

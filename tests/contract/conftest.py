@@ -3,8 +3,9 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The one fixture of the driver contract suite: ``driver_bed``.
 
-Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``)
-is a :class:`DriverBed`: a provider named :attr:`DriverBed.provider` with
+Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``,
+``metastatic``) is a :class:`DriverBed`: a provider named
+:attr:`DriverBed.provider` with
 one pool ``main`` serving label ``small``, on the driver's cloud
 stand-in, and the handles the contract tests drive it with.  Adding a
 driver to the suite means writing one more bed here and listing it in
@@ -612,8 +613,64 @@ class StaticBed(DriverBed):
             for n in nodes)
 
 
+class MetastaticBed(DriverBed):
+    """``driver: metastatic``: slots on backing nodes that a ``driver:
+    test`` provider of the same launcher launches; nothing is launched in
+    a cloud by the metastatic provider itself."""
+
+    provider = "meta"
+    missing = {
+        CREATE: "creates slots on backing nodes (their provider's bed "
+                "covers creates)",
+        LISTING: "lists no cloud instances (a slot uses none)",
+        QUOTA: "has no cloud limits (its backing provider has)",
+        LEAKS: "launches nothing that could leak",
+        IMAGES: "has no images",
+    }
+    config = """
+        labels:
+          - name: small
+            min-ready: {min_ready}
+          - name: backing
+        providers:
+          - name: fake
+            driver: test
+            pools:
+              - name: main
+                labels:
+                  - name: backing
+          - name: meta
+            driver: metastatic
+            launch-retries: {retries}
+            pools:
+              - name: main
+                max-servers: {max_servers}
+                labels:
+                  - name: small
+                    backing-label: backing
+                    max-parallel-jobs: 2
+                    grace-time: 0
+        """
+    node_fields = dict(cloud="fake-cloud", region="fake-region", slot=0,
+                       resources={"cores": 0, "instances": 1, "ram": 0})
+
+    def check_node(self, node):
+        backing = {n.id: n for n in read_nodes(self.kazoo)}[
+            node.driver_data["backing_node"]]
+        assert backing.state == NodeState.IN_USE
+        assert node.interface_ip == backing.interface_ip
+
+    def start(self, **params):
+        self.kazoo = self.request.getfixturevalue("zuul").kazoo
+        return super().start(**params)
+
+    def released(self, kazoo, node):
+        # The node goes, and with no slot left in use its backing node.
+        return not read_nodes(kazoo)
+
+
 BEDS = {"test": FakeDriverBed, "aws": AwsBed, "openstack": OpenStackBed,
-        "azure": AzureBed, "static": StaticBed}
+        "azure": AzureBed, "static": StaticBed, "metastatic": MetastaticBed}
 
 
 @pytest.fixture(scope="session")
