@@ -16,6 +16,7 @@ _REGISTRY = {
     "aws": "nodepool.driver.aws:AwsDriver",
     "azure": "nodepool.driver.azure:AzureDriver",
     "static": "nodepool.driver.static:StaticDriver",
+    "kubernetes": "nodepool.driver.kubernetes:KubernetesDriver",
 }
 
 _instances = {}
