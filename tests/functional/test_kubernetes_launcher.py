@@ -273,3 +273,27 @@ def test_leaked_namespace_cleaned_up(start, k8s_fake, zuul, statsd):
              timeout=30)
     assert k8s_fake.namespaces() == ["main-0000008888", "unrelated"]
     statsd.wait_for_metric("nodepool.provider.kubespray.leaked.nodes", "c")
+
+
+def test_pool_quota_pauses_then_serves(start, k8s_fake, zuul):
+    start(max_servers=1)
+    _, first = served_by(zuul, zuul.submit(["pod-fedora"]))
+    second = zuul.submit(["kubernetes-namespace"])
+    # The pool is full: no namespace is even asked for meanwhile.
+    wait_for(lambda: zuul.get_request(second).state
+             == RequestState.PENDING, timeout=30)
+    assert k8s_fake.counts["POST namespaces"] == 1
+    zuul.finish(first)
+    _, nodes = served_by(zuul, second)
+    assert nodes[0].connection_type == "namespace"
+    _release(zuul, k8s_fake, nodes)
+
+
+def test_request_that_never_fits_is_declined(launcher_factory, zuul):
+    launcher_factory(CONFIG.replace(
+        "max-servers: {max_servers}",
+        "max-servers: {max_servers}\n        max-cores: 1"), retries=3,
+        launch_timeout=30)
+    done = zuul.wait_for_request(zuul.submit(["pod-extra"]), timeout=30)
+    assert done.state == RequestState.FAILED
+    assert done.declined_by
