@@ -104,6 +104,7 @@ def label_schemas(type_key, extra_keys=None):
             return spec(data)
         return builder(data)
     validate.container_kind = "a mapping"
+    validate.sections = (builder, spec)
     return validate
 
 
