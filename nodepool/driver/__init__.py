@@ -17,6 +17,8 @@ _REGISTRY = {
     "azure": "nodepool.driver.azure:AzureDriver",
     "static": "nodepool.driver.static:StaticDriver",
     "kubernetes": "nodepool.driver.kubernetes:KubernetesDriver",
+    "openshift": "nodepool.driver.openshift:OpenshiftDriver",
+    "openshiftpods": "nodepool.driver.openshiftpods:OpenshiftPodsDriver",
 }
 
 _instances = {}

@@ -301,6 +301,14 @@ class FakeKubernetes:
                 "metadata": {"name": name, "labels": dict(labels or {})}},
                 "Namespace")
 
+    def add_pod(self, namespace, name, labels=None):
+        """Put a pod (of somebody else's making) into ``namespace``."""
+        with self.lock:
+            self._create("pods", namespace, {
+                "metadata": {"name": name, "labels": dict(labels or {})},
+                "spec": {"containers": [{"name": name, "image": "x"}]}},
+                "Pod")
+
     def namespaces(self):
         """Names of the namespaces that exist (terminating included)."""
         with self.lock:

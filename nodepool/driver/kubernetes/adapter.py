@@ -185,14 +185,21 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.namespace = "%s-%s" % (self.pool.name, self.node_id)
+        self.namespace = self._namespace_name()
         self.labels = resources.object_labels(
             self.label, self.metadata, self.request, self.log)
         self.token = None
         self.ca = None
         self.host_id = None
-        self.cluster = None
         self._init_steps(self._steps())
+
+    def _namespace_name(self) -> str:
+        """The namespace the node's objects go into."""
+        return "%s-%s" % (self.pool.name, self.node_id)
+
+    def _node_external_id(self) -> str:
+        """The node's external id: what deleting the node deletes."""
+        return self.namespace
 
     # What to do -----------------------------------------------------------
 
@@ -227,22 +234,22 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
             steps += self._pod_steps(ns, self.label.name)
         return steps
 
-    def _pod_steps(self, namespace, pod_name, image_pull_secrets=None):
+    def _pod_steps(self, namespace, pod_name, image_pull_secrets=None,
+                   on_submit=None):
         body = resources.pod_body(self.label, pod_name, self.labels,
                                   image_pull_secrets)
         return [
             Step("create-pod", lambda c: c.core.create_namespaced_pod(
-                namespace, body)),
+                namespace, body), on_submit=on_submit),
             Step("wait-for-pod", lambda c: c.core.read_namespaced_pod(
                 pod_name, namespace), done=self._pod_running),
         ]
 
     def _claim_namespace(self) -> None:
         # Recorded before the create: a lost answer leaves no leak.
-        self.external_id = self.namespace
+        self.external_id = self._node_external_id()
 
     def _create_namespace(self, cluster):
-        self.cluster = cluster
         return cluster.core.create_namespace({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": self.namespace, "labels": self.labels}})
@@ -270,8 +277,8 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
         return self._instance()
 
     def _instance(self) -> KubernetesInstance:
-        record = resources.connection(self.cluster, self.namespace,
-                                      self.token, self.ca)
+        record = resources.connection(self.adapter.cluster(),
+                                      self.namespace, self.token, self.ca)
         pod = None
         if self.label.kind == "pod":
             pod = self.label.name
@@ -288,7 +295,8 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
 
 
 class KubernetesDeleteStateMachine(StepRunner, CloudDeleteStateMachine):
-    """Delete a node's namespace and wait until it is gone."""
+    """Delete what a node's external id names (see
+    :meth:`KubernetesAdapter.node_calls`) and wait until it is gone."""
 
     creating = False
 
@@ -297,12 +305,11 @@ class KubernetesDeleteStateMachine(StepRunner, CloudDeleteStateMachine):
         self._init_steps(self._steps())
 
     def _steps(self) -> list:
-        name = self.external_id
+        delete, read = self.adapter.node_calls(self.external_id)
         return [
-            Step("delete-namespace", lambda c: c.core.delete_namespace(
-                name, body=DELETE_OPTIONS)),
-            Step("wait-for-deletion", lambda c: absent(
-                lambda: c.core.read_namespace(name)), done=bool),
+            Step("delete", delete),
+            Step("wait-for-deletion", lambda c: absent(lambda: read(c)),
+                 done=bool),
         ]
 
     def _advance(self):
@@ -377,39 +384,47 @@ class KubernetesAdapter(CloudAdapter):
     def get_delete_state_machine(self, external_id, log):
         return self.delete_state_machine_class(self, external_id, log)
 
-    # Listing, leaks, quota ----------------------------------------------------
+    # Nodes in the cluster ----------------------------------------------------
 
-    def _node_namespaces(self) -> list:
-        """``(name, labels)`` of namespaces named like a node of one of
-        our pools (``<pool>-<integer>``)."""
+    def node_calls(self, external_id):
+        """``(delete, read)``: calls (given the cluster) that delete and
+        read what the node's ``external_id`` names, here its namespace.
+        """
+        return (lambda c: c.core.delete_namespace(
+                    external_id, body=DELETE_OPTIONS),
+                lambda c: c.core.read_namespace(external_id))
+
+    def list_nodes(self, cluster) -> list:
+        """``(external id, metadata labels)`` of everything in the cluster
+        named like a node of our pools (``<pool>-<integer>`` namespaces),
+        whoever made it (blocks)."""
         found = []
-        listed = self.call(lambda c: c.core.list_namespace())
-        for ns in listed.items:
+        for ns in cluster.core.list_namespace().items:
             name = ns.metadata.name
-            for pool in self.provider.pools:
-                prefix, _, suffix = name.rpartition("-")
-                if prefix == pool and suffix.isdigit():
-                    found.append((name, dict(ns.metadata.labels or {})))
-                    break
+            prefix, _, suffix = name.rpartition("-")
+            if prefix in self.provider.pools and suffix.isdigit():
+                found.append((name, dict(ns.metadata.labels or {})))
         return found
 
     def list_instances(self):
         try:
-            namespaces = self._node_namespaces()
+            nodes = self.call(self.list_nodes)
         except exceptions.LaunchError as e:
-            self.log.warning("Cannot list namespaces: %s", e)
+            self.log.warning("Cannot list the cluster's nodes: %s", e)
             return []
         return [KubernetesInstance(name, labels, cloud=self.provider.context)
-                for name, labels in namespaces]
+                for name, labels in nodes]
 
     def list_resources(self):
+        # The leak metric is nodepool.provider.<name>.leaked.nodes, as in
+        # nodepool 11.
         return [Resource(labels, "node", name)
-                for name, labels in self._node_namespaces()]
+                for name, labels in self.call(self.list_nodes)]
 
     def delete_resource(self, resource) -> None:
+        delete, _ = self.node_calls(resource.id)
         try:
-            self.call(lambda c: c.core.delete_namespace(
-                resource.id, body=DELETE_OPTIONS))
+            self.call(delete)
         except exceptions.NotFound:
             pass
 
