@@ -23,5 +23,6 @@ def test_docs_build_without_warnings(tmp_path):
     for page in ("installation", "configuration", "operation", "cli",
                  "webapp", "developer", "drivers/aws", "drivers/static",
                  "drivers/openstack", "drivers/azure",
-                 "drivers/kubernetes"):
+                 "drivers/kubernetes", "drivers/openshift",
+                 "drivers/openshiftpods"):
         assert (tmp_path / "html" / (page + ".html")).exists(), page
