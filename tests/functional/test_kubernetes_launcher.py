@@ -7,12 +7,15 @@ kubernetes.py; the real client over HTTPS through a kubeconfig), a real
 ZooKeeper and a Zuul-like client."""
 
 import base64
+import textwrap
 
 import pytest
 
+from nodepool.cmd import nodepoolcmd
 from nodepool.zk.models import NodeState, RequestState
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import read_nodes, served_by
+from tests.functional.test_cli import table, zk_config
 
 CONFIG = """
 labels:
@@ -297,3 +300,34 @@ def test_request_that_never_fits_is_declined(launcher_factory, zuul):
     done = zuul.wait_for_request(zuul.submit(["pod-extra"]), timeout=30)
     assert done.state == RequestState.FAILED
     assert done.declined_by
+
+
+def test_cli_list_info_delete(start, k8s_fake, zuul, tmp_path, zk_server,
+                              zk_chroot, capsys):
+    start()
+    _, nodes = served_by(zuul, zuul.submit(["kubernetes-namespace"]))
+    node = nodes[0]
+    zuul.return_nodes(nodes, state=NodeState.READY)
+    path = tmp_path / "cli.yaml"
+    path.write_text(zk_config(zk_server, zk_chroot) + textwrap.dedent(
+        CONFIG).format(retries=3, launch_timeout=30, max_servers=10))
+
+    def cli(*args):
+        capsys.readouterr()
+        status = nodepoolcmd.main(["-c", str(path)] + list(args))
+        return status, capsys.readouterr().out
+
+    status, out = cli("list", "--detail")
+    assert status == 0
+    [row] = table(out)[1:]
+    assert row[0] == node.id and row[3] == node.external_id
+    assert "redacted" in row
+    assert node.connection_port["token"] not in out
+    status, out = cli("info", "kubespray")
+    assert status == 0
+    assert table(out, "Nodes:") == [["ID", "Server ID"],
+                                    [node.id, node.external_id]]
+    status, out = cli("delete", "--now", node.id)
+    assert status == 0
+    assert node.external_id not in k8s_fake.namespaces()
+    wait_for(lambda: not read_nodes(zuul.kazoo), timeout=30)
