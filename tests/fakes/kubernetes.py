@@ -15,9 +15,9 @@ codes (401 Unauthorized, 403 Forbidden, 404 NotFound, 409 AlreadyExists,
 What the cluster's controllers do happens at the start of each request
 (:meth:`FakeKubernetes._reconcile`), so a client that polls sees it:
 
-* pods go from ``Pending`` to ``Running`` (and get a ``spec.nodeName``)
-  once ``pod_start_delay`` seconds have passed, unless held
-  (:meth:`hold_pods`);
+* pods go from ``Pending`` to ``Running`` (or :attr:`pod_outcome`) and
+  get a ``spec.nodeName`` once ``pod_start_delay`` seconds have passed,
+  unless held (:meth:`hold_pods`);
 * secrets of type ``kubernetes.io/service-account-token`` get ``token``
   and ``ca.crt`` once ``token_delay`` seconds have passed (the token
   controller); the token then authenticates to the fake;
@@ -218,6 +218,9 @@ class FakeKubernetes:
         self.admin_token = "admin-" + secrets.token_hex(8)
         self.tokens = {self.admin_token}
         self.pod_start_delay = 0.0
+        #: The phase pods reach after ``pod_start_delay`` (``Failed``: the
+        #: container exits at once, an image that cannot run).
+        self.pod_outcome = "Running"
         self.token_delay = 0.0
         self.namespace_finalize_delay = 0.0
         #: Pods allowed in the whole cluster (None: no quota).
@@ -595,7 +598,7 @@ class FakeKubernetes:
                 del self._due[key]
             elif coll == "pods":
                 if not self._held_pods:
-                    obj["status"] = {"phase": "Running",
+                    obj["status"] = {"phase": self.pod_outcome,
                                      "podIP": "10.0.0.%d" % (
                                          next(self._versions) % 250 + 2)}
                     obj["spec"]["nodeName"] = NODE_NAME

@@ -228,6 +228,17 @@ def test_pod_never_running(start, k8s_fake, zuul):
     assert k8s_fake.counts["POST pods"] == 1
 
 
+def test_failed_pod_fails_the_attempt_at_once(start, k8s_fake, zuul):
+    k8s_fake.pod_outcome = "Failed"
+    # A launch timeout the test would notice: the failure comes first.
+    start(retries=2, launch_timeout=300)
+    done = zuul.wait_for_request(zuul.submit(["pod-fedora"]), timeout=30)
+    assert done.state == RequestState.FAILED
+    assert k8s_fake.counts["POST pods"] == 2
+    wait_for(lambda: not read_nodes(zuul.kazoo), timeout=30)
+    wait_for(lambda: k8s_fake.namespaces() == [], timeout=30)
+
+
 def test_api_error_mid_setup_rolls_back(start, k8s_fake, zuul):
     k8s_fake.http_faults.fail("POST rolebindings", 500, {
         "kind": "Status", "code": 500, "message": "etcd unavailable"})

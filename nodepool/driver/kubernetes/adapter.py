@@ -263,7 +263,13 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
         return True
 
     def _pod_running(self, pod) -> bool:
-        if pod.status is None or pod.status.phase != "Running":
+        phase = pod.status.phase if pod.status is not None else None
+        if phase in ("Failed", "Succeeded"):
+            # Will never run again (nodepool 11 waits until its timeout).
+            raise exceptions.LaunchStatusException(
+                "Pod %s in %s ended (%s) before it was ready"
+                % (pod.metadata.name, self.namespace, phase))
+        if phase != "Running":
             return False
         self.host_id = pod.spec.node_name if pod.spec else None
         return True
