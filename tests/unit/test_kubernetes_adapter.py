@@ -10,6 +10,7 @@ import dataclasses
 import logging
 
 import pytest
+import urllib3
 import yaml
 from kubernetes.client.rest import ApiException
 
@@ -163,3 +164,13 @@ def test_empty_kubeconfig_counts_as_none(tmp_path, monkeypatch):
     assert client.kubeconfig_files() == []
     monkeypatch.setenv("KUBECONFIG", "%s:%s" % (empty, good))
     assert client.kubeconfig_files() == [str(good)]
+
+
+def test_calls_time_out(k8s_fake):
+    cluster = client.connect("admin-cluster.local", timeout=(1, 0.2))
+    # The first try and urllib3's three retries all go unanswered.
+    k8s_fake.http_faults.lose_answer("GET namespaces", how="hold", times=4)
+    with pytest.raises(urllib3.exceptions.MaxRetryError):
+        cluster.core.list_namespace()
+    assert client.connect("admin-cluster.local").api_client.timeout == \
+        client.API_TIMEOUT

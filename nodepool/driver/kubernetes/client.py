@@ -22,6 +22,23 @@ from kubernetes import config as k8s_config
 from kubernetes.config import incluster_config
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
+#: (connect, read) seconds of every API call: the client waits forever by
+#: default, which would hold an adapter worker for good on a hung server.
+API_TIMEOUT = (10.0, 60.0)
+
+
+class TimeoutApiClient(k8s.ApiClient):
+    """An API client whose calls time out after ``timeout`` ((connect,
+    read) seconds) unless the call gives its own ``_request_timeout``."""
+
+    def __init__(self, configuration, timeout=API_TIMEOUT):
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def call_api(self, *args, **kwargs):
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = self.timeout
+        return super().call_api(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -87,8 +104,9 @@ def _ca(conf) -> Optional[str]:
 
 
 def connect(context: Optional[str], in_cluster: InClusterPaths = None,
-            log: logging.Logger = None) -> Cluster:
-    """The clients of ``context``.
+            log: logging.Logger = None, timeout=API_TIMEOUT) -> Cluster:
+    """The clients of ``context``; their calls time out after ``timeout``
+    (see :class:`TimeoutApiClient`).
 
     Raises the client library's ``ConfigException`` (an unknown context,
     a kubeconfig it cannot read, no in-cluster service account) or
@@ -109,6 +127,7 @@ def connect(context: Optional[str], in_cluster: InClusterPaths = None,
             token_filename=in_cluster.token, cert_filename=in_cluster.ca,
             environ=os.environ if environ is None else environ)
         loader.load_and_set(conf)
-    return Cluster(api_client=k8s.ApiClient(conf), host=conf.host,
+    return Cluster(api_client=TimeoutApiClient(conf, timeout),
+                   host=conf.host,
                    token=_token(conf), ca=_ca(conf),
                    skiptls=not conf.verify_ssl)
