@@ -121,9 +121,10 @@ def test_pod_node(start, k8s_fake, zuul):
     assert node.attributes == {"key1": "value1"}
     assert node.resources == {"cores": 0, "instances": 1, "ram": 0}
     port = node.connection_port
-    assert set(port) == {"namespace", "host", "skiptls", "token", "user",
-                         "ca_crt", "pod"}
-    assert port["namespace"] == ns and port["pod"] == "pod-fedora"
+    assert set(port) == {"name", "namespace", "host", "skiptls", "token",
+                         "user", "ca_crt", "pod"}
+    assert port["name"] == port["namespace"] == ns
+    assert port["pod"] == "pod-fedora"
     assert port["host"] == k8s_fake.url
     assert port["skiptls"] is False
     assert port["user"] == "zuul-worker"
@@ -342,3 +343,24 @@ def test_cli_list_info_delete(start, k8s_fake, zuul, tmp_path, zk_server,
     assert status == 0
     assert node.external_id not in k8s_fake.namespaces()
     wait_for(lambda: not read_nodes(zuul.kazoo), timeout=30)
+
+
+def test_tenant_limit_on_label_resources(launcher_factory, k8s_fake, zuul):
+    launcher_factory(CONFIG + """
+tenant-resource-limits:
+  - tenant-name: tenant-1
+    max-cores: 2
+    gpu-vendor.example/example-gpu: 1
+""", retries=3, launch_timeout=30)
+    _, first = served_by(zuul, zuul.submit(["pod-extra"],
+                                           tenant_name="tenant-1"))
+    second = zuul.submit(["pod-extra"], tenant_name="tenant-1")
+    other = zuul.submit(["pod-extra"], tenant_name="tenant-2")
+    # Another tenant is served; this one's next request waits.
+    _, others = served_by(zuul, other)
+    assert zuul.get_request(second).state == RequestState.REQUESTED
+    assert k8s_fake.counts["POST pods"] == 2
+    zuul.finish(first)
+    _, nodes = served_by(zuul, second)
+    zuul.finish(others)
+    _release(zuul, k8s_fake, nodes)

@@ -285,14 +285,13 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
     def _instance(self) -> KubernetesInstance:
         record = resources.connection(self.adapter.cluster(),
                                       self.namespace, self.token, self.ca)
+        # Only the Kubernetes driver's records name the namespace twice.
+        record["name"] = self.namespace
         pod = None
+        kind = "namespace"
         if self.label.kind == "pod":
-            pod = self.label.name
-            record["pod"] = pod
+            pod = record["pod"] = self.label.name
             kind = "kubectl"
-        else:
-            record["name"] = self.namespace
-            kind = "namespace"
         return KubernetesInstance(
             self.namespace, self.labels,
             quota=resources.label_quota(self.label), label=self.label,
