@@ -364,3 +364,16 @@ tenant-resource-limits:
     _, nodes = served_by(zuul, second)
     zuul.finish(others)
     _release(zuul, k8s_fake, nodes)
+
+
+def test_record_outlives_terminating_namespace(start, k8s_fake, zuul):
+    k8s_fake.namespace_finalize_delay = 1.5
+    start()
+    _, nodes = served_by(zuul, zuul.submit(["kubernetes-namespace"]))
+    ns = nodes[0].external_id
+    zuul.finish(nodes)
+    wait_for(lambda: k8s_fake.counts["DELETE namespaces"] == 1, timeout=30)
+    wait_for(lambda: not read_nodes(zuul.kazoo), timeout=30)
+    # The record went only once the namespace was gone for good.
+    assert ns not in k8s_fake.namespaces()
+    assert k8s_fake.counts["GET namespaces"] >= 2
