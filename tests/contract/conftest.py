@@ -4,7 +4,7 @@
 """The one fixture of the driver contract suite: ``driver_bed``.
 
 Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``,
-``metastatic``) is a :class:`DriverBed`: a provider named
+``metastatic``, ``kubernetes``) is a :class:`DriverBed`: a provider named
 :attr:`DriverBed.provider` with
 one pool ``main`` serving label ``small``, on the driver's cloud
 stand-in, and the handles the contract tests drive it with.  Adding a
@@ -669,8 +669,80 @@ class MetastaticBed(DriverBed):
         return not read_nodes(kazoo)
 
 
+class KubernetesBed(DriverBed):
+    """``driver: kubernetes``: the loopback fake API server, through the
+    real client and a kubeconfig; a node is a pod in its own namespace
+    (the namespace is the instance)."""
+
+    provider = "kubespray"
+    capabilities = frozenset({CREATE, LISTING, LEAKS})
+    missing = {
+        QUOTA: "reads no cluster limits (the pools' max-* keys limit it; "
+               "a ResourceQuota refusal aborts the launch)",
+        IMAGES: "runs container images it does not upload",
+    }
+    config = """
+        labels:
+          - name: small
+            min-ready: {min_ready}
+        providers:
+          - name: kubespray
+            driver: kubernetes
+            context: admin-cluster.local
+            launch-retries: {retries}
+            pools:
+              - name: main
+                max-servers: {max_servers}
+                labels:
+                  - name: small
+                    type: pod
+                    image: docker.io/fedora:28
+        """
+    node_fields = dict(cloud="admin-cluster.local", connection_type="kubectl",
+                       interface_ip="small", host_id="fake-node-1",
+                       resources={"cores": 0, "instances": 1, "ram": 0})
+
+    def __init__(self, request, tmp_path):
+        super().__init__(request, tmp_path)
+        self.fake = request.getfixturevalue("k8s_fake")
+
+    def check_node(self, node):
+        assert node.external_id == "main-" + node.id
+        assert node.connection_port["pod"] == "small"
+        assert node.connection_port["namespace"] == node.external_id
+        pod = self.fake.get("pods", node.external_id, "small")
+        assert pod["status"]["phase"] == "Running"
+
+    def instances(self):
+        found = {}
+        for name in self.fake.namespaces():
+            ns = self.fake.get("namespaces", "", name)
+            if ns is not None and ns["status"]["phase"] != "Terminating":
+                found[name] = ns["metadata"].get("labels", {}).get(
+                    "nodepool_node_id")
+        return found
+
+    def create_calls(self):
+        return self.fake.counts["POST namespaces"]
+
+    def fail_creates(self, count=1):
+        self.fake.http_faults.fail("POST namespaces", 500, {
+            "kind": "Status", "code": 500, "message": "injected"},
+            times=count)
+
+    def plant_instances(self):
+        leaked, other = "main-" + LEAKED_NODE_ID, "main-0000000001"
+        self.fake.add_namespace(leaked, {
+            "nodepool_provider_name": self.provider,
+            "nodepool_node_id": LEAKED_NODE_ID})
+        self.fake.add_namespace(other, {
+            "nodepool_provider_name": "other", "nodepool_node_id": "1"})
+        return leaked, other
+
+
 BEDS = {"test": FakeDriverBed, "aws": AwsBed, "openstack": OpenStackBed,
-        "azure": AzureBed, "static": StaticBed, "metastatic": MetastaticBed}
+        "azure": AzureBed, "static": StaticBed, "metastatic": MetastaticBed,
+        "kubernetes": KubernetesBed}
 
 
 @pytest.fixture(scope="session")
