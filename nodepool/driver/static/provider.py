@@ -105,7 +105,8 @@ class StaticProvider(StateMachineProvider):
                  sync_interval: Optional[float] = None):
         super().__init__(config, adapter, services, interval=interval)
         self.registrar = Registrar(
-            self, poll=min(interval, 0.1),
+            config, services, self.wake_pool_workers,
+            poll=min(interval, 0.1),
             retry_interval=(retry_interval if retry_interval is not None
                             else RETRY_FACTOR * interval),
             sync_interval=(sync_interval if sync_interval is not None

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from typing import Optional
+from typing import Callable, Optional
 
 from kazoo.exceptions import KazooException
 
@@ -127,31 +127,34 @@ class _Host:
 class Registrar(ServiceThread):
     """The thread registering the nodes of one static provider.
 
-    :param provider: the :class:`StaticProvider`; its ``config``,
-        ``services`` (``nodes``, ``node_cache``, ``scanner``) and
-        ``wake_pool_workers()`` are used.
+    :param config: the provider's config (its name, and its pools'
+        hosts).
+    :param services: the launcher's services; ``nodes``, ``node_cache``,
+        ``scanner`` and ``shared_state`` are used.
+    :param registered: called (without arguments, never blocking) after
+        new nodes were registered, so that the pool workers look at once.
     :param poll: how often finished scans are collected while any runs.
     :param retry_interval: delay before a failed host is checked again.
     :param sync_interval: period of the full reconciliation (every host
         checked, unknown records deregistered).
     """
 
-    def __init__(self, provider, poll: float, retry_interval: float,
-                 sync_interval: float):
+    def __init__(self, config, services, registered: Callable[[], None],
+                 poll: float, retry_interval: float, sync_interval: float):
         super().__init__(
-            "StaticRegistrar.%s" % provider.name, poll, logging.getLogger(
-                "nodepool.driver.static.Registrar.%s" % provider.name))
-        self.provider = provider
-        self.provider_name = provider.name
-        self.nodes = provider.services.nodes
-        self.cache = provider.services.node_cache
-        self.scanner = provider.services.scanner
-        self.book = shared_book(provider.services, provider.name)
+            "StaticRegistrar.%s" % config.name, poll, logging.getLogger(
+                "nodepool.driver.static.Registrar.%s" % config.name))
+        self.provider_name = config.name
+        self.registered = registered
+        self.nodes = services.nodes
+        self.cache = services.node_cache
+        self.scanner = services.scanner
+        self.book = shared_book(services, config.name)
         self.poll = poll
         self.retry_interval = retry_interval
         self.sync_interval = sync_interval
         self.hosts: dict = {}
-        for pool in provider.config.pools.values():
+        for pool in config.pools.values():
             for host in pool.nodes:
                 if host.identity in self.hosts:
                     self.log.warning(
@@ -349,7 +352,7 @@ class Registrar(ServiceThread):
                 elif self._differs(node, wanted):
                     self._update(node, wanted)
         if registered:
-            self.provider.wake_pool_workers()
+            self.registered()
 
     def _withdraw(self, host: _Host) -> None:
         with self.book.lock:
