@@ -306,3 +306,75 @@ def summarize(shorts: Iterable[str]) -> Optional[str]:
 def describe_limits(limits: List[str]) -> str:
     """``max-servers, cloud quota (cores)``; ``quota`` when unknown."""
     return ", ".join(limits) if limits else "quota"
+
+
+class RequestTrace:
+    """What one request handler tells the journal about its request.
+
+    Owned by the handler (the pool worker's thread and its start
+    threads, one at a time).  :meth:`observe` reads the slots' node
+    objects, which the provider's create runner writes, and a launch's
+    ``attempts`` and ``scan``: attribute reads, for display only.
+
+    :param pool: the pool's name in the journal, ``provider/pool``.
+    """
+
+    def __init__(self, journal: RequestJournal, request_id: str, pool: str):
+        self.journal = journal
+        self.request_id = request_id
+        self.pool = pool
+        self.pause_reason: Optional[str] = None  # which limit, while paused
+        self._states: Dict[str, object] = {}  # node id -> state noted
+
+    def reason(self, code: str, text: str = "") -> None:
+        self.journal.set_reason(self.request_id, self.pool, code, text)
+
+    def note(self, text: str) -> None:
+        self.journal.note(self.request_id, text, self.pool)
+
+    def paused(self, quota, pool, label_name: str, log) -> None:
+        """The handler paused for want of room for a node of the label:
+        say which limits are reached (worked out once per pause, not on
+        every retry)."""
+        try:
+            limits = quota.exhausted_limits(label_name, pool)
+        except Exception:
+            log.debug("Could not tell which limit is reached",
+                      exc_info=True)
+            limits = []
+        self.pause_reason = "%s (no room for %s)" % (
+            describe_limits(limits), label_name)
+        self.reason(PAUSED_QUOTA, self.pause_reason)
+
+    def unpaused(self) -> None:
+        if self.pause_reason is not None:
+            self.note("unpaused: room for every node")
+        self.pause_reason = None
+
+    def reused(self, node) -> None:
+        self._states[node.id] = node.state
+        self.note("node %s: reused (%s)" % (node.id, node.state))
+
+    def observe(self, slots, launchers, paused: bool) -> None:
+        """Note node state changes and say what the request waits for."""
+        launching, waiting = [], []
+        for index, node in enumerate(slots):
+            if node is None:
+                continue
+            if self._states.get(node.id) != node.state:
+                self._states[node.id] = node.state
+                self.note("node %s: %s" % (node.id, node.state))
+            launcher = launchers.get(index)
+            if launcher is None or launcher.complete:
+                continue
+            if launcher.scan is not None:
+                waiting.append("node %s: host-key scan" % node.id)
+            else:
+                launching.append("node %s attempt %d (%s)" % (
+                    node.id, max(1, launcher.attempts), node.state))
+        if paused:
+            return
+        if launching:
+            self.reason(LAUNCHING, "; ".join(launching + waiting))
+        elif waiting:
+            self.reason(WAITING_NODE, "; ".join(waiting))
