@@ -58,7 +58,7 @@ class PoolWorker(ServiceThread):
         self._context = PoolContext(services, provider, pool,
                                     self.launcher_id,
                                     self.registered_pool_ids, self.journal)
-        self._publisher = why.WaitingPublisher()
+        self.publisher = why.WaitingPublisher()
         self.handlers: list[RequestHandler] = []
         self.component = PoolComponent(self.services.zk_client)
         self._draining = False
@@ -162,12 +162,12 @@ class PoolWorker(ServiceThread):
         """The pool's waiting requests for its component record, when
         they changed and were not written in the last few seconds (see
         :class:`~nodepool.launcher.why.WaitingPublisher`); else None."""
-        if not self._publisher.due():
+        if not self.publisher.due():
             return None
         active = {r.id for r in self.services.request_cache.values()
                   if r.state in (RequestState.REQUESTED,
                                  RequestState.PENDING)}
-        return self._publisher.offer(
+        return self.publisher.offer(
             self.journal.waiting(self._context.pool_key, active))
 
     def _decline_paused(self) -> None:
