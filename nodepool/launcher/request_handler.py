@@ -184,11 +184,11 @@ class RequestHandler(RequestRecovery):
             return True
 
     def _poll(self) -> bool:
+        self.trace.observe(self.slots, self.launchers, self.paused)
         if self.paused:
             self._assign()
             if self.paused:
                 return False
-        self.trace.observe(self.slots, self.launchers, self.paused)
         if any(not launcher.complete
                for launcher in self.launchers.values()):
             return False

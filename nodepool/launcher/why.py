@@ -373,6 +373,9 @@ class RequestTrace:
                 launching.append("node %s attempt %d (%s)" % (
                     node.id, max(1, launcher.attempts), node.state))
         if paused:
+            if self.pause_reason is not None:
+                # Unchanged, but it keeps the request from ageing out.
+                self.reason(PAUSED_QUOTA, self.pause_reason)
             return
         if launching:
             self.reason(LAUNCHING, "; ".join(launching + waiting))

@@ -5,6 +5,7 @@
 clock: reasons, timelines, and the count, age and timeline bounds."""
 
 import threading
+import types
 
 from nodepool.launcher import why
 
@@ -165,3 +166,71 @@ def test_many_threads_stay_within_bounds():
         described = j.describe("r-0-%d" % i)
         if described is not None:
             assert len(described["timeline"]) <= 10
+
+
+class FakeQuota:
+    def __init__(self, limits=None, error=None):
+        self.limits = limits or []
+        self.error = error
+
+    def exhausted_limits(self, label_name, pool):
+        if self.error:
+            raise self.error
+        return self.limits
+
+
+class FakeLog:
+    def debug(self, *args, **kwargs):
+        pass
+
+
+def launch(attempts=1, scan=None, complete=False):
+    return types.SimpleNamespace(attempts=attempts, scan=scan,
+                                 complete=complete)
+
+
+def test_trace_follows_a_request_through_its_handler():
+    j, clock = journal(max_age=100)
+    trace = why.RequestTrace(j, "100-1", "p/a")
+    node = types.SimpleNamespace(id="0007", state="building")
+    slots, launchers = [node, None], {0: launch()}
+    trace.observe(slots, launchers, paused=False)
+    assert j.reason("100-1")["detail"] == "node 0007 attempt 1 (building)"
+    launchers[0].attempts = 2
+    trace.observe(slots, launchers, paused=False)
+    assert j.reason("100-1")["detail"] == "node 0007 attempt 2 (building)"
+    trace.paused(FakeQuota(["max-servers", "cloud quota (cores)"]), None,
+                 "small", FakeLog())
+    assert j.reason("100-1")["detail"] == \
+        "max-servers, cloud quota (cores) (no room for small)"
+    # While paused, every pass keeps the request from ageing out.
+    for _ in range(3):
+        clock.advance(60)
+        trace.observe(slots, launchers, paused=True)
+    assert j.reason("100-1")["reason"] == why.PAUSED_QUOTA
+    trace.unpaused()
+    launchers[0].scan = object()
+    trace.observe(slots, launchers, paused=False)
+    assert j.reason("100-1") == {
+        "reason": why.WAITING_NODE, "detail": "node 0007: host-key scan",
+        "pool": "p/a", "since": clock.now}
+    node.state = "ready"
+    launchers[0].complete = True
+    trace.observe(slots, launchers, paused=False)
+    events = [e["event"] for e in j.describe("100-1")["timeline"]]
+    assert events == [
+        "node 0007: building",
+        "launching: node 0007 attempt 1 (building)",
+        "launching: node 0007 attempt 2 (building)",
+        "paused-quota: max-servers, cloud quota (cores) (no room for small)",
+        "unpaused: room for every node",
+        "waiting-node: node 0007: host-key scan",
+        "node 0007: ready"]
+
+
+def test_trace_pause_without_known_limit():
+    j, clock = journal()
+    trace = why.RequestTrace(j, "100-1", "p/a")
+    trace.paused(FakeQuota(error=RuntimeError("cloud down")), None, "big",
+                 FakeLog())
+    assert j.reason("100-1")["detail"] == "quota (no room for big)"
