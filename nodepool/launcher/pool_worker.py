@@ -317,8 +317,9 @@ class PoolWorker(ServiceThread):
             # the config's default.
             if not p.paused and \
                     schema.pool_priority(p.priority, None) < my_priority:
+                # (A ComponentInfo's ``name`` is its znode's.)
                 return why.YIELDED, "pool %s/%s has a higher priority" % (
-                    p.provider_name, p.name)
+                    p.provider_name, p.to_dict().get("name"))
         if not wanted <= labels and candidates:
             return why.LABEL_NOT_SERVED, "%s not in this pool; left to " \
                 "%d other pool(s)" % (sorted(wanted - labels),

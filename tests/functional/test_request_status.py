@@ -209,3 +209,26 @@ def test_waiting_field_written_only_when_changed(launcher_factory, zuul):
     zuul.finish(zuul.accept_nodes(zuul.wait_for_request(waiting)))
     # Nothing waits any more: the field goes again.
     wait_for(lambda: "waiting" not in record()[0], timeout=30)
+
+
+def test_pools_say_why_they_leave_a_request(launcher_factory, zuul):
+    from tests.functional.test_launcher_providers import two_providers
+    # "second" has the better priority (50) but no "large".
+    launcher = two_providers(launcher_factory)
+    first = launcher.pool_workers[("first", "main")]
+    second = launcher.pool_workers[("second", "main")]
+    pools = launcher.services.registry.pools()
+    small = zuul.submit(["small"])
+    large = zuul.submit(["large"])
+    hinted = zuul.submit(["small"], provider="first")
+    assert first._skip_reason(small, set(first.pool.labels), pools) == (
+        "yielded", "pool second/main has a higher priority")
+    labels = set(second.pool.labels)
+    assert second._skip_reason(small, labels, pools) is None
+    assert second._skip_reason(large, labels, pools) == (
+        "label-not-served", "['large'] not in this pool; left to 1 other "
+        "pool(s)")
+    assert second._skip_reason(hinted, labels, pools) == (
+        "yielded", "it asks for provider first")
+    for request in (small, large, hinted):
+        zuul.finish(zuul.accept_nodes(zuul.wait_for_request(request)))
