@@ -21,7 +21,10 @@ Listings:
 =============================================  ===============================
 :func:`node_list` ``(nodes, node_id=None)``    ``nodepool list --detail``,
                                                ``GET /node-list``
-:func:`request_list` ``(requests)``            ``request-list``
+:func:`request_list` ``(requests, reasons)``   ``request-list``
+                                               (``--detail``)
+:func:`pending_request_status`,                ``GET /request-status``
+:func:`request_status`                         (``/<request id>``)
 :func:`image_list` ``(uploads)``               ``image-list``
 :func:`dib_image_list` ``(builds, paused)``    ``dib-image-list``
 :func:`image_status` ``(statuses)``            ``image-status``
@@ -60,8 +63,8 @@ columns of ``nodepool list`` without ``--detail``.
 
 import dataclasses
 import time
-from typing import (Any, Collection, Dict, Iterable, List, NamedTuple,
-                    Optional, Sequence, Tuple)
+from typing import (Any, Collection, Dict, Iterable, List, Mapping,
+                    NamedTuple, Optional, Sequence, Tuple)
 
 import prettytable
 
@@ -193,8 +196,15 @@ REQUEST_COLUMNS = [
 ]
 
 
-def request_list(requests: Iterable) -> Listing:
-    """One row per node request."""
+#: ``request-list --detail``: the columns above and why a request waits.
+REQUEST_DETAIL_COLUMNS = REQUEST_COLUMNS + [Column("reason", "Reason")]
+
+
+def request_list(requests: Iterable,
+                 reasons: Optional[Dict[str, str]] = None) -> Listing:
+    """One row per node request; with ``reasons`` (see
+    :func:`request_reasons`) a ``reason`` column too."""
+    requests = list(requests)
     rows = [{
         "id": request.id,
         "relative_priority": request.relative_priority,
@@ -205,7 +215,91 @@ def request_list(requests: Iterable) -> Listing:
         "declined_by": list(request.declined_by or []),
         "event_id": request.event_id,
     } for request in requests]
-    return list(REQUEST_COLUMNS), rows
+    if reasons is None:
+        return list(REQUEST_COLUMNS), rows
+    for row in rows:
+        row["reason"] = reasons.get(row["id"], "")
+    return list(REQUEST_DETAIL_COLUMNS), rows
+
+
+def request_reasons(requests: Iterable, pools: Iterable) -> Dict[str, str]:
+    """Why each requested or pending request waits, from the ``waiting``
+    fields of the pool component records (objects with ``to_dict()``,
+    e.g. :class:`~nodepool.zk.components.ComponentInfo`): the reason of the pool that got
+    furthest with it, naming the pool.  A requested request no pool
+    mentions while no registered pool serves all its labels is
+    ``label-not-served``; other requests are left out."""
+    from nodepool.launcher import why
+    # The records' content: a ComponentInfo's ``name`` is its znode's.
+    records = [pool.to_dict() for pool in pools]
+    said: Dict[str, List[str]] = {}
+    for record in records:
+        waiting = record.get("waiting")
+        if not isinstance(waiting, Mapping):
+            continue  # display only: a malformed field is skipped
+        for request_id, text in waiting.items():
+            if isinstance(text, str):
+                said.setdefault(request_id, []).append("%s (pool %s/%s)" % (
+                    text, record.get("provider_name"), record.get("name")))
+    served = [set(r.get("supported_labels") or ()) for r in records]
+    result = {}
+    for request in requests:
+        state = _wire(request.state)
+        if state not in _WAITING_STATES:
+            continue
+        best = why.summarize(said.get(request.id, ()))
+        wanted = set(request.node_types or ())
+        if best is None and state == "requested" and \
+                not any(wanted <= labels for labels in served):
+            best = "%s: no registered pool serves %s" % (
+                why.LABEL_NOT_SERVED, ", ".join(sorted(wanted)))
+        if best is not None:
+            result[request.id] = best
+    return result
+
+
+# -- why requests wait ---------------------------------------------------------
+
+_NO_REASON = {"reason": None, "detail": None, "pool": None, "since": None}
+_WAITING_STATES = ("requested", "pending")
+
+
+def _request_fields(request) -> Row:
+    return {"id": request.id, "state": _wire(request.state),
+            "node_types": list(request.node_types or []),
+            "declined_by": list(request.declined_by or [])}
+
+
+def pending_request_status(requests: Iterable, journal) -> List[Row]:
+    """``GET /request-status``: every requested or pending request, by id,
+    with the reason the launcher's journal
+    (:class:`~nodepool.launcher.why.RequestJournal`) gives; all None when
+    no pool of the launcher looked at it yet."""
+    rows = []
+    for request in sorted(requests, key=lambda r: r.id):
+        if _wire(request.state) not in _WAITING_STATES:
+            continue
+        row = _request_fields(request)
+        row.update(journal.reason(request.id) or _NO_REASON)
+        rows.append(row)
+    return rows
+
+
+def request_status(request_id: str, request, journal) -> Optional[Row]:
+    """``GET /request-status/<id>``: the record's fields (``request`` is
+    None once the record is gone), every pool's reason and the timeline;
+    None if neither the record nor the journal knows the request."""
+    described = journal.describe(request_id)
+    if request is None and described is None:
+        return None
+    result = {"id": request_id, "state": None, "node_types": None,
+              "declined_by": None}
+    if request is not None:
+        result.update(_request_fields(request))
+    result.update(described or dict(_NO_REASON, pools={}, timeline=[],
+                                    dropped_events=0, first_seen=None,
+                                    last_seen=None))
+    return result
 
 
 # -- images -------------------------------------------------------------------

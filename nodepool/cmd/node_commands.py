@@ -30,7 +30,17 @@ def cmd_list(ctx) -> int:
 
 
 def cmd_request_list(ctx) -> int:
-    print_table(status.request_list(ctx.requests.iter_requests(cached=False)))
+    requests = list(ctx.requests.iter_requests(cached=False))
+    reasons = None
+    if ctx.args.detail:
+        # The launchers say why requests wait in their pool records.
+        from nodepool.zk.components import ComponentRegistry
+        registry = ComponentRegistry(ctx.zk_client)
+        try:
+            reasons = status.request_reasons(requests, registry.pools())
+        finally:
+            registry.stop()
+    print_table(status.request_list(requests, reasons))
     return 0
 
 

@@ -97,7 +97,10 @@ def build_parser():
     add("dib-image-list", cmd_dib_image_list, "list image builds")
     add("image-status", cmd_image_status,
         "show pause flags and build requests of images")
-    add("request-list", cmd_request_list, "list node requests")
+    cmd = add("request-list", cmd_request_list, "list node requests")
+    cmd.add_argument("--detail", action="store_true",
+                     help="add why each waiting request waits (from the "
+                     "launchers' pool records)")
 
     cmd = add("image-build", cmd_image_build, "request a diskimage build")
     cmd.add_argument("image", help="diskimage name")

@@ -124,6 +124,11 @@ class QuotaInformation:
         """Whether every listed amount is >= 0 (NaN counts as negative)."""
         return all(value >= 0 for value in self._values.values())
 
+    def exceeded(self) -> list:
+        """The names whose amount is below 0 (or NaN), in order."""
+        return [name for name, value in self._values.items()
+                if not value >= 0]
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuotaInformation):
             return NotImplemented
@@ -154,6 +159,16 @@ def pool_limits(pool: object) -> QuotaInformation:
             limits._values[name] = value
     limits._update(getattr(pool, "max_resources", None) or {})
     return limits
+
+
+def limit_name(quota_name: str) -> str:
+    """The pool setting behind a quota name of :func:`pool_limits`
+    (``instances`` -> ``max-servers``); names of ``max-resources`` are
+    shown as they are."""
+    for attr, name in _POOL_LIMIT_NAMES:
+        if name == quota_name:
+            return attr.replace("_", "-")
+    return quota_name
 
 
 def tenant_usage(nodes: Iterable, tenant_name: str) -> QuotaInformation:

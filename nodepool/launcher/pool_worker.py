@@ -7,10 +7,12 @@ import concurrent.futures
 import logging
 import socket
 import uuid
+from typing import Optional
 
 from nodepool import exceptions
 from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
+from nodepool.launcher import why
 from nodepool.launcher.bad_records import MalformedRequestFailer
 from nodepool.launcher.request_handler import PoolContext, RequestHandler
 from nodepool.service import ServiceThread, shutdown_executor
@@ -33,10 +35,14 @@ class PoolWorker(ServiceThread):
     :param services: the launcher's ZooKeeper stores, caches and registry.
     :param provider: the running provider whose pool this is.
     :param pool: the pool's config.
+    :param journal: the launcher's
+        :class:`~nodepool.launcher.why.RequestJournal`, where the worker
+        and its handlers say why requests wait (default: one of its own).
     """
 
     def __init__(self, view, services, provider, pool,
-                 interval: float = 1.0):
+                 interval: float = 1.0,
+                 journal: Optional[why.RequestJournal] = None):
         name = "PoolWorker.%s-%s" % (provider.name, pool.name)
         super().__init__(name, interval, logging.getLogger(
             "nodepool.%s" % name))
@@ -47,9 +53,12 @@ class PoolWorker(ServiceThread):
         self.launcher_id = "%s-%s-%s" % (socket.getfqdn(), self.name,
                                          uuid.uuid4().hex)
         self._malformed = MalformedRequestFailer(self.services, self.launcher_id)
+        self.journal = journal if journal is not None \
+            else why.RequestJournal()
         self._context = PoolContext(services, provider, pool,
                                     self.launcher_id,
-                                    self.registered_pool_ids)
+                                    self.registered_pool_ids, self.journal)
+        self.publisher = why.WaitingPublisher()
         self.handlers: list[RequestHandler] = []
         self.component = PoolComponent(self.services.zk_client)
         self._draining = False
@@ -138,6 +147,9 @@ class PoolWorker(ServiceThread):
             supported_labels=sorted(self.pool.labels),
             priority=self.pool.priority, paused=self.paused,
             state="running")
+        waiting = self._waiting()
+        if waiting is not None:
+            attrs["waiting"] = waiting
         # Filled in before the first write: readers (other launchers'
         # pool checks, Zuul, the web app) never see a half-empty record.
         current = self.component.to_dict()
@@ -145,6 +157,18 @@ class PoolWorker(ServiceThread):
             self.component.update(**attrs)
         if not self.component.registered:
             self.component.register()
+
+    def _waiting(self) -> Optional[dict]:
+        """The pool's waiting requests for its component record, when
+        they changed and were not written in the last few seconds (see
+        :class:`~nodepool.launcher.why.WaitingPublisher`); else None."""
+        if not self.publisher.due():
+            return None
+        active = {r.id for r in self.services.request_cache.values()
+                  if r.state in (RequestState.REQUESTED,
+                                 RequestState.PENDING)}
+        return self.publisher.offer(
+            self.journal.waiting(self._context.pool_key, active))
 
     def _decline_paused(self) -> None:
         """Draining after a reconfiguration: a paused handler would wait
@@ -208,12 +232,15 @@ class PoolWorker(ServiceThread):
                 continue
             if request.id in handled:
                 continue
-            if not self._should_take(request, labels, pools):
+            skip = self._skip_reason(request, labels, pools)
+            if skip is not None:
+                self._why(request, *skip)
                 continue
             # A paused pool takes no new work but still turns down what
             # it can never serve, so such requests fail promptly.
             paused = self.paused
             if paused and not self._decline_reason(request):
+                self._why(request, why.PAUSED_QUOTA, self._pause_text())
                 continue
             guard = self.services.zk_client.guard()
             try:
@@ -227,8 +254,10 @@ class PoolWorker(ServiceThread):
             handler = RequestHandler(self._context, request, guard)
             reason = self._decline_reason(request)
             if reason:
+                code = why.DECLINED if set(request.node_types) <= labels \
+                    else why.LABEL_NOT_SERVED
                 try:
-                    handler.decline(reason)
+                    handler.decline(reason, code)
                 except CONNECTION_ERRORS:
                     self.handlers.append(handler)  # poll() finishes it
                 continue
@@ -236,6 +265,8 @@ class PoolWorker(ServiceThread):
                 # Paused, or max-concurrency reached meanwhile (another
                 # pool of the provider took a request).
                 self.services.requests.unlock_request(request)
+                self._why(request, *((why.PAUSED_QUOTA, self._pause_text())
+                                     if paused else self._concurrency()))
                 continue
             handler.counted = True
             self.handlers.append(handler)
@@ -261,8 +292,11 @@ class PoolWorker(ServiceThread):
         finally:
             self.wake()
 
-    def _should_take(self, request, labels, pools) -> bool:
-        """Apply the yielding rules: who else could serve this better."""
+    def _skip_reason(self, request, labels, pools) -> Optional[tuple]:
+        """Apply the yielding rules (who else could serve this better)
+        and the limits that make the pool wait: why the pool leaves the
+        request alone for now, as the journal's ``(code, text)``; None to
+        take it (or decline it)."""
         wanted = set(request.node_types)
         candidates = [
             p for p in pools
@@ -271,7 +305,8 @@ class PoolWorker(ServiceThread):
             and wanted <= set(p.supported_labels or ())]
         if request.provider and request.provider != self.provider.name:
             if any(p.provider_name == request.provider for p in candidates):
-                return False
+                return why.YIELDED, "it asks for provider %s" % (
+                    request.provider)
         my_priority = self.pool.priority
         for p in candidates:
             if request.provider == self.provider.name and \
@@ -282,17 +317,42 @@ class PoolWorker(ServiceThread):
             # the config's default.
             if not p.paused and \
                     schema.pool_priority(p.priority, None) < my_priority:
-                return False
+                # (A ComponentInfo's ``name`` is its znode's.)
+                return why.YIELDED, "pool %s/%s has a higher priority" % (
+                    p.provider_name, p.to_dict().get("name"))
         if not wanted <= labels and candidates:
-            return False
-        if wanted <= labels and not all(
-                self.provider.label_available(label) for label in wanted):
-            return False  # e.g. every static host of a label is busy
-        if wanted <= labels and not self._tenant_allows(request):
-            return False
+            return why.LABEL_NOT_SERVED, "%s not in this pool; left to " \
+                "%d other pool(s)" % (sorted(wanted - labels),
+                                      len(candidates))
+        if wanted <= labels:
+            busy = sorted(label for label in wanted
+                          if not self.provider.label_available(label))
+            if busy:  # e.g. every static host of a label is busy
+                return why.WAITING_NODE, "no free node of %s" % (
+                    ", ".join(busy))
+            excess = self._tenant_excess(request)
+            if excess:
+                return why.TENANT_LIMIT, "tenant %s: %s" % (
+                    request.tenant_name, ", ".join(excess))
         if self._at_max_concurrency():
-            return False
-        return True
+            return self._concurrency()
+        return None
+
+    def _why(self, request, code: str, text: str) -> None:
+        self.journal.set_reason(request.id, self._context.pool_key, code,
+                                text)
+
+    def _pause_text(self) -> str:
+        """Why the pool is paused: the limit its paused handler met."""
+        for handler in self.handlers:
+            if handler.paused and handler.trace.pause_reason:
+                return "%s, serving %s" % (handler.trace.pause_reason,
+                                           handler.request.id)
+        return "quota"
+
+    def _concurrency(self) -> tuple:
+        return why.MAX_CONCURRENCY, "provider %s handles %d requests" % (
+            self.provider.name, self.provider.quota.requests_handled)
 
     def _at_max_concurrency(self) -> bool:
         """Whether the provider's pools together handle ``max-concurrency``
@@ -307,19 +367,20 @@ class PoolWorker(ServiceThread):
         self._limited = at_limit
         return at_limit
 
-    def _tenant_allows(self, request) -> bool:
-        """Whether the request fits in its tenant's resource limits."""
+    def _tenant_excess(self, request) -> list:
+        """The tenant resource limits (``cores``...) the request would
+        exceed; empty when it fits."""
         limits = self.view.config.tenant_resource_limits.get(
             request.tenant_name) if request.tenant_name else None
         if limits is None:
-            return True
+            return []
         remaining = tenant_limits_quota(limits.limits)
         remaining.subtract(tenant_usage(self.services.node_cache.values(),
                                         request.tenant_name))
         for label in request.node_types:
             remaining.subtract(self.provider.quota.quota_for_label(
                 label, self.pool.name))
-        return remaining.non_negative()
+        return remaining.exceeded()
 
     def _decline_reason(self, request):
         max_servers = getattr(self.pool, "max_servers", None)

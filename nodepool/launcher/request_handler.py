@@ -10,7 +10,7 @@ then :meth:`RequestHandler.poll` on every pass until it returns True.
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from kazoo.exceptions import (
     KazooException,
@@ -19,7 +19,9 @@ from kazoo.exceptions import (
 )
 
 from nodepool import exceptions
+from nodepool.launcher import why
 from nodepool.launcher.ready_nodes import free_idle_node, reuse_ready_node
+from nodepool.launcher.request_recovery import RequestRecovery
 from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.models import Node, NodeState, RequestState
 
@@ -27,11 +29,35 @@ MIN_READY_REQUESTOR = "NodePool:min-ready"
 
 
 class RequestLog(logging.LoggerAdapter):
-    """Prefixes log lines with the request (and event) they concern."""
+    """Prefixes log lines with the request (and event) they concern.
+
+    With a ``journal``, every line is also an entry of the request's
+    timeline there (whatever the log level, so that the journal does not
+    depend on the logging config).  The handler gives such a log to the
+    launches of its nodes: what the launch code and the driver's state
+    machines already log about the request (attempts failing, quota
+    refusals, instances running or gone) then reaches the journal without
+    any change to the drivers.
+    """
+
+    def __init__(self, logger, extra, journal=None,
+                 pool: Optional[str] = None):
+        super().__init__(logger, extra)
+        self.journal = journal
+        self.pool = pool
 
     def process(self, msg, kwargs):
         return "[e: %s] [node_request: %s] %s" % (
             self.extra["event_id"], self.extra["request_id"], msg), kwargs
+
+    def log(self, level, msg, *args, **kwargs):
+        if self.journal is not None:
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = str(msg)
+            self.journal.note(self.extra["request_id"], text, self.pool)
+        super().log(level, msg, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -40,7 +66,9 @@ class PoolContext:
 
     ``launcher_id`` is the pool's id in ``declined_by`` and on launched
     nodes; ``registered_pool_ids`` returns the ids of every registered
-    pool now (a request fails once all of them declined it).
+    pool now (a request fails once all of them declined it); ``journal``
+    is the launcher's :class:`~nodepool.launcher.why.RequestJournal`,
+    where the handler says why its request waits.
     """
 
     services: object
@@ -48,9 +76,15 @@ class PoolContext:
     pool: object
     launcher_id: str
     registered_pool_ids: Callable[[], set]
+    journal: why.RequestJournal
+
+    @property
+    def pool_key(self) -> str:
+        """The pool's name in the journal: ``provider/pool``."""
+        return "%s/%s" % (self.provider.name, self.pool.name)
 
 
-class RequestHandler:
+class RequestHandler(RequestRecovery):
     """Accept, launch or reuse nodes for, and complete one request.
 
     The handler holds the request lock from creation to completion and the
@@ -73,8 +107,13 @@ class RequestHandler:
         self.request = request
         logger = logging.getLogger("nodepool.RequestHandler.%s-%s" % (
             self.provider.name, self.pool.name))
-        self.log = RequestLog(logger, {"event_id": request.event_id,
-                                       "request_id": request.id})
+        extra = {"event_id": request.event_id, "request_id": request.id}
+        self.log = RequestLog(logger, extra)
+        self.trace = why.RequestTrace(context.journal, request.id,
+                                      context.pool_key)
+        # What the launches log goes to the request's timeline too.
+        self.launch_log = RequestLog(logger, extra, context.journal,
+                                     context.pool_key)
         self.slots: list = [None] * len(request.node_types)
         self.launchers: dict = {}
         self.paused = False
@@ -111,7 +150,9 @@ class RequestHandler:
                 self.services.requests.store_request(self.request)
             self.accepted = True
             self.log.info("Accepted by %s", self.launcher_id)
+            self.trace.reason(why.ACCEPTED, "by %s" % self.launcher_id)
         self._assign()
+        self.trace.observe(self.slots, self.launchers, self.paused)
         self.started = True
 
     def poll(self) -> bool:
@@ -143,6 +184,7 @@ class RequestHandler:
             return True
 
     def _poll(self) -> bool:
+        self.trace.observe(self.slots, self.launchers, self.paused)
         if self.paused:
             self._assign()
             if self.paused:
@@ -155,6 +197,8 @@ class RequestHandler:
                 # Quota ran out after all: forget the node (unlocked, the
                 # deleted-node worker removes it) and try again later.
                 self.log.info("Node %s aborted; relaunching", node.id)
+                self.trace.note("node %s aborted (quota); relaunching"
+                                % node.id)
                 self._release_node(node, keep_allocation=False)
                 self.slots[index] = None
                 self.launchers.pop(index, None)
@@ -190,6 +234,8 @@ class RequestHandler:
                     if not self.paused:
                         self.log.info("Pausing: no quota for %s",
                                       label_name)
+                        self.trace.paused(self.provider.quota, self.pool,
+                                          label_name, self.log)
                     self.paused = True
                     self._free_idle_node()
                     return
@@ -199,6 +245,7 @@ class RequestHandler:
                 finally:
                     self.provider.quota.claim_node(token, node)
             self.slots[index] = node
+        self.trace.unpaused()
         self.paused = False
 
     def _free_idle_node(self) -> None:
@@ -211,6 +258,8 @@ class RequestHandler:
                                 self.log)
         if node is not None and self.chosen_az is None:
             self.chosen_az = node.az
+        if node is not None:
+            self.trace.reused(node)
         return node
 
     def _launch_node(self, index: int, label_name: str) -> Node:
@@ -263,7 +312,8 @@ class RequestHandler:
             raise
         self.log.info("Launching node %s (%s)", node.id, label_name)
         self.launchers[index] = self.provider.launch(
-            node, label, self.pool, self.request, self.log, guard=self.guard)
+            node, label, self.pool, self.request, self.launch_log,
+            guard=self.guard)
         return node
 
     # Completion ---------------------------------------------------------
@@ -279,18 +329,21 @@ class RequestHandler:
             return
         requests.fulfill_request(request, [n.id for n in self.slots])
         self.log.info("Fulfilled with nodes %s", request.nodes)
+        self.trace.reason(why.FULFILLED, "nodes %s" % ", ".join(request.nodes))
         for node in self.slots:
             self._release_node(node, keep_allocation=True)
         self._finish()
 
-    def decline(self, reason: str) -> None:
+    def decline(self, reason: str, code: str = why.DECLINED) -> None:
         """Free our nodes, add this pool to ``declined_by`` (the request
         fails once every registered pool declined it) and unlock.
 
-        A ZooKeeper connection error propagates; :meth:`poll` calls this
-        again until it went through."""
+        ``code`` is the journal's reason code (``label-not-served`` when
+        the pool lacks a label).  A ZooKeeper connection error propagates;
+        :meth:`poll` calls this again until it went through."""
         if self.declining is None:
             self.log.info("Declining: %s", reason)
+            self.trace.reason(code, reason)
         self.declining = reason
         for node in self.slots:
             if node is not None:
@@ -301,6 +354,7 @@ class RequestHandler:
                 self.context.registered_pool_ids())
             if state == RequestState.FAILED:
                 self.log.info("Failed: declined by every pool")
+                self.trace.reason(why.FAILED, "declined by every pool")
         self._finish()
 
     def _release_request(self, label_name: str) -> None:
@@ -311,6 +365,8 @@ class RequestHandler:
         """
         self.log.info("No free node of %s; releasing the request",
                       label_name)
+        self.trace.reason(why.WAITING_NODE,
+                          "no free node of %s" % label_name)
         for node in self.slots:
             if node is not None:
                 self._release_node(node, keep_allocation=False)
@@ -341,100 +397,6 @@ class RequestHandler:
         except KazooException:
             self.log.exception("Could not release node %s", node.id)
         nodes.unlock_node(node)
-
-    def _remove_orphans(self) -> None:
-        """Delete the "init" records a ZooKeeper fault kept us from
-        locking (each launched again in its slot)."""
-        nodes = self.services.nodes
-        for node in list(self.orphans):
-            try:
-                nodes.lock_node(node, blocking=False)
-            except exceptions.LockError as e:
-                if is_connection_error(e):
-                    return
-                self.orphans.remove(node)  # gone, or somebody else's now
-                continue
-            try:
-                if node.state == NodeState.INIT:
-                    node.state = NodeState.DELETING
-                    node.allocated_to = None
-                    nodes.store_node(node)
-            finally:
-                nodes.unlock_node(node)
-            self.orphans.remove(node)
-
-    def _take_back(self) -> bool:
-        """Our session was lost: lock the request again and carry on if it
-        is still ours.  Returns False if the request was given up."""
-        guard = self.services.zk_client.guard()
-        expected = (RequestState.PENDING if self.accepted
-                    else RequestState.REQUESTED)
-        requests = self.services.requests
-        try:
-            fresh = requests.relock_request(self.request)
-        except exceptions.LockError as e:
-            if isinstance(e.__cause__, CONNECTION_ERRORS):
-                return True  # try again on the next poll
-            self._abandon("could not lock it again: %s" % e)
-            return False
-        if (fresh.state != expected
-                or self.launcher_id in fresh.declined_by):
-            requests.unlock_request(self.request)
-            self._abandon("it changed meanwhile (%s)" % fresh.state)
-            return False
-        self.request.stat = fresh.stat
-        for index, node in enumerate(self.slots):
-            launcher = self.launchers.get(index)
-            if node is None:
-                continue
-            if launcher is not None and (not launcher.complete
-                                         or not launcher.guard.lost):
-                # A running launch takes its node back itself; one that
-                # already did holds the lock in the new session.
-                continue
-            if not self._take_back_node(node):
-                self.slots[index] = None
-                self.launchers.pop(index, None)
-                self.paused = True  # _assign fills the slot again
-        self.guard = guard
-        self.log.info("Locked the request again after the ZooKeeper "
-                      "session was lost; carrying on")
-        return True
-
-    def _take_back_node(self, node: Node) -> bool:
-        """Lock a finished node of ours again; False if a ready node can
-        no longer be counted on (its slot is filled anew)."""
-        nodes = self.services.nodes
-        try:
-            fresh = nodes.relock_node(node)
-        except exceptions.LockError:
-            return node.state != NodeState.READY
-        if (fresh.state != node.state
-                or fresh.allocated_to != self.request.id):
-            nodes.unlock_node(node)
-            return node.state != NodeState.READY
-        node.stat = fresh.stat
-        return True
-
-    def _abandon(self, why: str) -> None:
-        """The session that held our locks is gone and the request is no
-        longer ours: cancel our launches (each deletes its instance) and
-        forget the dead locks.
-
-        Whoever holds the request now serves it; the lost-request cleanup
-        hands a still pending one back, and nodes allocated to it are
-        freed or deleted by the cleanup workers.
-        """
-        self.log.warning("ZooKeeper session lost; leaving the request: %s",
-                         why)
-        for launcher in self.launchers.values():
-            launcher.cancel()
-        self.request.lock = None
-        for index, node in enumerate(self.slots):
-            launcher = self.launchers.get(index)
-            if node is not None and (launcher is None or launcher.complete):
-                node.lock = None
-        self.done = True
 
     def _finish(self) -> None:
         try:

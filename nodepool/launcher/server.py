@@ -34,6 +34,7 @@ from nodepool.launcher.min_ready import MinReadyManager
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.stats_worker import StatsWorker
 from nodepool.launcher.view import LauncherView, RunningSet
+from nodepool.launcher.why import RequestJournal
 from nodepool.nodescan import NodeScanner
 from nodepool.service import ServiceThread, TaskThreads
 from nodepool.stats import StatsReporter
@@ -154,6 +155,9 @@ class NodePoolLauncher:
         self._retirements = TaskThreads(log)
         self.want_webapp = webapp
         self.webapp = None
+        # Why requests wait: written by the pool workers and their
+        # handlers, read by the web app (doc/source/request-status.rst).
+        self.journal = RequestJournal()
 
     # What runs now (see RunningSet: the main thread replaces each map as a
     # whole, never changes one in place) ---------------------------------
@@ -345,7 +349,7 @@ class NodePoolLauncher:
         for pool in config.pools.values():
             workers[(config.name, pool.name)] = PoolWorker(
                 self.view, self.services, provider, pool,
-                interval=self.intervals.pool)
+                interval=self.intervals.pool, journal=self.journal)
         running.pool_workers = {**running.pool_workers, **workers}
         for worker in workers.values():
             worker.start()

@@ -20,6 +20,13 @@ Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
     the cache) and carries ``Last-Modified``, ``Expires``, ``ETag`` and
     ``Cache-Control: public, max-age=1``, so clients can make conditional
     requests (304).
+``/request-status``, ``/request-status/<request id>``
+    Why requests wait, from the launcher's request journal
+    (:mod:`nodepool.launcher.why`), always as JSON: every pending request
+    in the request cache with its reason, or one request (also one
+    finished a while ago) with every pool's reason and its timeline (404
+    when neither the cache nor the journal knows it).  Not cached: the
+    answer comes from memory.
 ``/ready``
     ``200 OK`` once the launcher finished its first main-loop pass,
     ``503`` before.
@@ -371,6 +378,9 @@ class _Root:
             return self.app.ready_page()
         if path == "metrics":
             return self.app.metrics_page()
+        if vpath and vpath[0] == "request-status" and len(vpath) <= 2:
+            return self.app.request_status_page(
+                vpath[1] if len(vpath) == 2 else None)
         spec = LISTINGS.get(path)
         if spec is None:
             # Not cherrypy.NotFound: its error page gets padded to 512
@@ -386,8 +396,8 @@ class WebApp:
     """The status web app of one launcher.
 
     :param launcher: the :class:`~nodepool.launcher.server.NodePoolLauncher`
-        (or anything with its ``services``, ``ready``, ``providers`` and
-        ``config`` attributes).
+        (or anything with its ``services``, ``ready``, ``providers``,
+        ``config`` and ``journal`` attributes).
     :param listen_address, port: where to listen; by default the
         launcher config's ``webapp`` section, read at :meth:`start`.  Port
         0 picks a free port; :attr:`port` tells which after :meth:`start`.
@@ -485,6 +495,27 @@ class WebApp:
             return b"OK"
         response.status = 503
         return b"Not ready"
+
+    def request_status_page(self, request_id: Optional[str]) -> bytes:
+        if self.launcher.services is None:
+            raise cherrypy.HTTPError(503, "The launcher has not started")
+        response = cherrypy.serving.response
+        cache = self.launcher.services.request_cache
+        if request_id is None:
+            data = status.pending_request_status(cache.values(),
+                                                 self.launcher.journal)
+        else:
+            data = status.request_status(request_id, cache.get(request_id),
+                                         self.launcher.journal)
+        if data is None:
+            response.status = 404
+            response.headers["Content-Type"] = TEXT_PLAIN
+            return b"Request not known to this launcher\n"
+        response.headers["Content-Type"] = JSON
+        response.headers["Cache-Control"] = "no-cache"
+        if self.cors_origin:
+            response.headers["Access-Control-Allow-Origin"] = self.cors_origin
+        return json.dumps(data).encode("utf-8")
 
     def metrics_page(self) -> bytes:
         response = cherrypy.serving.response

@@ -96,6 +96,8 @@ class BaseComponent:
     kind: str = ""
     # Keys beyond the common ones, with their initial values.
     extra_defaults: Dict[str, Any] = {}
+    # Our additions to nodepool 11's records, left out while empty.
+    optional_keys: frozenset = frozenset()
 
     def __init__(self, zk_client: ZooKeeperClient,
                  hostname: Optional[str] = None):
@@ -111,7 +113,9 @@ class BaseComponent:
         }
         for key, value in self.extra_defaults.items():
             # Copy mutable defaults so instances never share them.
-            content[key] = list(value) if isinstance(value, list) else value
+            if isinstance(value, (list, dict)):
+                value = type(value)(value)
+            content[key] = value
         # Set through __dict__: __setattr__ below refuses content keys.
         self.__dict__.update(
             _zk=zk_client, _content=content, _lock=threading.RLock(),
@@ -138,7 +142,9 @@ class BaseComponent:
             return json.loads(self._serialize())
 
     def _serialize(self) -> bytes:
-        return json.dumps(self._content, sort_keys=True).encode("utf8")
+        content = {k: v for k, v in self._content.items()
+                   if v or k not in self.optional_keys}
+        return json.dumps(content, sort_keys=True).encode("utf8")
 
     # Registration -------------------------------------------------------
 
@@ -322,6 +328,8 @@ class PoolComponent(BaseComponent):
 
     ``id`` is the pool worker's launcher id (what request handling writes
     into ``declined_by``); ``priority`` defaults to 100 like the config.
+    ``waiting`` (ours; display only, never checked) maps ids of requests
+    the pool wants to serve but has not yet to why (request-status.rst).
     """
 
     kind = POOL
@@ -332,7 +340,9 @@ class PoolComponent(BaseComponent):
         "supported_labels": [],
         "priority": 100,
         "paused": False,
+        "waiting": {},
     }
+    optional_keys = frozenset({"waiting"})
 
 
 # Types of the record keys readers rely on, checked when a record is read:

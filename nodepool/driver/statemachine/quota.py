@@ -12,7 +12,7 @@ from typing import Optional
 import cachetools
 
 from nodepool import exceptions
-from nodepool.driver.quota import QuotaInformation, pool_limits
+from nodepool.driver.quota import QuotaInformation, limit_name, pool_limits
 
 PROVIDER_QUOTA_TTL = 300.0
 
@@ -207,14 +207,22 @@ class ProviderQuota:
 
     def has_remaining_quota(self, label_name: str, pool) -> bool:
         """Is there room right now for one more node of the label?"""
+        return not self.exhausted_limits(label_name, pool)
+
+    def exhausted_limits(self, label_name: str, pool) -> list:
+        """The limits one more node of the label would exceed now: the
+        pool's settings (``max-servers``, ``max-cores``...) and the
+        cloud's (``cloud quota (cores)``); empty when there is room."""
         needed = self.quota_for_label(label_name, pool.name)
+        exceeded = []
         if not getattr(pool, "ignore_provider_quota", False):
             remaining = self.provider_quota()
             remaining.subtract(self.nodes_used())
             remaining.subtract(needed)
-            if not remaining.non_negative():
-                return False
+            exceeded.extend("cloud quota (%s)" % name
+                            for name in remaining.exceeded())
         limits = pool_limits(pool)
         limits.subtract(self.nodes_used(pool.name))
         limits.subtract(needed)
-        return limits.non_negative()
+        exceeded.extend(limit_name(name) for name in limits.exceeded())
+        return exceeded
