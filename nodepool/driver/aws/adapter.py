@@ -132,7 +132,7 @@ class AwsAdapter(CloudAdapter):
         self.quota_limiter = RateLimiter("aws-quota-%s" % name, rate)
         self.retrier = retrier or errors.Retrier(self.log)
         self.workers = create_workers(
-            rate, getattr(provider_config, "create_workers", None))
+            rate, provider_config.create_workers)
         self.create_executor = concurrent.futures.ThreadPoolExecutor(
             self.workers, thread_name_prefix="aws-create-%s" % name)
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)

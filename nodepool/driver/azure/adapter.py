@@ -326,7 +326,7 @@ class AzureAdapter(CloudAdapter):
 
     def _make_tags(self, sm) -> dict:
         tags = {}
-        tags.update(getattr(self.provider, "tags", None) or {})
+        tags.update(self.provider.tags)
         tags.update(sm.label.tags or {})
         tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
                                    sm.log, "dynamic tag", sm.node_id))
@@ -416,7 +416,7 @@ class AzureAdapter(CloudAdapter):
         os_profile = {"computerName": sm.hostname,
                       "adminUsername": image.username or "zuul"}
         password = image.password
-        if password is None and getattr(image, "generate_password", False):
+        if password is None and image.generate_password:
             password = generate_password()
         if password is not None:
             os_profile["adminPassword"] = password
@@ -435,7 +435,7 @@ class AzureAdapter(CloudAdapter):
                    "deleteOption": "Delete", "caching": "ReadWrite"}
         if label.volume_size:
             os_disk["diskSizeGB"] = label.volume_size
-        if getattr(label, "volume_type", None):
+        if label.volume_type:
             os_disk["managedDisk"] = {
                 "storageAccountType": label.volume_type}
         props = {
@@ -452,11 +452,11 @@ class AzureAdapter(CloudAdapter):
         }
         if label.user_data:
             props["userData"] = _b64(label.user_data)
-        if getattr(label, "use_spot", False):
+        if label.use_spot:
             props["priority"] = "Spot"
             props["evictionPolicy"] = "Delete"
             props["billingProfile"] = {"maxPrice": -1}
-        if getattr(label, "dedicated_host_group", None):
+        if label.dedicated_host_group:
             props["hostGroup"] = {"id": label.dedicated_host_group}
         body = {"location": self.location, "tags": self._tags(sm),
                 "properties": props}
@@ -620,7 +620,7 @@ class AzureAdapter(CloudAdapter):
 
     def get_quota_for_label(self, label) -> QuotaInformation:
         return self._vm_size_quota(label.hardware_profile["vm_size"],
-                                   bool(getattr(label, "use_spot", False)))
+                                   label.use_spot)
 
     def get_quota_limits(self) -> QuotaInformation:
         def load():

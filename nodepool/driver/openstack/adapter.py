@@ -607,8 +607,7 @@ class OpenStackAdapter(CloudAdapter):
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):
         properties = {key: str(value) for key, value in
-                      dict(getattr(provider_image, "meta", None) or {},
-                           **(metadata or {})).items()}
+                      dict(provider_image.meta, **(metadata or {})).items()}
         timeout = self.provider.image_upload_timeout
         what = "Upload image %s" % image_name
         image = self.image(

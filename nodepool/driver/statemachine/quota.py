@@ -224,7 +224,7 @@ class ProviderQuota:
     def has_provider_quota(self, labels, pool) -> bool:
         """Could the pool ever hold these labels at once (ignoring usage)?"""
         needed = self._needed(labels, pool)
-        if not getattr(pool, "ignore_provider_quota", False):
+        if pool.checks_provider_quota:
             remaining = self.provider_quota()
             remaining.subtract(needed)
             if not remaining.non_negative():
@@ -236,7 +236,7 @@ class ProviderQuota:
     def has_remaining_quota(self, label_name: str, pool) -> bool:
         """Is there room right now for one more node of the label?"""
         needed = self.quota_for_label(label_name, pool.name)
-        if not getattr(pool, "ignore_provider_quota", False):
+        if pool.checks_provider_quota:
             remaining = self.provider_quota()
             remaining.subtract(self.nodes_used())
             remaining.subtract(needed)
