@@ -341,13 +341,6 @@ def _optional(key, default=None):
     return v.Optional(key, default=default)
 
 
-# Our extension, for the providers that take a ``post-upload-hook``: the
-# seconds it may run before its process group is killed and the upload
-# fails (nodepool 11 waits forever).  Drivers splice it in with ``**``.
-POST_UPLOAD_HOOK_TIMEOUT = {
-    _optional("post-upload-hook-timeout", 3600): v.All(int, v.Range(min=1)),
-}
-
 PROVIDER = Section({
     v.Required("name"): path_name,
     _optional("driver", DEFAULT_DRIVER): str,
