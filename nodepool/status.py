@@ -64,10 +64,7 @@ from typing import (Any, Collection, Dict, Iterable, List, NamedTuple,
                     Optional, Sequence, Tuple)
 
 import prettytable
-from kazoo.exceptions import NoNodeError
 
-from nodepool.zk import locks
-from nodepool.zk import paths
 
 # Column kinds: how render_table shows a value.
 TEXT = "text"
@@ -408,54 +405,32 @@ def read_builds(image_store) -> Tuple[List, List[str]]:
     return builds, paused
 
 
-def _ctime(kazoo, path: str) -> Optional[int]:
-    stat = kazoo.exists(path)
-    return None if stat is None else stat.ctime
-
-
-def read_image_status(kazoo) -> List[ImageStatus]:
-    """Status of every image znode, read with the kazoo client ``kazoo``.
+def read_image_status(image_store) -> List[ImageStatus]:
+    """Status of every image znode, read through ``image_store`` (an
+    :class:`~nodepool.zk.images.ImageStore`).
 
     A build request is ``building`` when the image build lock has a
     contender and some build znode was created no earlier than the lock
     directory (i.e. the lock is held for a build that exists); otherwise
     ``pending``.
     """
-    try:
-        images = sorted(c for c in kazoo.get_children(paths.IMAGE_ROOT)
-                        if c != paths.LOCK)
-    except NoNodeError:
-        return []
     result = []
-    for image in images:
-        status = ImageStatus(
-            image,
-            paused=kazoo.exists(paths.image_pause_path(image)) is not None)
-        request_ctime = _ctime(kazoo, paths.image_build_request_path(image))
+    for image in image_store.get_image_names():
+        status = ImageStatus(image,
+                             paused=image_store.is_image_paused(image))
+        request_ctime = image_store.build_request_ctime(image)
         if request_ctime is not None:
             status.build_request = "pending"
             status.build_request_age = request_ctime
-            if _build_in_progress(kazoo, image):
+            if _build_in_progress(image_store, image):
                 status.build_request = "building"
         result.append(status)
     return result
 
 
-def _build_in_progress(kazoo, image: str) -> bool:
-    lock_path = paths.build_lock_path(image)
-    if not locks.lock_contenders(kazoo, lock_path):
-        return False
-    lock_ctime = _ctime(kazoo, lock_path)
+def _build_in_progress(image_store, image: str) -> bool:
+    lock_ctime = image_store.build_lock_ctime(image)
     if lock_ctime is None:
         return False
-    try:
-        build_ids = kazoo.get_children(paths.builds_path(image))
-    except NoNodeError:
-        return False
-    for build_id in sorted(build_ids):
-        if build_id == paths.LOCK:
-            continue
-        ctime = _ctime(kazoo, paths.build_path(image, build_id))
-        if ctime is not None and ctime >= lock_ctime:
-            return True
-    return False
+    return any(ctime >= lock_ctime
+               for ctime in image_store.build_ctimes(image).values())

@@ -5,9 +5,12 @@
 
 Global options (``-c``, ``-s``, ``--debug``, ``-l``) come before the
 subcommand.  Each subcommand is a function ``(ctx) -> exit status``
-registered in :func:`build_parser`; ``ctx`` is a :class:`Context` holding
-the parsed arguments and, for every command but ``config-validate``, the
-loaded config and a ZooKeeper connection (direct reads, no caches).
+(those about nodes and requests in :mod:`nodepool.cmd.node_commands`,
+those about images in :mod:`nodepool.cmd.image_commands`) registered in
+:func:`build_parser`; ``ctx`` is a :class:`~nodepool.cmd.context.Context`
+holding the parsed arguments and, for every command but
+``config-validate``, the loaded config and the ZooKeeper stores (direct
+reads, no caches).
 
 Failures (config errors, no ZooKeeper, lock timeouts, unknown ids, lost
 connections) print one line on stderr and exit with status 1; argparse
@@ -15,55 +18,25 @@ exits with status 2 on bad arguments.  No tracebacks unless ``--debug``.
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
-import threading
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException
 
-from nodepool import status
+from nodepool.cmd.context import LOCK_TIMEOUT, CommandError, Context
+from nodepool.cmd.image_commands import (
+    cmd_alien_image_list, cmd_dib_image_delete, cmd_dib_image_list,
+    cmd_export_image_data, cmd_image_build, cmd_image_delete,
+    cmd_image_list, cmd_image_pause, cmd_image_status, cmd_image_unpause,
+    cmd_import_image_data)
+from nodepool.cmd.node_commands import (
+    cmd_delete, cmd_erase, cmd_hold, cmd_info, cmd_list, cmd_request_list)
 from nodepool.config import DEFAULT_CONFIG_PATH, DEFAULT_SECURE_PATH
-from nodepool.exceptions import NodepoolError, TimeoutException
+from nodepool.exceptions import NodepoolError
 from nodepool.version import __version__
 
 log = logging.getLogger("nodepool.cmd")
-
-# How long delete and hold wait for a node lock (as nodepool does).
-LOCK_TIMEOUT = 5
-# Pause between steps of a synchronous ``delete --now``.
-DELETE_STEP_INTERVAL = 0.2
-
-
-class CommandError(Exception):
-    """A failure reported as one line on stderr (exit status 1)."""
-
-
-class Context:
-    """What a subcommand works with: arguments, config and stores.
-
-    ``lock_timeout``: seconds ``hold`` and ``delete`` wait for a node's
-    lock.
-    """
-
-    def __init__(self, args, config=None, zk_client=None,
-                 lock_timeout: float = LOCK_TIMEOUT):
-        self.args = args
-        self.config = config
-        self.zk_client = zk_client
-        self.lock_timeout = lock_timeout
-        if zk_client is not None:
-            from nodepool.zk.images import ImageStore
-            from nodepool.zk.nodes import NodeStore
-            from nodepool.zk.requests import RequestStore
-            self.nodes = NodeStore(zk_client)
-            self.requests = RequestStore(zk_client)
-            self.images = ImageStore(zk_client)
-
-    @property
-    def kazoo(self):
-        return self.zk_client.kazoo
 
 
 def secure_path(args):
@@ -78,13 +51,6 @@ def secure_path(args):
     return None
 
 
-def print_table(listing, fields=None) -> None:
-    headers, rows = listing
-    print(status.render_table(headers, rows, fields))
-
-
-# -- read-only listings --------------------------------------------------------
-
 def cmd_config_validate(ctx) -> int:
     """Validate the config file; 0 if valid, 1 otherwise."""
     from nodepool.cmd.config_validator import ConfigValidator
@@ -94,352 +60,6 @@ def cmd_config_validate(ctx) -> int:
     if result == 0:
         print("Configuration file %s is valid" % args.config)
     return result
-
-
-def show_nodes(ctx, node_id=None, detail=False) -> None:
-    nodes = status.read_nodes(ctx.nodes, node_id)
-    fields = None if detail else status.NODE_LIST_FIELDS
-    print_table(status.node_list(nodes, node_id), fields)
-
-
-def cmd_list(ctx) -> int:
-    show_nodes(ctx, detail=ctx.args.detail)
-    return 0
-
-
-def cmd_image_list(ctx) -> int:
-    print_table(status.image_list(status.read_uploads(ctx.images)))
-    return 0
-
-
-def cmd_dib_image_list(ctx) -> int:
-    builds, paused = status.read_builds(ctx.images)
-    print_table(status.dib_image_list(builds, paused))
-    return 0
-
-
-def cmd_image_status(ctx) -> int:
-    print_table(status.image_status(status.read_image_status(ctx.kazoo)))
-    return 0
-
-
-def cmd_request_list(ctx) -> int:
-    print_table(status.request_list(ctx.requests.iter_requests(cached=False)))
-    return 0
-
-
-def cmd_info(ctx) -> int:
-    provider = ctx.args.provider
-    images = ctx.images
-    image_rows = []
-    for image in images.get_image_names():
-        for build_id in images.get_build_ids(image):
-            if provider not in images.get_build_providers(image, build_id):
-                continue
-            upload_ids = sorted(images.get_upload_ids(image, build_id,
-                                                      provider))
-            image_rows.append({"image": image, "build_id": build_id,
-                               "upload_ids": upload_ids})
-    node_rows = [{"id": node.id, "server_id": node.external_id}
-                 for node in ctx.nodes.iter_nodes(cached=False)
-                 if node.provider == provider]
-    print("ZooKeeper data for provider %s" % provider)
-    print()
-    print("Image data:")
-    print(status.render_table(
-        [status.Column("image", "Image Name"),
-         status.Column("build_id", "Build ID"),
-         status.Column("upload_ids", "Upload IDs")], image_rows))
-    print()
-    print("Nodes:")
-    print(status.render_table(
-        [status.Column("id", "ID"), status.Column("server_id", "Server ID")],
-        node_rows))
-    return 0
-
-
-def cmd_alien_image_list(ctx) -> int:
-    """Cloud images tagged by nodepool that no READY upload knows.
-
-    Asks each provider's adapter for its own images
-    (:meth:`Adapter.list_images`; drivers that cannot list images
-    contribute nothing) and shows those carrying ``nodepool_build_id``
-    whose id is the external id of no READY upload.  The ids of every
-    provider's uploads count, so providers sharing a cloud account do
-    not call each other's images alien.  A provider whose listing fails
-    is logged (one line unless ``--debug``) and skipped.
-    """
-    from nodepool import driver
-    from nodepool.zk.models import UploadState
-    wanted = ctx.args.provider
-    if wanted and wanted not in ctx.config.providers:
-        raise CommandError("Provider %s is not defined in the config"
-                           % wanted)
-    errors = log if ctx.args.debug else _OneLineLog(log)
-    known = {upload.external_id
-             for upload in status.read_uploads(ctx.images)
-             if upload.state == UploadState.READY}
-    rows = []
-    for name, provider in ctx.config.providers.items():
-        if wanted and name != wanted:
-            continue
-        try:
-            adapter = driver.get_driver(provider.driver).get_adapter(
-                provider, warm=False)
-        except NotImplementedError:
-            log.info("Provider %s: driver %s cannot list images", name,
-                     provider.driver)
-            continue
-        except Exception:
-            errors.exception("Cannot talk to provider %s" % name)
-            continue
-        try:
-            images = [image for image in adapter.list_images()
-                      if "nodepool_build_id" in image.metadata
-                      and image.id not in known]
-        except Exception:
-            errors.exception("Listing images of provider %s failed" % name)
-            images = []
-        finally:
-            try:
-                adapter.stop()
-            except Exception:
-                log.debug("Stopping the adapter of %s failed", name,
-                          exc_info=True)
-        images.sort(key=lambda image: (image.name or "", str(image.id)))
-        rows.extend({"provider": name, "name": image.name, "id": image.id}
-                    for image in images)
-    print(status.render_table(
-        [status.Column("provider", "Provider"), status.Column("name", "Name"),
-         status.Column("id", "Image ID")], rows))
-    return 0
-
-
-# -- node changes --------------------------------------------------------------
-
-def _locked_node(ctx, node_id):
-    node = ctx.nodes.get_node(node_id, cached=False)
-    if node is None:
-        raise CommandError("Node id %s not found" % node_id)
-    try:
-        ctx.nodes.lock_node(node, blocking=True, timeout=ctx.lock_timeout)
-    except TimeoutException:
-        raise CommandError("Timed out after %ss waiting for the lock of "
-                           "node %s" % (ctx.lock_timeout, node_id)) from None
-    return node
-
-
-def cmd_hold(ctx) -> int:
-    from nodepool.zk.models import NodeState
-    node = _locked_node(ctx, ctx.args.id)
-    try:
-        node.state = NodeState.HOLD
-        ctx.nodes.store_node(node)
-    finally:
-        ctx.nodes.unlock_node(node)
-    show_nodes(ctx, node.id)
-    return 0
-
-
-def cmd_delete(ctx) -> int:
-    from nodepool.zk.models import NodeState
-    node = _locked_node(ctx, ctx.args.id)
-    if ctx.args.now:
-        try:
-            ok = delete_now(ctx, node)
-        finally:
-            if node.lock is not None:
-                ctx.nodes.unlock_node(node)
-        if not ok:
-            return 1
-    else:
-        try:
-            node.state = NodeState.DELETING
-            ctx.nodes.store_node(node)
-        finally:
-            ctx.nodes.unlock_node(node)
-    show_nodes(ctx, node.id)
-    return 0
-
-
-class _OneLineLog:
-    """A logger whose ``exception()`` logs the message without the
-    traceback, so a failing ``delete --now`` stays readable (``--debug``
-    uses the real logger)."""
-
-    def __init__(self, logger):
-        self._logger = logger
-
-    def exception(self, msg, *args, **kwargs):
-        kwargs.pop("exc_info", None)
-        error = sys.exc_info()[1]
-        if error is not None:
-            msg = "%s: %s" % (msg, str(error) or type(error).__name__)
-        self._logger.error(msg, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._logger, name)
-
-
-def delete_now(ctx, node) -> bool:
-    """Delete the locked ``node``'s instance and record synchronously.
-
-    Runs the provider's node deleter in this thread without starting the
-    provider's runner threads.  Returns whether it succeeded (the
-    deleter logs why not).
-    """
-    from nodepool import driver
-    from nodepool.driver.base import ProviderServices
-    provider_config = ctx.config.providers.get(node.provider)
-    if provider_config is None:
-        print("Provider %s for node %s not defined on this launcher"
-              % (node.provider, node.id))
-        return False
-    provider = driver.get_driver(provider_config.driver).get_provider(
-        provider_config, ProviderServices(ctx.zk_client, ctx.nodes,
-                                          ctx.requests, ctx.images))
-    wait = threading.Event()
-    try:
-        # Refilling a static host's slot is the launchers' business: they
-        # notice the missing node on their own.
-        deleter = provider.start_node_cleanup(
-            node, log if ctx.args.debug else _OneLineLog(log),
-            report_deleted=False)
-        while True:
-            deleter.step()
-            if deleter.complete:
-                break
-            wait.wait(DELETE_STEP_INTERVAL)
-    finally:
-        try:
-            provider.stop()
-            provider.join(timeout=10)
-        except Exception:
-            log.debug("Stopping provider %s failed", provider_config.name,
-                      exc_info=True)
-    if not deleter.succeeded:
-        print("nodepool: error: Deleting node %s failed" % node.id,
-              file=sys.stderr)
-    return deleter.succeeded
-
-
-def cmd_erase(ctx) -> int:
-    provider = ctx.args.provider
-    if not ctx.args.force:
-        print("WARNING! This action is not reversible!")
-        try:
-            answer = input("Erase ZooKeeper data for provider %s? [N/y] "
-                           % provider)
-        except EOFError:
-            answer = ""
-        if answer.strip() not in ("y", "Y"):
-            print("Aborting. No data erased.")
-            return 0
-    from nodepool.zk import paths
-    print("Erasing build data for %s..." % provider)
-    images = ctx.images
-    for image in images.get_image_names():
-        for build_id in images.get_build_ids(image):
-            try:
-                ctx.kazoo.delete(
-                    paths.build_provider_path(image, build_id, provider),
-                    recursive=True)
-            except NoNodeError:
-                pass
-    print("Erasing node data for %s..." % provider)
-    for node in list(ctx.nodes.iter_nodes(cached=False)):
-        if node.provider == provider:
-            ctx.nodes.delete_node(node)
-    return 0
-
-
-# -- image changes -------------------------------------------------------------
-
-def cmd_image_build(ctx) -> int:
-    image = ctx.args.image
-    diskimage = ctx.config.diskimages.get(image)
-    if diskimage is None or diskimage.abstract:
-        raise CommandError("Trying to build a non disk-image-builder "
-                           "image: %s" % image)
-    if diskimage.pause:
-        raise CommandError("Skipping build request for image %s; paused"
-                           % image)
-    ctx.images.submit_build_request(image)
-    return 0
-
-
-def cmd_image_delete(ctx) -> int:
-    from nodepool.zk.models import UploadState
-    args = ctx.args
-    upload = ctx.images.get_upload(args.image, args.build_id, args.provider,
-                                   args.upload_id)
-    if upload is None:
-        print("Image upload not found")
-        return 1
-    if upload.state == UploadState.UPLOADING:
-        print("Cannot delete because image upload in progress")
-        return 1
-    upload.state = UploadState.DELETING
-    ctx.images.store_upload(args.image, args.build_id, args.provider,
-                            upload, args.upload_id)
-    return 0
-
-
-def cmd_dib_image_delete(ctx) -> int:
-    from nodepool.zk.models import BuildState
-    label = ctx.args.id
-    try:
-        image, build_id = status.split_build_label(label)
-    except ValueError:
-        build = None
-    else:
-        build = ctx.images.get_build(image, build_id)
-    if build is None:
-        print("Build %s not found" % label)
-        return 1
-    if build.state == BuildState.BUILDING:
-        print("Cannot delete a build in progress")
-        return 1
-    build.state = BuildState.DELETING
-    ctx.images.store_build(image, build, build_id)
-    return 0
-
-
-def cmd_image_pause(ctx) -> int:
-    ctx.images.pause_image(ctx.args.image)
-    return 0
-
-
-def cmd_image_unpause(ctx) -> int:
-    ctx.images.unpause_image(ctx.args.image)
-    return 0
-
-
-def cmd_export_image_data(ctx) -> int:
-    data = ctx.images.export_image_data()
-    # Owner-only: the records name cloud image ids.  Truncated, unlike
-    # upstream, so a shorter export never leaves a tail of an older one.
-    fd = os.open(ctx.args.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC,
-                 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    return 0
-
-
-def cmd_import_image_data(ctx) -> int:
-    try:
-        with open(ctx.args.path) as f:
-            data = json.load(f)
-    except ValueError as e:
-        raise CommandError("%s is not valid JSON: %s" % (ctx.args.path, e))
-    if not isinstance(data, dict):
-        raise CommandError("%s does not hold exported image data"
-                           % ctx.args.path)
-    try:
-        ctx.images.import_image_data(data)
-    except ValueError as e:
-        raise CommandError("Cannot import %s: %s" % (ctx.args.path, e))
-    return 0
 
 
 # -- parser and main -----------------------------------------------------------

@@ -11,6 +11,7 @@ the construction of its provider config object from the validated data
 module level so that config validation stays cheap.
 """
 
+import threading
 from dataclasses import dataclass, field
 
 from nodepool.config import schema
@@ -222,6 +223,22 @@ class ProviderServices:
         self.registry = registry
         self.scanner = scanner
         self.stats = stats
+        self._shared: dict = {}
+        self._shared_lock = threading.Lock()
+
+    def shared_state(self, key, factory):
+        """The object kept under ``key`` for whoever runs providers here,
+        made by ``factory()`` on first use.
+
+        For state that must outlive one provider object: a provider whose
+        config changed is replaced by a new one while the old one finishes
+        its work, and both use the same object.
+        """
+        with self._shared_lock:
+            state = self._shared.get(key)
+            if state is None:
+                state = self._shared[key] = factory()
+            return state
 
 
 # Helpers shared by the driver config modules.

@@ -33,14 +33,19 @@ INIT_MAX_AGE = 60.0
 
 class _PeriodicWorker(ServiceThread):
     """A named thread calling :meth:`run_pass` every ``interval`` seconds
-    while ZooKeeper is connected."""
+    while ZooKeeper is connected.
+
+    :param view: the launcher's :class:`~nodepool.launcher.view.LauncherView`
+        (current config and providers).
+    :param services: the launcher's ZooKeeper stores and caches.
+    """
 
     name = "PeriodicWorker"
 
-    def __init__(self, server, interval: float):
+    def __init__(self, view, services, interval: float):
         super().__init__(self.name, interval)
-        self.server = server
-        self.services = server.services
+        self.view = view
+        self.services = services
 
     def run_once(self) -> None:
         if self.services.zk_client.connected:
@@ -64,7 +69,7 @@ class DeletedNodeWorker(_PeriodicWorker):
     name = "DeletedNodeWorker"
 
     def run_pass(self) -> None:
-        providers = self.server.providers
+        providers = self.view.providers
         for node in self.services.node_cache.values():
             provider = providers.get(node.provider)
             if provider is None:
@@ -159,7 +164,7 @@ class CleanupWorker(_PeriodicWorker):
         requests = self.services.requests
         # A handler of ours whose lock went with a lost session takes its
         # request back itself (keeping the launches it began).
-        ours = self.server.handled_request_ids()
+        ours = self.view.handled_request_ids()
         for request in self.services.request_cache.values():
             if request.state != RequestState.PENDING or request.is_locked:
                 continue
@@ -205,7 +210,7 @@ class CleanupWorker(_PeriodicWorker):
         known_uploads.update("%s-%s" % (key[1], key[3])
                              for key in image_cache.invalid()
                              if len(key) == 4)
-        for provider in list(self.server.providers.values()):
+        for provider in list(self.view.providers.values()):
             try:
                 provider.cleanup_leaked_resources(known_nodes, known_uploads)
             except Exception:
@@ -219,11 +224,12 @@ class CleanupWorker(_PeriodicWorker):
         may offer several): it goes once it is older than the
         ``max-ready-age`` of any of them, as in nodepool 11.
         """
-        labels = self.server.config.labels
+        labels = self.view.config.labels
+        providers = self.view.providers
         now = time.time()
         for node in self.services.node_cache.values():
             if (node.state != NodeState.READY or node.allocated_to
-                    or node.provider not in self.server.providers):
+                    or node.provider not in providers):
                 continue
             # 0 (the default) or less: no limit, as upstream.
             ages = [labels[name].max_ready_age for name in node.type or ()
@@ -233,7 +239,7 @@ class CleanupWorker(_PeriodicWorker):
                 self._delete_unlocked(node, "exceeded max-ready-age")
 
     def cleanup_max_hold_age(self) -> None:
-        max_hold_age = self.server.config.max_hold_age
+        max_hold_age = self.view.config.max_hold_age
         now = time.time()
         for node in self.services.node_cache.values():
             if node.state != NodeState.HOLD:

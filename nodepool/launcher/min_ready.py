@@ -22,11 +22,16 @@ log = logging.getLogger("nodepool.MinReady")
 
 
 class MinReadyManager:
-    """Runs from the launcher's main loop."""
+    """Runs from the launcher's main loop.
 
-    def __init__(self, server):
-        self.server = server
-        self.services = server.services
+    :param view: the launcher's :class:`~nodepool.launcher.view.LauncherView`
+        (current config and providers).
+    :param services: the launcher's ZooKeeper stores and caches.
+    """
+
+    def __init__(self, view, services):
+        self.view = view
+        self.services = services
         self.submitted: dict = {}  # request id -> label
 
     def run(self) -> None:
@@ -39,7 +44,7 @@ class MinReadyManager:
         alone, or its request would only be declined, deleted and asked
         again on every pass."""
         labels = set()
-        for provider in self.server.providers.values():
+        for provider in self.view.providers.values():
             for pool in provider.config.pools.values():
                 for name, label in pool.labels.items():
                     if name in labels:
@@ -102,7 +107,7 @@ class MinReadyManager:
                 for label in node.type:
                     ready[label] = ready.get(label, 0) + 1
         served = self._served_labels()
-        for label in self.server.config.labels.values():
+        for label in self.view.config.labels.values():
             if (label.min_ready <= 0 or label.name in pending
                     or label.name not in served):
                 continue

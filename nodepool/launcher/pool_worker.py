@@ -12,7 +12,7 @@ from nodepool import exceptions
 from nodepool.config import schema
 from nodepool.driver.quota import tenant_limits_quota, tenant_usage
 from nodepool.launcher.bad_records import MalformedRequestFailer
-from nodepool.launcher.request_handler import RequestHandler
+from nodepool.launcher.request_handler import PoolContext, RequestHandler
 from nodepool.service import ServiceThread, shutdown_executor
 from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.components import PoolComponent
@@ -27,19 +27,29 @@ class PoolWorker(ServiceThread):
     Every ``interval`` seconds (or sooner, when the request cache changes)
     it refreshes its ``pool`` component record, lets paused handlers retry,
     takes new requests it should serve and polls its handlers.
+
+    :param view: the launcher's :class:`~nodepool.launcher.view.LauncherView`
+        (current config, the workers serving each pool).
+    :param services: the launcher's ZooKeeper stores, caches and registry.
+    :param provider: the running provider whose pool this is.
+    :param pool: the pool's config.
     """
 
-    def __init__(self, server, provider, pool, interval: float = 1.0):
+    def __init__(self, view, services, provider, pool,
+                 interval: float = 1.0):
         name = "PoolWorker.%s-%s" % (provider.name, pool.name)
         super().__init__(name, interval, logging.getLogger(
             "nodepool.%s" % name))
-        self.server = server
-        self.services = server.services
+        self.view = view
+        self.services = services
         self.provider = provider
         self.pool = pool
         self.launcher_id = "%s-%s-%s" % (socket.getfqdn(), self.name,
                                          uuid.uuid4().hex)
         self._malformed = MalformedRequestFailer(self.services, self.launcher_id)
+        self._context = PoolContext(services, provider, pool,
+                                    self.launcher_id,
+                                    self.registered_pool_ids)
         self.handlers: list[RequestHandler] = []
         self.component = PoolComponent(self.services.zk_client)
         self._draining = False
@@ -117,7 +127,7 @@ class PoolWorker(ServiceThread):
         try:
             stats.update_pool_gauges(
                 self.provider.config,
-                self.server.config.tenant_resource_limits)
+                self.view.config.tenant_resource_limits)
         except Exception:
             self.log.exception("Could not report pool stats")
 
@@ -128,11 +138,13 @@ class PoolWorker(ServiceThread):
             supported_labels=sorted(self.pool.labels),
             priority=self.pool.priority, paused=self.paused,
             state="running")
-        if not self.component.registered:
-            self.component.register()
+        # Filled in before the first write: readers (other launchers'
+        # pool checks, Zuul, the web app) never see a half-empty record.
         current = self.component.to_dict()
         if any(current.get(k) != v for k, v in attrs.items()):
             self.component.update(**attrs)
+        if not self.component.registered:
+            self.component.register()
 
     def _decline_paused(self) -> None:
         """Draining after a reconfiguration: a paused handler would wait
@@ -142,12 +154,12 @@ class PoolWorker(ServiceThread):
         it afresh, as upstream re-checks a paused request against the
         current config.  The pool's replacement must be registered first,
         or the request would fail as declined by every pool."""
-        provider = self.server.config.providers.get(self.provider.name)
+        provider = self.view.config.providers.get(self.provider.name)
         if provider is not None and self.pool.name in provider.pools:
-            replacement = self.server.pool_workers.get(
-                (self.provider.name, self.pool.name))
-            if replacement is None or replacement is self or \
-                    replacement.launcher_id not in self.registered_pool_ids():
+            replacement = self.view.pool_launcher_id(self.provider.name,
+                                                     self.pool.name)
+            if replacement is None or replacement == self.launcher_id or \
+                    replacement not in self.registered_pool_ids():
                 return
         for handler in list(self.handlers):
             if handler.starting is not None and not handler.starting.done():
@@ -212,7 +224,7 @@ class PoolWorker(ServiceThread):
                     or self.launcher_id in request.declined_by):
                 self.services.requests.unlock_request(request)
                 continue
-            handler = RequestHandler(self, request, guard)
+            handler = RequestHandler(self._context, request, guard)
             reason = self._decline_reason(request)
             if reason:
                 try:
@@ -297,7 +309,7 @@ class PoolWorker(ServiceThread):
 
     def _tenant_allows(self, request) -> bool:
         """Whether the request fits in its tenant's resource limits."""
-        limits = self.server.config.tenant_resource_limits.get(
+        limits = self.view.config.tenant_resource_limits.get(
             request.tenant_name) if request.tenant_name else None
         if limits is None:
             return True

@@ -9,6 +9,8 @@ then :meth:`RequestHandler.poll` on every pass until it returns True.
 """
 
 import logging
+from dataclasses import dataclass
+from typing import Callable
 
 from kazoo.exceptions import (
     KazooException,
@@ -17,9 +19,9 @@ from kazoo.exceptions import (
 )
 
 from nodepool import exceptions
+from nodepool.launcher.ready_nodes import free_idle_node, reuse_ready_node
 from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.models import Node, NodeState, RequestState
-from nodepool.zk.paths import request_path
 
 MIN_READY_REQUESTOR = "NodePool:min-ready"
 
@@ -30,6 +32,22 @@ class RequestLog(logging.LoggerAdapter):
     def process(self, msg, kwargs):
         return "[e: %s] [node_request: %s] %s" % (
             self.extra["event_id"], self.extra["request_id"], msg), kwargs
+
+
+@dataclass(frozen=True)
+class PoolContext:
+    """What a request handler gets from the pool worker that made it.
+
+    ``launcher_id`` is the pool's id in ``declined_by`` and on launched
+    nodes; ``registered_pool_ids`` returns the ids of every registered
+    pool now (a request fails once all of them declined it).
+    """
+
+    services: object
+    provider: object
+    pool: object
+    launcher_id: str
+    registered_pool_ids: Callable[[], set]
 
 
 class RequestHandler:
@@ -46,11 +64,12 @@ class RequestHandler:
     and leaves the request to whoever has it now.
     """
 
-    def __init__(self, worker, request, guard=None):
-        self.worker = worker
-        self.provider = worker.provider
-        self.pool = worker.pool
-        self.services = worker.services
+    def __init__(self, context: PoolContext, request, guard=None):
+        self.context = context
+        self.provider = context.provider
+        self.pool = context.pool
+        self.services = context.services
+        self.launcher_id = context.launcher_id
         self.request = request
         logger = logging.getLogger("nodepool.RequestHandler.%s-%s" % (
             self.provider.name, self.pool.name))
@@ -91,7 +110,7 @@ class RequestHandler:
             else:  # an earlier attempt's write may not have happened
                 self.services.requests.store_request(self.request)
             self.accepted = True
-            self.log.info("Accepted by %s", self.worker.launcher_id)
+            self.log.info("Accepted by %s", self.launcher_id)
         self._assign()
         self.started = True
 
@@ -183,69 +202,16 @@ class RequestHandler:
         self.paused = False
 
     def _free_idle_node(self) -> None:
-        """Delete the oldest idle ready node of this pool to make room.
-
-        Without this a pool full of ready nodes nobody asks for (min-ready
-        of other labels) would keep this request waiting forever.  One
-        node at a time: while one of the pool's nodes is being deleted,
-        the freed quota may be enough already.
-        """
-        mine = [n for n in self.services.node_cache.values()
-                if n.provider == self.provider.name
-                and n.pool == self.pool.name]
-        if any(n.state == NodeState.DELETING for n in mine):
-            return
-        idle = sorted((n for n in mine if n.state == NodeState.READY
-                       and not n.allocated_to and not n.lock_contenders
-                       and not n.is_locked),
-                      key=lambda n: n.state_time or 0)
-        for node in idle:
-            try:
-                self.services.nodes.lock_node(node, blocking=False)
-            except exceptions.LockError:
-                continue
-            try:
-                if node.state != NodeState.READY or node.allocated_to:
-                    continue
-                node.state = NodeState.DELETING
-                self.services.nodes.store_node(node)
-                self.log.info("Deleting idle ready node %s (%s) to make "
-                              "room", node.id, ",".join(node.type or ()))
-                return
-            finally:
-                self.services.nodes.unlock_node(node)
+        free_idle_node(self.services, self.provider.name, self.pool.name,
+                       self.log)
 
     def _reuse_node(self, label_name: str):
-        ready = self.services.nodes.get_ready_nodes_of_types([label_name])
-        candidates = ready.get(label_name, [])
-        if not self.provider.launches_nodes:
-            # Existing hosts are not interchangeable: keep the ones that
-            # offer other labels too for requests that need those.
-            candidates = sorted(candidates, key=lambda n: len(n.type))
-        for node in candidates:
-            if (node.provider != self.provider.name
-                    or node.pool != self.pool.name
-                    or node.lock_contenders or node.is_locked):
-                continue
-            if self.chosen_az is not None and node.az != self.chosen_az:
-                continue
-            try:
-                self.services.nodes.lock_node(node, blocking=False)
-            except exceptions.LockError:
-                continue
-            if (node.state != NodeState.READY or node.allocated_to
-                    or node.provider != self.provider.name):
-                self.services.nodes.unlock_node(node)
-                continue
-            node.allocated_to = self.request.id
-            node.tenant_name = self.request.tenant_name
-            node.requestor = self.request.requestor
-            self.services.nodes.store_node(node)
-            if self.chosen_az is None:
-                self.chosen_az = node.az
-            self.log.info("Reusing ready node %s", node.id)
-            return node
-        return None
+        node = reuse_ready_node(self.services, self.provider, self.pool.name,
+                                self.request, label_name, self.chosen_az,
+                                self.log)
+        if node is not None and self.chosen_az is None:
+            self.chosen_az = node.az
+        return node
 
     def _launch_node(self, index: int, label_name: str) -> Node:
         label = self.pool.labels[label_name]
@@ -254,7 +220,7 @@ class RequestHandler:
         node.provider = self.provider.name
         node.pool = self.pool.name
         node.type = [label_name]
-        node.launcher = self.worker.launcher_id
+        node.launcher = self.launcher_id
         node.allocated_to = self.request.id
         node.tenant_name = self.request.tenant_name
         node.requestor = self.request.requestor
@@ -331,8 +297,8 @@ class RequestHandler:
                 self._release_node(node, keep_allocation=False)
         if self._request_exists():
             state = self.services.requests.decline_request(
-                self.request, self.worker.launcher_id,
-                self.worker.registered_pool_ids())
+                self.request, self.launcher_id,
+                self.context.registered_pool_ids())
             if state == RequestState.FAILED:
                 self.log.info("Failed: declined by every pool")
         self._finish()
@@ -354,8 +320,7 @@ class RequestHandler:
 
     def _request_exists(self) -> bool:
         try:
-            return self.services.requests.kazoo.exists(
-                request_path(self.request.id)) is not None
+            return self.services.requests.request_exists(self.request.id)
         except CONNECTION_ERRORS:
             raise  # not an answer: poll() asks again
         except KazooException:
@@ -413,7 +378,7 @@ class RequestHandler:
             self._abandon("could not lock it again: %s" % e)
             return False
         if (fresh.state != expected
-                or self.worker.launcher_id in fresh.declined_by):
+                or self.launcher_id in fresh.declined_by):
             requests.unlock_request(self.request)
             self._abandon("it changed meanwhile (%s)" % fresh.state)
             return False

@@ -33,6 +33,7 @@ from nodepool.launcher.cleanup import (
 from nodepool.launcher.min_ready import MinReadyManager
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.stats_worker import StatsWorker
+from nodepool.launcher.view import LauncherView, RunningSet
 from nodepool.nodescan import NodeScanner
 from nodepool.service import ServiceThread, TaskThreads
 from nodepool.stats import StatsReporter
@@ -130,17 +131,16 @@ class NodePoolLauncher:
                  stats: Optional[StatsReporter] = None,
                  webapp: bool = False):
         self.watcher = ConfigWatcher(config_path, secure_path)
-        self.config = None
+        # The config, providers and pool workers in use; the workers read
+        # them through ``view``, never through the launcher.
+        self.running = RunningSet()
+        self.view = LauncherView(self.running)
         self.intervals = intervals or Intervals()
         self._own_client = zk_client is None
         self.zk_client = zk_client
         self.scanner = scanner or NodeScanner()
         self.stats = stats if stats is not None else StatsReporter(None)
         self.services: Optional[LauncherServices] = None
-        # Both maps are replaced, never changed in place, by the main
-        # thread only: other threads read whichever snapshot they got.
-        self.providers: dict = {}
-        self.pool_workers: dict = {}
         self.component: Optional[LauncherComponent] = None
         self.ready = threading.Event()  # set after the first main pass
         self._stop = threading.Event()
@@ -155,10 +155,25 @@ class NodePoolLauncher:
         self.want_webapp = webapp
         self.webapp = None
 
+    # What runs now (see RunningSet: the main thread replaces each map as a
+    # whole, never changes one in place) ---------------------------------
+
+    @property
+    def config(self):
+        return self.running.config
+
+    @property
+    def providers(self) -> dict:
+        return self.running.providers
+
+    @property
+    def pool_workers(self) -> dict:
+        return self.running.pool_workers
+
     # Life cycle ---------------------------------------------------------
 
     def start(self) -> None:
-        self.config = self.watcher.load()
+        self.running.config = self.watcher.load()
         if self.want_webapp:
             # First, so that a busy port fails the start before any thread
             # runs; until the launcher is ready it answers 503.
@@ -174,15 +189,15 @@ class NodePoolLauncher:
         self.services.start()
         self.component = LauncherComponent(self.zk_client)
         self.component.register()
-        self.min_ready = MinReadyManager(self)
-        intervals = self.intervals
+        view, services, intervals = self.view, self.services, self.intervals
+        self.min_ready = MinReadyManager(view, services)
         self.deleted_node_worker = DeletedNodeWorker(
-            self, intervals.deleted_nodes)
-        self.cleanup_worker = CleanupWorker(self, intervals.cleanup)
+            view, services, intervals.deleted_nodes)
+        self.cleanup_worker = CleanupWorker(view, services, intervals.cleanup)
         self.workers = [
             self.deleted_node_worker,
             self.cleanup_worker,
-            StatsWorker(self, intervals.stats, intervals.zk_queues),
+            StatsWorker(services, intervals.stats, intervals.zk_queues),
         ]
         for worker in self.workers:
             worker.start()
@@ -249,13 +264,6 @@ class NodePoolLauncher:
         if self._own_client and self.zk_client is not None:
             self.zk_client.disconnect()
 
-    def handled_request_ids(self) -> set:
-        """Ids of the requests this launcher's pool workers are handling
-        (any thread; a snapshot)."""
-        return {handler.request.id
-                for worker in list(self.pool_workers.values())
-                for handler in list(worker.handlers)}
-
     def _on_component_departure(self, kind, name) -> None:
         if kind == LAUNCHER:
             self.cleanup_worker.wake()
@@ -286,7 +294,7 @@ class NodePoolLauncher:
         config, changed = self.watcher.reload()
         if first or changed:
             old = None if first else self.config
-            self.config = config
+            self.running.config = config
             if old is not None:
                 self._reconfigure_zookeeper(old, config)
             self._reconfigure(old, config)
@@ -331,27 +339,31 @@ class NodePoolLauncher:
             log.exception("Could not start provider %s", config.name)
             return
         provider.start()
-        self.providers = {**self.providers, config.name: provider}
+        running = self.running
+        running.providers = {**running.providers, config.name: provider}
         workers = {}
         for pool in config.pools.values():
             workers[(config.name, pool.name)] = PoolWorker(
-                self, provider, pool, interval=self.intervals.pool)
-        self.pool_workers = {**self.pool_workers, **workers}
+                self.view, self.services, provider, pool,
+                interval=self.intervals.pool)
+        running.pool_workers = {**running.pool_workers, **workers}
         for worker in workers.values():
             worker.start()
         log.info("Started provider %s", config.name)
 
     def _stop_provider(self, name: str) -> None:
-        workers = [w for key, w in self.pool_workers.items()
+        running = self.running
+        workers = [w for key, w in running.pool_workers.items()
                    if key[0] == name]
-        self.pool_workers = {key: w for key, w in self.pool_workers.items()
-                             if key[0] != name}
+        running.pool_workers = {key: w for key, w
+                                in running.pool_workers.items()
+                                if key[0] != name}
         for worker in workers:
             # Serve what was accepted, take nothing new.
             worker.stop(drain=True)
-        provider = self.providers.get(name)
-        self.providers = {key: p for key, p in self.providers.items()
-                          if key != name}
+        provider = running.providers.get(name)
+        running.providers = {key: p for key, p in running.providers.items()
+                             if key != name}
         if provider is not None:
             log.info("Retiring provider %s", name)
             entry = (provider, workers)

@@ -64,10 +64,9 @@ class StatsWorker(ServiceThread):
     ``zk_interval`` seconds, starting at once.  Neither thread runs
     without statsd."""
 
-    def __init__(self, server, interval: float, zk_interval: float):
+    def __init__(self, services, interval: float, zk_interval: float):
         super().__init__("StatsWorker", interval, log)
-        self.server = server
-        self.services = server.services
+        self.services = services
         self.zk_interval = zk_interval
         self.hostname = socket.gethostname()
         self.election = StatsElection(self.services.zk_client)

@@ -128,8 +128,8 @@ def _builds(launcher, params, now) -> status.Listing:
 def _image_status(launcher, params, now) -> status.Listing:
     # Build requests and build locks are not in the image cache; read them
     # (a handful of znodes per image) and let the result cache absorb load.
-    kazoo = launcher.services.zk_client.kazoo
-    return status.image_status(status.read_image_status(kazoo))
+    return status.image_status(
+        status.read_image_status(launcher.services.images))
 
 
 class ListingSpec(NamedTuple):

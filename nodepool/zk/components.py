@@ -16,19 +16,18 @@ priority and whether they are paused.
   after the ZooKeeper session was replaced.
 * :class:`ComponentRegistry` watches every record of every kind and keeps
   read-only copies (:class:`ComponentInfo`).
-* :class:`StatsElection` elects the single launcher that emits the global
-  gauges.
+* :class:`~nodepool.zk.election.StatsElection` (re-exported here) elects
+  the single launcher that emits the global gauges.
 """
 
 import enum
 import json
 import logging
-import os
 import queue
 import socket
 import threading
 import types
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from kazoo.exceptions import BadVersionError, KazooException, NoNodeError
 from kazoo.protocol.states import EventType, KazooState
@@ -36,6 +35,7 @@ from kazoo.protocol.states import EventType, KazooState
 from nodepool.version import __version__
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.election import StatsElection  # noqa: F401  (re-export)
 from nodepool.zk.invalid import InvalidRecordLog
 
 log = logging.getLogger("nodepool.zk.components")
@@ -45,6 +45,11 @@ log = logging.getLogger("nodepool.zk.components")
 # ComponentRegistry.model_api); bump it only together with a compatibility
 # mode for older readers.
 MODEL_API = 0
+
+#: How long :meth:`ComponentRecord.unregister` waits for ZooKeeper to
+#: answer its delete (a daemon shutting down must not wait for a
+#: ZooKeeper that is down).
+UNREGISTER_TIMEOUT = 10.0
 
 
 class ComponentState(str, enum.Enum):
@@ -171,7 +176,9 @@ class BaseComponent:
 
         A record that is already gone (e.g. with an expired session) is not
         an error; neither is a connection failure (logged; the ephemeral
-        record then goes with the session).
+        record then goes with the session).  Never waits for a connection
+        that is down, nor longer than :data:`UNREGISTER_TIMEOUT` for an
+        answer: a daemon asked to stop during a ZooKeeper outage exits.
         """
         with self._lock:
             if not self._registered:
@@ -181,16 +188,22 @@ class BaseComponent:
             self._zk.remove_state_listener(self._on_state)
             path, self.path = self.path, None
             self._version = -1
-            if path is not None:
-                try:
-                    self._zk.kazoo.delete(path)
-                except NoNodeError:
-                    pass
-                except KazooException as e:
-                    # The record is ephemeral: at worst it stays until the
-                    # session ends (disconnect or expiry).
-                    log.warning("Could not delete component %s: %s",
-                                path, e)
+            if path is None:
+                return
+            if not self._zk.connected:
+                # The record is ephemeral: it goes with the session.
+                log.warning("Not deleting component %s: ZooKeeper is not "
+                            "connected", path)
+                return
+            kazoo = self._zk.kazoo
+            try:
+                kazoo.delete_async(path).get(timeout=UNREGISTER_TIMEOUT)
+            except NoNodeError:
+                pass
+            except (KazooException, kazoo.handler.timeout_exception) as e:
+                # At worst it stays until the session ends (disconnect or
+                # expiry).
+                log.warning("Could not delete component %s: %r", path, e)
 
     def update(self, **attrs: Any) -> None:
         """Change attributes and write the record if registered.
@@ -574,113 +587,3 @@ class ComponentRegistry:
                 listener(kind, name)
             except Exception:
                 log.exception("Component departure listener failed")
-
-
-class StatsElection:
-    """The launchers' election for who emits the global gauges.
-
-    A thin layer over kazoo's ``Election`` at ``/nodepool/elections/stats``.
-    :meth:`run` blocks until this process is elected, then calls the leader
-    function, which must return once :meth:`wait` reports that leadership
-    ended: either :meth:`cancel` was called or the ZooKeeper session was
-    lost (its ephemeral election znode is gone, so another launcher may
-    already lead).
-
-    Typical use from a dedicated thread::
-
-        election = StatsElection(zk_client)
-        def lead():
-            while not election.wait(interval):
-                emit_gauges()
-        while not stopping:
-            election.run(lead)
-
-    Thread-safety: :meth:`cancel` and :meth:`wait` may be called from any
-    thread; :meth:`run` from one thread at a time.
-    """
-
-    def __init__(self, zk_client: ZooKeeperClient,
-                 identifier: Optional[str] = None):
-        self._zk = zk_client
-        self.identifier = identifier or "%s-%d" % (socket.gethostname(),
-                                                   os.getpid())
-        self._lock = threading.Lock()
-        self._election = None
-        self._ended = threading.Event()
-        self._leading = False
-        self._cancelled = False
-        self._zk.add_state_listener(self._on_state)
-
-    @property
-    def is_leader(self) -> bool:
-        """True while the leader function runs and leadership holds."""
-        return self._leading and not self._ended.is_set()
-
-    def run(self, func: Callable[..., Any], *args: Any,
-            **kwargs: Any) -> bool:
-        """Contend; once elected call ``func(*args, **kwargs)``.
-
-        Returns True when ``func`` ran (leadership is given up when it
-        returns), False when cancelled before being elected.  Exceptions of
-        ``func`` propagate after the election znode was removed.
-
-        :raises kazoo.exceptions.KazooException: ZooKeeper errors while
-            contending.
-        """
-        ran = []
-
-        def lead():
-            self._leading = True
-            ran.append(True)
-            try:
-                func(*args, **kwargs)
-            finally:
-                self._leading = False
-
-        with self._lock:
-            if self._cancelled:
-                self._cancelled = False
-                return False
-            self._ended.clear()
-            self._election = self._zk.kazoo.Election(
-                paths.STATS_ELECTION, self.identifier)
-        try:
-            self._election.run(lead)
-        finally:
-            with self._lock:
-                self._election = None
-                self._cancelled = False
-        return bool(ran)
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait up to ``timeout`` for leadership to end; True if it did."""
-        return self._ended.wait(timeout)
-
-    def cancel(self) -> None:
-        """Stop contending, or end the current leadership.
-
-        A :meth:`run` that has not started yet returns False at once.
-        """
-        with self._lock:
-            self._ended.set()
-            if self._election is not None:
-                self._election.cancel()
-            else:
-                self._cancelled = True
-
-    def contenders(self) -> List[str]:
-        """Identifiers of all contenders, the leader first."""
-        return self._zk.kazoo.Election(
-            paths.STATS_ELECTION, self.identifier).contenders()
-
-    def close(self) -> None:
-        """Cancel and stop listening to connection changes."""
-        self.cancel()
-        self._zk.remove_state_listener(self._on_state)
-
-    def _on_state(self, state: KazooState) -> None:
-        # The election znode is ephemeral: once the session is lost
-        # somebody else may lead, so the leader function must stop.
-        if state == KazooState.LOST and self._leading:
-            log.warning("Lost the stats election with the session")
-            self._ended.set()

@@ -32,12 +32,11 @@ import uuid
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from kazoo.exceptions import NodeExistsError, NoNodeError, NotEmptyError
-from kazoo.recipe.lock import Lock
 
-from nodepool.exceptions import InvalidRecordError, LockError
-from nodepool.zk import locks
+from nodepool.exceptions import InvalidRecordError
 from nodepool.zk import paths
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.image_locks import ImageLocks
 from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import BuildState, ImageBuild, ImageUpload, UploadState
 
@@ -50,8 +49,11 @@ def _state_time(record) -> float:
     return record.state_time or 0.0
 
 
-class ImageStore:
+class ImageStore(ImageLocks):
     """Direct ZooKeeper operations on the image tree.
+
+    The lock operations (``acquire_*_lock``, ``release_lock``,
+    ``is_upload_locked``) come from :class:`ImageLocks`.
 
     :param zk_client: a connected client (the store does not connect).
     """
@@ -319,81 +321,6 @@ class ImageStore:
             return False
         return True
 
-    # Locks --------------------------------------------------------------
-    #
-    # Every acquire_* function returns the kazoo Lock, to be released with
-    # release_lock().  With blocking=False a busy lock raises LockError at
-    # once; a blocking attempt with a timeout raises TimeoutException (a
-    # LockError).
-
-    def acquire_image_build_lock(self, image: str, blocking: bool = True,
-                                 timeout: Optional[float] = None,
-                                 identifier: Optional[str] = None) -> Lock:
-        """Take the image build lock, held for a whole DIB run."""
-        return locks.acquire_lock(self._kazoo, paths.build_lock_path(image),
-                                  blocking=blocking, timeout=timeout,
-                                  identifier=identifier)
-
-    def acquire_build_id_lock(self, image: str, build_id: str,
-                              blocking: bool = True,
-                              timeout: Optional[float] = None,
-                              identifier: Optional[str] = None) -> Lock:
-        """Take the lock of one build (used to mark it ``deleting``).
-
-        :raises LockError: also if the build does not exist; locking would
-            otherwise create an empty build znode as the lock's parent.
-        """
-        if self._kazoo.exists(paths.build_path(image, build_id)) is None:
-            raise LockError("build %s of %s does not exist"
-                            % (build_id, image))
-        return locks.acquire_lock(
-            self._kazoo, paths.build_id_lock_path(image, build_id),
-            blocking=blocking, timeout=timeout, identifier=identifier)
-
-    def acquire_upload_lock(self, image: str, build_id: str, provider: str,
-                            blocking: bool = True,
-                            timeout: Optional[float] = None,
-                            identifier: Optional[str] = None) -> Lock:
-        """Take the upload lock (one uploader per build and provider).
-
-        Creating the lock directory advances the sequence counter of its
-        parent, which is why the first upload id is normally
-        ``0000000001``.
-        """
-        return locks.acquire_lock(
-            self._kazoo, paths.upload_lock_path(image, build_id, provider),
-            blocking=blocking, timeout=timeout, identifier=identifier)
-
-    def acquire_upload_number_lock(self, image: str, build_id: str,
-                                   provider: str, upload_id: str,
-                                   blocking: bool = True,
-                                   timeout: Optional[float] = None,
-                                   identifier: Optional[str] = None
-                                   ) -> Lock:
-        """Take the lock of one upload record (used by cleanup).
-
-        :raises LockError: also if the upload does not exist.
-        """
-        path = paths.upload_path(image, build_id, provider, upload_id)
-        if self._kazoo.exists(path) is None:
-            raise LockError("upload %s does not exist" % path)
-        return locks.acquire_lock(
-            self._kazoo,
-            paths.upload_number_lock_path(image, build_id, provider,
-                                          upload_id),
-            blocking=blocking, timeout=timeout, identifier=identifier)
-
-    @staticmethod
-    def release_lock(lock: Optional[Lock]) -> None:
-        """Release a lock from one of the acquire functions; never raises."""
-        locks.release_lock(lock)
-
-    def is_upload_locked(self, image: str, build_id: str,
-                         provider: str) -> bool:
-        """Whether an upload to ``provider`` of the build is in progress."""
-        return locks.lock_is_held(
-            self._kazoo, paths.upload_lock_path(image, build_id, provider))
-
     # Export and import --------------------------------------------------
 
     def export_image_data(self) -> Dict[str, str]:
@@ -475,3 +402,36 @@ class ImageStore:
                 self._kazoo.delete(path)
             if number >= highest:
                 return
+
+    # Status reads and provider erasure (the ``nodepool`` CLI) -----------
+
+    def _ctime(self, path: str) -> Optional[int]:
+        stat = self._kazoo.exists(path)
+        return None if stat is None else stat.ctime
+
+    def build_request_ctime(self, image: str) -> Optional[int]:
+        """When the manual build request of ``image`` was made (epoch
+        milliseconds, ZooKeeper's ctime); None without one."""
+        return self._ctime(paths.image_build_request_path(image))
+
+    def build_ctimes(self, image: str) -> Dict[str, int]:
+        """Build id -> creation time of its znode (epoch milliseconds);
+        builds vanishing meanwhile are left out."""
+        ctimes = {}
+        for build_id in self._children(paths.builds_path(image)):
+            ctime = self._ctime(paths.build_path(image, build_id))
+            if ctime is not None:
+                ctimes[build_id] = ctime
+        return ctimes
+
+    def delete_build_provider(self, image: str, build_id: str,
+                              provider: str) -> None:
+        """Remove everything of ``provider`` below a build: its upload
+        records and their locks (``nodepool erase``).  Nothing happens if
+        there is none; other errors propagate."""
+        try:
+            self._kazoo.delete(
+                paths.build_provider_path(image, build_id, provider),
+                recursive=True)
+        except NoNodeError:
+            pass

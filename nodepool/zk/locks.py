@@ -23,7 +23,8 @@ import re
 from typing import Iterator, Optional
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, LockTimeout, NoNodeError
+from kazoo.exceptions import (
+    KazooException, LockTimeout, NodeExistsError, NoNodeError)
 from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
@@ -35,15 +36,41 @@ log = logging.getLogger("nodepool.zk.locks")
 CONTENDER_RE = re.compile(r"__lock__(-?\d{10})$")
 
 
+class _RecordLock(Lock):
+    """A lock whose directory lives inside a record it must not outlive.
+
+    kazoo's recipe creates the lock directory with all its parents, so
+    locking a record deleted a moment earlier brings its znode back,
+    empty.  Readers then briefly see a record that is not there (and
+    someone has to remove it).  This lock creates only the directory
+    itself; if the record is gone, acquiring fails with NoNodeError.
+    """
+
+    def _ensure_path(self):
+        try:
+            self.client.create(self.path)
+        except NodeExistsError:
+            pass
+        self.assured_path = True
+
+
+class RecordGone(LockError):
+    """The record a lock belongs to no longer exists."""
+
+
 def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,
                  timeout: Optional[float] = None,
                  identifier: Optional[str] = None,
-                 ephemeral: bool = True) -> Lock:
+                 ephemeral: bool = True,
+                 inside_record: bool = False) -> Lock:
     """Take the exclusive lock at ``path`` and return the kazoo ``Lock``.
 
-    The lock directory is created if missing.  ``identifier`` is stored as
-    the contender's data (visible through ``Lock.contenders()``).
+    The lock directory is created if missing, with its parents unless
+    ``inside_record``: then the parent is a record (a node) that a lock
+    attempt must never recreate once it is deleted.  ``identifier`` is
+    stored as the contender's data (visible through ``Lock.contenders()``).
 
+    :raises RecordGone: ``inside_record`` and the parent does not exist.
     :raises LockError: ``blocking`` is false and someone else holds the
         lock, or ZooKeeper failed during the attempt.
     :raises TimeoutException: ``blocking`` with a ``timeout`` that expired.
@@ -52,10 +79,14 @@ def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,
     failed attempt never leaves a waiter behind that would later grab the
     lock without an owner.
     """
-    lock = Lock(kazoo, path, identifier)
+    lock = (_RecordLock if inside_record else Lock)(kazoo, path, identifier)
     try:
         acquired = lock.acquire(blocking=blocking, timeout=timeout,
                                 ephemeral=ephemeral)
+    except NoNodeError as e:
+        if not inside_record:
+            raise LockError("failed to lock %s: %r" % (path, e)) from e
+        raise RecordGone("the record of lock %s is gone" % path) from e
     except LockTimeout as e:
         # Kazoo has already deleted our contender before re-raising.
         raise TimeoutException(

@@ -5,8 +5,10 @@
 
 Node records live at ``/nodepool/nodes/<id>``.  The launcher
 reads through its tree cache; the builder and the CLI pass no cache and
-read ZooKeeper directly.  Writes always go to ZooKeeper; the cache catches
-up through its watch.
+read ZooKeeper directly.  Writes always go to ZooKeeper and, when there is
+a cache, through to it as well: this process sees its own creations,
+changes and deletions at once, other processes' through the watch.  That
+is the one place where the launcher makes up for the cache's lag.
 
 Thread-safety: a :class:`NodeStore` holds no mutable state of its own and
 may be shared by threads.  A :class:`~nodepool.zk.models.Node` object,
@@ -130,9 +132,10 @@ class NodeStore:
     def empty_node_ids(self) -> list[str]:
         """Ids of node znodes that have no data.
 
-        Such znodes are left behind when somebody locks a node that was
-        deleted at the same time: the lock recipe recreates the lock
-        directory and with it an empty parent.  Always read from ZooKeeper,
+        Such znodes are left behind when another client (Zuul, an older
+        launcher) locks a node that was deleted at the same time: kazoo's
+        lock recipe recreates the lock directory and with it an empty
+        parent.  Always read from ZooKeeper,
         since the cache drops data-less znodes.
         """
         empty = []
@@ -158,14 +161,17 @@ class NodeStore:
 
         :raises kazoo.exceptions.NoNodeError: the existing node vanished.
         """
+        data = node.serialize()
         if node.id is None:
             path, stat = self.kazoo.create(
-                NODE_ROOT + "/", node.serialize(), sequence=True,
+                NODE_ROOT + "/", data, sequence=True,
                 makepath=True, include_data=True)
             node.id = path.rsplit("/", 1)[1]
         else:
-            stat = self.kazoo.set(node_path(node.id), node.serialize())
+            stat = self.kazoo.set(node_path(node.id), data)
         node.stat = stat
+        if self.cache is not None:
+            self.cache.written(node.id, data, stat)
 
     def delete_node(self, node: Node) -> None:
         """Mark ``node`` deleted, then remove its znode and lock directory.
@@ -180,6 +186,8 @@ class NodeStore:
         try:
             self.store_node(node)
         except NoNodeError:
+            if self.cache is not None:
+                self.cache.removed(node.id)
             return
         self.delete_raw_node(node.id)
 
@@ -193,14 +201,17 @@ class NodeStore:
         for attempt in range(_DELETE_ATTEMPTS):
             try:
                 self.kazoo.delete(path, recursive=True)
-                return
             except NoNodeError:
-                return
+                pass
             except NotEmptyError:
                 # A new lock contender appeared between listing and
                 # deleting the children; go round again.
                 if attempt == _DELETE_ATTEMPTS - 1:
                     raise
+                continue
+            if self.cache is not None:
+                self.cache.removed(node_id)
+            return
 
     # Locking ------------------------------------------------------------
 
@@ -223,9 +234,13 @@ class NodeStore:
             failed, or the node was deleted (the lock is released again).
         :raises TimeoutException: ``timeout`` expired.
         """
-        lock = locks.acquire_lock(self.kazoo, node_lock_path(node.id),
-                                  blocking=blocking, timeout=timeout,
-                                  identifier=identifier, ephemeral=ephemeral)
+        try:
+            lock = locks.acquire_lock(
+                self.kazoo, node_lock_path(node.id), blocking=blocking,
+                timeout=timeout, identifier=identifier, ephemeral=ephemeral,
+                inside_record=True)
+        except locks.RecordGone:
+            raise LockError("node %s was deleted" % node.id) from None
         try:
             data, stat = self.kazoo.get(node_path(node.id))
         except NoNodeError:
@@ -278,8 +293,10 @@ class NodeStore:
         return probe
 
     def _remove_lock_skeleton(self, node_id: str, stat) -> None:
-        # Locking a node deleted meanwhile recreated its lock directory and
-        # an empty node znode.  Remove both unless someone else is queued
+        # Our own locks never recreate a deleted node (inside_record), but
+        # other clients' do (kazoo's recipe as used by Zuul and nodepool
+        # 11): the node znode is back, empty.  Remove it and its lock
+        # directory unless someone else is queued
         # on the lock: plain deletes fail on a non-empty directory, so a
         # live contender is never removed.
         try:

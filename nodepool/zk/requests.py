@@ -128,6 +128,12 @@ class RequestStore:
                                     e, "request")
             return None, stat
 
+    def request_exists(self, request_id: str) -> bool:
+        """Whether the request's znode exists, asked of ZooKeeper (never
+        the cache, which lags behind deletions).  Errors propagate: a
+        connection error is no answer."""
+        return self.kazoo.exists(request_path(request_id)) is not None
+
     def get_request_ids(self) -> list[str]:
         """Ids of all requests in ZooKeeper (never the cache), unsorted."""
         try:

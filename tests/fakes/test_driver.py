@@ -26,11 +26,13 @@ image.  Instances record the external id of the image they were created
 from (:attr:`FakeInstance.image_external_id`, None for image-less labels).
 """
 
+import copy
 import itertools
 import threading
 from dataclasses import dataclass
 
 import voluptuous as v
+from kazoo.exceptions import KazooException
 
 from nodepool import driver, exceptions
 from nodepool.config import schema
@@ -42,6 +44,8 @@ from nodepool.driver.base import (
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import (
     Adapter, CloudImage, Instance, Resource, StateMachine)
+from nodepool.driver.statemachine.provider import StateMachineProvider
+from nodepool.driver.statemachine.quota import ProviderQuota
 
 LABEL = schema.Section({
     v.Required("name"): str,
@@ -223,6 +227,11 @@ class FakeCloud:
         self.fail_image_listing = None  # an exception list_images raises
         # A message: building an adapter for this cloud fails with it.
         self.unreachable = None
+        # The provider's bookkeeping (FakeQuota, RecordingNodeStore), not
+        # the cloud's, but set per provider like the rest.
+        self.reserve_error = None   # an exception quota.reserve() raises
+        self.fail_record_deletes = 0  # next N node record deletions raise
+        self.record_deletes: list = []  # node ids whose record it deleted
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256) -> str:
@@ -406,6 +415,54 @@ class FakeAdapter(Adapter):
         return self.cloud.list_images()
 
 
+class FakeQuota(ProviderQuota):
+    """The real quota bookkeeping; :meth:`reserve` raises the cloud's
+    ``reserve_error`` while one is set."""
+
+    def reserve(self, label_name, pool):
+        error = self.adapter.cloud.reserve_error
+        if error is not None:
+            raise error
+        return super().reserve(label_name, pool)
+
+
+class RecordingNodeStore:
+    """The launcher's node store as the provider sees it: every call goes
+    to ``store``; :meth:`delete_node` is recorded in the cloud's
+    ``record_deletes`` and fails (``KazooException``) while its
+    ``fail_record_deletes`` count lasts."""
+
+    def __init__(self, store, cloud):
+        self._store = store
+        self._cloud = cloud
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def delete_node(self, node):
+        cloud = self._cloud
+        with cloud.lock:
+            cloud.record_deletes.append(node.id)
+            fail = cloud.fail_record_deletes > 0
+            if fail:
+                cloud.fail_record_deletes -= 1
+        if fail:
+            raise KazooException("fake ZooKeeper failure")
+        return self._store.delete_node(node)
+
+
+class FakeProvider(StateMachineProvider):
+    """A state-machine provider with :class:`FakeQuota` whose node
+    store is a :class:`RecordingNodeStore`."""
+
+    quota_class = FakeQuota
+
+    def __init__(self, config, adapter, services, interval=1.0):
+        services = copy.copy(services)
+        services.nodes = RecordingNodeStore(services.nodes, adapter.cloud)
+        super().__init__(config, adapter, services, interval=interval)
+
+
 class FakeDriver(Driver):
     name = "test"
 
@@ -435,6 +492,10 @@ class FakeDriver(Driver):
 
     def get_adapter(self, provider_config, warm=True):
         return FakeAdapter(provider_config)
+
+    def get_provider(self, provider_config, services, interval=1.0):
+        return FakeProvider(provider_config, self.get_adapter(provider_config),
+                            services, interval=interval)
 
 
 def register() -> None:

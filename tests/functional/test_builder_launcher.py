@@ -179,18 +179,6 @@ def held_upload(env):
     return uploads[0]
 
 
-def count_main_passes(launcher):
-    """Count the launcher's main-loop passes (each runs min-ready)."""
-    counter = {"passes": 0}
-    run = launcher.min_ready.run
-
-    def counting_run():
-        run()
-        counter["passes"] += 1
-    launcher.min_ready.run = counting_run
-    return counter
-
-
 def test_request_waits_for_a_ready_upload(env, zuul):
     env.write()
     env.cloud.hold_uploads.set()
@@ -267,7 +255,7 @@ def test_min_ready_waits_for_a_ready_upload(env, zuul):
     env.write(min_ready=1)
     env.cloud.hold_uploads.set()
     launcher = env.start_launcher()
-    main = count_main_passes(launcher)
+    main = launcher.main_loop  # its passes run min-ready
     env.start_builder()
     held_upload(env)
 
@@ -278,8 +266,8 @@ def test_min_ready_waits_for_a_ready_upload(env, zuul):
                       if n.type == ["plain"]
                       and n.state == NodeState.READY
                       and not n.allocated_to], timeout=30)
-    target = main["passes"] + 5
-    wait_for(lambda: main["passes"] >= target, timeout=30)
+    target = main.passes + 5
+    wait_for(lambda: main.passes >= target, timeout=30)
     assert not [n for n in read_nodes(zuul.kazoo)
                 if "dib-label" in n.type]
     assert env.cloud.created == 1
@@ -306,15 +294,15 @@ def test_min_ready_asks_nothing_without_an_image(env, zuul):
     env.write(min_ready=1)
     env.cloud.hold_uploads.set()
     launcher = env.start_launcher()
-    main = count_main_passes(launcher)
+    main = launcher.main_loop  # its passes run min-ready
     env.start_builder()
     held_upload(env)
     wait_for(lambda: [n for n in read_nodes(zuul.kazoo)
                       if n.type == ["plain"]
                       and n.state == NodeState.READY
                       and not n.allocated_to], timeout=30)
-    target = main["passes"] + 5
-    wait_for(lambda: main["passes"] >= target, timeout=30)
+    target = main.passes + 5
+    wait_for(lambda: main.passes >= target, timeout=30)
     # Every request created or deleted changes the parent's cversion:
     # the only min-ready request should have been plain's (created, then
     # deleted once fulfilled).

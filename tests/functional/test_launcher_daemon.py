@@ -10,6 +10,8 @@ import signal
 import socket
 import stat
 
+from kazoo.client import KazooClient
+
 from nodepool.cmd import recorded_pid
 from tests.fixtures import processes
 from tests.fixtures.waits import wait_for
@@ -177,5 +179,34 @@ def test_repl_on_private_unix_socket(tmp_path, zk_server, zk_chroot,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         assert not repl.exists()
+    finally:
+        processes.stop(proc)
+
+
+def test_sigterm_while_zookeeper_is_down(tmp_path, own_zk_server):
+    """An operator stops the launcher during a ZooKeeper outage: it exits
+    instead of waiting for ZooKeeper to delete its component record (the
+    record is ephemeral and goes with the session)."""
+    own_zk_server.start()
+    config = processes.write_config(tmp_path / "nodepool.yaml",
+                                    own_zk_server, "/np-sigterm")
+    log = tmp_path / "launcher.log"
+    proc = processes.start("nodepool-launcher",
+                           ["-d", "--no-webapp", "-c", str(config)], log)
+    try:
+        watcher = KazooClient(hosts=own_zk_server.hosts + "/np-sigterm")
+        watcher.start(30)
+        try:
+            wait_for(lambda: processes.component_running(
+                watcher, "launcher"), timeout=60)
+        finally:
+            watcher.stop()
+            watcher.close()
+        own_zk_server.stop(kill=True)
+        wait_for(lambda: "Connection dropped" in log.read_text(),
+                 timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+        assert "ZooKeeper is not connected" in log.read_text()
     finally:
         processes.stop(proc)

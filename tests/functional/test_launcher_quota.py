@@ -51,21 +51,18 @@ def test_paused_request_served_when_max_servers_grows(
 
 
 def test_error_while_paused_fails_the_request_and_unpauses(
-        launcher_factory, zuul, monkeypatch):
+        launcher_factory, zuul):
     launcher = launcher_factory(max_servers=1)
     first = zuul.run_job(["small"])
     waiting = zuul.submit(["small"])
     worker = launcher.pool_workers[("fake", "main")]
     wait_for(lambda: worker.paused, message="pool never paused")
-    provider = launcher.providers["fake"]
-
-    def broken(label_name, pool):
-        raise RuntimeError("fake failure while paused")
-    monkeypatch.setattr(provider.quota, "reserve", broken)
+    cloud = FakeCloud.get("fake")
+    cloud.reserve_error = RuntimeError("fake failure while paused")
     done = zuul.wait_for_request(waiting)
     assert done.state == RequestState.FAILED
     assert done.declined_by == [worker.launcher_id]
     wait_for(lambda: not worker.handlers and not worker.paused)
-    monkeypatch.undo()
+    cloud.reserve_error = None
     zuul.finish(first)
     zuul.finish(zuul.run_job(["small"]))

@@ -143,8 +143,7 @@ def test_removed_provider_stops_its_pool(launcher_factory, zuul, tmp_path):
     registry = launcher.services.registry
 
     def pools():
-        # A pool record is written first and its attributes right after.
-        return sorted(p.to_dict().get("provider_name") or ""
+        return sorted(p.to_dict().get("provider_name")
                       for p in registry.pools())
     wait_for(lambda: pools() == ["broken", "healthy"])
     config = tmp_path / "nodepool-0.yaml"
@@ -153,6 +152,24 @@ def test_removed_provider_stops_its_pool(launcher_factory, zuul, tmp_path):
     wait_for(lambda: pools() == ["broken"], timeout=30,
              message="removed provider's pool still registered")
     assert "healthy" not in launcher.providers
+
+
+def test_pool_records_are_complete_from_their_first_write(
+        launcher_factory, zuul):
+    """A pool record is created with its provider, labels and priority:
+    another launcher or Zuul reading it never sees it half filled in."""
+    launcher_factory(TWO_PROVIDERS)
+    kazoo = zuul.kazoo
+    root = "/nodepool/components/pool"
+    wait_for(lambda: kazoo.exists(root)
+             and len(kazoo.get_children(root)) == 2)
+    for child in kazoo.get_children(root):
+        data, stat = kazoo.get(root + "/" + child)
+        record = json.loads(data)
+        # Version 0: the content was never rewritten after the create.
+        assert stat.version == 0, record
+        assert record["provider_name"] in ("broken", "healthy")
+        assert record["supported_labels"] == ["small"]
 
 
 def test_broken_node_records_do_not_stop_launching(launcher_factory, zuul):

@@ -10,6 +10,8 @@ import time
 import types
 from dataclasses import replace
 
+from kazoo.protocol.states import KeeperState
+
 from nodepool import stats
 from nodepool.launcher.server import Intervals, NodePoolLauncher
 from nodepool.launcher.stats_worker import StatsWorker, zk_queue_sizes
@@ -243,15 +245,20 @@ def test_launcher_without_reporter_sends_nothing(tmp_path, zk_factory,
 
 
 def test_queue_sizes_read_from_client_and_caches(zk_client):
-    client = ZooKeeperClient("127.0.0.1:1")  # never connected
+    client = ZooKeeperClient("127.0.0.1:1")  # nobody listens there
     assert client.connection_queue_size == 0
-    client.kazoo._queue.extend([object(), object()])
+    # Calls made while kazoo keeps trying to connect wait in its queue.
+    client.kazoo.start_async()
     try:
+        wait_for(lambda: client.kazoo.client_state == KeeperState.CONNECTING)
+        pending = [client.kazoo.exists_async("/a"),
+                   client.kazoo.get_children_async("/")]
         assert client.connection_queue_size == 2
     finally:
-        client.kazoo._queue.clear()
-    del client.kazoo._queue
-    assert client.connection_queue_size == 0  # another kazoo: no queue
+        client.kazoo.stop()
+        client.kazoo.close()
+    assert client.connection_queue_size == 0
+    assert all(call.exception is not None for call in pending)
 
     caches = [NodeCache(zk_client) for _ in range(3)]  # not started
     for i, cache in enumerate(caches):

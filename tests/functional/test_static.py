@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from nodepool.driver.static import provider as static_provider
+from nodepool import driver as driver_registry
+from nodepool.driver.static import StaticDriver
 from nodepool.zk import paths
 from nodepool.zk.models import Node, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
@@ -62,11 +63,22 @@ def render(nodes, **values):
     return text.format(key=CONFIGURED_KEY, **values)
 
 
+class UnsyncedStaticDriver(StaticDriver):
+    """The static driver whose providers never run the periodic full
+    pass after the one at start."""
+
+    sync_interval = 1e6
+
+
 @pytest.fixture(autouse=True)
-def no_periodic_sync(monkeypatch):
+def no_periodic_sync():
     """Only the full pass at provider start: everything after it must
     come from the events (a node removed, a host's retry)."""
-    monkeypatch.setattr(static_provider, "SYNC_FACTOR", 100000)
+    driver_registry.register_driver(
+        "static", "tests.functional.test_static:UnsyncedStaticDriver")
+    yield
+    driver_registry.register_driver(
+        "static", "nodepool.driver.static:StaticDriver")
 
 
 def stop_launcher(launcher):
@@ -450,15 +462,11 @@ class TestPeriodicSync:
         """Overrides the module's: the provider's sync runs."""
 
     def test_static_missing_node_re_added(self, launcher_factory, zuul, sshd,
-                                          zk_client, monkeypatch):
+                                          zk_client):
         """A READY node record removed behind the driver's back comes back
         (as a new record for the same slot) with the periodic sync (every
         ``SYNC_FACTOR`` provider intervals: 1.2 s here, 60 s in production;
         upstream re-adds it in its equally periodic cleanup)."""
-        from nodepool.driver.static import registrar
-        # Our own creations are trusted over the cache for FRESH_GRACE; a
-        # record deleted that early would otherwise wait that long.
-        monkeypatch.setattr(registrar, "FRESH_GRACE", 0.5)
         _static(launcher_factory, sshd, [HOST_B])
         (node,) = wait_ready(zuul, 1)
         zk_client.kazoo.delete(paths.node_path(node.id), recursive=True)

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from nodepool import nodescan
+from nodepool import hostkeys
 from nodepool.nodescan import (ConnectionTimeoutException,
                                LaunchKeyscanException, NodeScanner,
                                ScanCancelledException, scan_host_keys)
@@ -223,7 +223,7 @@ def test_scan_single_key_server(all_paramiko_keys, index):
 
 
 def test_choose_algorithms():
-    choose = nodescan._choose_algorithms
+    choose = hostkeys.choose_algorithms
     assert choose(["rsa-sha2-256", "ssh-ed25519"]) == [
         "ssh-ed25519", "rsa-sha2-256"]
     assert choose(["ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"]) == [

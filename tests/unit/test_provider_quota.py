@@ -16,7 +16,7 @@ from nodepool.driver.openstack import config as openstack_config
 from nodepool.driver.openstack.config import OpenStackPool
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
-from nodepool.driver.statemachine.quota import FRESH_NODE_TTL, ProviderQuota
+from nodepool.driver.statemachine.quota import ProviderQuota
 
 SMALL = QuotaInformation(cores=2, instances=1, ram=2048)
 LARGE = QuotaInformation(cores=8, instances=1, ram=8192)
@@ -74,14 +74,6 @@ class Nodes:
         return [n.id for n in self.nodes]
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def node(node_id, provider="p1", pool="main", labels=("small",),
          resources=None):
     return SimpleNamespace(id=node_id, provider=provider, pool=pool,
@@ -99,14 +91,13 @@ def make_pool(name="main", max_servers=math.inf,
     return OpenStackPool(**dict(data, priority=100, labels=labels))
 
 
-def make_quota(pools=None, nodes=(), adapter=None, max_concurrency=0,
-               clock=None):
+def make_quota(pools=None, nodes=(), adapter=None, max_concurrency=0):
     pools = pools or {"main": make_pool()}
     config = SimpleNamespace(name="p1", pools=pools,
                              max_concurrency=max_concurrency)
     adapter = adapter or FakeAdapter()
     cache = Nodes(nodes)
-    quota = ProviderQuota(config, adapter, cache, clock=clock or Clock())
+    quota = ProviderQuota(config, adapter, cache)
     return quota, adapter, cache
 
 
@@ -218,13 +209,15 @@ def test_reservation_counts_until_the_node_is_claimed():
     token = quota.reserve("small", pool)
     assert token is not None
     assert quota.reserve("small", pool) is None
+    # The node store writes through to the cache before the claim: the
+    # node counts from then on, the reservation no longer.
     stored = node("1")
-    quota.claim_node(token, stored)
-    # The cache has not seen the node yet: it still counts.
-    assert quota.reserve("small", pool) is None
     cache.nodes = [stored]
+    assert quota.nodes_used().get("instances") == 2
+    quota.claim_node(token, stored)
+    assert quota.nodes_used().get("instances") == 1
     assert quota.reserve("small", pool) is None
-    cache.nodes = []  # deleted: once the cache listed it, the cache rules
+    cache.nodes = []  # deleted
     assert quota.reserve("small", pool) is not None
 
 
@@ -235,26 +228,6 @@ def test_failed_launch_frees_its_reservation():
     quota.claim_node(token, None)
     assert quota.nodes_used().get("instances") == 0
     assert quota.reserve("small", pool) is not None
-
-
-def test_forget_node_frees_a_node_the_cache_never_listed():
-    pool = make_pool(max_servers=1)
-    quota, _, _ = make_quota(pools={"main": pool})
-    quota.claim_node(quota.reserve("small", pool), node("1"))
-    assert not quota.has_remaining_quota("small", pool)
-    quota.forget_node("1")
-    assert quota.has_remaining_quota("small", pool)
-
-
-def test_unlisted_fresh_node_expires():
-    clock = Clock()
-    pool = make_pool(max_servers=1)
-    quota, _, _ = make_quota(pools={"main": pool}, clock=clock)
-    quota.claim_node(quota.reserve("small", pool), node("1"))
-    clock.now += FRESH_NODE_TTL - 1
-    assert not quota.has_remaining_quota("small", pool)
-    clock.now += 2
-    assert quota.has_remaining_quota("small", pool)
 
 
 class GatedNode:

@@ -10,6 +10,7 @@ import pytest
 from nodepool import driver as registry
 from nodepool.config.loader import load_config
 from nodepool.config.models import FrozenDict
+from nodepool.driver.base import ProviderServices
 from nodepool.driver.static.adapter import StaticAdapter
 from nodepool.driver.static.config import StaticNode
 from nodepool.driver.static.provider import StaticProvider, slots_suffice
@@ -49,15 +50,12 @@ class Cache:
         return list(self._values)
 
 
-class Services:
+class Services(ProviderServices):
     """Just what the provider reads at construction and in decisions."""
 
     def __init__(self, nodes=(), requests=()):
-        self.nodes = None
-        self.node_cache = Cache(nodes)
-        self.request_cache = Cache(requests)
-        self.scanner = None
-        self.stats = None
+        super().__init__(None, None, None, None, node_cache=Cache(nodes),
+                         request_cache=Cache(requests))
 
 
 def request(node_types, state=RequestState.REQUESTED):

@@ -15,6 +15,8 @@ from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
 from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.models import Node, NodeState
+from nodepool.zk.nodes import NodeStore
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 
@@ -70,6 +72,48 @@ def test_updates_applied_in_order_never_older(node_cache, writer):
     wait_for(lambda: node_cache.get(node_id).comment == "100")
     zxids = [z for z, _ in seen]
     assert zxids == sorted(zxids)
+
+
+class PlaybackGate:
+    """A listener holding the playback thread until opened, so that a
+    test sees what the cache shows before any watch event is applied."""
+
+    def __init__(self):
+        self.opened = threading.Event()
+        self.seen = []
+
+    def __call__(self, key, obj, event_type):
+        self.opened.wait(30)
+        self.seen.append((key, obj.state if obj is not None else None))
+
+
+def test_own_writes_seen_before_their_events(node_cache, zk_client, writer):
+    gate = PlaybackGate()
+    node_cache.add_listener(gate)
+    store = NodeStore(zk_client, cache=node_cache)
+    try:
+        blocker = make_node(writer)  # holds the playback thread
+        node = Node()
+        node.state = NodeState.BUILDING
+        node.type = ["label1"]
+        store.store_node(node)
+        cached = node_cache.get(node.id)
+        assert cached is not None and cached is not node
+        assert cached.state == NodeState.BUILDING
+        node.state = NodeState.READY
+        store.store_node(node)
+        assert cached.state == NodeState.READY  # updated in place
+        store.delete_node(node)
+        assert node_cache.get(node.id) is None
+    finally:
+        gate.opened.set()
+    # Its queued events (created, changed twice, deleted) never bring the
+    # deleted node back; a later node shows they were all played.
+    marker = make_node(writer)
+    wait_for(lambda: node_cache.get(marker))
+    assert node_cache.get(node.id) is None
+    assert all(key != (node.id,) for key, _ in gate.seen)
+    assert {n.id for n in node_cache.values()} == {blocker, marker}
 
 
 def test_lock_traffic_causes_no_fetches(node_cache, writer):

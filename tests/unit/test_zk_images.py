@@ -485,3 +485,75 @@ def test_delete_upload_under_its_lock(store):
     assert store._kazoo.exists(paths.upload_path(
         "img", build_id, "p", upload_id)) is None
     assert store.delete_build("img", build_id) is True
+
+
+# -- status reads and provider erasure (the CLI's image-status, erase) --------
+
+def ctime(zk_client, path):
+    return zk_client.kazoo.exists(path).ctime
+
+
+def test_build_request_ctime(store, zk_client):
+    assert store.build_request_ctime("img") is None
+    store.submit_build_request("img")
+    assert store.build_request_ctime("img") == ctime(
+        zk_client, paths.image_build_request_path("img"))
+    store.remove_build_request("img")
+    assert store.build_request_ctime("img") is None
+
+
+def test_build_lock_ctime_only_while_contended(store, other_store,
+                                               zk_client):
+    assert store.build_lock_ctime("img") is None
+    with holding(other_store.acquire_image_build_lock("img")):
+        lock_ctime = store.build_lock_ctime("img")
+        assert lock_ctime == ctime(zk_client, paths.build_lock_path("img"))
+    # The lock directory stays behind, but nobody holds or wants it.
+    assert zk_client.kazoo.exists(paths.build_lock_path("img")) is not None
+    assert store.build_lock_ctime("img") is None
+
+
+def test_build_ctimes_skip_the_lock(store, zk_client):
+    assert store.build_ctimes("img") == {}
+    first = store.store_build("img", make_build())
+    with holding(store.acquire_image_build_lock("img")):
+        second = store.store_build("img", make_build())
+    assert store.build_ctimes("img") == {
+        build_id: ctime(zk_client, paths.build_path("img", build_id))
+        for build_id in (first, second)}
+
+
+def test_image_status_read_through_the_store(store, other_store):
+    from nodepool import status
+    store.store_build("img", make_build())
+    store.submit_build_request("img")
+    store.pause_image("other")
+    (img, other) = status.read_image_status(store)
+    assert (img.image, img.paused, img.build_request) == (
+        "img", False, "pending")
+    assert img.build_request_age == store.build_request_ctime("img")
+    assert (other.image, other.paused, other.build_request) == (
+        "other", True, None)
+    # Locked for a build older than the lock: still pending.
+    with holding(other_store.acquire_image_build_lock("img")):
+        assert status.read_image_status(store)[0].build_request == "pending"
+        store.store_build("img", make_build(BuildState.BUILDING))
+        assert status.read_image_status(store)[0].build_request == \
+            "building"
+    assert status.read_image_status(store)[0].build_request == "pending"
+
+
+def test_delete_build_provider(store, zk_client):
+    build_id = store.store_build("img", make_build())
+    store.store_upload("img", build_id, "p", make_upload())
+    kept = store.store_upload("img", build_id, "q", make_upload())
+    with holding(store.acquire_upload_lock("img", build_id, "p")):
+        pass  # leaves the upload lock directory below "p"
+    store.delete_build_provider("img", build_id, "p")
+    assert zk_client.kazoo.exists(
+        paths.build_provider_path("img", build_id, "p")) is None
+    assert store.get_build_providers("img", build_id) == ["q"]
+    assert store.get_upload_ids("img", build_id, "q") == [kept]
+    # Nothing left to delete, or no such build: fine either way.
+    store.delete_build_provider("img", build_id, "p")
+    store.delete_build_provider("img", "0" * 32, "p")

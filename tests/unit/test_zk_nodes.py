@@ -185,6 +185,22 @@ def test_lock_vanished_node(store, zk_client):
     assert store.empty_node_ids() == []
 
 
+def test_lock_vanished_node_never_recreates_it(store, zk_client):
+    """Readers never see the deleted node come back, not even briefly."""
+    node = make_node()
+    store.store_node(node)
+    copy = store.get_node(node.id)
+    store.delete_raw_node(node.id)
+    # The parent's child version counts every child created or deleted.
+    _, before = zk_client.kazoo.get("/nodepool/nodes")
+    with pytest.raises(LockError, match="was deleted"):
+        store.lock_node(copy, blocking=False)
+    with pytest.raises(LockError, match="was deleted"):
+        store.lock_node(copy, timeout=1)
+    _, after = zk_client.kazoo.get("/nodepool/nodes")
+    assert after.cversion == before.cversion
+
+
 def test_lock_by_zuul_with_plain_kazoo(store, zk_factory):
     node = make_node(state=NodeState.READY)
     store.store_node(node)

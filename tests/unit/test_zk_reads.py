@@ -68,7 +68,7 @@ def test_orphan_lock_dirs_do_not_break_reads(images, zk_client):
     builds, paused = status.read_builds(images)
     assert [b.id for b in builds] == [good] and paused == []
     assert [u.id for u in status.read_uploads(images)] == [upload_id]
-    assert [s.image for s in status.read_image_status(kz)] == ["img"]
+    assert [s.image for s in status.read_image_status(images)] == ["img"]
     assert status.read_nodes(nodes) == []
 
 

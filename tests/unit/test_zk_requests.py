@@ -320,6 +320,19 @@ def test_reads_through_cache(zk_client):
         == [b.id, a.id]
 
 
+def test_request_exists_asks_zookeeper(store, other_store):
+    request = make_request()
+    store.submit_request(request, priority="100")
+    # A cache that still lists the request does not count.
+    cached = RequestStore(store.zk_client, cache=StaticCache(
+        [store.get_request(request.id)]))
+    assert cached.request_exists(request.id)
+    other_store.delete_request(other_store.get_request(request.id))
+    assert cached.get_request(request.id) is not None
+    assert not cached.request_exists(request.id)
+    assert not store.request_exists("100-0000000999")
+
+
 def test_relock_after_lost_session(store, other_store, zk_client):
     """After a lost session a request's dead lock is taken anew; a lock
     that an attempt in flight at the loss acquired in the new session is

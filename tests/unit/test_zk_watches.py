@@ -16,7 +16,6 @@ from collections import namedtuple
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionClosedError, NoWatcherError
-from kazoo.protocol.connection import _CONNECTION_DROP
 from kazoo.protocol.serialization import int_struct, write_string
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 
@@ -28,6 +27,7 @@ from nodepool.zk.watches import (
     remove_persistent_watch,
 )
 from tests.fixtures import zkserver
+from tests.fixtures.tcpproxy import TCPProxy
 from tests.fixtures.waits import wait_for
 
 CREATED, DELETED = EventType.CREATED, EventType.DELETED
@@ -83,12 +83,10 @@ def server_version(host, port):
         r"version: (\d+)\.(\d+)", answer).groups())
 
 
-def drop_connection(kazoo):
-    """Make kazoo drop its TCP connection and reconnect (same session).
-
-    Uses kazoo's own testing hook; the server forgets the connection's
-    watches just as after a network failure.
-    """
+def drop_connection(kazoo, proxy):
+    """Cut kazoo's connection, which runs through ``proxy``; kazoo
+    reconnects through it in the same session.  The server forgets the
+    connection's watches just as after a network failure."""
     suspended = threading.Event()
 
     def listener(state):
@@ -96,9 +94,22 @@ def drop_connection(kazoo):
             suspended.set()
             return True  # remove this listener
     kazoo.add_listener(listener)
-    kazoo._queue.append((_CONNECTION_DROP, None))
-    kazoo._connection._write_sock.send(b"\0")
+    assert proxy.drop() == 1
     assert suspended.wait(30)
+
+
+@pytest.fixture
+def proxied(zk_server, zk_chroot):
+    """``(client, proxy)``: a connected TLS client on the test's chroot
+    whose connection runs through a :class:`TCPProxy`."""
+    with TCPProxy((zk_server.host, zk_server.secure_port)) as proxy:
+        client = ZooKeeperClient(proxy.hosts + zk_chroot,
+                                 **zk_server.tls_args())
+        client.connect()
+        try:
+            yield client, proxy
+        finally:
+            client.disconnect()
 
 
 @pytest.fixture
@@ -234,8 +245,9 @@ def test_remove_on_client_without_watches_is_noop(zk_client):
     remove_persistent_watch(zk_client.kazoo, "/r", Recorder())
 
 
-def test_remove_stops_delivery_and_server_watch(zk_client, zk_server):
-    kazoo = zk_client.kazoo
+def test_remove_stops_delivery_and_server_watch(proxied, zk_server):
+    client, proxy = proxied
+    kazoo = client.kazoo
     first, second, keep = Recorder(), Recorder(), Recorder()
     add_persistent_watch(kazoo, "/r", first)
     add_persistent_watch(kazoo, "/r", second)
@@ -259,7 +271,7 @@ def test_remove_stops_delivery_and_server_watch(zk_client, zk_server):
 
     # Before 3.9 the server cannot drop just the persistent watch; after a
     # reconnect only the remaining one is registered again.
-    drop_connection(kazoo)
+    drop_connection(kazoo, proxy)
     wait_for(lambda: kazoo.connected and server_has_watch(kazoo, "/keep"))
     assert not server_has_watch(kazoo, "/r")
     kazoo.set("/r", b"2")
@@ -281,8 +293,9 @@ def test_remove_keeps_kazoo_one_shot_watch_on_same_path(zk_client):
     assert events.events == []
 
 
-def test_kazoo_one_shot_watches_still_work(zk_client):
-    kazoo = zk_client.kazoo
+def test_kazoo_one_shot_watches_still_work(proxied):
+    client, proxy = proxied
+    kazoo = client.kazoo
     events, once = Recorder(), Recorder()
     data, children = [], []
     kazoo.create("/w")
@@ -315,7 +328,7 @@ def test_kazoo_one_shot_watches_still_work(zk_client):
     # its re-read first: if a connection drops during one, kazoo 2.11's
     # ChildrenWatch can lose its watch for good (its own race).
     wait_for(lambda: sorted(children[-1]) == ["d", "f", "sentinel"])
-    drop_connection(kazoo)
+    drop_connection(kazoo, proxy)
     wait_for(lambda: kazoo.connected and server_has_watch(kazoo, "/w"))
     kazoo.set("/w", b"z")
     kazoo.delete("/w/f")
@@ -407,14 +420,15 @@ def test_failed_add_is_not_registered(zk_client):
     assert not server_has_watch(kazoo, "/f")
 
 
-def test_survives_connection_drop_same_session(zk_client):
-    kazoo = zk_client.kazoo
+def test_survives_connection_drop_same_session(proxied):
+    client, proxy = proxied
+    kazoo = client.kazoo
     events = Recorder()
     session = kazoo.client_id
     add_persistent_watch(kazoo, "/d", events)
     kazoo.create("/d")
     events.wait_for([(CREATED, "/d")])
-    drop_connection(kazoo)
+    drop_connection(kazoo, proxy)
     wait_for(lambda: kazoo.connected and server_has_watch(kazoo, "/d"))
     assert kazoo.client_id == session
     kazoo.create("/d/after")

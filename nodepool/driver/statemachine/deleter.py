@@ -91,7 +91,6 @@ class NodeDeleter:
             self.node.lock = None
             self.succeeded = True
             self.log.info("Deleted node %s", self.node.id)
-            self.provider.forget_node(self.node.id)
             if self.report_deleted:
                 self.provider.node_deleted(self.node)
         self.complete = True

@@ -16,24 +16,26 @@ import time
 from kazoo.exceptions import NoNodeError
 
 from nodepool import exceptions
+from nodepool.driver.statemachine.launch_record import LaunchRecordMixin
 from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.models import NodeState
 from nodepool.zk import paths
 
 
-class NodeLauncher:
+class NodeLauncher(LaunchRecordMixin):
     """Launch state of one node.
 
     Not thread-safe: only the provider's create runner calls :meth:`step`;
     other threads read :attr:`complete` (set last) and may call
     :meth:`cancel`.
 
-    ZooKeeper faults: a write that fails because the connection dropped is
-    kept and written again once the connection is back; the launch goes
-    on meanwhile, but it only completes once its final state is stored.
-    If the session (and with it the node lock) was lost, the launch takes
-    the lock again and resumes when the record is still ours to take;
-    otherwise it deletes whatever instance it created and ends failed.
+    ZooKeeper faults (:class:`LaunchRecordMixin`): a write that fails
+    because the connection dropped is kept and written again once the
+    connection is back; the launch goes on meanwhile, but it only completes
+    once its final state is stored.  If the session (and with it the node
+    lock) was lost, the launch takes the lock again and resumes when the
+    record is still ours to take; otherwise it deletes whatever instance it
+    created and ends failed.
     """
 
     def __init__(self, provider, node, label, pool, request, log,
@@ -291,68 +293,11 @@ class NodeLauncher:
         else:
             self._fail(self.result_key or "error.unknown")
 
-    @property
-    def _zk(self):
-        return self.provider.services.zk_client
-
     def _created_id(self):
         """The cloud id of the instance this launch made, if any."""
         if self.create_sm is not None and self.create_sm.external_id:
             return self.create_sm.external_id
         return self.node.external_id
-
-    def _take_back(self) -> None:
-        """The session that held the node lock was lost: lock the node
-        again and resume if its record is still ours, else abandon.
-
-        The record is ours when it still exists, nobody else holds it and
-        it is still ``building`` for us; the in-memory node (which may be
-        ahead of the record) is then written again.
-        """
-        nodes = self.provider.nodes
-        guard = self._zk.guard()
-        try:
-            fresh = nodes.relock_node(self.node)
-        except exceptions.LockError as e:
-            if isinstance(e.__cause__, CONNECTION_ERRORS):
-                return  # the connection dropped again: next pass
-            self._abandon("could not lock it again: %s" % e)
-            return
-        if (fresh.state != NodeState.BUILDING
-                or fresh.allocated_to != self.node.allocated_to
-                or self.cancelled):
-            nodes.unlock_node(self.node)
-            self._abandon("its record changed meanwhile (%s)" % fresh.state)
-            return
-        self.node.stat = fresh.stat
-        self.guard = guard
-        self._unsaved = True
-        self.log.info("Locked node %s again after the ZooKeeper session "
-                      "was lost; resuming its launch", self.node.id)
-
-    def _abandon(self, why: str) -> None:
-        """Give the node up without touching its record.
-
-        The record belongs to whoever holds it now (the deleted-node worker
-        deletes it and any instance it names).  The instance this launch
-        created is deleted here at once: the record may not name it yet.
-        """
-        self.abandoned = True
-        self.log.warning("Lost the lock of node %s while launching it: %s",
-                         self.node.id, why)
-        self.node.lock = None
-        # Not a failure of the launch: the handler (if it still has the
-        # request) relaunches, as for a quota refusal.
-        self.node.state = NodeState.ABORTED
-        self._pending_result = None
-        self._unsaved = False
-        self._cancel_scan()
-        external_id = self._created_id()
-        self.create_sm = None
-        if external_id and self.cleanup_sm is None:
-            self.node.external_id = external_id
-            self.cleanup_sm = self.adapter.get_delete_state_machine(
-                external_id, self.log)
 
     def _give_up(self) -> None:
         """Cancelled by the owner while we hold the node: delete the
@@ -428,37 +373,6 @@ class NodeLauncher:
             self.provider.nodes.unlock_node(self.node)
         self.complete = True
         self.provider.notify_launch_complete(self)
-
-    def _store(self) -> None:
-        """Write the record; a failure of the connection is not an error.
-
-        The write is retried by :meth:`_flush` on later passes.  Nothing is
-        written once the session that holds our lock is gone: the record
-        may be somebody else's by now.
-        """
-        if self.abandoned:
-            return
-        self._unsaved = True
-        if self.guard.lost:
-            return
-        try:
-            self.provider.nodes.store_node(self.node)
-        except CONNECTION_ERRORS as e:
-            self.log.info("Could not store node %s (%r); retrying once "
-                          "ZooKeeper is back", self.node.id, e)
-            return
-        self._unsaved = False
-
-    def _flush(self) -> bool:
-        """Write a record whose last write failed; True once stored."""
-        if not self._zk.connected:
-            return False
-        try:
-            self._store()
-        except NoNodeError:
-            self._abandon("its record was deleted")
-            return False
-        return not self._unsaved
 
     @property
     def duration(self) -> float:

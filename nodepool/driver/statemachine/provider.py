@@ -300,11 +300,6 @@ class StateMachineProvider:
 
     # Quota and leaks ----------------------------------------------------
 
-    def forget_node(self, node_id: str) -> None:
-        """Called by a deleter once the node record is gone (see
-        :meth:`ProviderQuota.forget_node`)."""
-        self.quota.forget_node(node_id)
-
     def cleanup_leaked_resources(self, known_node_ids: set,
                                  known_uploads: set) -> int:
         """Delete resources tagged for this provider whose node or upload is

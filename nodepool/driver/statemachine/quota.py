@@ -7,8 +7,7 @@ launches in flight use, and the count of requests its pools handle
 
 import logging
 import threading
-import time
-from typing import Callable, Optional
+from typing import Optional
 
 import cachetools
 
@@ -16,7 +15,6 @@ from nodepool import exceptions
 from nodepool.driver.quota import QuotaInformation, pool_limits
 
 PROVIDER_QUOTA_TTL = 300.0
-FRESH_NODE_TTL = 60.0
 
 
 class ProviderQuota:
@@ -28,20 +26,17 @@ class ProviderQuota:
         ``get_quota_for_label``, ``list_instances``).
     :param node_cache: the launcher's node cache (``values()``, ``ids()``);
         may be None where nothing asks about usage (the CLI's deletes).
-    :param clock: monotonic seconds (tests pass their own).
 
     Thread-safe: pool workers, request handlers and the runners call it
     from their own threads.
     """
 
     def __init__(self, config, adapter, node_cache,
-                 log: Optional[logging.Logger] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 log: Optional[logging.Logger] = None):
         self.config = config
         self.name = config.name
         self.adapter = adapter
         self.node_cache = node_cache
-        self._clock = clock
         self.log = log or logging.getLogger(
             "nodepool.driver.%s.quota" % self.name)
         #: Labels whose resources the cloud cannot tell (bad flavor and
@@ -52,7 +47,6 @@ class ProviderQuota:
         self._label_quota: dict = {}
         self._claims_lock = threading.RLock()
         self._reservations: list = []
-        self._fresh_nodes: dict = {}
         self._requests_lock = threading.Lock()
         self._requests_handled = 0
 
@@ -147,9 +141,9 @@ class ProviderQuota:
     def reserve(self, label_name: str, pool) -> Optional[object]:
         """Claim room for one node of the label, or None if there is none.
 
-        The node cache lags behind our own writes, and several threads
-        start launches at once; a claim counts as used until
-        :meth:`claim_node` replaces it with the stored node.
+        Several threads start launches at once; a claim counts as used
+        until :meth:`claim_node` drops it, by which time the node record
+        made for it is in the node cache (the node store writes through).
         """
         needed = self.quota_for_label(label_name, pool.name)
         with self._claims_lock:
@@ -160,44 +154,22 @@ class ProviderQuota:
             return token
 
     def claim_node(self, token, node) -> None:
-        """Replace a reservation by the node created for it (None: the
-        launch did not get as far as storing one)."""
+        """The launch the reservation was for has stored its node (or,
+        with None, did not get as far): stop counting the reservation."""
         with self._claims_lock:
             if token in self._reservations:
                 self._reservations.remove(token)
-            if node is not None:
-                self._fresh_nodes[node.id] = (node, self._clock())
-
-    def forget_node(self, node_id: str) -> None:
-        """The node's record is gone: stop counting it as just created.
-
-        A node deleted before the node cache ever listed it (a launch
-        refused at once for quota, deleted within milliseconds) would
-        otherwise be counted forever and wedge a small pool.
-        """
-        with self._claims_lock:
-            self._fresh_nodes.pop(node_id, None)
 
     def nodes_used(self, pool_name: Optional[str] = None
                    ) -> QuotaInformation:
-        """What this provider's nodes (of one pool, if given), its
-        reservations and its just created nodes use."""
+        """What this provider's nodes (of one pool, if given) and its
+        reservations use."""
         used = QuotaInformation()
-        cached = self.node_cache.values()
-        cached_ids = {node.id for node in cached}
         with self._claims_lock:
-            # Once the cache has a node it is the source of truth; one it
-            # never listed is gone after FRESH_NODE_TTL at the latest
-            # (deleted elsewhere: the cache lags by far less).
-            now = self._clock()
-            for node_id, (_, added) in list(self._fresh_nodes.items()):
-                if node_id in cached_ids or now - added > FRESH_NODE_TTL:
-                    del self._fresh_nodes[node_id]
-            extra = [node for node, _ in self._fresh_nodes.values()]
             for reserved_pool, quota in self._reservations:
                 if pool_name is None or reserved_pool == pool_name:
                     used.add(quota)
-        for node in cached + extra:
+        for node in self.node_cache.values():
             if node.provider != self.name:
                 continue
             if pool_name is not None and node.pool != pool_name:

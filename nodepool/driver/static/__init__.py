@@ -12,6 +12,10 @@ class StaticDriver(Driver):
 
     name = "static"
 
+    #: Period of the providers' full reconciliation in seconds (None: the
+    #: provider's default, a multiple of its interval).
+    sync_interval = None
+
     def provider_schema(self):
         return config.PROVIDER
 
@@ -26,4 +30,5 @@ class StaticDriver(Driver):
         from nodepool.driver.static.provider import StaticProvider
         return StaticProvider(provider_config,
                               self.get_adapter(provider_config), services,
-                              interval=interval)
+                              interval=interval,
+                              sync_interval=self.sync_interval)

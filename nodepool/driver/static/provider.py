@@ -145,9 +145,8 @@ class StaticProvider(StateMachineProvider):
         may still finish work; the host then goes to the newest
         provider's registrar, which knows the current config.
         """
-        book = shared_book(self.services, self.name)
-        book.node_removed(node.id)
-        registrar = book.current or self.registrar
+        registrar = shared_book(self.services, self.name).current \
+            or self.registrar
         registrar.host_freed(node_identity(node))
 
     # Request decisions ----------------------------------------------------

@@ -26,7 +26,6 @@ import logging
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Optional
 
@@ -43,13 +42,6 @@ STATIC_LAUNCHER = "static driver"
 # States whose record is on its way out: its slot counts as free (the
 # deleter reports the removal, which refills the slot).
 _LEAVING = frozenset((NodeState.DELETING, NodeState.DELETED))
-
-# How long our own creations are trusted over a node cache that has not
-# seen them yet, before ZooKeeper itself is asked.
-FRESH_GRACE = 10.0
-# Removed records are hidden from a lagging cache; the ids of those the
-# cache no longer shows are forgotten after this long.
-GONE_GRACE = 30.0
 
 
 def node_identity(node: Node) -> tuple:
@@ -101,48 +93,19 @@ class SharedBook:
 
     A provider whose config changed is replaced by a new instance while
     the old one finishes its work, so two instances may briefly coexist.
-    Only :attr:`current` writes; ``lock`` serialises its reconciliations;
-    ``fresh`` (our creations the cache may not show yet) and ``gone``
-    (records removed that it may still show) correct the node cache's lag.
+    Only :attr:`current` writes; ``lock`` serialises its reconciliations.
+    The launcher's services keep the book (see
+    :meth:`~nodepool.driver.base.ProviderServices.shared_state`).
     """
 
     def __init__(self):
         self.lock = threading.Lock()
-        self._book_lock = threading.Lock()
         self.current = None  # the Registrar allowed to write
-        self.fresh: dict = {}  # node id -> (Node, monotonic time)
-        self.gone: dict = {}   # node id -> monotonic time
-
-    def node_created(self, node: Node) -> None:
-        with self._book_lock:
-            self.fresh[node.id] = (node, time.monotonic())
-
-    def node_removed(self, node_id: str) -> None:
-        with self._book_lock:
-            self.gone[node_id] = time.monotonic()
-            self.fresh.pop(node_id, None)
-
-    def snapshot(self) -> tuple:
-        with self._book_lock:
-            return dict(self.fresh), dict(self.gone)
-
-    def forget(self, fresh_ids=(), gone_ids=()) -> None:
-        with self._book_lock:
-            for node_id in fresh_ids:
-                self.fresh.pop(node_id, None)
-            for node_id in gone_ids:
-                self.gone.pop(node_id, None)
-
-
-_books: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_books_lock = threading.Lock()
 
 
 def shared_book(services, provider_name: str) -> SharedBook:
     """The :class:`SharedBook` of a provider name in one launcher."""
-    with _books_lock:
-        per_services = _books.setdefault(services, {})
-        return per_services.setdefault(provider_name, SharedBook())
+    return services.shared_state(("static-book", provider_name), SharedBook)
 
 
 class _Host:
@@ -332,27 +295,14 @@ class Registrar(ServiceThread):
     # Reconciling records --------------------------------------------------
 
     def _records(self) -> list:
-        """Live node records of this provider, corrected for cache lag."""
-        now = time.monotonic()
-        fresh, gone = self.book.snapshot()
-        records = {node.id: node for node in self.cache.values()
-                   if node.provider == self.provider_name}
-        stale_gone = [node_id for node_id, since in gone.items()
-                      if node_id not in records and now - since > GONE_GRACE]
-        settled = []
-        for node_id, (node, since) in fresh.items():
-            if node_id in records or node_id in gone:
-                settled.append(node_id)
-            elif now - since < FRESH_GRACE:
-                records[node_id] = node
-            else:
-                current = self.nodes.get_node(node_id, cached=False)
-                settled.append(node_id)
-                if current is not None:
-                    records[node_id] = current
-        self.book.forget(fresh_ids=settled, gone_ids=stale_gone)
-        return [node for node_id, node in records.items()
-                if node_id not in gone and node.state not in _LEAVING]
+        """Live node records of this provider.
+
+        The node store writes through to the cache, so our own
+        registrations and removals are in it already.
+        """
+        return [node for node in self.cache.values()
+                if node.provider == self.provider_name
+                and node.state not in _LEAVING]
 
     @staticmethod
     def _free(node: Node) -> bool:
@@ -457,7 +407,6 @@ class Registrar(ServiceThread):
         for name, value in wanted.items():
             setattr(node, name, value)
         self.nodes.store_node(node)
-        self.book.node_created(node)
         self.log.info("Registered node %s for %s slot %s", node.id,
                       node_identity(node), node.slot)
 
@@ -494,7 +443,6 @@ class Registrar(ServiceThread):
             return  # waits until released; its slot is not refilled
         try:
             self.nodes.delete_node(node)
-            self.book.node_removed(node.id)
             self.log.info("Deregistered node %s of %s: %s", node.id,
                           node_identity(node), why)
         except KazooException:

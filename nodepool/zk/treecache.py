@@ -1,0 +1,455 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The generic tree cache: an ordered, pipelined mirror of one subtree.
+
+A cache mirrors one subtree of ZooKeeper with one persistent recursive
+watch on its root and two threads:
+
+* the *event* thread takes watch events in arrival order, decides from the
+  path alone whether the event concerns a record (and so needs its data),
+  and if so fires an asynchronous read at once;
+* the *playback* thread takes ``(event, read)`` pairs in the same order,
+  waits for each read and applies the result to the cache.
+
+Reads are thus pipelined, while the cache still changes in event order.
+Everything hinges on path parsing: a lock contender that parsed as a record
+would cost one read per lock operation without anybody noticing, which is
+why the parsers live in :mod:`nodepool.zk.paths` with their own tests and
+why :attr:`TreeCache.fetch_count` exists.
+
+On start and after every reconnection the cache re-synchronises: it walks
+the subtree (listing children concurrently, level by level) and replays a
+synthetic event for every path found, then for every path it had cached
+but did not find (those reads fail with NoNode and the entries go).
+Readers may wait for that with :meth:`TreeCache.ensure_ready`.
+
+A record whose payload cannot be read is not cached, but its key is kept
+aside (:meth:`TreeCache.invalid`) with the reason, so that callers can act
+on it: the launcher fails a malformed request and never treats the cloud
+instance of an unreadable node record as leaked.  Each version of a bad
+record is logged once (:mod:`nodepool.zk.invalid`).
+"""
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from typing import Callable, Dict, Hashable, NamedTuple, Optional
+
+from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.protocol.states import EventType, KazooState, WatchedEvent
+
+from nodepool.exceptions import InvalidRecordError
+from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.invalid import InvalidRecordLog
+from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
+
+# Event type of the events the cache makes up while re-synchronising.
+SYNTHETIC = "SYNTHETIC"
+QUEUE_WARNING_SIZE = 1024
+QUEUE_WARNING_INTERVAL = 60.0
+# Seconds before a walk that failed (a ZooKeeper error) is tried again.
+RESYNC_RETRY = 1.0
+
+Listener = Callable[[Hashable, Optional[object], str], None]
+
+
+class InvalidEntry(NamedTuple):
+    """Why the record at a key could not be read, and which version."""
+
+    mzxid: Optional[int]
+    reason: str
+
+
+class _Resync:
+    """Queue marker: walk the tree and replay it."""
+
+
+class _SyncDone:
+    """Queue marker: the replay of a walk is complete."""
+
+    def __init__(self, generation: int):
+        self.generation = generation
+
+
+class TreeCache:
+    """Ordered, pipelined mirror of one ZooKeeper subtree.
+
+    Subclasses say which paths hold records (:meth:`parse_path`), how to
+    build a record from a payload (:meth:`make_object`) and may react to any
+    path in :meth:`pre_hook` (lock contenders, flags).
+
+    Readers get the cached objects themselves; the playback thread updates
+    them in place, so a reader sees fresh data without re-reading.  An
+    object the process holds locked (``obj.is_locked``) is never updated
+    behind the holder's back: the holder writes it and knows best.
+    """
+
+    name = "TreeCache"
+
+    def __init__(self, client: ZooKeeperClient, root: str, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 queue_warning_size: int = QUEUE_WARNING_SIZE):
+        self.client = client
+        self.kazoo = client.kazoo
+        self.root = root
+        # The monotonic clock of resync retries and queue warnings, and
+        # the queue size warned about (tests pass their own).
+        self._clock = clock
+        self.queue_warning_size = queue_warning_size
+        self.log = logging.getLogger("nodepool.zk.cache.%s" % self.name)
+        # ZooKeeper operations issued, for tests and benchmarks: reads of
+        # records and existence checks, and child listings of the walk.
+        self.fetch_count = 0
+        self.list_count = 0
+        self._objects: dict = {}
+        self._objects_lock = threading.Lock()
+        self._cached_paths: set[str] = set()
+        self._invalid: Dict[Hashable, InvalidEntry] = {}
+        self.invalid_log = InvalidRecordLog()
+        self._listeners: list[Listener] = []
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._generation = 0
+        # When a failed walk is tried again (monotonic time); the event
+        # thread's own business, so no other thread is needed.
+        self._retry_at: Optional[float] = None
+        self._event_queue: queue.Queue = queue.Queue()
+        self._playback_queue: queue.Queue = queue.Queue()
+        # Never warned yet: the first warning must not wait for the
+        # monotonic clock to pass the interval (it starts near 0 at boot).
+        self._last_warning = {"event": float("-inf"),
+                              "playback": float("-inf")}
+        self._event_thread = threading.Thread(
+            target=self._run_events, name="%sEvents" % self.name, daemon=True)
+        self._playback_thread = threading.Thread(
+            target=self._run_playback, name="%sPlayback" % self.name,
+            daemon=True)
+
+    # Life cycle ---------------------------------------------------------
+
+    def start(self) -> "TreeCache":
+        """Start the threads and the first synchronisation; returns self."""
+        self.client.add_state_listener(self._on_state)
+        self._event_thread.start()
+        self._playback_thread.start()
+        self._event_queue.put(_Resync())
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and join both threads."""
+        self._stopped.set()
+        self.client.remove_state_listener(self._on_state)
+        if self.client.connected:
+            try:
+                remove_persistent_watch(self.kazoo, self.root, self._on_watch)
+            except KazooException:
+                pass  # the connection went meanwhile; so did the watch
+        self._event_queue.put(None)
+        self._event_thread.join()
+        self._playback_thread.join()
+
+    def ensure_ready(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the cache reflects the tree; False on timeout."""
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def event_queue_size(self) -> int:
+        """Watch events (and markers) waiting for the event thread."""
+        return self._event_queue.qsize()
+
+    @property
+    def playback_queue_size(self) -> int:
+        """Events waiting for the playback thread to apply them."""
+        return self._playback_queue.qsize()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(key, obj_or_None, event_type)`` after each update.
+
+        Runs on the playback thread: it must be quick and must not block.
+        """
+        self._listeners.append(listener)
+
+    def _on_state(self, state: KazooState) -> None:
+        if state == KazooState.CONNECTED:
+            self._event_queue.put(_Resync())
+        elif state == KazooState.LOST:
+            self._ready.clear()
+
+    def _on_watch(self, event: WatchedEvent) -> None:
+        # Kazoo's callback thread: only queue.
+        self._event_queue.put(event)
+
+    # Subclass hooks -----------------------------------------------------
+
+    def parse_path(self, path: str) -> Optional[Hashable]:
+        """Return the object key for a record path, else None."""
+        raise NotImplementedError
+
+    def make_object(self, key: Hashable, data: bytes, stat):
+        """Build the record for ``key`` from a payload (may raise
+        :class:`InvalidRecordError`)."""
+        raise NotImplementedError
+
+    def has_object(self, key: Hashable, data: Optional[bytes],
+                   exists: bool) -> bool:
+        """Whether the znode at ``key`` holds a record (default: has data)."""
+        return exists and bool(data)
+
+    def is_hook_path(self, path: str) -> bool:
+        """Whether :meth:`pre_hook` cares about this non-record path.
+
+        Events for paths that are neither records nor hook paths (lock
+        directories, containers, junk) are dropped by the event thread.
+        """
+        return False
+
+    def pre_hook(self, path: str, key: Optional[Hashable], exists: bool,
+                 event: WatchedEvent) -> None:
+        """React to an event for a record or hook path, before the record
+        itself is updated."""
+
+    # Readers ------------------------------------------------------------
+
+    def get_object(self, key: Hashable):
+        with self._objects_lock:
+            return self._objects.get(key)
+
+    def objects(self) -> list:
+        with self._objects_lock:
+            return list(self._objects.values())
+
+    def keys(self) -> list:
+        with self._objects_lock:
+            return list(self._objects.keys())
+
+    def invalid(self) -> Dict[Hashable, InvalidEntry]:
+        """Keys of the znodes that exist but hold no readable record.
+
+        A snapshot; an entry goes when the znode is deleted or rewritten
+        with a valid record.
+        """
+        with self._objects_lock:
+            return dict(self._invalid)
+
+    # Event thread -------------------------------------------------------
+
+    def _check_queue(self, name: str, q: queue.Queue) -> None:
+        size = q.qsize()
+        now = self._clock()
+        if (size > self.queue_warning_size
+                and now - self._last_warning[name] > QUEUE_WARNING_INTERVAL):
+            self._last_warning[name] = now
+            self.log.warning("%s queue has %d entries", name, size)
+
+    def _next_event(self):
+        """The next queue item; a retry that fell due is queued behind
+        what is already waiting."""
+        if self._retry_at is not None:
+            remaining = self._retry_at - self._clock()
+            if remaining > 0:
+                try:
+                    return self._event_queue.get(timeout=remaining)
+                except queue.Empty:
+                    pass
+            self._retry_at = None
+            self._event_queue.put(_Resync())
+        return self._event_queue.get()
+
+    def _run_events(self) -> None:
+        while True:
+            item = self._next_event()
+            self._check_queue("event", self._event_queue)
+            if item is None:
+                self._playback_queue.put(None)
+                return
+            try:
+                if isinstance(item, _Resync):
+                    self._resync()
+                else:
+                    self._handle_event(item)
+            except Exception:
+                self.log.exception("Error handling cache event %r", item)
+
+    def _handle_event(self, event: WatchedEvent) -> None:
+        path = event.path
+        if event.type is None or not path or path == self.root:
+            return  # connection-only events and the root itself
+        key = self.parse_path(path)
+        if key is None and not self.is_hook_path(path):
+            return
+        future = None
+        if event.type != EventType.DELETED:
+            if key is not None:
+                future = self.kazoo.get_async(path)
+                self.fetch_count += 1
+            elif event.type == SYNTHETIC:
+                # A replayed hook path: only its existence matters (lock
+                # contender, flag), and it may have gone since the walk
+                # listed it.
+                future = self.kazoo.exists_async(path)
+                self.fetch_count += 1
+        self._playback_queue.put((event, future, key, key is not None))
+
+    def _resync(self) -> None:
+        self._retry_at = None
+        if self._stopped.is_set() or not self.client.connected:
+            return  # a later CONNECTED transition queues another resync
+        self._generation += 1
+        try:
+            add_persistent_watch(self.kazoo, self.root, self._on_watch)
+            found = self._walk()
+        except KazooException:
+            self.log.exception("Re-synchronisation failed; will retry")
+            self._retry_resync()
+            return
+        # Replay parents before children (a lock contender needs its node).
+        for path in found:
+            self._handle_event(WatchedEvent(SYNTHETIC, None, path))
+        for path in self._cached_paths_snapshot() - set(found):
+            self._handle_event(WatchedEvent(SYNTHETIC, None, path))
+        self._playback_queue.put(_SyncDone(self._generation))
+
+    def _retry_resync(self) -> None:
+        self._retry_at = self._clock() + RESYNC_RETRY
+
+    def _walk(self) -> list:
+        """List every path below the root, one pipelined level at a time.
+
+        Returns the paths in breadth-first order.
+        """
+        found: list[str] = []
+        level = [self.root]
+        while level:
+            pending = [(p, self.kazoo.get_children_async(p)) for p in level]
+            self.list_count += len(pending)
+            level = []
+            for parent, result in pending:
+                try:
+                    children = result.get()
+                except NoNodeError:
+                    continue
+                prefix = parent.rstrip("/") + "/"
+                for child in children:
+                    level.append(prefix + child)
+            found.extend(level)
+        return found
+
+    def _cached_paths_snapshot(self) -> set:
+        with self._objects_lock:
+            return set(self._cached_paths)
+
+    # Playback thread ----------------------------------------------------
+
+    def _run_playback(self) -> None:
+        while True:
+            item = self._playback_queue.get()
+            self._check_queue("playback", self._playback_queue)
+            if item is None:
+                return
+            if isinstance(item, _SyncDone):
+                if item.generation == self._generation:
+                    self._ready.set()
+                    self.log.debug("Synchronised")
+                continue
+            try:
+                self._play(*item)
+            except Exception:
+                self.log.exception("Error applying cache event %r", item[0])
+
+    def _play(self, event: WatchedEvent, future, key, with_data) -> None:
+        path = event.path
+        data = stat = None
+        exists = False
+        if future is not None:
+            try:
+                result = future.get()
+            except NoNodeError:
+                result = None
+            except KazooException as e:
+                # Connection trouble: a resync follows the reconnection.
+                self.log.debug("Read of %s failed: %s", path, e)
+                return
+            if result is not None:
+                exists = True
+                if with_data:
+                    data, stat = result
+        if event.type in (EventType.CREATED, EventType.CHANGED):
+            exists = True
+        elif event.type == EventType.DELETED:
+            exists = False
+
+        with self._objects_lock:
+            if exists:
+                self._cached_paths.add(path)
+            else:
+                self._cached_paths.discard(path)
+        self.pre_hook(path, key, exists, event)
+        if key is None:
+            return
+        if self.has_object(key, data, exists):
+            obj = self._store(key, data, stat)
+        else:
+            obj = None
+            with self._objects_lock:
+                removed = self._objects.pop(key, None)
+                was_invalid = self._invalid.pop(key, None)
+            if was_invalid is not None:
+                self.invalid_log.forget(path)
+            if removed is None:
+                return
+        for listener in self._listeners:
+            try:
+                listener(key, obj, event.type)
+            except Exception:
+                self.log.exception("Cache listener failed")
+
+    def _store(self, key, data, stat):
+        with self._objects_lock:
+            old = self._objects.get(key)
+        if old is not None:
+            with _record_lock(old):
+                if getattr(old, "is_locked", False):
+                    return old  # the holder owns this object's contents
+                if stat is not None and old.stat is not None \
+                        and stat.mzxid <= old.stat.mzxid:
+                    return old  # never go back to older data
+        try:
+            new = self.make_object(key, data, stat)
+        except InvalidRecordError as e:
+            self.invalid_log.report(self.log, self.object_path(key), stat, e)
+            with self._objects_lock:
+                self._objects.pop(key, None)
+                self._invalid[key] = InvalidEntry(
+                    stat.mzxid if stat is not None else None, str(e))
+            return None
+        with self._objects_lock:
+            was_invalid = self._invalid.pop(key, None)
+        if was_invalid is not None:
+            self.invalid_log.forget(self.object_path(key))
+        if old is not None:
+            # Checked again under the record's lock: a thread of ours that
+            # locked the record meanwhile owns its contents from then on
+            # (lock_node sets ``lock`` under the same lock).
+            with _record_lock(old):
+                if not getattr(old, "is_locked", False):
+                    old.update_from(new)
+            return old
+        with self._objects_lock:
+            self._objects[key] = new
+        return new
+
+    def object_path(self, key) -> str:
+        return "%s/%s" % (self.root, "/".join(key))
+
+
+def _record_lock(obj):
+    """The record's own thread lock (records that have none need none)."""
+    lock = getattr(obj, "thread_lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
