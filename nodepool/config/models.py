@@ -68,6 +68,16 @@ def freeze(value):
     return value
 
 
+def thaw(value):
+    """Plain (JSON-ready) data from frozen values: the inverse of
+    :func:`freeze` for mappings and sequences."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConfigObject:
     """Base of every config object: freezes its fields on construction."""

@@ -16,6 +16,10 @@ _REGISTRY = {
     "aws": "nodepool.driver.aws:AwsDriver",
     "azure": "nodepool.driver.azure:AzureDriver",
     "static": "nodepool.driver.static:StaticDriver",
+    "kubernetes": "nodepool.driver.kubernetes:KubernetesDriver",
+    "openshift": "nodepool.driver.openshift:OpenshiftDriver",
+    "openshiftpods": "nodepool.driver.openshiftpods:OpenshiftPodsDriver",
+    "metastatic": "nodepool.driver.metastatic:MetastaticDriver",
 }
 
 _instances = {}

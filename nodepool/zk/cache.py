@@ -99,6 +99,15 @@ class NodeCache(TreeCache):
     def is_hook_path(self, path):
         return paths.parse_node_lock_path(path) is not None
 
+    def listing_paths(self, path):
+        # A node's only child is its lock directory, and contenders are
+        # leaves: one listing per node instead of two.
+        if paths.parse_node_path(path) is not None:
+            return (path + "/" + paths.LOCK,)
+        if paths.parse_node_lock_path(path) is not None:
+            return ()
+        return (path,)
+
     def pre_hook(self, path, key, exists, event):
         parsed = paths.parse_node_lock_path(path)
         if parsed is None:

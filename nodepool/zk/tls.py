@@ -22,7 +22,9 @@ and a TLS failure is logged (once per distinct error) as an ERROR: a wrong
 CA or certificate does not heal by retrying.
 """
 
+import errno
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -70,13 +72,57 @@ class TLSFiles:
         return context
 
 
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+_WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
+
+
+def poll_select(rlist, wlist, xlist, timeout=None):
+    """``select.select`` semantics on ``poll(2)``.
+
+    Kazoo's handler builds, registers and closes an epoll selector for
+    every wait, several times per ZooKeeper reply; a poll object is one
+    system call.  Like epoll (and unlike ``select(2)``) it has no limit on
+    descriptor numbers.  Errors and hang-ups count as ready, so the
+    caller's read or write reports them; a closed descriptor raises
+    ``OSError(EBADF)`` as ``select`` does.  ``xlist`` is not watched (kazoo
+    passes none).
+    """
+    poller = select.poll()
+    wanted: dict = {}
+    for objects, mask in ((rlist, select.POLLIN | select.POLLPRI),
+                          (wlist, select.POLLOUT)):
+        for obj in objects:
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            if fd < 0:
+                raise OSError(errno.EBADF, "bad file descriptor")
+            wanted[fd] = wanted.get(fd, 0) | mask
+    for fd, mask in wanted.items():
+        poller.register(fd, mask)
+    if timeout is not None and timeout < 0:
+        raise ValueError("timeout must be non-negative")
+    events = dict(poller.poll(None if timeout is None else timeout * 1000))
+    for fd, event in events.items():
+        if event & select.POLLNVAL:
+            raise OSError(errno.EBADF, "bad file descriptor")
+
+    def ready(objects, mask):
+        return [obj for obj in objects
+                if events.get(obj if isinstance(obj, int) else obj.fileno(),
+                              0) & mask]
+    return ready(rlist, _READABLE), ready(wlist, _WRITABLE), []
+
+
 class ConnectionHandler(SequentialThreadingHandler):
-    """Kazoo's threading handler, opening sockets our way.
+    """Kazoo's threading handler, opening sockets our way and waiting on
+    them with :func:`poll_select`.
 
     ``tls``: the files for TLS connections, or None for plain TCP.
     Runs on kazoo's connection thread: it only logs, never blocks longer
     than the connection attempt itself.
     """
+
+    def select(self, *args, **kwargs):
+        return poll_select(*args, **kwargs)
 
     def __init__(self, tls: Optional[TLSFiles] = None):
         super().__init__()

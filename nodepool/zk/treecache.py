@@ -36,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Dict, Hashable, NamedTuple, Optional
+from typing import Callable, Dict, Hashable, Iterable, NamedTuple, Optional
 
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
@@ -202,6 +202,14 @@ class TreeCache:
         """Whether the znode at ``key`` holds a record (default: has data)."""
         return exists and bool(data)
 
+    def listing_paths(self, path: str) -> Iterable[str]:
+        """Where the walk looks for what lies below ``path``, a path it
+        found: by default ``path`` itself.  A subclass that knows its
+        tree's layout may list a known child directly (its contents are
+        then found, not the child itself) or nothing below a leaf, which
+        saves one ZooKeeper request per path."""
+        return (path,)
+
     def is_hook_path(self, path: str) -> bool:
         """Whether :meth:`pre_hook` cares about this non-record path.
 
@@ -337,8 +345,9 @@ class TreeCache:
                     continue
                 prefix = parent.rstrip("/") + "/"
                 for child in children:
-                    level.append(prefix + child)
-            found.extend(level)
+                    path = prefix + child
+                    found.append(path)
+                    level.extend(self.listing_paths(path))
         return found
 
     def _cached_paths_snapshot(self) -> set:

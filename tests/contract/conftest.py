@@ -3,8 +3,9 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The one fixture of the driver contract suite: ``driver_bed``.
 
-Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``)
-is a :class:`DriverBed`: a provider named :attr:`DriverBed.provider` with
+Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``,
+``metastatic``, ``kubernetes``) is a :class:`DriverBed`: a provider named
+:attr:`DriverBed.provider` with
 one pool ``main`` serving label ``small``, on the driver's cloud
 stand-in, and the handles the contract tests drive it with.  Adding a
 driver to the suite means writing one more bed here and listing it in
@@ -612,8 +613,136 @@ class StaticBed(DriverBed):
             for n in nodes)
 
 
+class MetastaticBed(DriverBed):
+    """``driver: metastatic``: slots on backing nodes that a ``driver:
+    test`` provider of the same launcher launches; nothing is launched in
+    a cloud by the metastatic provider itself."""
+
+    provider = "meta"
+    missing = {
+        CREATE: "creates slots on backing nodes (their provider's bed "
+                "covers creates)",
+        LISTING: "lists no cloud instances (a slot uses none)",
+        QUOTA: "has no cloud limits (its backing provider has)",
+        LEAKS: "launches nothing that could leak",
+        IMAGES: "has no images",
+    }
+    config = """
+        labels:
+          - name: small
+            min-ready: {min_ready}
+          - name: backing
+        providers:
+          - name: fake
+            driver: test
+            pools:
+              - name: main
+                labels:
+                  - name: backing
+          - name: meta
+            driver: metastatic
+            launch-retries: {retries}
+            pools:
+              - name: main
+                max-servers: {max_servers}
+                labels:
+                  - name: small
+                    backing-label: backing
+                    max-parallel-jobs: 2
+                    grace-time: 0
+        """
+    node_fields = dict(cloud="fake-cloud", region="fake-region", slot=0,
+                       resources={"cores": 0, "instances": 1, "ram": 0})
+
+    def check_node(self, node):
+        backing = {n.id: n for n in read_nodes(self.kazoo)}[
+            node.driver_data["backing_node"]]
+        assert backing.state == NodeState.IN_USE
+        assert node.interface_ip == backing.interface_ip
+
+    def start(self, **params):
+        self.kazoo = self.request.getfixturevalue("zuul").kazoo
+        return super().start(**params)
+
+    def released(self, kazoo, node):
+        # The node goes, and with no slot left in use its backing node.
+        return not read_nodes(kazoo)
+
+
+class KubernetesBed(DriverBed):
+    """``driver: kubernetes``: the loopback fake API server, through the
+    real client and a kubeconfig; a node is a pod in its own namespace
+    (the namespace is the instance)."""
+
+    provider = "kubespray"
+    capabilities = frozenset({CREATE, LISTING, LEAKS})
+    missing = {
+        QUOTA: "reads no cluster limits (the pools' max-* keys limit it; "
+               "a ResourceQuota refusal aborts the launch)",
+        IMAGES: "runs container images it does not upload",
+    }
+    config = """
+        labels:
+          - name: small
+            min-ready: {min_ready}
+        providers:
+          - name: kubespray
+            driver: kubernetes
+            context: admin-cluster.local
+            launch-retries: {retries}
+            pools:
+              - name: main
+                max-servers: {max_servers}
+                labels:
+                  - name: small
+                    type: pod
+                    image: docker.io/fedora:28
+        """
+    node_fields = dict(cloud="admin-cluster.local", connection_type="kubectl",
+                       interface_ip="small", host_id="fake-node-1",
+                       resources={"cores": 0, "instances": 1, "ram": 0})
+
+    def __init__(self, request, tmp_path):
+        super().__init__(request, tmp_path)
+        self.fake = request.getfixturevalue("k8s_fake")
+
+    def check_node(self, node):
+        assert node.external_id == "main-" + node.id
+        assert node.connection_port["pod"] == "small"
+        assert node.connection_port["namespace"] == node.external_id
+        pod = self.fake.get("pods", node.external_id, "small")
+        assert pod["status"]["phase"] == "Running"
+
+    def instances(self):
+        found = {}
+        for name in self.fake.namespaces():
+            ns = self.fake.get("namespaces", "", name)
+            if ns is not None and ns["status"]["phase"] != "Terminating":
+                found[name] = ns["metadata"].get("labels", {}).get(
+                    "nodepool_node_id")
+        return found
+
+    def create_calls(self):
+        return self.fake.counts["POST namespaces"]
+
+    def fail_creates(self, count=1):
+        self.fake.http_faults.fail("POST namespaces", 500, {
+            "kind": "Status", "code": 500, "message": "injected"},
+            times=count)
+
+    def plant_instances(self):
+        leaked, other = "main-" + LEAKED_NODE_ID, "main-0000000001"
+        self.fake.add_namespace(leaked, {
+            "nodepool_provider_name": self.provider,
+            "nodepool_node_id": LEAKED_NODE_ID})
+        self.fake.add_namespace(other, {
+            "nodepool_provider_name": "other", "nodepool_node_id": "1"})
+        return leaked, other
+
+
 BEDS = {"test": FakeDriverBed, "aws": AwsBed, "openstack": OpenStackBed,
-        "azure": AzureBed, "static": StaticBed}
+        "azure": AzureBed, "static": StaticBed, "metastatic": MetastaticBed,
+        "kubernetes": KubernetesBed}
 
 
 @pytest.fixture(scope="session")

@@ -406,7 +406,9 @@ def test_watcher_keeps_running_config_on_invalid_reload(tmp_path, caplog):
 
 
 def test_registry():
-    assert registry.driver_names() == ["aws", "azure", "openstack", "static"]
+    assert registry.driver_names() == [
+        "aws", "azure", "kubernetes", "metastatic", "openshift",
+        "openshiftpods", "openstack", "static"]
     driver = registry.get_driver("static")
     assert driver is registry.get_driver("static")
     assert driver.name == "static"

@@ -22,5 +22,7 @@ def test_docs_build_without_warnings(tmp_path):
     assert (tmp_path / "html" / "index.html").exists()
     for page in ("installation", "configuration", "operation", "cli",
                  "webapp", "developer", "drivers/aws", "drivers/static",
-                 "drivers/openstack", "drivers/azure"):
+                 "drivers/openstack", "drivers/azure",
+                 "drivers/kubernetes", "drivers/openshift",
+                 "drivers/openshiftpods"):
         assert (tmp_path / "html" / (page + ".html")).exists(), page

@@ -162,3 +162,27 @@ def test_config_keys_reach_the_client(tmp_path):
         "zookeeper-tls:\n  ca: /ca.pem\n  cert: /c.pem\n  key: /c.key\n")
     tls = load_config(str(path)).zookeeper_tls
     assert tls.check_hostname is True and tls.acl is None
+
+
+def test_poll_select_like_select():
+    import socket as socket_module
+    from nodepool.zk.tls import poll_select
+    left, right = socket_module.socketpair()
+    try:
+        # Nothing to read yet; writable at once.
+        assert poll_select([left], [], [], 0) == ([], [], [])
+        assert poll_select([], [left], [], 0) == ([], [left], [])
+        right.sendall(b"x")
+        assert poll_select([left, right.fileno()], [], [], 5) == (
+            [left], [], [])
+        # A hang-up counts as readable: the read reports it.
+        right.close()
+        readable, _, _ = poll_select([left], [], [], 5)
+        assert readable == [left]
+        assert left.recv(10) == b"x" and left.recv(10) == b""
+    finally:
+        left.close()
+    with pytest.raises(OSError):
+        poll_select([left], [], [], 0)  # closed: fileno() is -1
+    with pytest.raises(ValueError):
+        poll_select([], [], [], -1)

@@ -50,6 +50,9 @@ class Instance:
         self.driver_data = None
         self.slot: Optional[int] = None
         self.node_properties: dict = {}
+        # Replaces the node's attributes (the pool's node-attributes)
+        # when set: an instance that knows better merges them itself.
+        self.attributes: Optional[dict] = None
         self.username: Optional[str] = None
         self.python_path: Optional[str] = None
         self.shell_type: Optional[str] = None

@@ -220,6 +220,8 @@ class NodeLauncher(LaunchRecordMixin):
         node.driver_data = instance.driver_data
         node.slot = instance.slot
         node.node_properties = dict(instance.node_properties or {})
+        if instance.attributes is not None:
+            node.attributes = dict(instance.attributes)
         quota = instance.get_quota_information()
         if quota is not None:
             node.resources = quota.get_resources()
