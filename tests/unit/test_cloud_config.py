@@ -157,3 +157,21 @@ def test_azure_labels_leave_host_keys_to_the_pool():
     assert pool.checks_host_keys == pool.host_key_checking
     assert pool.quota_limits() == {"instances": 10}
     assert pool.checks_provider_quota
+
+
+def test_kubernetes_pool_limits_and_no_scan():
+    pool = load("kubernetes").providers["kubespray"].pools["main"]
+    assert pool.quota_limits() == {
+        "instances": 5, "cores": 100, "ram": 8192, "mygpu": 4}
+    assert not pool.checks_host_keys
+    for label in pool.labels.values():
+        assert label.checks_host_keys is None    # the pool decides
+
+
+def test_metastatic_host_key_checking_label_then_pool():
+    pools = load("metastatic").providers["meta"].pools
+    main = pools["main"]
+    assert main.checks_host_keys
+    assert main.labels["user-label"].checks_host_keys       # pool's value
+    assert not main.labels["other-user-label"].checks_host_keys
+    assert main.quota_limits() == {"instances": 10}
