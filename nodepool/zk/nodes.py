@@ -320,3 +320,26 @@ class NodeStore:
     def node_lock_contenders(self, node_id: str) -> list[str]:
         """Current contender znode names of the node's lock, holder first."""
         return locks.lock_contenders(self.kazoo, node_lock_path(node_id))
+
+    def node_lock_identifiers(self, node_id: str) -> list[tuple]:
+        """``(contender, identifier)`` of the node's lock contenders,
+        holder first; the identifier is the data the contender was made
+        with (None for one gone meanwhile)."""
+        path = node_lock_path(node_id)
+        found = []
+        for name in locks.lock_contenders(self.kazoo, path):
+            try:
+                data, _ = self.kazoo.get(path + "/" + name)
+            except NoNodeError:
+                found.append((name, None))
+                continue
+            found.append((name, (data or b"").decode("utf-8", "replace")))
+        return found
+
+    def remove_lock_contender(self, node_id: str, contender: str) -> None:
+        """Delete one contender of the node's lock (a persistent one left
+        by a holder that is gone); a missing one is not an error."""
+        try:
+            self.kazoo.delete(node_lock_path(node_id) + "/" + contender)
+        except NoNodeError:
+            pass

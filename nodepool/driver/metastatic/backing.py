@@ -25,9 +25,8 @@ from kazoo.exceptions import NoNodeError
 
 from nodepool import exceptions
 from nodepool.driver.metastatic.slots import BackingRecord, slot_of
-from nodepool.zk import locks
 from nodepool.zk.models import Node, NodeRequest, NodeState, RequestState
-from nodepool.zk.paths import PRIORITY_HIGH, node_lock_path
+from nodepool.zk.paths import PRIORITY_HIGH
 
 log = logging.getLogger("nodepool.driver.metastatic")
 
@@ -48,10 +47,6 @@ class BackingNodes:
         self.nodes = nodes
         self.requests = requests
         self.owner = owner
-
-    @property
-    def kazoo(self):
-        return self.nodes.kazoo
 
     # Requests -----------------------------------------------------------
 
@@ -180,27 +175,14 @@ class BackingNodes:
     def unlock(self, node_id: str) -> None:
         """Delete our lock contender(s) of the node, whatever session
         made them."""
-        path = node_lock_path(node_id)
-        for name in locks.lock_contenders(self.kazoo, path):
-            if self._contender_owner(path + "/" + name) == self.owner:
-                try:
-                    self.kazoo.delete(path + "/" + name)
-                except NoNodeError:
-                    pass
-
-    def _contender_owner(self, path: str) -> Optional[str]:
-        try:
-            data, _ = self.kazoo.get(path)
-        except NoNodeError:
-            return None
-        return (data or b"").decode("utf-8", "replace")
+        for name, owner in self.nodes.node_lock_identifiers(node_id):
+            if owner == self.owner:
+                self.nodes.remove_lock_contender(node_id, name)
 
     def holds(self, node_id: str) -> bool:
         """Whether we hold the node's lock (our contender is first)."""
-        path = node_lock_path(node_id)
-        contenders = locks.lock_contenders(self.kazoo, path)
-        return bool(contenders) and self._contender_owner(
-            path + "/" + contenders[0]) == self.owner
+        contenders = self.nodes.node_lock_identifiers(node_id)
+        return bool(contenders) and contenders[0][1] == self.owner
 
     def evict(self, node_ids: List[str]) -> List[str]:
         """Send the ``ready`` ones of these requested nodes to deletion,
