@@ -16,9 +16,9 @@ import threading
 from typing import Dict, List
 
 from nodepool.config.loader import ConfigWatcher
+from nodepool.driver.cloud import CloudProviderConfig
 from nodepool.service import ServiceThread
 
-DEFAULT_IMAGE_TYPE = "qcow2"
 ZK_DOWN_SLEEP = 30.0
 ERROR_SLEEP = 10.0
 
@@ -32,12 +32,12 @@ def image_providers(config) -> List:
     the builder to remove a provider's uploads.
     """
     return [p for p in config.providers.values()
-            if getattr(p, "diskimages", None) is not None]
+            if isinstance(p, CloudProviderConfig)]
 
 
-def provider_image_type(provider) -> str:
+def provider_image_type(provider: CloudProviderConfig) -> str:
     """The file format a provider uploads (extension of the file)."""
-    return getattr(provider, "image_type", None) or DEFAULT_IMAGE_TYPE
+    return provider.image_type
 
 
 def image_types(config, image: str) -> List[str]:

@@ -34,24 +34,19 @@ from nodepool.builder.common import (
 from nodepool.exceptions import LockError
 from nodepool.zk.models import BuildState, ImageUpload, UploadState
 
-DEFAULT_NAME_FORMAT = "{image_name}-{timestamp}"
-
 
 def external_name(provider, image: str, upload_id: str,
                   timestamp: int) -> str:
     """The image's name in the cloud (``image-name-format``)."""
-    fmt = getattr(provider, "image_name_format", None) or DEFAULT_NAME_FORMAT
-    return fmt.format(image_name=image, upload_id=upload_id,
-                      timestamp=timestamp)
+    return provider.external_image_name(image, upload_id, timestamp)
 
 
 def upload_metadata(diskimage, provider_image, build_id: str,
                     upload_id: str, provider_name: str) -> dict:
     """Image properties/tags: the diskimage's ``metadata``, then the
     provider image's ``meta``/``tags`` (winning), then nodepool's own."""
-    metadata = dict(getattr(diskimage, "metadata", None) or {})
-    for attr in ("meta", "tags"):
-        metadata.update(getattr(provider_image, attr, None) or {})
+    metadata = dict(diskimage.metadata)
+    metadata.update(provider_image.upload_metadata)
     metadata.update(nodepool_build_id=build_id,
                     nodepool_upload_id=upload_id,
                     nodepool_provider_name=provider_name)
@@ -137,7 +132,7 @@ class UploadWorker(BuilderWorker):
         succeeded."""
         image = provider_image.name
         key = (image, provider.name)
-        if getattr(provider_image, "pause", False):
+        if provider_image.pause:
             self.states[key] = stats_mod.WORKER_PAUSED
             return False
         self.states[key] = stats_mod.WORKER_IDLE
@@ -235,7 +230,7 @@ class UploadWorker(BuilderWorker):
 
     def _post_upload_hook(self, provider, adapter, external_id,
                           filename) -> bool:
-        hook: Optional[str] = getattr(provider, "post_upload_hook", None)
+        hook: Optional[str] = provider.post_upload_hook
         if not hook:
             return True
         timeout = provider.post_upload_hook_timeout

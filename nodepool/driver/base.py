@@ -21,9 +21,36 @@ from nodepool.config.models import ConfigObject, FrozenDict
 
 @dataclass(frozen=True, kw_only=True)
 class LabelConfig(ConfigObject):
-    """A label as offered by one pool."""
+    """A label as offered by one pool.
+
+    The properties are what the launch framework asks of every label; a
+    driver whose labels have the matching keys answers from them (see
+    :class:`nodepool.driver.cloud.CloudLabelConfig`).  The base answers
+    are those of a driver without images or host-key scans.
+    """
 
     name: str
+
+    @property
+    def diskimage_name(self) -> str | None:
+        """The provider diskimage nodes of this label boot, if any."""
+        return None
+
+    @property
+    def cloud_image_name(self) -> str | None:
+        """The provider cloud image nodes of this label boot, if any."""
+        return None
+
+    @property
+    def checks_host_keys(self) -> bool | None:
+        """Whether new nodes are scanned for host keys; None lets the
+        pool decide (:attr:`PoolConfig.checks_host_keys`)."""
+        return None
+
+    @property
+    def wants_console_log(self) -> bool:
+        """Whether the console log is logged after a failed scan."""
+        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +66,37 @@ class PoolConfig(ConfigObject):
     priority: int
     node_attributes: FrozenDict
     labels: FrozenDict
+
+    def quota_limits(self) -> dict:
+        """The pool's own limits by quota name (``instances``, ``cores``,
+        ``ram``, ``volumes``, ``volume-gb`` or any resource name); a name
+        left out is unlimited.  Drivers with more ``max-*`` keys extend
+        it."""
+        return {"instances": self.max_servers}
+
+    @property
+    def checks_provider_quota(self) -> bool:
+        """Whether the provider's (cloud's) quota limits this pool too;
+        only OpenStack pools can opt out (``ignore-provider-quota``)."""
+        return True
+
+    @property
+    def zone_choices(self) -> tuple:
+        """Availability zones new nodes may be placed in; empty: any zone
+        the cloud offers."""
+        return ()
+
+    @property
+    def prefers_private_ip(self) -> bool:
+        """Whether nodes are reached on their private address even when
+        they have a public one (``use-internal-ip``)."""
+        return False
+
+    @property
+    def checks_host_keys(self) -> bool:
+        """Whether new nodes of labels that do not decide are scanned for
+        host keys (:attr:`LabelConfig.checks_host_keys`)."""
+        return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +116,24 @@ class ProviderConfig(ConfigObject):
     @property
     def manage_images(self) -> bool:
         """Whether nodepool uploads diskimages to this provider."""
-        return bool(getattr(self, "diskimages", None))
+        return False
+
+    def label_image(self, label: LabelConfig) -> "ImageConfig | None":
+        """The image entry nodes of ``label`` boot, if the driver has
+        images."""
+        return None
+
+    @property
+    def node_cloud(self) -> str | None:
+        """The ``cloud`` recorded on a new node before its instance
+        reports one."""
+        return None
+
+    @property
+    def node_region(self) -> str | None:
+        """The ``region`` recorded on a new node before its instance
+        reports one."""
+        return None
 
     @property
     def supported_labels(self) -> frozenset:

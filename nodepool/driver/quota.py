@@ -18,15 +18,6 @@ never talk to ZooKeeper or to a cloud.
 import math
 from typing import Iterable, Mapping, Optional
 
-# Pool attribute -> quota name.  Pools of some drivers lack some of these.
-_POOL_LIMIT_NAMES = (
-    ("max_servers", "instances"),
-    ("max_cores", "cores"),
-    ("max_ram", "ram"),
-    ("max_volumes", "volumes"),
-    ("max_volume_gb", "volume-gb"),
-)
-
 
 class QuotaInformation:
     """Resource amounts by name, with a default for unnamed resources.
@@ -144,31 +135,26 @@ class QuotaInformation:
                                                      self.default)
 
 
-def pool_limits(pool: object) -> QuotaInformation:
-    """The limits a pool config sets, unlimited (``inf``) where unset.
-
-    Reads ``max_servers`` (as ``instances``), ``max_cores``, ``max_ram``,
-    ``max_volumes``, ``max_volume_gb`` (as ``volume-gb``, the name label
-    quotas use) and the ``max_resources`` mapping (names verbatim), each
-    only if the pool has it and it is not ``None``.
-    """
+def pool_limits(pool) -> QuotaInformation:
+    """The limits a pool config sets (:meth:`PoolConfig.quota_limits`),
+    unlimited (``inf``) for every name it leaves out or sets to None."""
     limits = QuotaInformation(default=math.inf)
-    for attr, name in _POOL_LIMIT_NAMES:
-        value = getattr(pool, attr, None)
-        if value is not None:
-            limits._values[name] = value
-    limits._update(getattr(pool, "max_resources", None) or {})
+    limits._update(pool.quota_limits())
     return limits
+
+
+# The pool setting behind each quota name :meth:`PoolConfig.quota_limits`
+# may give.
+_LIMIT_SETTINGS = {"instances": "max-servers", "cores": "max-cores",
+                   "ram": "max-ram", "volumes": "max-volumes",
+                   "volume-gb": "max-volume-gb"}
 
 
 def limit_name(quota_name: str) -> str:
     """The pool setting behind a quota name of :func:`pool_limits`
     (``instances`` -> ``max-servers``); names of ``max-resources`` are
     shown as they are."""
-    for attr, name in _POOL_LIMIT_NAMES:
-        if name == quota_name:
-            return attr.replace("_", "-")
-    return quota_name
+    return _LIMIT_SETTINGS.get(quota_name, quota_name)
 
 
 def tenant_usage(nodes: Iterable, tenant_name: str) -> QuotaInformation:

@@ -383,8 +383,7 @@ class PoolWorker(ServiceThread):
         return remaining.exceeded()
 
     def _decline_reason(self, request):
-        max_servers = getattr(self.pool, "max_servers", None)
-        if max_servers is not None and max_servers <= 0:
+        if self.pool.max_servers <= 0:
             return "pool is disabled by max_servers"
         missing = [t for t in request.node_types
                    if t not in self.pool.labels

@@ -274,8 +274,8 @@ class RequestHandler(RequestRecovery):
         node.tenant_name = self.request.tenant_name
         node.requestor = self.request.requestor
         node.attributes = dict(self.pool.node_attributes or {}) or None
-        node.cloud = getattr(self.provider.config, "cloud_name", None)
-        node.region = getattr(self.provider.config, "region_name", None)
+        node.cloud = self.provider.config.node_cloud
+        node.region = self.provider.config.node_region
         if self.chosen_az is None:
             self.chosen_az = self.provider.choose_az(self.pool)
         node.az = self.chosen_az

@@ -68,6 +68,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nodepool import stats, status
+from nodepool.config import schema
+from nodepool.config.models import WebApp as WebAppConfig
 
 log = logging.getLogger("nodepool.web")
 
@@ -392,6 +394,14 @@ class _Root:
         return self.app.listing_page(path, spec, params)
 
 
+def _webapp_config(config) -> WebAppConfig:
+    """The launcher config's ``webapp`` section; before a config is
+    loaded, the section the schema makes of nothing (its defaults)."""
+    if config is not None:
+        return config.webapp
+    return WebAppConfig(**schema.WEBAPP({}))
+
+
 class WebApp:
     """The status web app of one launcher.
 
@@ -456,15 +466,15 @@ class WebApp:
 
         :raises OSError: the address cannot be bound.
         """
-        config = getattr(self.launcher.config, "webapp", None)
+        config = _webapp_config(self.launcher.config)
         address = self.listen_address
         if address is None:
-            address = config.listen_address if config else "0.0.0.0"
+            address = config.listen_address
         port = self._port
         if port is None:
-            port = config.port if config else 8005
+            port = config.port
         if self.cors_origin is FROM_CONFIG:
-            self.cors_origin = config.cors_origin if config else "*"
+            self.cors_origin = config.cors_origin
         server = _Server((address, port), self.application,
                          numthreads=self.threads,
                          server_name="nodepool-webapp")

@@ -17,8 +17,11 @@ uploads or image deletions fail (``fail_uploads``,
 ``fail_image_deletes``), hold uploads (``hold_uploads``) and read the calls
 made (``upload_calls``, ``image_delete_calls``).
 
-A pool label may boot from one of those uploads (``diskimage: <name>``, a
-name the provider lists under ``diskimages``); without it a label needs no
+The provider has the keys of every cloud driver
+(:func:`nodepool.driver.cloud.provider_keys`).  A pool label may boot from
+one of those uploads (``diskimage: <name>``, a name the provider lists
+under ``diskimages``) or name a ``cloud-images`` entry (``cloud-image``;
+only its connection details are used); without either a label needs no
 image.  Instances record the external id of the image they were created
 from (:attr:`FakeInstance.image_external_id`, None for image-less labels).
 """
@@ -33,10 +36,11 @@ from kazoo.exceptions import KazooException
 
 from nodepool import driver, exceptions
 from nodepool.config import schema
-from nodepool.config.models import ConfigObject, FrozenDict
+from nodepool.config.models import FrozenDict
+from nodepool.driver import cloud
 from nodepool.driver.base import (
-    Driver, LabelConfig, PoolConfig, ProviderConfig, build_labels,
-    build_pools, image_connection)
+    Driver, ImageConfig, PoolConfig, build_labels, build_pools,
+    image_connection)
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import (
     Adapter, CloudImage, Instance, Resource, StateMachine)
@@ -49,8 +53,8 @@ LABEL = schema.Section({
     v.Optional("ram", default=1024): int,
     v.Optional("host-key-checking", default=False): bool,
     v.Optional("console-log", default=False): bool,
-    v.Optional("diskimage", default=None): schema.nullable(str),
-})
+    **cloud.LABEL_KEYS,
+}, schema.one_of("cloud-image", "diskimage"))
 
 POOL = schema.POOL.extend({
     v.Optional("labels", default=list): schema.each(LABEL, unique="name"),
@@ -58,36 +62,40 @@ POOL = schema.POOL.extend({
     v.Optional("max-ram", default=schema.UNLIMITED): schema.limit,
 })
 
-DISKIMAGE = schema.Section({
-    v.Required("name"): str,
-    v.Optional("pause", default=False): bool,
+DISKIMAGE = cloud.PROVIDER_DISKIMAGE.extend({
     v.Optional("meta", default=dict): {str: str},
-    v.Optional("connection-type", default="ssh"): str,
-    v.Optional("connection-port", default=None): schema.nullable(int),
+})
+
+CLOUD_IMAGE = cloud.CLOUD_IMAGE.extend({
+    v.Optional("username", default=None): schema.nullable(str),
 })
 
 PROVIDER = schema.PROVIDER.extend({
     v.Required("pools"): schema.each(POOL, unique="name"),
-    v.Optional("launch-timeout", default=60): int,
-    v.Optional("boot-timeout", default=10): int,
-    v.Optional("launch-retries", default=3): int,
-    v.Optional("diskimages", default=list): schema.each(
-        DISKIMAGE, unique="name"),
+    # Short timeouts: tests wait for them.  The rate is not used.
+    **cloud.provider_keys(boot_timeout=10, launch_timeout=60, rate=1.0,
+                          rate_validator=schema.number,
+                          cloud_image=CLOUD_IMAGE, diskimage=DISKIMAGE),
     v.Optional("image-format", default="raw"): str,
     v.Optional("image-name-format",
-               default="{image_name}-{timestamp}"): str,
-    v.Optional("post-upload-hook", default=None): schema.nullable(str),
-    **schema.POST_UPLOAD_HOOK_TIMEOUT,
+               default=cloud.DEFAULT_IMAGE_NAME_FORMAT): str,
 })
 
 
 @dataclass(frozen=True, kw_only=True)
-class FakeLabel(LabelConfig):
+class FakeLabel(cloud.CloudLabelConfig):
     cores: int
     ram: int
     host_key_checking: bool
-    console_log: bool = False
-    diskimage: str | None = None  # a provider diskimage, else no image
+    console_log: bool
+
+    @property
+    def checks_host_keys(self) -> bool:
+        return self.host_key_checking
+
+    @property
+    def wants_console_log(self) -> bool:
+        return self.console_log
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,36 +103,37 @@ class FakePool(PoolConfig):
     max_cores: float
     max_ram: float
 
+    def quota_limits(self) -> dict:
+        return {**super().quota_limits(), "cores": self.max_cores,
+                "ram": self.max_ram}
+
 
 @dataclass(frozen=True, kw_only=True)
-class FakeDiskImage(ConfigObject):
-    name: str
-    pause: bool
+class FakeDiskImage(cloud.CloudDiskImage):
+    """Username, python-path and shell-type come from the top-level
+    diskimage."""
+
     meta: FrozenDict
-    # How nodes booted from it are reached (username, python-path and
-    # shell-type come from the top-level diskimage), as ImageConfig.
-    username: str | None = None
-    python_path: str = "auto"
-    shell_type: str | None = None
-    connection_type: str = "ssh"
-    connection_port: int = 22
+
+    @property
+    def upload_metadata(self) -> FrozenDict:
+        return self.meta
 
 
 @dataclass(frozen=True, kw_only=True)
-class FakeProviderConfig(ProviderConfig):
-    launch_timeout: int
-    boot_timeout: int
-    launch_retries: int
-    diskimages: FrozenDict
+class FakeProviderConfig(cloud.CloudProviderConfig):
     image_format: str
     image_name_format: str
-    post_upload_hook: str | None
-    post_upload_hook_timeout: int
 
     @property
     def image_type(self) -> str:
         """The file format this provider uploads."""
         return self.image_format
+
+    def external_image_name(self, image: str, upload_id: str,
+                            timestamp: int) -> str:
+        return self.image_name_format.format(
+            image_name=image, upload_id=upload_id, timestamp=timestamp)
 
 
 class FakeInstance(Instance):
@@ -461,28 +470,25 @@ class FakeDriver(Driver):
         return PROVIDER
 
     def build_provider(self, data, ctx, path):
+        cloud_images = {image["name"]: ImageConfig(**image_connection(
+            image)) for image in data["cloud_images"]}
+        diskimage_names = [d["name"] for d in data["diskimages"]]
+
         def build_label(label, label_path):
-            if label["diskimage"] is not None:
-                ctx.require_member(label["diskimage"],
-                                   [d["name"] for d in data["diskimages"]],
-                                   "a diskimage", label_path + ("diskimage",))
+            cloud.require_label_image(label, ctx, label_path, cloud_images,
+                                      diskimage_names)
             return FakeLabel(**label)
 
         def build_pool(pool, pool_path):
             labels = build_labels(pool, ctx, pool_path, build_label)
             return FakePool(**dict(pool, labels=labels))
-        diskimages = {}
-        for index, image in enumerate(data["diskimages"]):
-            top = ctx.require_diskimage(image["name"], path + (
-                "diskimages", index, "name"))
-            if top is not None:
-                diskimages[image["name"]] = FakeDiskImage(**image_connection(
-                    dict(image, username=top.username,
-                         python_path=top.python_path,
-                         shell_type=top.shell_type)))
+        diskimages = cloud.build_diskimages(
+            data, ctx, path, lambda image, top: FakeDiskImage(**dict(
+                image, username=top.username, python_path=top.python_path,
+                shell_type=top.shell_type)))
         return FakeProviderConfig(**dict(
             data, pools=build_pools(data, ctx, path, build_pool),
-            diskimages=diskimages))
+            diskimages=diskimages, cloud_images=cloud_images))
 
     def get_adapter(self, provider_config, warm=True):
         return FakeAdapter(provider_config)

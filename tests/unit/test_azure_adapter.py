@@ -15,7 +15,8 @@ import pytest
 
 from nodepool import exceptions
 from nodepool.driver.azure import errors
-from nodepool.driver.azure.adapter import AzureAdapter, generate_password
+from nodepool.driver.azure.adapter import AzureAdapter
+from nodepool.driver.azure.bodies import generate_password
 from nodepool.driver.azure.statemachines import AzureInstance
 from tests.fakes.azure import SUBSCRIPTION
 from tests.fixtures.adapters import AdapterEnv, label_of

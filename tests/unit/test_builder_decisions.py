@@ -53,6 +53,10 @@ providers:
   - name: static
     driver: static
     pools: []
+  - name: aws-cloud
+    driver: aws
+    region-name: us-east-1
+    pools: []
 """
 
 
@@ -76,10 +80,10 @@ def build(state=BuildState.READY, state_time=1000.0, formats=("qcow2",),
 
 def test_image_providers(config):
     assert [p.name for p in image_providers(config)] == [
-        "raw-cloud", "vhd-cloud", "no-images"]
+        "raw-cloud", "vhd-cloud", "no-images", "aws-cloud"]
     assert provider_image_type(config.providers["raw-cloud"]) == "raw"
     assert provider_image_type(config.providers["vhd-cloud"]) == "vhd"
-    assert provider_image_type(object()) == "qcow2"
+    assert provider_image_type(config.providers["aws-cloud"]) == "raw"
 
 
 def test_image_types(config):
@@ -117,7 +121,8 @@ def test_external_name(config):
                          "0000000001", 1234) == "ubuntu-1234"
     assert external_name(config.providers["vhd-cloud"], "ubuntu",
                          "0000000001", 1234) == "ubuntu-0000000001-1234"
-    assert external_name(object(), "x", "1", 5) == "x-5"
+    # AWS has no image-name-format: the default name.
+    assert external_name(config.providers["aws-cloud"], "x", "1", 5) == "x-5"
 
 
 def test_upload_metadata(config):

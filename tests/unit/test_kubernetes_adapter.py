@@ -48,7 +48,7 @@ def test_pool_defaults_resolve_into_labels(provider):
     pool = provider.pools["main"]
     assert pool.max_cores == 100 and pool.max_ram == 8192
     assert pool.max_resources == {"mygpu": 4}
-    assert pool.host_key_checking is False
+    assert pool.checks_host_keys is False
 
 
 def test_pod_body_of_builder_label(provider):

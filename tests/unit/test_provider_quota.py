@@ -11,6 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from nodepool import exceptions
+from nodepool.driver.base import LabelConfig
+from nodepool.driver.openstack import config as openstack_config
+from nodepool.driver.openstack.config import OpenStackPool
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.quota import ProviderQuota
@@ -77,12 +80,15 @@ def node(node_id, provider="p1", pool="main", labels=("small",),
                            type=list(labels), resources=resources)
 
 
-def make_pool(name="main", max_servers=None, ignore_provider_quota=False,
-              **limits):
-    labels = {n: SimpleNamespace(name=n) for n in ("small", "large", "bad")}
-    return SimpleNamespace(name=name, labels=labels, max_servers=max_servers,
-                           ignore_provider_quota=ignore_provider_quota,
-                           **limits)
+def make_pool(name="main", max_servers=math.inf,
+              ignore_provider_quota=False):
+    """An OpenStack pool (the one kind that may ignore the cloud's quota),
+    defaults from its schema."""
+    data = openstack_config.POOL({
+        "name": name, "max-servers": max_servers,
+        "ignore-provider-quota": ignore_provider_quota})
+    labels = {n: LabelConfig(name=n) for n in ("small", "large", "bad")}
+    return OpenStackPool(**dict(data, priority=100, labels=labels))
 
 
 def make_quota(pools=None, nodes=(), adapter=None, max_concurrency=0):
@@ -167,7 +173,7 @@ def test_has_provider_quota_checks_the_cloud_unless_ignored():
     quota, _, _ = make_quota(pools={"main": pool}, adapter=adapter)
     assert quota.has_provider_quota(["large"], pool)
     assert not quota.has_provider_quota(["large", "small", "small"], pool)
-    pool.ignore_provider_quota = True
+    pool = pool.replace(ignore_provider_quota=True)
     assert quota.has_provider_quota(["large", "small", "small"], pool)
 
 

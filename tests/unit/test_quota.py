@@ -7,8 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from nodepool.config import load_config
+from nodepool.driver.openstack import config as openstack_config
+from nodepool.driver.openstack.config import OpenStackPool
 from nodepool.driver.quota import (
     QuotaInformation, pool_limits, tenant_limits_quota, tenant_usage)
+from tests.configs import corpus
 
 INF = math.inf
 
@@ -150,29 +154,51 @@ def test_repr():
                  "'ram': inf}, default=inf)")
 
 
-def test_pool_limits_full():
-    pool = SimpleNamespace(max_servers=10, max_cores=40, max_ram=65536,
-                           max_volumes=5, max_volume_gb=500,
-                           max_resources={"L-1216C47A": 64})
-    limits = pool_limits(pool)
+def load_pool(scenario, provider, pool):
+    """A pool of one of the config corpus' valid files."""
+    scenario = corpus.read_scenario(corpus.valid_path(scenario))
+    config = load_config(scenario.path, scenario.secure, env=scenario.env)
+    return config.providers[provider].pools[pool]
+
+
+def make_pool(max_servers=INF, **keys):
+    """An OpenStack pool from its schema (``max_cores=10``: ``max-cores``)."""
+    data = openstack_config.POOL(dict(
+        {key.replace("_", "-"): value for key, value in keys.items()},
+        name="main", **{"max-servers": max_servers}))
+    return OpenStackPool(**dict(data, priority=100, labels={}))
+
+
+def test_pool_limits_openstack():
+    limits = pool_limits(load_pool("openstack", "cloud1", "main"))
     assert limits.get_resources() == {
-        "cores": 40, "instances": 10, "ram": 65536, "volumes": 5,
-        "volume-gb": 500, "L-1216C47A": 64}
+        "cores": 400, "instances": 100, "ram": 819200, "volumes": 20,
+        "volume-gb": 2000}
     assert limits.default == INF
 
 
-def test_pool_limits_absent_or_none_are_unlimited():
-    limits = pool_limits(SimpleNamespace(max_servers=INF, max_cores=None))
-    assert limits.get_resources() == {"cores": INF, "instances": INF,
-                                      "ram": INF}
-    assert limits.get("volume-gb") == INF
-    limits = pool_limits(SimpleNamespace(max_servers=2))
-    assert limits.get("instances") == 2
+def test_pool_limits_aws_resolve_against_the_provider():
+    # max-ram and the L-43DA4232 resource come from the provider.
+    limits = pool_limits(load_pool("aws", "ec2-us-west-2", "main"))
+    assert limits.get_resources() == {
+        "cores": 80, "instances": 10, "ram": 512000, "L-1216C47A": 20,
+        "L-43DA4232": 50}
+
+
+def test_pool_limits_unset_are_unlimited():
+    limits = pool_limits(make_pool())
+    assert limits.get_resources() == {
+        "cores": INF, "instances": INF, "ram": INF, "volumes": INF,
+        "volume-gb": INF}
+    # An Azure pool has only max-servers.
+    limits = pool_limits(load_pool("azure", "azure-east", "main"))
+    assert limits.get("instances") == 10
     assert limits.get("cores") == INF
+    assert limits.get("volume-gb") == INF
 
 
 def test_pool_limits_check():
-    pool = SimpleNamespace(max_servers=2, max_cores=10)
+    pool = make_pool(max_servers=2, max_cores=10)
     remaining = pool_limits(pool) - LABELS["small"] - LABELS["small"]
     assert remaining.get("cores") == 6
     assert not (remaining - LABELS["small"]).non_negative()  # instances

@@ -3,6 +3,11 @@
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The AWS adapter: instances, quota and leak cleanup for one provider.
 
+The class is assembled from parts: the arguments of creates
+(:mod:`~nodepool.driver.aws.launch`), quota (:mod:`~nodepool.driver.aws.quota`),
+image import (:mod:`~nodepool.driver.aws.images`) and fleet launch
+templates (:mod:`~nodepool.driver.aws.templates`).
+
 Notes on rate limits, which shape most of this module:
 
 * EC2 throttles per account and region with token buckets; the default
@@ -25,24 +30,23 @@ Notes on rate limits, which shape most of this module:
 """
 
 import concurrent.futures
-import copy
 import logging
 import time
 from typing import Optional
 
 from nodepool import exceptions
-from nodepool.driver.aws import errors, quota_codes
+from nodepool.driver.aws import errors
 from nodepool.driver.aws.images import ImageManager
+from nodepool.driver.aws.launch import AwsLaunchMixin
+from nodepool.driver.aws.quota import AwsQuotaMixin
 from nodepool.driver.aws.templates import LaunchTemplates
 from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
-from nodepool.driver.statemachine.cloud import (
-    CloudAdapter, format_dynamic)
+from nodepool.driver.statemachine.cloud import CloudAdapter
 
 TERMINATE_BATCH = 50
 IMAGE_TTL = 300.0
@@ -53,11 +57,6 @@ SERVICE_QUOTA_TTL = 300.0
 # A host allocation waits this long at most for the listing that shows
 # its new host (same idea as the instance listing after a create).
 CREATE_LISTING_WAIT = 2.0
-# The EBS keys of a disk in a CreateFleet override (an AMI's mapping may
-# carry more, like OutpostArn, that the call rejects).
-FLEET_EBS_KEYS = frozenset(("DeleteOnTermination", "Iops", "SnapshotId",
-                            "VolumeSize", "VolumeType", "KmsKeyId",
-                            "Throughput"))
 
 
 def create_workers(rate: Optional[float], override: Optional[int]) -> int:
@@ -101,7 +100,7 @@ class AwsClients:
                    session.client("service-quotas", config=config))
 
 
-class AwsAdapter(CloudAdapter):
+class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
     """Adapter for one ``driver: aws`` provider.
 
     :param clients: an :class:`AwsClients`; made from the provider's
@@ -132,7 +131,7 @@ class AwsAdapter(CloudAdapter):
         self.quota_limiter = RateLimiter("aws-quota-%s" % name, rate)
         self.retrier = retrier or errors.Retrier(self.log)
         self.workers = create_workers(
-            rate, getattr(provider_config, "create_workers", None))
+            rate, provider_config.create_workers)
         self.create_executor = concurrent.futures.ThreadPoolExecutor(
             self.workers, thread_name_prefix="aws-create-%s" % name)
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
@@ -295,202 +294,6 @@ class AwsAdapter(CloudAdapter):
         self.hosts.wait_newer(timeout=CREATE_LISTING_WAIT)
         return host_id
 
-    # Tags ---------------------------------------------------------------
-
-    def _tags(self, sm) -> dict:
-        tags = dict(sm.label.tags)
-        tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
-                                   sm.log, "dynamic tag", sm.node_id))
-        tags.update(sm.metadata)
-        # The console shows Name; it always matches the node's hostname.
-        tags["Name"] = sm.hostname
-        return tags
-
-    def _tag_list(self, sm, extra: Optional[dict] = None) -> list:
-        tags = self._tags(sm)
-        tags.update(extra or {})
-        return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
-
-    # RunInstances arguments ---------------------------------------------
-
-    def _image_id(self, sm) -> str:
-        if sm.image_external_id:
-            return sm.image_external_id
-        return self.resolve_cloud_image(sm.label.cloud_image)["ImageId"]
-
-    def resolve_cloud_image(self, name: str) -> dict:
-        """The AMI record of a configured cloud image (cached 5 minutes;
-        concurrent lookups share one DescribeImages).  Raises
-        :class:`LaunchNodepoolException` when nothing matches."""
-        image = self.provider.cloud_images[name]
-
-        def load():
-            if image.image_id:
-                found = self.read("DescribeImages", self.ec2.describe_images,
-                                  ImageIds=[image.image_id])["Images"]
-            else:
-                found = self.read("DescribeImages", self.ec2.describe_images,
-                                  Filters=[dict(f) for f in
-                                           image.image_filters])["Images"]
-            if not found:
-                raise exceptions.LaunchNodepoolException(
-                    "No AMI found for cloud image %s" % name)
-            # With filters the newest match wins.
-            return max(found, key=lambda i: i.get("CreationDate") or "")
-        return self._image_cache.get(("cloud", name), load)
-
-    def _image_record(self, image_id: str) -> Optional[dict]:
-        def load():
-            found = self.read("DescribeImages", self.ec2.describe_images,
-                              ImageIds=[image_id])["Images"]
-            return found[0] if found else None
-        return self._image_cache.get(("id", image_id), load)
-
-    def _block_devices(self, sm, image_id: str) -> Optional[list]:
-        label = sm.label
-        image = self._image_record(image_id) or {}
-        mappings = [m for m in image.get("BlockDeviceMappings") or ()
-                    if "Ebs" in m]
-        if mappings:
-            mapping = copy.deepcopy(mappings[0])
-        elif any(v is not None for v in (label.volume_size,
-                                         label.volume_type)):
-            mapping = {"DeviceName": image.get("RootDeviceName",
-                                               "/dev/sda1"), "Ebs": {}}
-        else:
-            return None
-        ebs = mapping["Ebs"]
-        ebs["DeleteOnTermination"] = True
-        # Encryption follows the snapshot; setting it is rejected for
-        # unencrypted ones.
-        ebs.pop("Encrypted", None)
-        for key, value in (("VolumeSize", label.volume_size),
-                           ("VolumeType", label.volume_type),
-                           ("Iops", label.iops),
-                           ("Throughput", label.throughput)):
-            if value is not None:
-                ebs[key] = value
-        return [mapping]
-
-    def _network_interface(self, pool) -> dict:
-        nic = {"AssociatePublicIpAddress": bool(pool.public_ipv4),
-               "DeviceIndex": 0}
-        if pool.security_group_id:
-            nic["Groups"] = [pool.security_group_id]
-        if pool.subnet_id:
-            nic["SubnetId"] = pool.subnet_id
-        if pool.public_ipv6:
-            nic["Ipv6AddressCount"] = 1
-        return nic
-
-    def _config_args(self, label, pool) -> dict:
-        """Arguments of RunInstances and of launch templates that only
-        depend on the label and pool config (not the UserData, which the
-        two calls encode differently)."""
-        args = dict(KeyName=label.key_name,
-                    EbsOptimized=label.ebs_optimized,
-                    NetworkInterfaces=[self._network_interface(pool)])
-        profile = label.iam_instance_profile
-        if profile is not None:
-            args["IamInstanceProfile"] = (
-                {"Arn": profile.arn} if profile.arn else
-                {"Name": profile.name})
-        if label.imdsv2:
-            args["MetadataOptions"] = {"HttpTokens": label.imdsv2,
-                                       "HttpEndpoint": "enabled"}
-        return args
-
-    def _run_instances_args(self, sm) -> dict:
-        label = sm.label
-        image_id = self._image_id(sm)
-        args = self._config_args(label, sm.pool)
-        args["ImageId"] = image_id
-        devices = self._block_devices(sm, image_id)
-        if devices:
-            args["BlockDeviceMappings"] = devices
-        if label.userdata:
-            # botocore base64-encodes RunInstances' UserData itself.
-            args["UserData"] = label.userdata
-        tags = self._tag_list(sm)
-        args.update(
-            MinCount=1, MaxCount=1, InstanceType=label.instance_type,
-            # Makes a retried call (throttled, timed out) idempotent: AWS
-            # returns the instance of the first call instead of a second.
-            ClientToken=sm.client_token,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
-                               {"ResourceType": "volume", "Tags": tags}])
-        if label.use_spot:
-            args["InstanceMarketOptions"] = {
-                "MarketType": "spot",
-                "SpotOptions": {
-                    "SpotInstanceType": "one-time",
-                    "InstanceInterruptionBehavior": "terminate"}}
-        placement = {}
-        if sm.pool.availability_zone:
-            placement["AvailabilityZone"] = sm.pool.availability_zone
-        elif sm.az and not sm.pool.subnet_id:
-            placement["AvailabilityZone"] = sm.az
-        if sm.host_id:
-            placement.update(Tenancy="host", HostId=sm.host_id,
-                             Affinity="host")
-        if placement:
-            args["Placement"] = placement
-        return args
-
-    # Fleets -------------------------------------------------------------
-
-    def _fleet_disks(self, sm, image_id: str) -> Optional[list]:
-        """The block device mappings of a fleet override: those of
-        RunInstances, with only the EBS keys CreateFleet accepts."""
-        devices = self._block_devices(sm, image_id)
-        for mapping in devices or ():
-            mapping["Ebs"] = {k: v for k, v in mapping["Ebs"].items()
-                              if k in FLEET_EBS_KEYS}
-        return devices
-
-    def _create_fleet_instance(self, sm, what: str) -> str:
-        fleet = sm.label.fleet
-        template = self.templates.name_for(sm.label, sm.pool)
-        image_id = self._image_id(sm)
-        disks = self._fleet_disks(sm, image_id)
-        tags = self._tag_list(sm, {"nodepool_fleet": "true"})
-        capacity = "spot" if sm.label.use_spot else "on-demand"
-        overrides = []
-        for priority, instance_type in enumerate(fleet.instance_types):
-            override = {"InstanceType": instance_type, "ImageId": image_id}
-            if disks:
-                override["BlockDeviceMappings"] = disks
-            if sm.pool.subnet_id:
-                override["SubnetId"] = sm.pool.subnet_id
-            if fleet.allocation_strategy == "prioritized":
-                override["Priority"] = float(priority)
-            overrides.append(override)
-        args = dict(
-            Type="instant",
-            LaunchTemplateConfigs=[{
-                "LaunchTemplateSpecification": {
-                    "LaunchTemplateName": template, "Version": "$Latest"},
-                "Overrides": overrides}],
-            TargetCapacitySpecification={
-                "TotalTargetCapacity": 1,
-                "DefaultTargetCapacityType": capacity},
-            TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
-                               {"ResourceType": "volume", "Tags": tags}])
-        options = {"AllocationStrategy": fleet.allocation_strategy}
-        args["SpotOptions" if sm.label.use_spot else
-             "OnDemandOptions"] = options
-        response = self.mutate("CreateFleet: " + what, self.ec2.create_fleet,
-                               log=sm.log, **args)
-        for group in response.get("Instances") or ():
-            for instance_id in group.get("InstanceIds") or ():
-                return instance_id
-        failures = response.get("Errors") or [{}]
-        code = failures[0].get("ErrorCode", "")
-        message = "%s: %s %s" % (what, code,
-                                 failures[0].get("ErrorMessage", ""))
-        fake = _CodedError(code, message)
-        raise errors.translate(fake, "CreateFleet") from None
-
     # Deleting -----------------------------------------------------------
 
     def get_delete_state_machine(self, external_id, log):
@@ -553,161 +356,6 @@ class AwsAdapter(CloudAdapter):
                 "%s %s: %s" % (what, item.get("ResourceId"),
                                item.get("Error", {}).get("Message")))
         return failures
-
-    # Quota --------------------------------------------------------------
-
-    def instance_type_info(self, instance_type: str) -> dict:
-        """``DescribeInstanceTypes`` record (cached, single flight).
-
-        Raises :class:`RuntimeConfigurationException` for a type EC2 does
-        not know: the label can never work.
-        """
-        def load():
-            try:
-                found = self.read(
-                    "DescribeInstanceTypes",
-                    self.ec2.describe_instance_types,
-                    InstanceTypes=[instance_type])["InstanceTypes"]
-            except Exception as e:
-                if errors.error_code(e) in ("InvalidInstanceType",
-                                            "InvalidParameterValue"):
-                    raise exceptions.RuntimeConfigurationException(
-                        "Unknown instance type %s: %s" % (instance_type, e))
-                raise
-            if not found:
-                raise exceptions.RuntimeConfigurationException(
-                    "Unknown instance type %s" % instance_type)
-            return found[0]
-        return self._type_cache.get(instance_type, load)
-
-    def service_quotas(self, service: str) -> dict:
-        """``{code: (value, name)}`` of a Service Quotas service (cached
-        5 minutes, single flight)."""
-        def load():
-            quotas = {}
-            token = None
-            while True:
-                args = {"ServiceCode": service, "MaxResults": 100}
-                if token:
-                    args["NextToken"] = token
-
-                def once():
-                    with self.quota_limiter:
-                        return self.clients.quotas.list_service_quotas(
-                            **args)
-                response = self.retrier.call(
-                    "ListServiceQuotas %s" % service, once)
-                for quota in response.get("Quotas") or ():
-                    quotas[quota["QuotaCode"]] = (quota["Value"],
-                                                  quota.get("QuotaName", ""))
-                token = response.get("NextToken")
-                if not token:
-                    return quotas
-        return self._quota_cache.get(service, load)
-
-    def _host_quota_code(self, instance_type: str) -> Optional[str]:
-        family = quota_codes.host_family(instance_type)
-        for code, (_, name) in self._quotas_or_empty("ec2").items():
-            if quota_codes.host_quota_family(name) == family:
-                return code
-        self.log.warning("No dedicated host quota code for %s", family)
-        return None
-
-    def _quotas_or_empty(self, service: str) -> dict:
-        if self.clients.quotas is None:
-            return {}
-        try:
-            return self.service_quotas(service)
-        except Exception:
-            self.log.exception("Service Quotas lookup for %s failed",
-                               service)
-            return {}
-
-    def get_quota_limits(self) -> QuotaInformation:
-        limits = {}
-        known = quota_codes.ec2_codes()
-        for code, (value, name) in self._quotas_or_empty("ec2").items():
-            if code in known or quota_codes.host_quota_family(name):
-                limits[code] = value
-        storage = {pair[0] for pair in
-                   quota_codes.VOLUME_TYPE_CODES.values()}
-        for code, (value, _) in self._quotas_or_empty("ebs").items():
-            if code in storage:
-                # Reported in TiB; volume sizes are in GB.
-                limits[code] = value * 1000
-            elif code in quota_codes.ebs_codes():
-                limits[code] = value
-        return QuotaInformation(default=float("inf"), **limits)
-
-    def _type_quota(self, instance_type: str, spot: bool,
-                    dedicated: bool) -> QuotaInformation:
-        info = self.instance_type_info(instance_type)
-        vcpus = info.get("VCpuInfo", {}).get("DefaultVCpus", 0)
-        ram = info.get("MemoryInfo", {}).get("SizeInMiB", 0)
-        extra = {}
-        if dedicated:
-            code = self._host_quota_code(instance_type)
-            if code:
-                extra[code] = 1
-        else:
-            code = quota_codes.instance_quota_code(instance_type, spot)
-            if code:
-                extra[code] = vcpus
-            else:
-                self.log.warning("No quota code for instance type %s",
-                                 instance_type)
-        return QuotaInformation(cores=vcpus, ram=ram, instances=1, **extra)
-
-    def get_quota_for_label(self, label) -> QuotaInformation:
-        if label.fleet is not None:
-            # The type is only known once the fleet picked one.
-            return QuotaInformation(instances=1)
-        quota = self._type_quota(label.instance_type, label.use_spot,
-                                 label.dedicated_host)
-        quota.add(self._volume_quota(label))
-        return quota
-
-    def _volume_quota(self, label) -> QuotaInformation:
-        volume_type, size = label.volume_type, label.volume_size
-        iops = label.iops
-        diskimage = (self.provider.diskimages.get(label.diskimage)
-                     if label.diskimage else None)
-        if diskimage is not None:
-            volume_type = volume_type or diskimage.volume_type
-            size = size or diskimage.volume_size
-            iops = iops or diskimage.iops
-        elif label.cloud_image and (volume_type is None or size is None):
-            try:
-                image = self.resolve_cloud_image(label.cloud_image)
-                ebs = next((m["Ebs"] for m in
-                            image.get("BlockDeviceMappings") or ()
-                            if "Ebs" in m), {})
-                volume_type = volume_type or ebs.get("VolumeType")
-                size = size or ebs.get("VolumeSize")
-            except Exception:
-                self.log.exception("Image lookup for quota of %s failed",
-                                   label.name)
-        storage_code, iops_code = quota_codes.volume_quota_codes(
-            volume_type or "")
-        extra = {}
-        if storage_code and size:
-            extra[storage_code] = size
-        if iops_code and iops:
-            extra[iops_code] = iops
-        return QuotaInformation(**extra)
-
-    def _instance_quota(self, record: dict) -> QuotaInformation:
-        instance_type = record.get("InstanceType")
-        if not instance_type:
-            return QuotaInformation(instances=1)
-        try:
-            return self._type_quota(
-                instance_type, record.get("InstanceLifecycle") == "spot",
-                (record.get("Placement") or {}).get("Tenancy") == "host")
-        except Exception:
-            self.log.exception("Quota of instance %s unknown",
-                               record.get("InstanceId"))
-            return QuotaInformation(instances=1)
 
     # Labels and images --------------------------------------------------
 
@@ -800,12 +448,3 @@ class AwsAdapter(CloudAdapter):
             if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
                 return
             raise
-
-
-class _CodedError(Exception):
-    """A fleet error shaped like a botocore ClientError for classifying."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.response = {"Error": {"Code": code, "Message": message},
-                         "ResponseMetadata": {"HTTPStatusCode": 400}}

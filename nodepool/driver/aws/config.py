@@ -9,9 +9,9 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import ConfigObject, FrozenDict
+from nodepool.driver import cloud
 from nodepool.driver.base import (
-    ImageConfig, LabelConfig, PoolConfig, ProviderConfig, build_labels,
-    build_pools, image_connection)
+    ImageConfig, build_labels, build_pools, image_connection)
 
 _opt = v.Optional
 _str = schema.nullable(str)
@@ -42,16 +42,11 @@ IMAGE_FILTER = schema.Section({
     v.Exclusive("Values", "values"): schema.each(str),
 }, _capitalize_filter)
 
-CLOUD_IMAGE = schema.Section({
-    v.Required("name"): str,
+CLOUD_IMAGE = cloud.CLOUD_IMAGE.extend({
     v.Required("username"): str,
     _opt("image-id", default=None): _str,
     _opt("image-filters", default=None): schema.nullable(
         schema.each(IMAGE_FILTER)),
-    _opt("connection-type", default="ssh"): str,
-    _opt("connection-port", default=None): _int,
-    _opt("python-path", default="auto"): str,
-    _opt("shell-type", default=None): _str,
 }, schema.one_of("image-id", "image-filters", required=True))
 
 
@@ -62,12 +57,8 @@ def _imds_import_method(data):
             path=["import-method"], found="'image'")
 
 
-PROVIDER_DISKIMAGE = schema.Section({
-    v.Required("name"): str,
+PROVIDER_DISKIMAGE = cloud.PROVIDER_DISKIMAGE.extend({
     _opt("username", default=None): _str,
-    _opt("pause", default=False): bool,
-    _opt("connection-type", default="ssh"): str,
-    _opt("connection-port", default=None): _int,
     # Not inherited from the top-level diskimage (upstream quirk).
     _opt("python-path", default="auto"): str,
     _opt("shell-type", default=None): _str,
@@ -104,8 +95,7 @@ def _spot_on_dedicated_host(data):
 
 LABEL = schema.Section({
     v.Required("name"): str,
-    _opt("cloud-image", default=None): _str,
-    _opt("diskimage", default=None): _str,
+    **cloud.LABEL_KEYS,
     _opt("instance-type", default=None): _str,
     _opt("fleet", default=None): schema.nullable(FLEET),
     v.Required("key-name"): str,
@@ -152,14 +142,15 @@ PROVIDER = schema.PROVIDER.extend({
     v.Required("region-name"): str,
     v.Required("pools"): schema.each(POOL, unique="name"),
     _opt("profile-name", default=None): _str,
-    # Mutating API operations per second (reads get ten times as many).
-    _opt("rate", default=2.0): schema.number,
+    # rate: mutating API operations per second (reads get ten times as
+    # many).
+    **cloud.provider_keys(boot_timeout=180, rate=2.0,
+                          rate_validator=schema.number,
+                          cloud_image=CLOUD_IMAGE,
+                          diskimage=PROVIDER_DISKIMAGE),
     # Threads running RunInstances; default max(1, min(8, rate * 4)).
     _opt("create-workers", default=None): schema.nullable(
         v.All(int, v.Range(min=1))),
-    _opt("boot-timeout", default=180): int,
-    _opt("launch-timeout", default=3600): int,
-    _opt("launch-retries", default=3): int,
     _opt("object-storage", default=None): schema.nullable(schema.Section({
         v.Required("bucket-name"): str})),
     _opt("image-format", default="raw"): schema.choice(*IMAGE_FORMATS),
@@ -168,16 +159,10 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("max-cores", default=schema.UNLIMITED): schema.limit,
     _opt("max-ram", default=schema.UNLIMITED): schema.limit,
     _opt("max-resources", default=dict): _RESOURCES,
-    _opt("post-upload-hook", default=None): _str,
-    **schema.POST_UPLOAD_HOOK_TIMEOUT,
     _opt("use-internal-ip", default=False): bool,
     _opt("host-key-checking", default=True): bool,
     _opt("public-ipv4", default=True): bool,
     _opt("public-ipv6", default=False): bool,
-    _opt("cloud-images", default=list): schema.each(
-        CLOUD_IMAGE, unique="name"),
-    _opt("diskimages", default=list): schema.each(
-        PROVIDER_DISKIMAGE, unique="name"),
 })
 
 
@@ -200,10 +185,9 @@ class AwsCloudImage(ImageConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AwsDiskImage(ImageConfig):
+class AwsDiskImage(cloud.CloudDiskImage):
     """A top-level diskimage as imported into one AWS provider."""
 
-    pause: bool
     architecture: str
     ena_support: bool
     volume_size: int | None
@@ -213,6 +197,10 @@ class AwsDiskImage(ImageConfig):
     iops: int | None
     throughput: int | None
     tags: FrozenDict
+
+    @property
+    def upload_metadata(self) -> FrozenDict:
+        return self.tags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,11 +220,9 @@ class IamInstanceProfile(ConfigObject):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AwsLabel(LabelConfig):
+class AwsLabel(cloud.CloudLabelConfig):
     """A label of an AWS pool; ``host_key_checking`` comes from the pool."""
 
-    cloud_image: str | None
-    diskimage: str | None
     instance_type: str | None
     fleet: Fleet | None
     key_name: str
@@ -254,9 +240,13 @@ class AwsLabel(LabelConfig):
     dedicated_host: bool
     host_key_checking: bool
 
+    @property
+    def checks_host_keys(self) -> bool:
+        return self.host_key_checking
+
 
 @dataclass(frozen=True, kw_only=True)
-class AwsPool(PoolConfig):
+class AwsPool(cloud.CloudPoolConfig):
     """A pool of an AWS provider; limits are resolved against the provider.
 
     ``max_resources`` is the provider's mapping updated by the pool's.
@@ -270,21 +260,24 @@ class AwsPool(PoolConfig):
     public_ipv4: bool
     public_ipv6: bool
     use_internal_ip: bool
-    host_key_checking: bool
     availability_zone: str | None
+
+    def quota_limits(self) -> dict:
+        return {**super().quota_limits(), "cores": self.max_cores,
+                "ram": self.max_ram, **self.max_resources}
+
+    @property
+    def prefers_private_ip(self) -> bool:
+        return self.use_internal_ip
 
 
 @dataclass(frozen=True, kw_only=True)
-class AwsProviderConfig(ProviderConfig):
+class AwsProviderConfig(cloud.CloudProviderConfig):
     """An AWS provider.  ``rate`` is mutating operations per second."""
 
     region_name: str
     profile_name: str | None
-    rate: float
     create_workers: int | None
-    boot_timeout: int
-    launch_timeout: int
-    launch_retries: int
     object_storage: ObjectStorage | None
     image_format: str
     image_import_timeout: int | None
@@ -292,19 +285,18 @@ class AwsProviderConfig(ProviderConfig):
     max_cores: float
     max_ram: float
     max_resources: FrozenDict
-    post_upload_hook: str | None
-    post_upload_hook_timeout: int
     use_internal_ip: bool
     host_key_checking: bool
     public_ipv4: bool
     public_ipv6: bool
-    cloud_images: FrozenDict
-    diskimages: FrozenDict
 
     @property
     def image_type(self) -> str:
-        """The disk image format this provider uploads."""
         return self.image_format
+
+    @property
+    def node_region(self) -> str | None:
+        return self.region_name
 
 
 def _default(value, fallback):
@@ -330,13 +322,7 @@ def _build_pool(provider, pool, ctx, pool_path, images):
     del pool["public_ip_address"]
 
     def build_label(label, label_path):
-        cloud_images, diskimages = images
-        if label["cloud_image"] is not None:
-            ctx.require_member(label["cloud_image"], cloud_images,
-                               "a cloud-image", label_path + ("cloud-image",))
-        if label["diskimage"] is not None:
-            ctx.require_member(label["diskimage"], diskimages,
-                               "a diskimage", label_path + ("diskimage",))
+        cloud.require_label_image(label, ctx, label_path, *images)
         if label["dedicated_host"] and pool["availability_zone"] is None:
             ctx.problem(label_path + ("dedicated-host",),
                         "an availability-zone on the pool for dedicated "
@@ -354,14 +340,10 @@ def _build_pool(provider, pool, ctx, pool_path, images):
 
 def build_provider(data, ctx, path):
     """Build an AwsProviderConfig from validated provider data."""
-    diskimages = {}
-    for index, image in enumerate(data["diskimages"]):
-        top = ctx.require_diskimage(
-            image["name"], path + ("diskimages", index, "name"))
-        if top is not None:
-            diskimages[image["name"]] = AwsDiskImage(**image_connection(dict(
-                image, username=_default(image["username"], top.username),
-                shell_type=_default(image["shell_type"], top.shell_type))))
+    diskimages = cloud.build_diskimages(
+        data, ctx, path, lambda image, top: AwsDiskImage(**dict(
+            image, username=_default(image["username"], top.username),
+            shell_type=_default(image["shell_type"], top.shell_type))))
     cloud_images = {image["name"]: AwsCloudImage(**image_connection(image))
                     for image in data["cloud_images"]}
     known = (cloud_images, [d["name"] for d in data["diskimages"]])

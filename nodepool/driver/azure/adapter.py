@@ -20,34 +20,31 @@
   image filters) are cached; concurrent misses share one call.
 
 The node's resources and state machines are in ``statemachines``; image
-upload, delete and listing for the builder in ``images``.
+upload, delete and listing for the builder in ``images``.  The adapter
+class is assembled from mixins: the bodies of VM PUTs (``bodies``), quota
+(``quota``) and leak cleanup (``cleanup``).
 """
 
-import base64
 import concurrent.futures
-import fnmatch
 import json
 import logging
-import secrets
-import string
 import threading
-import time
 from typing import Optional
 from urllib.parse import urlsplit
 
 from nodepool import exceptions
 from nodepool.driver.listing import SharedListing
 from nodepool.driver.azure import errors
+from nodepool.driver.azure.bodies import AzureBodyMixin
+from nodepool.driver.azure.cleanup import AzureCleanupMixin
 from nodepool.driver.azure.images import UPLOAD_TIMEOUT, ImageManager
+from nodepool.driver.azure.quota import AzureQuotaMixin
 from nodepool.driver.azure.statemachines import (
     AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, as_dict,
-    nic_name, pip_name, disk_name)
+    nic_name, pip_name)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import Resource
-from nodepool.driver.statemachine.cloud import (
-    CloudAdapter, format_dynamic)
+from nodepool.driver.statemachine.cloud import CloudAdapter
 
 PUBLIC_ARM = "https://management.azure.com"
 QUOTA_TTL = 300.0
@@ -55,8 +52,6 @@ SKU_TTL = 24 * 3600.0
 IMAGE_TTL = 300.0
 # Quota accounting accepts a VM listing this old before asking for one.
 LISTING_MAX_AGE = 10.0
-DELETE_RESOURCE_TIMEOUT = 600.0
-PASSWORD_LENGTH = 64
 
 
 def worker_count(rate: Optional[float]) -> int:
@@ -65,24 +60,6 @@ def worker_count(rate: Optional[float]) -> int:
     if not rate:
         return 8
     return max(min(int(rate * 4), 8), 2)
-
-
-def generate_password(length: int = PASSWORD_LENGTH) -> str:
-    """A random password with lower and upper case letters and digits (the
-    complexity Azure demands)."""
-    alphabet = string.ascii_letters + string.digits
-    while True:
-        password = "".join(secrets.choice(alphabet) for _ in range(length))
-        if (any(c.islower() for c in password)
-                and any(c.isupper() for c in password)
-                and any(c.isdigit() for c in password)):
-            return password
-
-
-def _b64(text: Optional[str]) -> Optional[str]:
-    if text is None:
-        return None
-    return base64.b64encode(text.encode("utf8")).decode("ascii")
 
 
 class AzureClients:
@@ -153,7 +130,8 @@ class AzureClients:
                     pass
 
 
-class AzureAdapter(CloudAdapter):
+class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
+                   CloudAdapter):
     """Adapter for one ``driver: azure`` provider.
 
     :param clients: an :class:`AzureClients`; made from the auth file when
@@ -266,14 +244,6 @@ class AzureAdapter(CloudAdapter):
         return AzureInstance(
             vm, nic, tuple(p for p in pips if p), self._instance_quota)
 
-    def _instance_quota(self, vm_size: str, spot: bool) -> QuotaInformation:
-        """What a listed VM uses; an unknown size counts as an instance."""
-        try:
-            return self._vm_size_quota(vm_size, spot)
-        except Exception as e:
-            self.log.warning("Quota of VM size %s unknown: %s", vm_size, e)
-            return QuotaInformation(instances=1)
-
     def list_instances(self):
         snapshot = self._recent_snapshot(self.vms, "VM", LISTING_MAX_AGE)
         nics = self.nics.snapshot()
@@ -318,20 +288,6 @@ class AzureAdapter(CloudAdapter):
                                    creating=True) from e
         self._refreshed(listing)
         return record
-
-    def _tags(self, sm) -> dict:
-        if getattr(sm, "tags", None) is None:
-            sm.tags = self._make_tags(sm)
-        return dict(sm.tags)
-
-    def _make_tags(self, sm) -> dict:
-        tags = {}
-        tags.update(getattr(self.provider, "tags", None) or {})
-        tags.update(sm.label.tags or {})
-        tags.update(format_dynamic(sm.label.dynamic_tags, sm.request,
-                                   sm.log, "dynamic tag", sm.node_id))
-        tags.update(sm.metadata)
-        return {str(k): str(v) for k, v in tags.items()}
 
     def create_public_ips(self, sm) -> dict:
         ids = {}
@@ -409,124 +365,6 @@ class AzureAdapter(CloudAdapter):
         return self._put(sm, "VM", self.compute.virtual_machines, sm.hostname,
                          body, self.vms)
 
-    def vm_body(self, sm) -> dict:
-        """The wire-format body of the VM PUT for ``sm``'s node."""
-        label = sm.label
-        image = self._image_config(label)
-        os_profile = {"computerName": sm.hostname,
-                      "adminUsername": image.username or "zuul"}
-        password = image.password
-        if password is None and getattr(image, "generate_password", False):
-            password = generate_password()
-        if password is not None:
-            os_profile["adminPassword"] = password
-        key = image.key or self.provider.zuul_public_key
-        if key:
-            os_profile["linuxConfiguration"] = {
-                "disablePasswordAuthentication": password is None,
-                "ssh": {"publicKeys": [{
-                    "path": "/home/%s/.ssh/authorized_keys"
-                    % os_profile["adminUsername"],
-                    "keyData": key}]},
-            }
-        if label.custom_data:
-            os_profile["customData"] = _b64(label.custom_data)
-        os_disk = {"name": disk_name(sm.hostname), "createOption": "FromImage",
-                   "deleteOption": "Delete", "caching": "ReadWrite"}
-        if label.volume_size:
-            os_disk["diskSizeGB"] = label.volume_size
-        if getattr(label, "volume_type", None):
-            os_disk["managedDisk"] = {
-                "storageAccountType": label.volume_type}
-        props = {
-            "hardwareProfile": {"vmSize": label.hardware_profile["vm_size"]},
-            "storageProfile": {
-                "imageReference": self._image_reference(sm),
-                "osDisk": os_disk,
-            },
-            "osProfile": os_profile,
-            "networkProfile": {"networkInterfaces": [{
-                "id": sm.nic_id,
-                "properties": {"primary": True, "deleteOption": "Delete"},
-            }]},
-        }
-        if label.user_data:
-            props["userData"] = _b64(label.user_data)
-        if getattr(label, "use_spot", False):
-            props["priority"] = "Spot"
-            props["evictionPolicy"] = "Delete"
-            props["billingProfile"] = {"maxPrice": -1}
-        if getattr(label, "dedicated_host_group", None):
-            props["hostGroup"] = {"id": label.dedicated_host_group}
-        body = {"location": self.location, "tags": self._tags(sm),
-                "properties": props}
-        if sm.az:
-            body["zones"] = [sm.az]
-        return body
-
-    def _image_config(self, label):
-        if label.diskimage:
-            return self.provider.diskimages[label.diskimage]
-        return self.provider.cloud_images[label.cloud_image]
-
-    def image_id(self, name: str) -> str:
-        """The resource id of a managed image of the resource group."""
-        if name.startswith("/"):
-            return name
-        return ("/subscriptions/%s/resourceGroups/%s/providers/"
-                "Microsoft.Compute/images/%s" % (
-                    self.clients.subscription_id, self.resource_group, name))
-
-    def _image_reference(self, sm) -> dict:
-        if sm.image_external_id:
-            return {"id": self.image_id(sm.image_external_id)}
-        image = self.provider.cloud_images[sm.label.cloud_image]
-        if image.image_reference:
-            return {k: image.image_reference[k] for k in
-                    ("publisher", "offer", "sku", "version")}
-        if image.image_id:
-            return {"id": image.image_id}
-        if image.community_gallery_image:
-            return {"communityGalleryImageId": _gallery_id(
-                "CommunityGalleries", image.community_gallery_image)}
-        if image.shared_gallery_image:
-            return {"sharedGalleryImageId": _gallery_id(
-                "SharedGalleries", image.shared_gallery_image)}
-        return {"id": self.resolve_image_filter(image)["id"]}
-
-    def resolve_image_filter(self, image) -> dict:
-        """The image record an ``image-filter`` selects: among Succeeded
-        images of the resource group matching every given field, the
-        alphabetically last name (cached 5 minutes)."""
-        wanted = image.image_filter
-
-        def load():
-            found = []
-            for record in self.list_all("images",
-                                        self.compute.images
-                                        .list_by_resource_group,
-                                        self.resource_group):
-                props = record.get("properties") or {}
-                if props.get("provisioningState") != "Succeeded":
-                    continue
-                if wanted.get("location") and \
-                        record.get("location") != wanted["location"]:
-                    continue
-                if wanted.get("name") and not fnmatch.fnmatchcase(
-                        record["name"], wanted["name"]):
-                    continue
-                tags = record.get("tags") or {}
-                if any(tags.get(k) != str(v)
-                       for k, v in (wanted.get("tags") or {}).items()):
-                    continue
-                found.append(record)
-            if not found:
-                raise exceptions.LaunchNodepoolException(
-                    "No image matches the filter of cloud image %s"
-                    % image.name)
-            return max(found, key=lambda r: r["name"])
-        return self._image_cache.get(("filter", image.name), load)
-
     def vm_statuses(self, name: str) -> list:
         """The statuses of a VM's instance view (why it failed)."""
         try:
@@ -580,66 +418,6 @@ class AzureAdapter(CloudAdapter):
                 touched.add(listings[kind])
         self._refreshed(*touched)
 
-    # Quota ----------------------------------------------------------------
-
-    def _skus(self) -> dict:
-        """VM resource SKUs of the location by name (cached a day)."""
-        def load():
-            skus = {}
-            for record in self.list_all(
-                    "resource SKUs", self.compute.resource_skus.list,
-                    filter="location eq '%s'" % self.location):
-                if record.get("resourceType") != "virtualMachines":
-                    continue
-                locations = [x.lower() for x in record.get("locations") or ()]
-                if locations and self.location.lower() not in locations:
-                    continue
-                caps = {c.get("name"): c.get("value")
-                        for c in record.get("capabilities") or ()}
-                skus[record["name"]] = {
-                    "family": record.get("family"),
-                    "cores": int(float(caps.get("vCPUs") or 0)),
-                    "ram": int(float(caps.get("MemoryGB") or 0) * 1024),
-                }
-            return skus
-        return self._lookups.get(("skus",), load)
-
-    def _vm_size_quota(self, vm_size: str,
-                       spot: bool = False) -> QuotaInformation:
-        sku = self._skus().get(vm_size)
-        if sku is None:
-            raise exceptions.RuntimeConfigurationException(
-                "VM size %s is not offered in %s" % (vm_size, self.location))
-        extra = {}
-        if spot:
-            extra["lowPriorityCores"] = sku["cores"]
-        elif sku["family"]:
-            extra[sku["family"]] = sku["cores"]
-        return QuotaInformation(cores=sku["cores"], ram=sku["ram"],
-                                instances=1, **extra)
-
-    def get_quota_for_label(self, label) -> QuotaInformation:
-        return self._vm_size_quota(label.hardware_profile["vm_size"],
-                                   bool(getattr(label, "use_spot", False)))
-
-    def get_quota_limits(self) -> QuotaInformation:
-        def load():
-            limits = {}
-            for usage in self.list_all("usages", self.compute.usage.list,
-                                       self.location):
-                name = (usage.get("name") or {}).get("value")
-                limit = usage.get("limit")
-                if name is None or limit is None or limit < 0:
-                    continue
-                if name == "cores":
-                    limits["cores"] = limit
-                elif name == "virtualMachines":
-                    limits["instances"] = limit
-                elif name.endswith("Family") or name == "lowPriorityCores":
-                    limits[name] = limit
-            return QuotaInformation(default=float("inf"), **limits)
-        return self._quota_cache.get(("limits",), load)
-
     # Labels and images ----------------------------------------------------
 
     def label_ready(self, label) -> bool:
@@ -666,64 +444,3 @@ class AzureAdapter(CloudAdapter):
 
     def list_images(self):
         return self.images.list_images()
-
-    # Leak cleanup ---------------------------------------------------------
-
-    # Resource type for each ARM type; VMs keep upstream's metric name
-    # (``leaked.INSTANCEs``).
-    LEAK_TYPES = (
-        ("INSTANCE", "virtualMachines"),
-        ("nic", "networkInterfaces"),
-        ("pip", "publicIPAddresses"),
-        ("disk", "disks"),
-        ("image", "images"),
-    )
-
-    def _list_kind(self, kind: str) -> list:
-        func = {
-            "virtualMachines": self.compute.virtual_machines.list,
-            "networkInterfaces": self.network.network_interfaces.list,
-            "publicIPAddresses": self.network.public_ip_addresses.list,
-            "disks": self.compute.disks.list_by_resource_group,
-            "images": self.compute.images.list_by_resource_group,
-        }[kind]
-        return self.list_all(kind, func, self.resource_group)
-
-    def list_resources(self):
-        resources = []
-        for rtype, kind in self.LEAK_TYPES:
-            for record in self._list_kind(kind):
-                if provisioning_deleting(record):
-                    continue
-                resources.append(Resource(dict(record.get("tags") or {}),
-                                          rtype, record["name"]))
-        return resources
-
-    def delete_resource(self, resource):
-        kind = dict(self.LEAK_TYPES)[resource.type]
-        if kind != "virtualMachines":
-            self.delete_one(kind, resource.id)
-            return
-        # A VM takes its NIC, disk and public IPs with it: drive the
-        # node delete machine here (the cleanup thread may block).
-        sm = self.get_delete_state_machine(resource.id, self.log)
-        deadline = time.monotonic() + DELETE_RESOURCE_TIMEOUT
-        while not sm.complete:
-            if time.monotonic() > deadline:
-                raise exceptions.ServerDeleteTimeoutException(
-                    "Timeout deleting leaked VM %s" % resource.id)
-            sm.advance()
-            if not sm.complete:
-                time.sleep(0.1)
-
-
-def provisioning_deleting(record: dict) -> bool:
-    return (record.get("properties") or {}).get(
-        "provisioningState") == "Deleting"
-
-
-def _gallery_id(kind: str, image) -> str:
-    path = "/%s/%s/Images/%s" % (kind, image.gallery_name, image.name)
-    if image.version:
-        path += "/Versions/%s" % image.version
-    return path

@@ -9,9 +9,9 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import ConfigObject, FrozenDict
+from nodepool.driver import cloud
 from nodepool.driver.base import (
-    ImageConfig, LabelConfig, PoolConfig, ProviderConfig, build_labels,
-    build_pools, image_connection, secret_field)
+    ImageConfig, build_labels, build_pools, image_connection, secret_field)
 
 _opt = v.Optional
 _str = schema.nullable(str)
@@ -44,8 +44,7 @@ GALLERY_IMAGE = schema.Section({
 _IMAGE_SOURCES = ("image-reference", "image-filter", "image-id",
                   "community-gallery-image", "shared-gallery-image")
 
-CLOUD_IMAGE = schema.Section({
-    v.Required("name"): str,
+CLOUD_IMAGE = cloud.CLOUD_IMAGE.extend({
     v.Required("username"): str,
     _opt("password", default=None): _str,
     _opt("generate-password", default=False): bool,
@@ -57,21 +56,13 @@ CLOUD_IMAGE = schema.Section({
         GALLERY_IMAGE),
     _opt("shared-gallery-image", default=None): schema.nullable(
         GALLERY_IMAGE),
-    _opt("connection-type", default="ssh"): str,
-    _opt("connection-port", default=None): _int,
-    _opt("python-path", default="auto"): str,
-    _opt("shell-type", default=None): _str,
 }, schema.one_of(*_IMAGE_SOURCES, required=True))
 
-PROVIDER_DISKIMAGE = schema.Section({
-    v.Required("name"): str,
+PROVIDER_DISKIMAGE = cloud.PROVIDER_DISKIMAGE.extend({
     _opt("username", default=None): _str,
     _opt("password", default=None): _str,
     _opt("generate-password", default=False): bool,
     _opt("key", default=None): _str,
-    _opt("pause", default=False): bool,
-    _opt("connection-type", default="ssh"): str,
-    _opt("connection-port", default=None): _int,
     _opt("python-path", default="auto"): str,
     _opt("shell-type", default=None): _str,
     _opt("tags", default=dict): {str: schema.scalar_string},
@@ -79,8 +70,7 @@ PROVIDER_DISKIMAGE = schema.Section({
 
 LABEL = schema.Section({
     v.Required("name"): str,
-    _opt("cloud-image", default=None): _str,
-    _opt("diskimage", default=None): _str,
+    **cloud.LABEL_KEYS,
     v.Required("hardware-profile"): schema.Section({
         v.Required("vm-size"): str}),
     _opt("tags", default=dict): {str: schema.scalar_string},
@@ -127,20 +117,14 @@ PROVIDER = schema.PROVIDER.extend({
     _opt("public-ipv6", default=False): bool,
     _opt("use-internal-ip", default=False): bool,
     _opt("host-key-checking", default=True): bool,
-    # Operations per second.
-    _opt("rate", default=1.0): schema.coerced_number,
-    _opt("boot-timeout", default=120): int,
-    _opt("launch-timeout", default=3600): int,
-    _opt("launch-retries", default=3): int,
-    _opt("post-upload-hook", default=None): _str,
-    **schema.POST_UPLOAD_HOOK_TIMEOUT,
+    # rate: operations per second.
+    **cloud.provider_keys(boot_timeout=120, rate=1.0,
+                          rate_validator=schema.coerced_number,
+                          cloud_image=CLOUD_IMAGE,
+                          diskimage=PROVIDER_DISKIMAGE),
     _opt("zuul-public-key", default=None): _str,
     # Extension: tags on every resource (under label tags).
     _opt("tags", default=dict): {str: schema.scalar_string},
-    _opt("cloud-images", default=list): schema.each(
-        CLOUD_IMAGE, unique="name"),
-    _opt("diskimages", default=list): schema.each(
-        PROVIDER_DISKIMAGE, unique="name"),
 })
 
 
@@ -181,22 +165,23 @@ class AzureCloudImage(ImageConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AzureDiskImage(ImageConfig):
+class AzureDiskImage(cloud.CloudDiskImage):
     """A top-level diskimage as uploaded to one Azure provider."""
 
     password: str | None = secret_field()
     generate_password: bool
     key: str | None
-    pause: bool
     tags: FrozenDict
+
+    @property
+    def upload_metadata(self) -> FrozenDict:
+        return self.tags
 
 
 @dataclass(frozen=True, kw_only=True)
-class AzureLabel(LabelConfig):
-    """A label of an Azure pool."""
+class AzureLabel(cloud.CloudLabelConfig):
+    """A label of an Azure pool (host-key checking is the pool's)."""
 
-    cloud_image: str | None
-    diskimage: str | None
     hardware_profile: FrozenDict
     tags: FrozenDict
     dynamic_tags: FrozenDict
@@ -209,7 +194,7 @@ class AzureLabel(LabelConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AzurePool(PoolConfig):
+class AzurePool(cloud.CloudPoolConfig):
     """A pool of an Azure provider, addressing resolved.
 
     ``ipv4``/``ipv6``: whether nodes get such addresses (pool, else
@@ -221,11 +206,14 @@ class AzurePool(PoolConfig):
     public_ipv4: bool
     public_ipv6: bool
     use_internal_ip: bool
-    host_key_checking: bool
+
+    @property
+    def prefers_private_ip(self) -> bool:
+        return self.use_internal_ip
 
 
 @dataclass(frozen=True, kw_only=True)
-class AzureProviderConfig(ProviderConfig):
+class AzureProviderConfig(cloud.CloudProviderConfig):
     """An Azure provider.  ``rate`` is operations per second."""
 
     location: str
@@ -240,20 +228,11 @@ class AzureProviderConfig(ProviderConfig):
     public_ipv6: bool
     use_internal_ip: bool
     host_key_checking: bool
-    rate: float
-    boot_timeout: int
-    launch_timeout: int
-    launch_retries: int
-    post_upload_hook: str | None
-    post_upload_hook_timeout: int
     zuul_public_key: str | None
     tags: FrozenDict
-    cloud_images: FrozenDict
-    diskimages: FrozenDict
 
     @property
     def image_type(self) -> str:
-        """The disk image format this provider uploads."""
         return IMAGE_TYPE
 
 
@@ -275,13 +254,7 @@ def _build_pool(provider, pool, ctx, pool_path, images):
                                    provider["host_key_checking"]))
 
     def build_label(label, label_path):
-        cloud_images, diskimages = images
-        if label["cloud_image"] is not None:
-            ctx.require_member(label["cloud_image"], cloud_images,
-                               "a cloud-image", label_path + ("cloud-image",))
-        if label["diskimage"] is not None:
-            ctx.require_member(label["diskimage"], diskimages,
-                               "a diskimage", label_path + ("diskimage",))
+        cloud.require_label_image(label, ctx, label_path, *images)
         return AzureLabel(**label)
 
     return AzurePool(**dict(
@@ -310,14 +283,10 @@ def build_provider(data, ctx, path):
         ctx.problem(path + ("auth-path",), "the path of the Azure auth file "
                     "(or %s in the environment)" % AUTH_PATH_VARIABLE,
                     "nothing")
-    diskimages = {}
-    for index, image in enumerate(data["diskimages"]):
-        top = ctx.require_diskimage(
-            image["name"], path + ("diskimages", index, "name"))
-        if top is not None:
-            diskimages[image["name"]] = AzureDiskImage(**image_connection(
-                dict(image, username=_default(image["username"], top.username),
-                     shell_type=_default(image["shell_type"], top.shell_type))))
+    diskimages = cloud.build_diskimages(
+        data, ctx, path, lambda image, top: AzureDiskImage(**dict(
+            image, username=_default(image["username"], top.username),
+            shell_type=_default(image["shell_type"], top.shell_type))))
     cloud_images = {}
     for image in data["cloud_images"]:
         cloud_images[image["name"]] = AzureCloudImage(**image_connection(dict(

@@ -63,8 +63,8 @@ class ImageManager:
         """Upload a VHD as managed image ``image_name`` (its external id)."""
         call = self.adapter.call
         tags = {}
-        tags.update(getattr(self.provider, "tags", None) or {})
-        tags.update(getattr(provider_image, "tags", None) or {})
+        tags.update(self.provider.tags)
+        tags.update(provider_image.tags)
         tags.update(metadata or {})
         tags = {str(k): str(v) for k, v in tags.items()}
         size = os.path.getsize(filename)

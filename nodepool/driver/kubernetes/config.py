@@ -201,8 +201,12 @@ class KubernetesPool(PoolConfig):
     max_ram: float
     max_resources: FrozenDict
 
+    def quota_limits(self) -> dict:
+        return {**super().quota_limits(), "cores": self.max_cores,
+                "ram": self.max_ram, **self.max_resources}
+
     @property
-    def host_key_checking(self) -> bool:
+    def checks_host_keys(self) -> bool:
         """Pods and namespaces are reached through the API, never SSH."""
         return False
 

@@ -75,12 +75,20 @@ class MetastaticLabel(LabelConfig):
     max_age: int | None
     host_key_checking: bool
 
+    @property
+    def checks_host_keys(self) -> bool:
+        return self.host_key_checking
+
 
 @dataclass(frozen=True, kw_only=True)
 class MetastaticPool(PoolConfig):
     """A metastatic pool; ``host_key_checking`` is its labels' default."""
 
     host_key_checking: bool
+
+    @property
+    def checks_host_keys(self) -> bool:
+        return self.host_key_checking
 
 
 @dataclass(frozen=True, kw_only=True)

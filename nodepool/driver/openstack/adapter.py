@@ -2,7 +2,10 @@
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 """The OpenStack adapter: servers, quota, images and leak cleanup for one
-provider, through openstacksdk.
+provider, through openstacksdk.  Cached lookups
+(:mod:`~nodepool.driver.openstack.lookups`), quota
+(:mod:`~nodepool.driver.openstack.quota`) and leak cleanup
+(:mod:`~nodepool.driver.openstack.cleanup`) are mixins of the adapter.
 
 * One SDK connection per provider, made from clouds.yaml (the provider's
   ``cloud`` and ``region-name``).  The SDK's own rate limiting is off:
@@ -23,11 +26,9 @@ provider, through openstacksdk.
 import base64
 import concurrent.futures
 import logging
-import math
 import random
 import threading
 import time
-import uuid
 from typing import Optional
 
 import cachetools
@@ -35,15 +36,17 @@ import cachetools
 from nodepool import exceptions
 from nodepool.driver.errors import exception_for
 from nodepool.driver.listing import SharedListing
+from nodepool.driver.openstack.cleanup import OpenStackCleanupMixin
+from nodepool.driver.openstack.lookups import OpenStackLookupsMixin
+from nodepool.driver.openstack.quota import OpenStackQuotaMixin
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.openstack.errors import (
     ThrottleRetrier, classify, http_status)
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
     OpenStackInstance, server_addresses)
-from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.ratelimit import RateLimiter
-from nodepool.driver.statemachine.adapter import CloudImage, Resource
+from nodepool.driver.statemachine.adapter import CloudImage
 from nodepool.driver.statemachine.cloud import (
     CloudAdapter, format_dynamic)
 
@@ -72,14 +75,6 @@ def translate(error: BaseException, what: str,
                          creating)
 
 
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
 def connect(provider_config):
     """An openstacksdk connection for the provider (clouds.yaml based;
     ``OS_CLIENT_CONFIG_FILE`` may point at the file)."""
@@ -89,7 +84,8 @@ def connect(provider_config):
                              app_name="nodepool")
 
 
-class OpenStackAdapter(CloudAdapter):
+class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
+                       OpenStackCleanupMixin, CloudAdapter):
     """Adapter for one ``driver: openstack`` provider.
 
     :param connection: an openstacksdk ``Connection``; made from
@@ -201,114 +197,6 @@ class OpenStackAdapter(CloudAdapter):
         for cache in (self._flavors, self._networks, self._images,
                       self._azs):
             cache.invalidate()
-
-    # Lookups ------------------------------------------------------------
-
-    def flavors(self) -> list:
-        """All flavors as dicts, sorted by (ram, name)."""
-        def load():
-            found = self.compute("List flavors", lambda: list(
-                self.conn.compute.flavors(details=True)))
-            flavors = [{"id": f.id, "name": f.name, "ram": f.ram or 0,
-                        "vcpus": f.vcpus or 0, "disk": f.disk or 0}
-                       for f in found]
-            return sorted(flavors, key=lambda f: (f["ram"], f["name"]))
-        return self._flavors.get("flavors", load)
-
-    def find_flavor(self, label) -> dict:
-        """The flavor a label boots (see the config's flavor rules)."""
-        flavors = self.flavors()
-        if label.min_ram:
-            for flavor in flavors:
-                if flavor["ram"] < label.min_ram:
-                    continue
-                if label.flavor_name and \
-                        label.flavor_name not in flavor["name"]:
-                    continue
-                return flavor
-        else:
-            for flavor in flavors:
-                if label.flavor_name in (flavor["name"], flavor["id"]):
-                    return flavor
-        raise exceptions.RuntimeConfigurationException(
-            "No flavor for label %s (min-ram %s, flavor-name %s) in %s" % (
-                label.name, label.min_ram, label.flavor_name,
-                self.provider.name))
-
-    def _flavor_by_id(self, flavor_id) -> Optional[dict]:
-        for flavor in self.flavors():
-            if flavor["id"] == flavor_id or flavor["name"] == flavor_id:
-                return flavor
-        return None
-
-    def networks(self) -> list:
-        def load():
-            return [{"id": n.id, "name": n.name,
-                     "external": bool(n.is_router_external)}
-                    for n in self.network("List networks", lambda: list(
-                        self.conn.network.networks()))]
-        return self._networks.get("networks", load)
-
-    def external_network_names(self) -> frozenset:
-        try:
-            return frozenset(n["name"] for n in self.networks()
-                             if n["external"])
-        except Exception:
-            self.log.exception("Network lookup failed")
-            return frozenset()
-
-    def find_network(self, name_or_id: str) -> dict:
-        for network in self.networks():
-            if name_or_id in (network["id"], network["name"]):
-                return network
-        raise exceptions.LaunchNodepoolException(
-            "Unable to find network %s in %s" % (name_or_id,
-                                                 self.provider.name))
-
-    def find_image(self, name_or_id: str) -> dict:
-        """A cloud image by id or name (see :meth:`lookup_image`)."""
-        image = self.lookup_image(name_or_id)
-        if image is None:
-            raise exceptions.LaunchNodepoolException(
-                "Unable to find image %s in %s" % (name_or_id,
-                                                   self.provider.name))
-        return image
-
-    def lookup_image(self, name_or_id: str) -> Optional[dict]:
-        """The active image with this id, else the newest active one with
-        this name, or None.  Answers (also None) are cached for
-        ``IMAGE_TTL``: a missing image is looked for again after that."""
-        def load():
-            images = []
-            if _is_uuid(name_or_id):
-                image = self.image("Get image %s" % name_or_id,
-                                   self.conn.image.find_image, name_or_id,
-                                   ignore_missing=True)
-                images = [image] if image is not None else []
-            if not images:
-                images = self.image("List images named %s" % name_or_id,
-                                    lambda: list(self.conn.image.images(
-                                        name=name_or_id)))
-            active = [i for i in images if i.status == "active"]
-            if not active:
-                self.log.warning("No active image %s in %s", name_or_id,
-                                 self.provider.name)
-                return None
-            newest = max(active, key=lambda i: i.created_at or "")
-            return {"id": newest.id, "name": newest.name}
-        return self._images.get(name_or_id, load)
-
-    def get_azs(self) -> list:
-        def load():
-            zones = self.compute("List availability zones", lambda: list(
-                self.conn.compute.availability_zones()))
-            return [z.name for z in zones
-                    if (z.state or {}).get("available", True)]
-        try:
-            return self._azs.get("azs", load) or [None]
-        except Exception:
-            self.log.exception("Listing availability zones failed")
-            return [None]
 
     # Servers ------------------------------------------------------------
 
@@ -541,74 +429,12 @@ class OpenStackAdapter(CloudAdapter):
         except Exception as e:
             raise translate(e, what) from e
 
-    # Quota --------------------------------------------------------------
-
-    def get_quota_limits(self) -> QuotaInformation:
-        with self._limits_lock:
-            cached = self._limits.get("limits")
-        if cached is None:
-            limits = self.compute("Get limits", self.conn.compute.get_limits)
-            absolute = limits.absolute
-
-            def value(number):
-                return math.inf if number is None or number < 0 else number
-            values = {"instances": value(absolute.instances),
-                      "cores": value(absolute.total_cores),
-                      "ram": value(absolute.total_ram)}
-            if self.conn.has_service("block-storage"):
-                volume = self._call(
-                    self.volume_limiter, "Get volume limits",
-                    self.conn.block_storage.get_limits).absolute
-                values["volumes"] = value(volume.max_total_volumes)
-                values["volume-gb"] = value(
-                    volume.max_total_volume_gigabytes)
-            cached = QuotaInformation(default=math.inf, **values)
-            with self._limits_lock:
-                self._limits["limits"] = cached
-        return cached.copy()
-
-    def get_quota_for_label(self, label) -> QuotaInformation:
-        flavor = self.find_flavor(label)
-        quota = QuotaInformation(instances=1, cores=flavor["vcpus"],
-                                 ram=flavor["ram"])
-        if label.boot_from_volume:
-            quota.add(QuotaInformation(
-                volumes=1, **{"volume-gb": label.volume_size}))
-        return quota
-
-    def _server_quota(self, record: dict) -> QuotaInformation:
-        vcpus, ram = record.get("vcpus"), record.get("ram")
-        if vcpus is None or ram is None:
-            try:
-                flavor = self._flavor_by_id(record.get("flavor_id"))
-            except Exception:
-                self.log.exception("Flavor lookup for server %s failed",
-                                   record.get("id"))
-                flavor = None
-            if flavor is None:
-                return QuotaInformation(instances=1)
-            vcpus, ram = flavor["vcpus"], flavor["ram"]
-        quota = QuotaInformation(instances=1, cores=vcpus, ram=ram)
-        if record.get("volumes"):
-            quota.add(QuotaInformation(volumes=record["volumes"]))
-        return quota
-
-    # Labels and images --------------------------------------------------
-
-    def label_ready(self, label) -> bool:
-        if not label.cloud_image:
-            return True
-        image = self.provider.cloud_images.get(label.cloud_image)
-        if image is None:
-            return False
-        return self._cloud_image_found(label, self.lookup_image,
-                                       image.external_name)
+    # Images -------------------------------------------------------------
 
     def upload_image(self, provider_image, image_name, filename,
                      image_format, metadata, md5, sha256):
         properties = {key: str(value) for key, value in
-                      dict(getattr(provider_image, "meta", None) or {},
-                           **(metadata or {})).items()}
+                      dict(provider_image.meta, **(metadata or {})).items()}
         timeout = self.provider.image_upload_timeout
         what = "Upload image %s" % image_name
         image = self.image(
@@ -651,77 +477,3 @@ class OpenStackAdapter(CloudAdapter):
             "Get console log of %s" % external_id,
             self.conn.compute.get_server_console_output, external_id)
         return (output or {}).get("output", "")
-
-    # Leak cleanup -------------------------------------------------------
-
-    def list_resources(self):
-        resources = []
-        for record in self._fetch_servers().values():
-            if record.get("status") in ("DELETED", "SOFT_DELETED"):
-                continue
-            resources.append(Resource(record["metadata"], "instance",
-                                      record["id"]))
-        for image in self.list_images():
-            resources.append(Resource(image.metadata, "image", image.id))
-        return resources
-
-    def delete_resource(self, resource):
-        if resource.type == "instance":
-            try:
-                self.delete_server_floating_ips(resource.id)
-                self.delete_server(resource.id)
-            except exceptions.NotFound:
-                pass
-        elif resource.type == "image":
-            self.delete_image(resource.id)
-        else:
-            raise exceptions.NodepoolError(
-                "Unknown resource type %s" % resource.type)
-
-    def cleanup_down_ports(self) -> int:
-        """Delete compute ports that stayed DOWN between two passes at
-        least ``port-cleanup-interval`` apart; returns how many."""
-        interval = self.provider.port_cleanup_interval
-        if not interval or interval <= 0:
-            return 0
-        with self._cleanup_lock:
-            now = self._clock()
-            if self._ports_checked is not None and \
-                    now - self._ports_checked < interval:
-                return 0
-            ports = self.network("List DOWN ports", lambda: list(
-                self.conn.network.ports(status="DOWN")))
-            down = {p.id for p in ports if p.status == "DOWN" and (
-                not p.device_owner or p.device_owner.startswith("compute:"))}
-            deleted = set()
-            for port_id in down & (self._down_ports or set()):
-                try:
-                    self.network("Delete DOWN port %s" % port_id,
-                                 self.conn.network.delete_port, port_id)
-                    deleted.add(port_id)
-                    self.log.info("Deleted DOWN port %s", port_id)
-                except Exception:
-                    self.log.exception("Deleting port %s failed", port_id)
-            self._down_ports = down - deleted
-            self._ports_checked = now
-            return len(deleted)
-
-    def cleanup_floating_ips(self) -> int:
-        """Delete floating IPs attached to nothing; returns how many."""
-        if not self.provider.clean_floating_ips:
-            return 0
-        fips = self.network("List floating IPs", lambda: list(
-            self.conn.network.ips()))
-        deleted = 0
-        for fip in fips:
-            if fip.port_id:
-                continue
-            try:
-                self.network("Delete floating IP %s" % fip.id,
-                             self.conn.network.delete_ip, fip.id)
-                deleted += 1
-                self.log.info("Deleted unattached floating IP %s",
-                              fip.floating_ip_address)
-            except Exception:
-                self.log.exception("Deleting floating IP %s failed", fip.id)
-        return deleted

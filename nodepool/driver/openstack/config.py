@@ -10,39 +10,30 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import FrozenDict
+from nodepool.driver import cloud
 from nodepool.driver.base import (
-    ImageConfig, LabelConfig, PoolConfig, ProviderConfig, build_labels,
-    build_pools, image_connection)
+    ImageConfig, build_labels, build_pools, image_connection)
 
 _opt = v.Optional
 _log = logging.getLogger("nodepool.driver.openstack.config")
 DEFAULT_IMAGE_FORMAT = "qcow2"
 
-PROVIDER_DISKIMAGE = schema.Section({
-    v.Required("name"): str,
-    _opt("pause", default=False): bool,
+# Username, python-path and shell-type come from the top-level diskimage.
+PROVIDER_DISKIMAGE = cloud.PROVIDER_DISKIMAGE.extend({
     _opt("meta", default=dict): dict,
     _opt("config-drive", default=None): schema.nullable(bool),
-    _opt("connection-type", default="ssh"): str,
-    _opt("connection-port", default=None): schema.nullable(int),
 })
 
-CLOUD_IMAGE = schema.Section({
-    v.Required("name"): str,
+CLOUD_IMAGE = cloud.CLOUD_IMAGE.extend({
     _opt("config-drive", default=None): schema.nullable(bool),
     _opt("image-id", default=None): schema.nullable(str),
     _opt("image-name", default=None): schema.nullable(str),
     _opt("username", default=None): schema.nullable(str),
-    _opt("python-path", default="auto"): str,
-    _opt("shell-type", default=None): schema.nullable(str),
-    _opt("connection-type", default="ssh"): str,
-    _opt("connection-port", default=None): schema.nullable(int),
 }, schema.one_of("image-id", "image-name"))
 
 LABEL = schema.Section({
     v.Required("name"): str,
-    _opt("diskimage", default=None): schema.nullable(str),
-    _opt("cloud-image", default=None): schema.nullable(str),
+    **cloud.LABEL_KEYS,
     _opt("min-ram", default=None): schema.nullable(int),
     _opt("flavor-name", default=None): schema.nullable(str),
     _opt("key-name", default=None): schema.nullable(str),
@@ -75,36 +66,35 @@ POOL = schema.POOL.extend({
 PROVIDER = schema.PROVIDER.extend({
     v.Required("cloud"): str,
     _opt("region-name", default=None): schema.nullable(str),
-    _opt("boot-timeout", default=60): int,
-    _opt("launch-timeout", default=3600): int,
-    _opt("launch-retries", default=3): int,
+    # rate: seconds between API calls (the SDK gets 1/rate calls per
+    # second).
+    **cloud.provider_keys(boot_timeout=60, rate=1.0,
+                          rate_validator=schema.coerced_number,
+                          cloud_image=CLOUD_IMAGE,
+                          diskimage=PROVIDER_DISKIMAGE),
     _opt("image-upload-timeout", default=3600): int,
-    # Seconds between API calls (the SDK gets 1/rate calls per second).
-    _opt("rate", default=1.0): schema.coerced_number,
-    _opt("image-name-format", default="{image_name}-{timestamp}"): str,
+    _opt("image-name-format",
+         default=cloud.DEFAULT_IMAGE_NAME_FORMAT): str,
     _opt("clean-floating-ips", default=None): schema.nullable(bool),
     _opt("port-cleanup-interval", default=600): int,
-    _opt("post-upload-hook", default=None): schema.nullable(str),
-    **schema.POST_UPLOAD_HOOK_TIMEOUT,
-    _opt("diskimages", default=list): schema.each(
-        PROVIDER_DISKIMAGE, unique="name"),
-    _opt("cloud-images", default=list): schema.each(
-        CLOUD_IMAGE, unique="name"),
     _opt("pools", default=list): schema.each(POOL, unique="name"),
 }, drop=("nodepool-id",))
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpenStackDiskImage(ImageConfig):
+class OpenStackDiskImage(cloud.CloudDiskImage):
     """A top-level diskimage as uploaded to one OpenStack provider.
 
     ``username``, ``python_path`` and ``shell_type`` come from the
     top-level diskimage; ``meta`` becomes glance image properties.
     """
 
-    pause: bool
     meta: FrozenDict
     config_drive: bool | None
+
+    @property
+    def upload_metadata(self) -> FrozenDict:
+        return self.meta
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +112,7 @@ class OpenStackCloudImage(ImageConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpenStackLabel(LabelConfig):
+class OpenStackLabel(cloud.CloudLabelConfig):
     """A label of an OpenStack pool.
 
     Exactly one of ``diskimage`` / ``cloud_image`` names the provider image.
@@ -131,8 +121,6 @@ class OpenStackLabel(LabelConfig):
     contains ``flavor_name``, if given) is used, else ``flavor_name`` exactly.
     """
 
-    diskimage: str | None
-    cloud_image: str | None
     min_ram: int | None
     flavor_name: str | None
     key_name: str | None
@@ -145,46 +133,67 @@ class OpenStackLabel(LabelConfig):
     networks: tuple
     host_key_checking: bool
 
+    @property
+    def checks_host_keys(self) -> bool:
+        return self.host_key_checking
+
+    @property
+    def wants_console_log(self) -> bool:
+        return self.console_log
+
 
 @dataclass(frozen=True, kw_only=True)
-class OpenStackPool(PoolConfig):
+class OpenStackPool(cloud.CloudPoolConfig):
     """A pool of an OpenStack provider."""
 
     networks: tuple
     security_groups: tuple
     availability_zones: tuple | None
     auto_floating_ip: bool
-    host_key_checking: bool
     ignore_provider_quota: bool
     max_cores: float
     max_ram: float
     max_volumes: float
     max_volume_gb: float
 
+    def quota_limits(self) -> dict:
+        return {**super().quota_limits(), "cores": self.max_cores,
+                "ram": self.max_ram, "volumes": self.max_volumes,
+                "volume-gb": self.max_volume_gb}
+
+    @property
+    def checks_provider_quota(self) -> bool:
+        return not self.ignore_provider_quota
+
+    @property
+    def zone_choices(self) -> tuple:
+        return tuple(z for z in self.availability_zones or () if z)
+
 
 @dataclass(frozen=True, kw_only=True)
-class OpenStackProviderConfig(ProviderConfig):
+class OpenStackProviderConfig(cloud.CloudProviderConfig):
     """An OpenStack provider.  ``rate`` is seconds between API calls."""
 
     cloud: str
     region_name: str | None
-    boot_timeout: int
-    launch_timeout: int
-    launch_retries: int
     image_upload_timeout: int
-    rate: float
     image_name_format: str
     clean_floating_ips: bool | None
     port_cleanup_interval: int
-    post_upload_hook: str | None
-    post_upload_hook_timeout: int
-    diskimages: FrozenDict
-    cloud_images: FrozenDict
 
     @property
-    def cloud_name(self) -> str:
+    def node_cloud(self) -> str:
         """The clouds.yaml cloud, recorded as the nodes' ``cloud``."""
         return self.cloud
+
+    @property
+    def node_region(self) -> str | None:
+        return self.region_name
+
+    def external_image_name(self, image: str, upload_id: str,
+                            timestamp: int) -> str:
+        return self.image_name_format.format(
+            image_name=image, upload_id=upload_id, timestamp=timestamp)
 
     @property
     def image_type(self) -> str:
@@ -209,33 +218,19 @@ def cloud_image_format(cloud: str, region_name) -> str:
         return DEFAULT_IMAGE_FORMAT
 
 
-def _build_diskimages(data, ctx, path):
-    images = {}
-    for index, image in enumerate(data["diskimages"]):
-        top = ctx.require_diskimage(
-            image["name"], path + ("diskimages", index, "name"))
-        if top is None:
-            continue
-        images[image["name"]] = OpenStackDiskImage(**image_connection(dict(
-            image, username=top.username, python_path=top.python_path,
-            shell_type=top.shell_type)))
-    return images
-
-
 def build_provider(data, ctx, path):
     """Build an OpenStackProviderConfig from validated provider data."""
-    diskimages = _build_diskimages(data, ctx, path)
+    diskimages = cloud.build_diskimages(
+        data, ctx, path, lambda image, top: OpenStackDiskImage(**dict(
+            image, username=top.username, python_path=top.python_path,
+            shell_type=top.shell_type)))
     cloud_images = {image["name"]: OpenStackCloudImage(**image_connection(
         image)) for image in data["cloud_images"]}
+    diskimage_names = [d["name"] for d in data["diskimages"]]
 
     def build_label(label, label_path):
-        if label["diskimage"] is not None:
-            ctx.require_member(label["diskimage"],
-                               [d["name"] for d in data["diskimages"]],
-                               "a diskimage", label_path + ("diskimage",))
-        if label["cloud_image"] is not None:
-            ctx.require_member(label["cloud_image"], cloud_images,
-                               "a cloud-image", label_path + ("cloud-image",))
+        cloud.require_label_image(label, ctx, label_path, cloud_images,
+                                  diskimage_names)
         return OpenStackLabel(**label)
 
     def build_pool(pool, pool_path):

@@ -146,7 +146,7 @@ class NodeLauncher(LaunchRecordMixin):
         self.attempt_start = time.monotonic()
         node = self.node
         image_external_id = None
-        diskimage = getattr(self.label, "diskimage", None)
+        diskimage = self.label.diskimage_name
         image = self.provider.label_image(self.label)
         if diskimage:
             upload = self.provider.current_upload(diskimage)
@@ -159,7 +159,7 @@ class NodeLauncher(LaunchRecordMixin):
                 upload.id)
             image_external_id = upload.external_id
         else:
-            node.image_id = getattr(self.label, "cloud_image", None)
+            node.image_id = self.label.cloud_image_name
         if image is not None:
             node.username = image.username
             node.python_path = image.python_path
@@ -204,7 +204,7 @@ class NodeLauncher(LaunchRecordMixin):
         # use-internal-ip (AWS, Azure pools) beats the address the
         # instance offers, which is its public one whenever it has one.
         private_ip = instance.private_ipv4 or instance.private_ipv6
-        if getattr(self.pool, "use_internal_ip", False) and private_ip:
+        if self.pool.prefers_private_ip and private_ip:
             node.interface_ip = private_ip
         else:
             node.interface_ip = (instance.interface_ip or instance.public_ipv4
@@ -240,7 +240,7 @@ class NodeLauncher(LaunchRecordMixin):
                     self.label, self.node.external_id)
             except Exception:
                 self.log.exception("Nodescan failure notification failed")
-            if getattr(self.label, "console_log", False):
+            if self.label.wants_console_log:
                 self.provider.log_console(self.label, self.node.external_id,
                                           self.log)
             raise self.scan.exception

@@ -130,19 +130,21 @@ class StateMachineProvider:
         """
         return True
 
-    # Settings with driver-neutral defaults ------------------------------
+    # Launch settings ----------------------------------------------------
+    # Only a provider that launches nodes reads these; its config has the
+    # keys (``CloudProviderConfig``, defaults in the driver's schema).
 
     @property
     def launch_timeout(self) -> float:
-        return getattr(self.config, "launch_timeout", 3600)
+        return self.config.launch_timeout
 
     @property
     def boot_timeout(self) -> float:
-        return getattr(self.config, "boot_timeout", 60)
+        return self.config.boot_timeout
 
     @property
     def launch_retries(self) -> int:
-        return max(1, getattr(self.config, "launch_retries", 3))
+        return max(1, self.config.launch_retries)
 
     # Life cycle ---------------------------------------------------------
 
@@ -221,9 +223,9 @@ class StateMachineProvider:
 
     def start_scan(self, node, label, pool):
         """Begin the host-key scan of a freshly created instance."""
-        checking = getattr(label, "host_key_checking", None)
+        checking = label.checks_host_keys
         if checking is None:
-            checking = getattr(pool, "host_key_checking", True)
+            checking = pool.checks_host_keys
         if not checking:
             return _NO_SCAN
         return self.services.scanner.submit(
@@ -241,7 +243,7 @@ class StateMachineProvider:
                 output = self.adapter.get_console_log(label, external_id)
             except NotImplementedError:
                 log.info("The %s driver cannot fetch console logs",
-                         getattr(self.config, "driver", "?"))
+                         self.config.driver)
                 return
             except Exception as e:
                 log.warning("Could not fetch the console log of %s: %s",
@@ -256,8 +258,7 @@ class StateMachineProvider:
         pool's ``availability-zones`` if it lists any, else of the
         adapter's zones; None when the cloud has none.  Nodes of one
         request share it (the handler asks once)."""
-        zones = [z for z in (getattr(pool, "availability_zones", None)
-                             or ()) if z]
+        zones = list(pool.zone_choices)
         if not zones:
             try:
                 zones = [z for z in self.adapter.get_azs() if z]
@@ -279,13 +280,9 @@ class StateMachineProvider:
     # Images -------------------------------------------------------------
 
     def label_image(self, label):
-        """The provider image config (cloud image or diskimage) of a label."""
-        for attr, table in (("diskimage", "diskimages"),
-                            ("cloud_image", "cloud_images")):
-            name = getattr(label, attr, None)
-            if name:
-                return getattr(self.config, table, {}).get(name)
-        return None
+        """The provider image config (cloud image or diskimage) of a label,
+        None for a label that names none."""
+        return self.config.label_image(label)
 
     def current_upload(self, image_name: str):
         """Newest READY upload of a diskimage to this provider, or None."""
@@ -296,7 +293,7 @@ class StateMachineProvider:
         return max(uploads, key=lambda u: u.state_time or 0)
 
     def images_available(self, label) -> bool:
-        diskimage = getattr(label, "diskimage", None)
+        diskimage = label.diskimage_name
         if diskimage:
             return self.current_upload(diskimage) is not None
         return self.adapter.label_ready(label)

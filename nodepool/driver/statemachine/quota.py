@@ -196,7 +196,7 @@ class ProviderQuota:
     def has_provider_quota(self, labels, pool) -> bool:
         """Could the pool ever hold these labels at once (ignoring usage)?"""
         needed = self._needed(labels, pool)
-        if not getattr(pool, "ignore_provider_quota", False):
+        if pool.checks_provider_quota:
             remaining = self.provider_quota()
             remaining.subtract(needed)
             if not remaining.non_negative():
@@ -215,7 +215,7 @@ class ProviderQuota:
         cloud's (``cloud quota (cores)``); empty when there is room."""
         needed = self.quota_for_label(label_name, pool.name)
         exceeded = []
-        if not getattr(pool, "ignore_provider_quota", False):
+        if pool.checks_provider_quota:
             remaining = self.provider_quota()
             remaining.subtract(self.nodes_used())
             remaining.subtract(needed)
