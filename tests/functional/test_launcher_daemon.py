@@ -11,6 +11,7 @@ import socket
 import stat
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 
 from nodepool.cmd import recorded_pid
 from tests.fixtures import processes
@@ -20,11 +21,16 @@ from tests.fixtures.waits import wait_for
 def launchers_running(kazoo):
     """How many launcher components registered in state running."""
     path = "/nodepool/components/launcher"
-    if not kazoo.exists(path):
+    try:
+        children = kazoo.get_children(path)
+    except NoNodeError:
         return 0
     count = 0
-    for child in kazoo.get_children(path):
-        data, _ = kazoo.get(path + "/" + child)
+    for child in children:
+        try:
+            data, _ = kazoo.get(path + "/" + child)
+        except NoNodeError:
+            continue  # gone since the listing
         count += json.loads(data)["state"] == "running"
     return count
 
