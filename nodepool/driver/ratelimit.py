@@ -245,8 +245,8 @@ class AdaptiveRateLimiter(RateLimiter):
             self._changed = max(now, self._hold_until or now)
 
     def __repr__(self) -> str:
-        return "<AdaptiveRateLimiter %s ceiling=%r>" % (self.name,
-                                                       self.ceiling)
+        return "<AdaptiveRateLimiter %s ceiling=%r>" % (
+            self.name, self.ceiling)
 
 
 def make_limiter(name: str, rate: Optional[float],

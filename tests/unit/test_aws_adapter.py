@@ -158,7 +158,7 @@ class Env(AdapterEnv):
         return dict(image_id=self.image_id, subnet=self.subnet, sg=self.sg)
 
     def make_adapter(self, provider, **kwargs):
-        kwargs.setdefault("retrier", errors.Retrier(
+        kwargs.setdefault("retrier", errors.make_retrier(
             LOG, sleep=lambda s: None))
         return AwsAdapter(provider, clients=self.clients, **kwargs)
 

@@ -43,7 +43,7 @@ from nodepool.driver.azure.statemachines import (
     AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, as_dict,
     nic_name, pip_name)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.ratelimit import make_limiter
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
 PUBLIC_ARM = "https://management.azure.com"
@@ -161,7 +161,8 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
         self.compute = clients.compute
         self.network = clients.network
         rate = provider_config.rate
-        self.limiter = RateLimiter("azure-%s" % name, rate)
+        self.limiter = make_limiter("azure-%s" % name, rate,
+                                    provider_config.adaptive_rate)
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
         self.executor = concurrent.futures.ThreadPoolExecutor(

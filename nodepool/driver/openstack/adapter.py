@@ -41,11 +41,11 @@ from nodepool.driver.openstack.lookups import OpenStackLookupsMixin
 from nodepool.driver.openstack.quota import OpenStackQuotaMixin
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.openstack.errors import (
-    ThrottleRetrier, classify, http_status)
+    make_retrier, classify, http_status)
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
     OpenStackInstance, server_addresses)
-from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.ratelimit import make_limiter
 from nodepool.driver.statemachine.adapter import CloudImage
 from nodepool.driver.statemachine.cloud import (
     CloudAdapter, format_dynamic)
@@ -110,16 +110,17 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         self.region = provider_config.region_name
         rate = provider_config.rate
         per_second = 1.0 / rate if rate else None
-        self.compute_limiter = RateLimiter("openstack-compute-%s" % name,
-                                           per_second)
-        self.network_limiter = RateLimiter("openstack-network-%s" % name,
-                                           per_second)
-        self.image_limiter = RateLimiter("openstack-image-%s" % name,
-                                         per_second)
-        self.volume_limiter = RateLimiter("openstack-volume-%s" % name,
-                                          per_second)
+        adaptive = provider_config.adaptive_rate
+
+        def limiter(service: str):
+            return make_limiter("openstack-%s-%s" % (service, name),
+                                per_second, adaptive)
+        self.compute_limiter = limiter("compute")
+        self.network_limiter = limiter("network")
+        self.image_limiter = limiter("image")
+        self.volume_limiter = limiter("volume")
         self._clock = clock
-        self.retrier = ThrottleRetrier(self.log)
+        self.retrier = make_retrier(self.log)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             api_workers, thread_name_prefix="openstack-api-%s" % name)
         if listing_interval is None:
@@ -182,7 +183,7 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         def once():
             with limiter.limited((log or self.log).debug, what):
                 return func(*args, **kwargs)
-        return self.retrier.call(what, once)
+        return self.retrier.call(what, once, limiter=limiter)
 
     def compute(self, what, func, *args, **kwargs):
         return self._call(self.compute_limiter, what, func, *args, **kwargs)
