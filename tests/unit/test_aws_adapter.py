@@ -594,6 +594,46 @@ def test_throttled_terminate_retried(env):
     assert running_ids(env) == []
 
 
+def _throttled_create(env, caplog, adaptive_rate):
+    sleeps = []
+    adapter = env.adapter(rate=4, adaptive_rate=adaptive_rate,
+                          retrier=errors.make_retrier(LOG,
+                                                      sleep=sleeps.append))
+    env.recorder.fail("RunInstances", "RequestLimitExceeded", 503, times=2)
+    caplog.set_level(logging.DEBUG, logger=LOG.name)
+    sm = create_sm(adapter, label_of(adapter, "small"), 1)
+    run_to_completion([sm])
+    assert env.recorder.counts["RunInstances"] == 3
+    # Every try, the two retries included, went through the limiter
+    # (which logs each call it let through).
+    tries = [r for r in caplog.records
+             if r.getMessage().startswith("RunInstances")
+             and "delay" in r.getMessage()]
+    assert len(tries) == 3
+    return adapter, sleeps
+
+
+def test_throttled_create_cuts_the_adaptive_rate(env, caplog):
+    adapter, sleeps = _throttled_create(env, caplog, adaptive_rate=True)
+    limiter = adapter.mutate_limiter
+    assert limiter.adaptive
+    assert limiter.throttle_count == 2
+    assert limiter.ceiling == 4
+    assert limiter.current_rate < 4
+    # The limiter paced the retries: the retrier did not sleep.
+    assert sleeps == []
+    # Reads have a limiter of their own, untouched.
+    assert adapter.read_limiter.current_rate == 40
+
+
+def test_throttled_create_with_fixed_rate(env, caplog):
+    adapter, sleeps = _throttled_create(env, caplog, adaptive_rate=False)
+    assert not adapter.mutate_limiter.adaptive
+    assert adapter.mutate_limiter.current_rate == 4
+    # The retrier's exponential backoff, as before adaptive-rate.
+    assert sleeps == [1.0, 2.0]
+
+
 # Quota ------------------------------------------------------------------
 
 def test_quota_limits_from_service_quotas(env):
