@@ -45,6 +45,9 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._last_start: Optional[float] = None
+        #: Throttling answers reported so far (see :meth:`throttled`).
+        self.throttle_count = 0
+        self._count_lock = threading.Lock()
 
     def wait(self) -> float:
         """Block until a call may start; return the seconds spent waiting.
@@ -85,8 +88,16 @@ class RateLimiter:
 
     def throttled(self, retry_after: Optional[float] = None) -> None:
         """Told that the cloud refused a call for its rate; a fixed
-        limiter ignores it (the retrier backs off on its own)."""
-        return None
+        limiter only counts it (the retrier backs off on its own)."""
+        with self._count_lock:
+            self.throttle_count += 1
+
+    def status(self) -> dict:
+        """The limiter as the web app shows it: ``rate`` (calls per
+        second now, None when unlimited), ``ceiling`` (the configured
+        rate), ``adaptive`` and ``throttles`` (answers reported)."""
+        return dict(rate=self.current_rate, ceiling=self.rate or None,
+                    adaptive=self.adaptive, throttles=self.throttle_count)
 
     def __enter__(self) -> "RateLimiter":
         self.wait()
@@ -170,8 +181,6 @@ class AdaptiveRateLimiter(RateLimiter):
         self.increase = increase
         self.quiet = quiet
         self.cut_gap = cut_gap
-        #: Throttling answers reported so far.
-        self.throttle_count = 0
         self._state = threading.Lock()
         self._rate = ceiling
         self._changed: Optional[float] = None

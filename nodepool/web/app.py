@@ -30,6 +30,10 @@ Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
 ``/ready``
     ``200 OK`` once the launcher finished its first main-loop pass,
     ``503`` before.
+``/api-rates``
+    JSON: every API rate limiter of the launcher's providers with the
+    rate it allows now, its ceiling, whether it adapts and the throttling
+    answers it was told of (doc/source/adaptive-rate.rst).
 ``/metrics``
     The node gauges of the statsd reporter in Prometheus form (see
     :class:`NodeMetrics`).
@@ -274,6 +278,7 @@ class NodeMetrics(Collector):
         yield from self._node_gauges(services.node_cache.values(), pools)
         yield self._addressable(services.request_cache.values(), pools)
         yield self._max_servers()
+        yield self._api_rates()
 
     @staticmethod
     def _node_gauges(nodes, pools):
@@ -316,6 +321,24 @@ class NodeMetrics(Collector):
                         if pool.max_servers)
             gauge.add_metric([config.name], total)
         return gauge
+
+    def _api_rates(self):
+        gauge = GaugeMetricFamily(
+            "nodepool_provider_api_rate",
+            "API calls per second a provider's rate limiter allows now",
+            labels=["provider", "limiter"])
+        for name, entry in api_rate_rows(self.launcher):
+            if entry["rate"] is not None:
+                gauge.add_metric([name, entry["limiter"]], entry["rate"])
+        return gauge
+
+
+def api_rate_rows(launcher):
+    """``(provider name, limiter status)`` of every rate limiter of the
+    launcher's providers."""
+    for provider in list(launcher.providers.values()):
+        for entry in provider.api_rates():
+            yield provider.name, entry
 
 
 # -- HTTP ---------------------------------------------------------------------
@@ -380,6 +403,8 @@ class _Root:
             return self.app.ready_page()
         if path == "metrics":
             return self.app.metrics_page()
+        if path == "api-rates":
+            return self.app.api_rates_page()
         if vpath and vpath[0] == "request-status" and len(vpath) <= 2:
             return self.app.request_status_page(
                 vpath[1] if len(vpath) == 2 else None)
@@ -526,6 +551,14 @@ class WebApp:
         if self.cors_origin:
             response.headers["Access-Control-Allow-Origin"] = self.cors_origin
         return json.dumps(data).encode("utf-8")
+
+    def api_rates_page(self) -> bytes:
+        response = cherrypy.serving.response
+        response.headers["Content-Type"] = JSON
+        response.headers["Cache-Control"] = "no-cache"
+        rows = [dict(provider=name, **entry)
+                for name, entry in api_rate_rows(self.launcher)]
+        return json.dumps(rows).encode("utf-8")
 
     def metrics_page(self) -> bytes:
         response = cherrypy.serving.response

@@ -168,6 +168,10 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
     def listings(self) -> tuple:
         return (self.instances, self.hosts)
 
+    def rate_limiters(self) -> dict:
+        return dict(mutate=self.mutate_limiter, read=self.read_limiter,
+                    quota=self.quota_limiter)
+
     def stop(self) -> None:
         self.images.stop()
         self._stop_threads((self.instances, self.hosts,

@@ -194,6 +194,9 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
     def listings(self) -> tuple:
         return (self.vms, self.nics, self.pips)
 
+    def rate_limiters(self) -> dict:
+        return dict(api=self.limiter)
+
     def stop(self) -> None:
         self._stop_threads(self.listings(), self.executor)
         self.clients.close()

@@ -145,6 +145,11 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
     def listings(self) -> tuple:
         return (self.servers,)
 
+    def rate_limiters(self) -> dict:
+        return dict(compute=self.compute_limiter,
+                    network=self.network_limiter,
+                    image=self.image_limiter, volume=self.volume_limiter)
+
     def _warm_caches(self) -> None:
         try:
             self.flavors()
