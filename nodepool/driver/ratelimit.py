@@ -69,8 +69,12 @@ class RateLimiter:
                     now = self._clock()
                     allowed = self._allowed(now)
             # Recorded on every entry, including the first one.
-            self._last_start = now
+            self._record_start(now)
         return now - entered
+
+    def _record_start(self, now: float) -> None:
+        # Called with the lock held.
+        self._last_start = now
 
     def _allowed(self, now: float) -> float:
         """When the next call may start (only asked once one started)."""
@@ -147,9 +151,12 @@ class AdaptiveRateLimiter(RateLimiter):
     """A :class:`RateLimiter` that slows down when the cloud throttles.
 
     ``rate`` is the ceiling.  Each :meth:`throttled` report cuts the
-    current rate to ``decrease`` times itself (never below ``floor``); the
-    reports of one burst (those within ``cut_gap`` seconds of the last
-    cut) count once, as they answer calls made before the cut.  Every
+    current rate to ``decrease`` times itself (never below ``floor``),
+    unless it answers a call that started before the last cut: that call
+    was sent at the old rate, which has been cut for it already.  (The
+    limiter knows a call's start when the thread reporting the throttle
+    waited on it for the call; for a report from elsewhere, reports
+    within ``cut_gap`` seconds of the last cut count once.)  Every
     ``quiet`` seconds without a report the rate grows by ``increase``
     until it is back at the ceiling.  A ``Retry-After`` given with a
     report holds back every call until it has passed.
@@ -163,7 +170,7 @@ class AdaptiveRateLimiter(RateLimiter):
     def __init__(self, name: str, rate: Optional[float], *,
                  decrease: float = 0.5, floor: Optional[float] = None,
                  increase: Optional[float] = None, quiet: float = 2.0,
-                 cut_gap: float = 1.0,
+                 cut_gap: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         super().__init__(name, rate, clock=clock, sleep=sleep)
@@ -186,10 +193,16 @@ class AdaptiveRateLimiter(RateLimiter):
         self._changed: Optional[float] = None
         self._last_cut: Optional[float] = None
         self._hold_until: Optional[float] = None
+        # The start of the last call each thread waited for.
+        self._starts = threading.local()
 
     @property
     def adaptive(self) -> bool:
         return True
+
+    def _record_start(self, now: float) -> None:
+        super()._record_start(now)
+        self._starts.last = now
 
     @property
     def current_rate(self) -> Optional[float]:
@@ -245,8 +258,14 @@ class AdaptiveRateLimiter(RateLimiter):
             if self._rate is None:
                 return
             self._recover(now)
-            if self._last_cut is None or \
-                    now - self._last_cut >= self.cut_gap:
+            started = getattr(self._starts, "last", None)
+            if self._last_cut is None:
+                cut = True
+            elif started is not None:
+                cut = started > self._last_cut
+            else:
+                cut = now - self._last_cut >= self.cut_gap
+            if cut:
                 self._rate = max(self.floor, self._rate * self.decrease)
                 self._last_cut = now
             # Any throttle starts the quiet period over (once its hold,
@@ -258,9 +277,36 @@ class AdaptiveRateLimiter(RateLimiter):
             self.name, self.ceiling)
 
 
+def provider_limiters(prefix: str, name: str, rate: Optional[float],
+                      rates: dict, adaptive: bool) -> dict:
+    """The rate limiters of provider ``name`` of a driver (``prefix``).
+
+    ``rates`` maps the short names of the limiters an adapter uses
+    (``mutate``, ``compute``...) to their fixed rates.  Fixed
+    (``adaptive-rate: false``): one :class:`RateLimiter` each, named
+    ``<prefix>-<short name>-<name>``.  Adaptive: a single
+    :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling serves
+    them all, since a cloud's limit counts every call of the account.
+    """
+    if adaptive:
+        shared = AdaptiveRateLimiter("%s-%s" % (prefix, name), rate)
+        return {key: shared for key in rates}
+    return {key: RateLimiter("%s-%s-%s" % (prefix, key, name), value)
+            for key, value in rates.items()}
+
+
+def distinct(limiters: dict) -> dict:
+    """``limiters`` for display: one shared limiter as ``{"api": it}``."""
+    found = list({id(limiter): limiter
+                  for limiter in limiters.values()}.values())
+    if len(found) == 1 and len(limiters) > 1:
+        return {"api": found[0]}
+    return dict(limiters)
+
+
 def make_limiter(name: str, rate: Optional[float],
                  adaptive: bool) -> RateLimiter:
-    """The limiter a provider's ``adaptive-rate`` asks for."""
+    """The one limiter of a provider whose calls all share a rate."""
     if adaptive:
         return AdaptiveRateLimiter(name, rate)
     return RateLimiter(name, rate)

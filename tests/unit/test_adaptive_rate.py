@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from nodepool.driver.ratelimit import (
-    AdaptiveRateLimiter, RateLimiter, make_limiter)
+    AdaptiveRateLimiter, RateLimiter, distinct, make_limiter,
+    provider_limiters)
 from tests.unit.test_ratelimit import FakeClock
 
 
@@ -44,6 +45,45 @@ def test_one_burst_of_throttles_cuts_once():
     clock.now += 1.0
     lim.throttled()
     assert lim.current_rate == 5.0
+
+
+def test_a_call_sent_after_a_cut_cuts_again():
+    clock, lim = limiter(20.0)
+    rates = []
+
+    def call_and_report():
+        lim.wait()
+        lim.throttled()
+        rates.append(lim.current_rate)
+
+    # Each in a thread of its own (the limiter knows a call's start per
+    # thread); each call starts after the previous cut.
+    for _ in range(3):
+        t = threading.Thread(target=call_and_report)
+        t.start()
+        t.join()
+    assert rates == [10.0, 5.0, 2.5]
+
+
+def test_throttles_of_one_wave_cut_once():
+    clock, lim = limiter(20.0)
+    started = []
+    barrier = threading.Barrier(3)
+
+    def worker():
+        lim.wait()
+        started.append(clock())
+        barrier.wait()  # all three calls are out before any answer
+        lim.throttled()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(started) == 3
+    assert lim.throttle_count == 3
+    assert lim.current_rate == 10.0
 
 
 def test_floor():
@@ -120,6 +160,20 @@ def test_fixed_limiter_ignores_throttles():
 def test_make_limiter():
     assert type(make_limiter("a", 2.0, False)) is RateLimiter
     assert type(make_limiter("a", 2.0, True)) is AdaptiveRateLimiter
+
+
+def test_provider_limiters():
+    fixed = provider_limiters("aws", "ec2", 2.0,
+                              dict(mutate=2.0, read=20.0), False)
+    assert [(k, type(v), v.rate, v.name) for k, v in fixed.items()] == [
+        ("mutate", RateLimiter, 2.0, "aws-mutate-ec2"),
+        ("read", RateLimiter, 20.0, "aws-read-ec2")]
+    assert distinct(fixed) == fixed
+    shared = provider_limiters("aws", "ec2", 2.0,
+                               dict(mutate=2.0, read=20.0), True)
+    assert shared["mutate"] is shared["read"]
+    assert shared["read"].ceiling == 2.0
+    assert distinct(shared) == {"api": shared["read"]}
 
 
 def test_bad_decrease():

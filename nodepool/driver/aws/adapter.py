@@ -44,7 +44,7 @@ from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.ratelimit import make_limiter
+from nodepool.driver.ratelimit import distinct, provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
@@ -125,14 +125,14 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self.clients = clients
         self.ec2 = clients.ec2
         rate = provider_config.rate
-        adaptive = provider_config.adaptive_rate
-        self.mutate_limiter = make_limiter("aws-mutate-%s" % name, rate,
-                                           adaptive)
-        self.read_limiter = make_limiter("aws-read-%s" % name,
-                                         rate * 10 if rate else None,
-                                         adaptive)
-        self.quota_limiter = make_limiter("aws-quota-%s" % name, rate,
-                                          adaptive)
+        self.limiters = provider_limiters(
+            "aws", name, rate, dict(mutate=rate,
+                                    read=rate * 10 if rate else None,
+                                    quota=rate),
+            provider_config.adaptive_rate)
+        self.mutate_limiter = self.limiters["mutate"]
+        self.read_limiter = self.limiters["read"]
+        self.quota_limiter = self.limiters["quota"]
         self.retrier = retrier or errors.make_retrier(self.log)
         self.workers = create_workers(
             rate, provider_config.create_workers)
@@ -169,8 +169,7 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         return (self.instances, self.hosts)
 
     def rate_limiters(self) -> dict:
-        return dict(mutate=self.mutate_limiter, read=self.read_limiter,
-                    quota=self.quota_limiter)
+        return distinct(self.limiters)
 
     def stop(self) -> None:
         self.images.stop()

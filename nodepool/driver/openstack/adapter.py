@@ -45,7 +45,7 @@ from nodepool.driver.openstack.errors import (
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
     OpenStackInstance, server_addresses)
-from nodepool.driver.ratelimit import make_limiter
+from nodepool.driver.ratelimit import distinct, provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage
 from nodepool.driver.statemachine.cloud import (
     CloudAdapter, format_dynamic)
@@ -110,15 +110,15 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         self.region = provider_config.region_name
         rate = provider_config.rate
         per_second = 1.0 / rate if rate else None
-        adaptive = provider_config.adaptive_rate
-
-        def limiter(service: str):
-            return make_limiter("openstack-%s-%s" % (service, name),
-                                per_second, adaptive)
-        self.compute_limiter = limiter("compute")
-        self.network_limiter = limiter("network")
-        self.image_limiter = limiter("image")
-        self.volume_limiter = limiter("volume")
+        self.limiters = provider_limiters(
+            "openstack", name, per_second,
+            {service: per_second
+             for service in ("compute", "network", "image", "volume")},
+            provider_config.adaptive_rate)
+        self.compute_limiter = self.limiters["compute"]
+        self.network_limiter = self.limiters["network"]
+        self.image_limiter = self.limiters["image"]
+        self.volume_limiter = self.limiters["volume"]
         self._clock = clock
         self.retrier = make_retrier(self.log)
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -146,9 +146,7 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         return (self.servers,)
 
     def rate_limiters(self) -> dict:
-        return dict(compute=self.compute_limiter,
-                    network=self.network_limiter,
-                    image=self.image_limiter, volume=self.volume_limiter)
+        return distinct(self.limiters)
 
     def _warm_caches(self) -> None:
         try:
