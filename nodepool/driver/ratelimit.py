@@ -169,7 +169,7 @@ class AdaptiveRateLimiter(RateLimiter):
 
     def __init__(self, name: str, rate: Optional[float], *,
                  decrease: float = 0.5, floor: Optional[float] = None,
-                 increase: Optional[float] = None, quiet: float = 2.0,
+                 increase: Optional[float] = None, quiet: float = 1.0,
                  cut_gap: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
