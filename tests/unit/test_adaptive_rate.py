@@ -37,7 +37,7 @@ def test_throttle_cuts_the_rate_and_spacing_follows():
 
 
 def test_one_burst_of_throttles_cuts_once():
-    clock, lim = limiter(20.0, cut_gap=1.0)
+    clock, lim = limiter(20.0, cut_gap=1.0, quiet=2.0)
     for _ in range(5):
         lim.throttled()
     assert lim.current_rate == 10.0
