@@ -74,6 +74,7 @@ from prometheus_client.registry import Collector
 from nodepool import stats, status
 from nodepool.config import schema
 from nodepool.config.models import WebApp as WebAppConfig
+from nodepool.web import rates
 
 log = logging.getLogger("nodepool.web")
 
@@ -278,7 +279,7 @@ class NodeMetrics(Collector):
         yield from self._node_gauges(services.node_cache.values(), pools)
         yield self._addressable(services.request_cache.values(), pools)
         yield self._max_servers()
-        yield self._api_rates()
+        yield rates.api_rate_gauge(self.launcher)
 
     @staticmethod
     def _node_gauges(nodes, pools):
@@ -321,24 +322,6 @@ class NodeMetrics(Collector):
                         if pool.max_servers)
             gauge.add_metric([config.name], total)
         return gauge
-
-    def _api_rates(self):
-        gauge = GaugeMetricFamily(
-            "nodepool_provider_api_rate",
-            "API calls per second a provider's rate limiter allows now",
-            labels=["provider", "limiter"])
-        for name, entry in api_rate_rows(self.launcher):
-            if entry["rate"] is not None:
-                gauge.add_metric([name, entry["limiter"]], entry["rate"])
-        return gauge
-
-
-def api_rate_rows(launcher):
-    """``(provider name, limiter status)`` of every rate limiter of the
-    launcher's providers."""
-    for provider in list(launcher.providers.values()):
-        for entry in provider.api_rates():
-            yield provider.name, entry
 
 
 # -- HTTP ---------------------------------------------------------------------
@@ -556,9 +539,8 @@ class WebApp:
         response = cherrypy.serving.response
         response.headers["Content-Type"] = JSON
         response.headers["Cache-Control"] = "no-cache"
-        rows = [dict(provider=name, **entry)
-                for name, entry in api_rate_rows(self.launcher)]
-        return json.dumps(rows).encode("utf-8")
+        return json.dumps(rates.api_rate_list(self.launcher)).encode(
+            "utf-8")
 
     def metrics_page(self) -> bytes:
         response = cherrypy.serving.response

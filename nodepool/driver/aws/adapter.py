@@ -15,7 +15,9 @@ Notes on rate limits, which shape most of this module:
   them (run, terminate, allocate/release hosts, tags, images) go through
   one :class:`RateLimiter` at the provider's ``rate``; describe calls go
   through a second one at ten times that, since their bucket is larger.
-  Service Quotas has its own, small, limit.
+  Service Quotas has its own, small, limit.  With ``adaptive-rate`` (the
+  default) one :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling
+  serves all three kinds instead, slowed down by throttling answers.
 * RunInstances takes more than a second to return.  Called from the
   runner thread, that would cap a provider at under one instance per
   second whatever the rate, so creates run in a thread pool of

@@ -10,7 +10,9 @@
   files select another cloud) through azure-identity; the clients are the
   azure-mgmt compute, network and resource ones.
 * Every ARM call (each page of a list too) waits on one
-  :class:`RateLimiter` at the provider's ``rate``.  PUTs and DELETEs run in
+  :class:`RateLimiter` at the provider's ``rate`` (adaptive with
+  ``adaptive-rate``, though azure-core still retries 429s itself, so no
+  throttle reaches it yet).  PUTs and DELETEs run in
   a small thread pool and are sent without the SDK's pollers
   (``polling=False``): a poller would start a thread per operation that
   polls outside the rate limit.  What became of them is read from shared
