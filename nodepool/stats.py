@@ -408,6 +408,20 @@ class StatsReporter:
         if tenant_limits and self._due(("tenant_limits",)):
             self.update_tenant_limits(tenant_limits)
 
+    def update_api_rates(self, provider: str, rates: Iterable[Any]) -> None:
+        """``nodepool.provider.<provider>.api_rate.<limiter>``: the calls
+        per second each API rate limiter allows now (our addition; see
+        doc/source/adaptive-rate.rst); ``rates`` as
+        ``StateMachineProvider.api_rates()`` gives them, unlimited ones
+        skipped.  Throttled like :meth:`update_pool_gauges`."""
+        if self._client is None or not self._due(("api_rate", provider)):
+            return
+        with self._batch() as pipe:
+            for entry in rates:
+                if entry["rate"] is not None:
+                    pipe.gauge("nodepool.provider.%s.api_rate.%s" % (
+                        provider, entry["limiter"]), entry["rate"])
+
     def update_zk_queues(self, connection_queue: int,
                          caches: Mapping[str, Tuple[int, int]],
                          hostname: Optional[str] = None) -> None:

@@ -40,7 +40,7 @@ providers:
   - name: {provider}
     driver: aws
     region-name: {region}
-    rate: {rate}
+    rate: {rate}{adaptive}
     cloud-images:
       - name: base
         username: ubuntu
@@ -57,11 +57,15 @@ providers:
 """
 
 
-def aws_config(rate=2.0, max_servers=1000, label="small", provider="ec2"):
-    """The labels and providers of a launcher with one AWS pool on moto."""
+def aws_config(rate=2.0, max_servers=1000, label="small", provider="ec2",
+               adaptive=None):
+    """The labels and providers of a launcher with one AWS pool on moto
+    (``adaptive``: the provider's ``adaptive-rate``, default unset)."""
+    extra = "" if adaptive is None else (
+        "\n    adaptive-rate: %s" % ("true" if adaptive else "false"))
     return AWS_CONFIG.format(region=REGION, rate=rate, image=IMAGE_ID,
                              max_servers=max_servers, label=label,
-                             provider=provider)
+                             provider=provider, adaptive=extra)
 
 
 def zk_config(servers, chroot, certs, timeout=None, web_port=None):

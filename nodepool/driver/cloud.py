@@ -48,6 +48,9 @@ def provider_keys(*, boot_timeout: int, rate: float, rate_validator,
     """
     return {
         v.Optional("rate", default=rate): rate_validator,
+        # Our extension: throttling answers lower the rate (see
+        # doc/source/adaptive-rate.rst); false keeps it fixed.
+        v.Optional("adaptive-rate", default=True): bool,
         v.Optional("boot-timeout", default=boot_timeout): int,
         v.Optional("launch-timeout", default=launch_timeout): int,
         v.Optional("launch-retries", default=LAUNCH_RETRIES): int,
@@ -148,6 +151,7 @@ class CloudProviderConfig(ProviderConfig):
     """
 
     rate: float
+    adaptive_rate: bool
     boot_timeout: int
     launch_timeout: int
     launch_retries: int

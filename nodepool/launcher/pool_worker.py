@@ -137,6 +137,8 @@ class PoolWorker(ServiceThread):
             stats.update_pool_gauges(
                 self.provider.config,
                 self.view.config.tenant_resource_limits)
+            stats.update_api_rates(self.provider.name,
+                                   self.provider.api_rates())
         except Exception:
             self.log.exception("Could not report pool stats")
 

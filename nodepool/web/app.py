@@ -30,6 +30,10 @@ Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
 ``/ready``
     ``200 OK`` once the launcher finished its first main-loop pass,
     ``503`` before.
+``/api-rates``
+    JSON: every API rate limiter of the launcher's providers with the
+    rate it allows now, its ceiling, whether it adapts and the throttling
+    answers it was told of (doc/source/adaptive-rate.rst).
 ``/metrics``
     The node gauges of the statsd reporter in Prometheus form (see
     :class:`NodeMetrics`).
@@ -70,6 +74,7 @@ from prometheus_client.registry import Collector
 from nodepool import stats, status
 from nodepool.config import schema
 from nodepool.config.models import WebApp as WebAppConfig
+from nodepool.web import rates
 
 log = logging.getLogger("nodepool.web")
 
@@ -274,6 +279,7 @@ class NodeMetrics(Collector):
         yield from self._node_gauges(services.node_cache.values(), pools)
         yield self._addressable(services.request_cache.values(), pools)
         yield self._max_servers()
+        yield rates.api_rate_gauge(self.launcher)
 
     @staticmethod
     def _node_gauges(nodes, pools):
@@ -380,6 +386,8 @@ class _Root:
             return self.app.ready_page()
         if path == "metrics":
             return self.app.metrics_page()
+        if path == "api-rates":
+            return self.app.api_rates_page()
         if vpath and vpath[0] == "request-status" and len(vpath) <= 2:
             return self.app.request_status_page(
                 vpath[1] if len(vpath) == 2 else None)
@@ -526,6 +534,13 @@ class WebApp:
         if self.cors_origin:
             response.headers["Access-Control-Allow-Origin"] = self.cors_origin
         return json.dumps(data).encode("utf-8")
+
+    def api_rates_page(self) -> bytes:
+        response = cherrypy.serving.response
+        response.headers["Content-Type"] = JSON
+        response.headers["Cache-Control"] = "no-cache"
+        return json.dumps(rates.api_rate_list(self.launcher)).encode(
+            "utf-8")
 
     def metrics_page(self) -> bytes:
         response = cherrypy.serving.response

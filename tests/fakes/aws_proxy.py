@@ -20,7 +20,8 @@ Faults, per action and for the next N calls: an AWS error instead of the
 call (:meth:`AwsProxy.fail`: throttling, capacity, 5xx), and a call that
 reaches moto but whose answer is lost (:meth:`AwsProxy.lose_answer`: the
 connection is dropped, a 500 comes back, or the answer is held past the
-client's read timeout).  Like EC2 and unlike moto, the proxy honours
+client's read timeout).  :meth:`AwsProxy.throttle` plays an account's
+request limit (a token bucket over all EC2 calls).  Like EC2 and unlike moto, the proxy honours
 RunInstances' ``ClientToken``: a repeated token gets the first call's
 answer instead of a second instance.
 """
@@ -138,6 +139,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         action = proxy.action_of(self.command, self.path, self.headers,
                                  body)
         proxy.record(action)
+        if not self.headers.get("X-Amz-Target", "").startswith(
+                QUOTAS_TARGET):
+            # Over the account's limit: refused at once, as EC2 does.
+            refused = proxy.take_token(action)
+            if refused is not None:
+                self._answer(*refused)
+                return
         proxy.wait_gate(action)
         delay = proxy.delays.get(action, proxy.default_delay)
         if delay:
@@ -222,6 +230,9 @@ class AwsProxy:
         # Seconds the backend (moto) took per call, by action.
         self.backend = collections.defaultdict(list)
         self.failures = collections.defaultdict(list)
+        # throttle(): [rate, burst, tokens, time]; calls refused by action.
+        self._bucket = None
+        self.throttled = collections.Counter()
         # Calls forwarded to moto whose answer the client never gets.
         self.losses = collections.defaultdict(list)
         # Set by stop(): held answers are let go.
@@ -296,6 +307,31 @@ class AwsProxy:
             raise ValueError("unknown way to lose an answer: %s" % how)
         with self._lock:
             self.losses[action].extend([how] * times)
+
+    def throttle(self, rate: Optional[float], burst: int = 1) -> None:
+        """Play an account's EC2 request limit: a token bucket of
+        ``burst`` tokens (full now) refilled at ``rate`` per second; a
+        call that finds it empty is answered ``RequestLimitExceeded``
+        (counted in :attr:`throttled` by action).  Service Quotas calls
+        are exempt.  ``rate`` None lifts the limit."""
+        with self._lock:
+            self._bucket = None if rate is None else [
+                float(rate), float(burst), float(burst), time.monotonic()]
+
+    def take_token(self, action: str):
+        """None when the call may go on, else the throttling answer."""
+        with self._lock:
+            if self._bucket is None:
+                return None
+            rate, burst, tokens, then = self._bucket
+            now = time.monotonic()
+            tokens = min(burst, tokens + (now - then) * rate)
+            if tokens >= 1.0:
+                self._bucket[2:] = [tokens - 1.0, now]
+                return None
+            self._bucket[2:] = [tokens, now]
+            self.throttled[action] += 1
+        return self._error("RequestLimitExceeded", 503)
 
     def take_failure(self, action: str):
         with self._lock:
@@ -380,6 +416,7 @@ class AwsProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.throttled.clear()
             self.times.clear()
             self.backend.clear()
 

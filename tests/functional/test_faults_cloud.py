@@ -20,11 +20,13 @@ import logging
 import boto3
 import pytest
 
+from nodepool.web.app import WebApp
 from nodepool.zk.models import NodeState, RequestState
 from tests.fakes.azure import restore_azure, use_short_timeouts
 from tests.fakes.aws_proxy import (
     AwsProxy, MotoServer, restore_aws, use_proxied_aws)
 from tests.functional.conftest import FAST, read_nodes
+from tests.functional.test_webapp import get_json, metrics
 from tests.fixtures.waits import wait_for
 
 REGION = "us-west-2"
@@ -172,6 +174,34 @@ def test_aws_throttling_burst_is_ridden_out(aws_launcher, zuul, ec2, proxy):
     assert [r.state for r in done] == [RequestState.FULFILLED]
     # Throttled calls were retried, not turned into failed launches.
     assert proxy.counts["RunInstances"] == 2 + 3
+
+
+def test_aws_throttling_cuts_the_adaptive_rate_and_shows_it(
+        aws_launcher, zuul, ec2, proxy):
+    launcher = aws_launcher()
+    proxy.fail("RunInstances", "RequestLimitExceeded", 503, times=2)
+    done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
+    assert [r.state for r in done] == [RequestState.FULFILLED]
+    assert proxy.counts["RunInstances"] == 1 + 2
+    [api] = launcher.providers["ec2"].api_rates()
+    assert api["limiter"] == "api"
+    assert api["adaptive"] and api["throttles"] == 2
+    assert api["ceiling"] == 20
+    # (Cut at the throttles; by now it may have recovered: the cut
+    # itself is tested in tests/unit/test_aws_adapter.py.)
+    assert 1 <= api["rate"] <= 20
+    app = WebApp(launcher, "127.0.0.1", 0)
+    app.start()
+    try:
+        [row] = get_json(app, "/api-rates")
+        assert 1 <= row.pop("rate") <= 20
+        assert row == dict(provider="ec2", limiter="api", ceiling=20.0,
+                           adaptive=True, throttles=2)
+        values = metrics(app)
+        assert 1 <= values[("nodepool_provider_api_rate",
+                            ("limiter", "api"), ("provider", "ec2"))] <= 20
+    finally:
+        app.stop()
 
 
 def test_aws_server_errors_fail_attempts_then_launch(

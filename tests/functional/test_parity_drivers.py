@@ -175,7 +175,7 @@ class AwsEnv(AdapterEnv):
                     fleet_b=self.fleet_b)
 
     def make_adapter(self, provider, **kwargs):
-        kwargs.setdefault("retrier", aws_errors.Retrier(
+        kwargs.setdefault("retrier", aws_errors.make_retrier(
             LOG, sleep=lambda s: None))
         return AwsAdapter(provider, clients=self.clients, **kwargs)
 

@@ -158,7 +158,7 @@ class Env(AdapterEnv):
         return dict(image_id=self.image_id, subnet=self.subnet, sg=self.sg)
 
     def make_adapter(self, provider, **kwargs):
-        kwargs.setdefault("retrier", errors.Retrier(
+        kwargs.setdefault("retrier", errors.make_retrier(
             LOG, sleep=lambda s: None))
         return AwsAdapter(provider, clients=self.clients, **kwargs)
 
@@ -471,8 +471,9 @@ def test_missing_id_in_batch_does_not_fail_the_others(env):
     assert running_ids(env) == []
 
 
-def test_mutating_calls_paced_at_rate(env):
-    adapter = env.adapter(rate=5)
+@pytest.mark.parametrize("adaptive_rate", [True, False])
+def test_mutating_calls_paced_at_rate(env, adaptive_rate):
+    adapter = env.adapter(rate=5, adaptive_rate=adaptive_rate)
     sms = [create_sm(adapter, label_of(adapter, "small"), i)
            for i in range(5)]
     run_to_completion(sms)
@@ -482,9 +483,15 @@ def test_mutating_calls_paced_at_rate(env):
     assert starts[-1] - starts[0] >= 0.75
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert min(gaps) >= 0.1
-    # Reads have their own (10x) limiter: the listing is not stuck
-    # behind creates.
-    assert adapter.read_limiter.rate == 50
+    if adaptive_rate:
+        # One limiter for every call (the account's limit counts them
+        # all), with the configured rate as its ceiling.
+        assert adapter.read_limiter is adapter.mutate_limiter
+        assert adapter.read_limiter.ceiling == 5
+    else:
+        # Reads have their own (10x) limiter: the listing is not stuck
+        # behind creates.
+        assert adapter.read_limiter.rate == 50
 
 
 def test_concurrent_lookups_coalesced(env):
@@ -592,6 +599,51 @@ def test_throttled_terminate_retried(env):
     run_to_completion([adapter.get_delete_state_machine(iid, LOG)])
     assert env.recorder.counts["TerminateInstances"] == 2
     assert running_ids(env) == []
+
+
+def _throttled_create(env, caplog, adaptive_rate):
+    sleeps = []
+    adapter = env.adapter(rate=4, adaptive_rate=adaptive_rate,
+                          retrier=errors.make_retrier(LOG,
+                                                      sleep=sleeps.append))
+    env.recorder.fail("RunInstances", "RequestLimitExceeded", 503, times=2)
+    caplog.set_level(logging.DEBUG, logger=LOG.name)
+    sm = create_sm(adapter, label_of(adapter, "small"), 1)
+    run_to_completion([sm])
+    assert env.recorder.counts["RunInstances"] == 3
+    # Every try, the two retries included, went through the limiter
+    # (which logs each call it let through).
+    tries = [r for r in caplog.records
+             if r.getMessage().startswith("RunInstances")
+             and "delay" in r.getMessage()]
+    assert len(tries) == 3
+    return adapter, sleeps
+
+
+def test_throttled_create_cuts_the_adaptive_rate(env, caplog):
+    adapter, sleeps = _throttled_create(env, caplog, adaptive_rate=True)
+    limiter = adapter.mutate_limiter
+    assert limiter.adaptive
+    assert limiter.throttle_count == 2
+    assert limiter.ceiling == 4
+    assert limiter.current_rate < 4
+    # The limiter paced the retries: the retrier did not sleep.
+    assert sleeps == []
+    # One limiter for every call of the provider.
+    assert adapter.read_limiter is limiter
+    assert adapter.quota_limiter is limiter
+    assert adapter.rate_limiters() == {"api": limiter}
+
+
+def test_throttled_create_with_fixed_rate(env, caplog):
+    adapter, sleeps = _throttled_create(env, caplog, adaptive_rate=False)
+    assert not adapter.mutate_limiter.adaptive
+    assert adapter.mutate_limiter.current_rate == 4
+    # The retrier's exponential backoff, as before adaptive-rate.
+    assert sleeps == [1.0, 2.0]
+    # Reads have a limiter of their own at ten times the rate.
+    assert sorted(adapter.rate_limiters()) == ["mutate", "quota", "read"]
+    assert adapter.read_limiter.rate == 40
 
 
 # Quota ------------------------------------------------------------------

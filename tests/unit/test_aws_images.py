@@ -68,8 +68,8 @@ def images(tmp_path, monkeypatch):
         provider = load_config(str(path)).providers["ec2"]
         adapter = AwsAdapter(
             provider, clients=clients, warm=False, image_poll_interval=0.01,
-            retrier=errors.Retrier(logging.getLogger("t"),
-                                   sleep=lambda s: None))
+            retrier=errors.make_retrier(logging.getLogger("t"),
+                                        sleep=lambda s: None))
         adapter.recorder = recorder
         yield adapter
         adapter.stop()

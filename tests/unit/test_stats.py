@@ -744,3 +744,23 @@ def test_pool_component_shapes_are_accepted(statsd, reporter):
     reporter.update_request_gauges([make_request(["x"])], [pool])
     statsd.wait_for_metric("nodepool.provider.sp.pool.pl.addressable_requests",
                            "g", 1)
+
+
+def test_api_rates(statsd, clocked):
+    reporter, clock = clocked
+    rates = [dict(limiter="mutate", rate=2.5, ceiling=20.0, adaptive=True,
+                  throttles=3),
+             dict(limiter="read", rate=200.0, ceiling=200.0, adaptive=True,
+                  throttles=0),
+             dict(limiter="quota", rate=None, ceiling=None, adaptive=True,
+                  throttles=0)]
+    for _ in range(3):  # throttled like the pool gauges
+        reporter.update_api_rates("ec2", rates)
+    assert sent(statsd, "nodepool.provider.ec2.api_rate.mutate") == 1
+    assert statsd.gauges() == {
+        "nodepool.provider.ec2.api_rate.mutate": 2.5,
+        "nodepool.provider.ec2.api_rate.read": 200,
+    }
+    clock.now += 1.0
+    reporter.update_api_rates("ec2", rates)
+    assert sent(statsd, "nodepool.provider.ec2.api_rate.mutate") == 2

@@ -15,7 +15,9 @@ Notes on rate limits, which shape most of this module:
   them (run, terminate, allocate/release hosts, tags, images) go through
   one :class:`RateLimiter` at the provider's ``rate``; describe calls go
   through a second one at ten times that, since their bucket is larger.
-  Service Quotas has its own, small, limit.
+  Service Quotas has its own, small, limit.  With ``adaptive-rate`` (the
+  default) one :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling
+  serves all three kinds instead, slowed down by throttling answers.
 * RunInstances takes more than a second to return.  Called from the
   runner thread, that would cap a provider at under one instance per
   second whatever the rate, so creates run in a thread pool of
@@ -44,7 +46,7 @@ from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.ratelimit import distinct, provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
@@ -89,7 +91,7 @@ class AwsClients:
         import botocore.config
         session = boto3.Session(region_name=region, profile_name=profile)
         # botocore's own retries are off: throttling and server errors are
-        # classified and retried by the adapter (errors.Retrier), under
+        # classified and retried by the adapter (errors.make_retrier), under
         # its rate limiters and with logging.
         config = botocore.config.Config(
             max_pool_connections=pool_size,
@@ -125,11 +127,15 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self.clients = clients
         self.ec2 = clients.ec2
         rate = provider_config.rate
-        self.mutate_limiter = RateLimiter("aws-mutate-%s" % name, rate)
-        self.read_limiter = RateLimiter("aws-read-%s" % name,
-                                        rate * 10 if rate else None)
-        self.quota_limiter = RateLimiter("aws-quota-%s" % name, rate)
-        self.retrier = retrier or errors.Retrier(self.log)
+        self.limiters = provider_limiters(
+            "aws", name, rate, dict(mutate=rate,
+                                    read=rate * 10 if rate else None,
+                                    quota=rate),
+            provider_config.adaptive_rate)
+        self.mutate_limiter = self.limiters["mutate"]
+        self.read_limiter = self.limiters["read"]
+        self.quota_limiter = self.limiters["quota"]
+        self.retrier = retrier or errors.make_retrier(self.log)
         self.workers = create_workers(
             rate, provider_config.create_workers)
         self.create_executor = concurrent.futures.ThreadPoolExecutor(
@@ -164,6 +170,9 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
     def listings(self) -> tuple:
         return (self.instances, self.hosts)
 
+    def rate_limiters(self) -> dict:
+        return distinct(self.limiters)
+
     def stop(self) -> None:
         self.images.stop()
         self._stop_threads((self.instances, self.hosts,
@@ -188,14 +197,14 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         def once():
             with self.mutate_limiter.limited(log.debug, what):
                 return func(**kwargs)
-        return self.retrier.call(what, once)
+        return self.retrier.call(what, once, limiter=self.mutate_limiter)
 
     def read(self, what: str, func, **kwargs):
         """A describe/list call, under the read limiter."""
         def once():
             with self.read_limiter:
                 return func(**kwargs)
-        return self.retrier.call(what, once)
+        return self.retrier.call(what, once, limiter=self.read_limiter)
 
     def _paginate(self, what: str, func, key: str, **kwargs) -> list:
         items = []
@@ -328,7 +337,8 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         label = "%s %s" % (what, ",".join(ids))
         start = time.monotonic()
         try:
-            response = self.retrier.call(label, once, ids)
+            response = self.retrier.call(label, once, ids,
+                                         limiter=self.mutate_limiter)
         except Exception as e:
             kind = errors.classify(e)
             if kind is not errors.ErrorClass.NOT_FOUND and \

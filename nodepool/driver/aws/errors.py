@@ -24,6 +24,7 @@ import time
 from typing import Callable, Optional
 
 from nodepool.driver.errors import CloudApiError, ErrorClass, exception_for
+from nodepool.driver.retry import Retrier
 
 
 THROTTLE_CODES = frozenset((
@@ -107,49 +108,24 @@ class AwsApiError(CloudApiError):
     """AWS kept failing (throttling or server errors) after retries."""
 
 
-class Retrier:
-    """Runs a call, retrying throttling and server errors with backoff.
-
-    Throttling backs off longer (AWS refills the request token bucket at
-    a fixed rate, so hammering only extends the penalty); server errors are
-    retried quickly a few times.  Other errors propagate unchanged.
-    ``sleep`` is injectable for tests.
-    """
-
-    def __init__(self, log: logging.Logger, throttle_tries: int = 6,
+def make_retrier(log: logging.Logger, throttle_tries: int = 6,
                  server_tries: int = 3, base_delay: float = 0.5,
                  max_delay: float = 20.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.log = log
-        self.throttle_tries = throttle_tries
-        self.server_tries = server_tries
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.sleep = sleep
+                 sleep: Callable[[float], None] = time.sleep) -> Retrier:
+    """The shared retrier, set up for AWS.
 
-    def call(self, what: str, func: Callable, *args, **kwargs):
-        """``func(*args, **kwargs)`` with retries; ``what`` is logged."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return func(*args, **kwargs)
-            except Exception as e:
-                kind = classify(e)
-                if kind is ErrorClass.THROTTLE:
-                    tries = self.throttle_tries
-                    delay = min(self.max_delay,
-                                self.base_delay * 2 ** attempt)
-                elif kind is ErrorClass.SERVER:
-                    tries = self.server_tries
-                    delay = min(self.max_delay,
-                                self.base_delay * attempt)
-                else:
-                    raise
-                if attempt >= tries:
-                    self.log.warning("%s: giving up after %d attempts (%s)",
-                                     what, attempt, error_code(e) or e)
-                    raise
-                self.log.info("%s: %s (%s), retrying in %.1fs", what,
-                              kind.value, error_code(e) or e, delay)
-                self.sleep(delay)
+    Throttling backs off exponentially when the limiter is fixed (AWS
+    refills the request token bucket at a fixed rate, so hammering only
+    extends the penalty); server errors are retried quickly a few times.
+    Other errors propagate unchanged.
+    """
+    def describe(error: BaseException) -> str:
+        return error_code(error) or str(error)
+
+    return Retrier(
+        log, classify, throttle_tries=throttle_tries,
+        server_tries=server_tries,
+        throttle_delay=lambda attempt: min(max_delay,
+                                           base_delay * 2 ** attempt),
+        server_delay=lambda attempt: min(max_delay, base_delay * attempt),
+        describe=describe, sleep=sleep)

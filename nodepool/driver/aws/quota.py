@@ -62,7 +62,8 @@ class AwsQuotaMixin:
                         return self.clients.quotas.list_service_quotas(
                             **args)
                 response = self.retrier.call(
-                    "ListServiceQuotas %s" % service, once)
+                    "ListServiceQuotas %s" % service, once,
+                    limiter=self.quota_limiter)
                 for quota in response.get("Quotas") or ():
                     quotas[quota["QuotaCode"]] = (quota["Value"],
                                                   quota.get("QuotaName", ""))

@@ -10,7 +10,9 @@
   files select another cloud) through azure-identity; the clients are the
   azure-mgmt compute, network and resource ones.
 * Every ARM call (each page of a list too) waits on one
-  :class:`RateLimiter` at the provider's ``rate``.  PUTs and DELETEs run in
+  :class:`RateLimiter` at the provider's ``rate`` (adaptive with
+  ``adaptive-rate``, though azure-core still retries 429s itself, so no
+  throttle reaches it yet).  PUTs and DELETEs run in
   a small thread pool and are sent without the SDK's pollers
   (``polling=False``): a poller would start a thread per operation that
   polls outside the rate limit.  What became of them is read from shared
@@ -43,7 +45,7 @@ from nodepool.driver.azure.statemachines import (
     AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, as_dict,
     nic_name, pip_name)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.ratelimit import make_limiter
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
 PUBLIC_ARM = "https://management.azure.com"
@@ -161,7 +163,8 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
         self.compute = clients.compute
         self.network = clients.network
         rate = provider_config.rate
-        self.limiter = RateLimiter("azure-%s" % name, rate)
+        self.limiter = make_limiter("azure-%s" % name, rate,
+                                    provider_config.adaptive_rate)
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -192,6 +195,9 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
 
     def listings(self) -> tuple:
         return (self.vms, self.nics, self.pips)
+
+    def rate_limiters(self) -> dict:
+        return dict(api=self.limiter)
 
     def stop(self) -> None:
         self._stop_threads(self.listings(), self.executor)

@@ -11,7 +11,8 @@ provider, through openstacksdk.  Cached lookups
   ``cloud`` and ``region-name``).  The SDK's own rate limiting is off:
   every call goes through a :class:`RateLimiter` per service (compute,
   network, image, volume), each allowing one call per ``rate`` seconds, as the
-  SDK's ``rate_limit`` would.
+  SDK's ``rate_limit`` would; with ``adaptive-rate`` (the default), one
+  :class:`AdaptiveRateLimiter` with that as its ceiling serves them all.
 * Slow calls (server create, floating IP and delete work) run in a thread
   pool of ``api_workers`` threads; state machines only look at futures.
 * Server states come from one shared ``GET /servers/detail`` listing
@@ -41,11 +42,11 @@ from nodepool.driver.openstack.lookups import OpenStackLookupsMixin
 from nodepool.driver.openstack.quota import OpenStackQuotaMixin
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.openstack.errors import (
-    ThrottleRetrier, classify, http_status)
+    make_retrier, classify, http_status)
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
     OpenStackInstance, server_addresses)
-from nodepool.driver.ratelimit import RateLimiter
+from nodepool.driver.ratelimit import distinct, provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage
 from nodepool.driver.statemachine.cloud import (
     CloudAdapter, format_dynamic)
@@ -110,16 +111,17 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         self.region = provider_config.region_name
         rate = provider_config.rate
         per_second = 1.0 / rate if rate else None
-        self.compute_limiter = RateLimiter("openstack-compute-%s" % name,
-                                           per_second)
-        self.network_limiter = RateLimiter("openstack-network-%s" % name,
-                                           per_second)
-        self.image_limiter = RateLimiter("openstack-image-%s" % name,
-                                         per_second)
-        self.volume_limiter = RateLimiter("openstack-volume-%s" % name,
-                                          per_second)
+        self.limiters = provider_limiters(
+            "openstack", name, per_second,
+            {service: per_second
+             for service in ("compute", "network", "image", "volume")},
+            provider_config.adaptive_rate)
+        self.compute_limiter = self.limiters["compute"]
+        self.network_limiter = self.limiters["network"]
+        self.image_limiter = self.limiters["image"]
+        self.volume_limiter = self.limiters["volume"]
         self._clock = clock
-        self.retrier = ThrottleRetrier(self.log)
+        self.retrier = make_retrier(self.log)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             api_workers, thread_name_prefix="openstack-api-%s" % name)
         if listing_interval is None:
@@ -143,6 +145,9 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
 
     def listings(self) -> tuple:
         return (self.servers,)
+
+    def rate_limiters(self) -> dict:
+        return distinct(self.limiters)
 
     def _warm_caches(self) -> None:
         try:
@@ -182,7 +187,7 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         def once():
             with limiter.limited((log or self.log).debug, what):
                 return func(*args, **kwargs)
-        return self.retrier.call(what, once)
+        return self.retrier.call(what, once, limiter=limiter)
 
     def compute(self, what, func, *args, **kwargs):
         return self._call(self.compute_limiter, what, func, *args, **kwargs)

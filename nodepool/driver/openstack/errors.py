@@ -12,7 +12,7 @@ failed, dropped or timed out.  What they mean to the launcher:
 * 404: the resource is gone (a delete is done);
 * 429: the cloud's rate limiter refused the call; it was not carried out,
   so it is sent again after the ``Retry-After`` the cloud asked for
-  (:class:`ThrottleRetrier`), a few times;
+  (:func:`make_retrier`), a few times;
 * 5xx and connection failures: transient, and for a create the outcome is
   unknown (the server may exist), which the create machine looks into;
 * anything else: a failed launch attempt.
@@ -26,6 +26,7 @@ import time
 from typing import Callable, Optional
 
 from nodepool.driver.errors import ErrorClass
+from nodepool.driver.retry import Retrier
 
 # Longest wait a Retry-After may impose on one call; a cloud asking for
 # more gets the call failed (the launcher retries the launch later).
@@ -63,7 +64,8 @@ def classify(error: BaseException) -> ErrorClass:
     return ErrorClass.OTHER
 
 
-def retry_after(error: BaseException, default: float) -> float:
+def retry_after(error: BaseException,
+                default: Optional[float]) -> Optional[float]:
     """Seconds the cloud asked us to wait (``Retry-After`` in seconds),
     else ``default``."""
     response = getattr(error, "response", None)
@@ -74,36 +76,16 @@ def retry_after(error: BaseException, default: float) -> float:
         return default
 
 
-class ThrottleRetrier:
-    """Sends a throttled (429) call again after the cloud's Retry-After.
-
-    Other errors propagate unchanged.  ``sleep`` is injectable for tests;
-    it runs in the worker or listing thread that made the call, never in
-    a state machine.
-    """
-
-    def __init__(self, log: logging.Logger, tries: int = 6,
+def make_retrier(log: logging.Logger, tries: int = 6,
                  base_delay: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.log = log
-        self.tries = tries
-        self.base_delay = base_delay
-        self.sleep = sleep
-
-    def call(self, what: str, func: Callable, *args, **kwargs):
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return func(*args, **kwargs)
-            except Exception as e:
-                if classify(e) is not ErrorClass.THROTTLE:
-                    raise
-                delay = retry_after(e, self.base_delay * attempt)
-                if attempt >= self.tries or delay > MAX_RETRY_AFTER:
-                    self.log.warning("%s: throttled, giving up after %d "
-                                     "attempts", what, attempt)
-                    raise
-                self.log.info("%s: throttled, retrying in %.1fs", what,
-                              delay)
-                self.sleep(delay)
+                 sleep: Callable[[float], None] = time.sleep) -> Retrier:
+    """The shared retrier, set up for OpenStack: a throttled (429) call
+    is sent again after the cloud's Retry-After (else ``base_delay``
+    times the attempt), at most ``tries`` times in all.  Other errors
+    propagate unchanged.  The sleep runs in the worker or listing thread
+    that made the call, never in a state machine."""
+    return Retrier(
+        log, classify, throttle_tries=tries,
+        throttle_delay=lambda attempt: base_delay * attempt,
+        retry_after=lambda error: retry_after(error, None),
+        max_retry_after=MAX_RETRY_AFTER, sleep=sleep)

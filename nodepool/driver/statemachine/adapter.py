@@ -165,6 +165,11 @@ class Adapter:
         if callback is not None:
             callback()
 
+    def rate_limiters(self) -> dict:
+        """The adapter's API rate limiters by short name (``mutate``,
+        ``compute``...), for the rate gauges and the web app."""
+        return {}
+
     def stop(self) -> None:
         """Release clients and worker threads."""
 

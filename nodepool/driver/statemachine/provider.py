@@ -169,6 +169,12 @@ class StateMachineProvider:
     def idle(self) -> bool:
         return not (self.create_runner.items() or self.delete_runner.items())
 
+    def api_rates(self) -> list:
+        """The adapter's rate limiters, each a dict of ``limiter`` (its
+        short name) and the limiter's ``status()``."""
+        return [dict(limiter=name, **limiter.status()) for name, limiter
+                in sorted(self.adapter.rate_limiters().items())]
+
     def wake_runners(self) -> None:
         self.create_runner.wake()
         self.delete_runner.wake()
