@@ -44,6 +44,7 @@ providers:
     driver: aws
     region-name: us-west-2
     rate: 20
+    adaptive-rate: {adaptive}
     launch-retries: {retries}
     cloud-images:
       - name: base
@@ -143,8 +144,9 @@ def ec2(moto_server):
 
 @pytest.fixture
 def aws_launcher(launcher_factory, proxy):
-    def start(retries=3):
+    def start(retries=3, adaptive=False):
         return launcher_factory(AWS_CONFIG, retries=retries,
+                                adaptive="true" if adaptive else "false",
                                 intervals=INTERVALS)
     return start
 
@@ -178,7 +180,7 @@ def test_aws_throttling_burst_is_ridden_out(aws_launcher, zuul, ec2, proxy):
 
 def test_aws_throttling_cuts_the_adaptive_rate_and_shows_it(
         aws_launcher, zuul, ec2, proxy):
-    launcher = aws_launcher()
+    launcher = aws_launcher(adaptive=True)
     proxy.fail("RunInstances", "RequestLimitExceeded", 503, times=2)
     done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
     assert [r.state for r in done] == [RequestState.FULFILLED]

@@ -15,8 +15,8 @@ Notes on rate limits, which shape most of this module:
   them (run, terminate, allocate/release hosts, tags, images) go through
   one :class:`RateLimiter` at the provider's ``rate``; describe calls go
   through a second one at ten times that, since their bucket is larger.
-  Service Quotas has its own, small, limit.  With ``adaptive-rate`` (the
-  default) one :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling
+  Service Quotas has its own, small, limit.  With ``adaptive-rate: true``
+  (opt-in) one :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling
   serves all three kinds instead, slowed down by throttling answers.
 * RunInstances takes more than a second to return.  Called from the
   runner thread, that would cap a provider at under one instance per

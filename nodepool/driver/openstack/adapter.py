@@ -11,7 +11,7 @@ provider, through openstacksdk.  Cached lookups
   ``cloud`` and ``region-name``).  The SDK's own rate limiting is off:
   every call goes through a :class:`RateLimiter` per service (compute,
   network, image, volume), each allowing one call per ``rate`` seconds, as the
-  SDK's ``rate_limit`` would; with ``adaptive-rate`` (the default), one
+  SDK's ``rate_limit`` would; with ``adaptive-rate: true`` (opt-in), one
   :class:`AdaptiveRateLimiter` with that as its ceiling serves them all.
 * Slow calls (server create, floating IP and delete work) run in a thread
   pool of ``api_workers`` threads; state machines only look at futures.
