@@ -282,13 +282,20 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
         self._complete()
         return self._instance()
 
+    #: The ``connection_type`` of a node that is a whole namespace.
+    namespace_connection_type = "namespace"
+    #: Whether the connection record names the namespace again as
+    #: ``name`` and the node records the pod's host (both as nodepool 11
+    #: does it for this driver only).
+    records_name_and_host = True
+
     def _instance(self) -> KubernetesInstance:
         record = resources.connection(self.adapter.cluster(),
                                       self.namespace, self.token, self.ca)
-        # Only the Kubernetes driver's records name the namespace twice.
-        record["name"] = self.namespace
+        if self.records_name_and_host:
+            record["name"] = self.namespace
         pod = None
-        kind = "namespace"
+        kind = self.namespace_connection_type
         if self.label.kind == "pod":
             pod = record["pod"] = self.label.name
             kind = "kubectl"
@@ -296,7 +303,8 @@ class KubernetesCreateStateMachine(StepRunner, CloudCreateStateMachine):
             self.namespace, self.labels,
             quota=resources.label_quota(self.label), label=self.label,
             connection_type=kind, connection=record, pod=pod,
-            host_id=self.host_id, cloud=self.adapter.provider.context)
+            host_id=self.host_id if self.records_name_and_host else None,
+            cloud=self.adapter.provider.context)
 
 
 class KubernetesDeleteStateMachine(StepRunner, CloudDeleteStateMachine):

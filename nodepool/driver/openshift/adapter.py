@@ -16,8 +16,7 @@ import base64
 
 from nodepool.driver.kubernetes import resources
 from nodepool.driver.kubernetes.adapter import (
-    TOKEN_TIMEOUT, KubernetesAdapter, KubernetesCreateStateMachine,
-    KubernetesInstance, Step)
+    TOKEN_TIMEOUT, KubernetesAdapter, KubernetesCreateStateMachine, Step)
 
 PROJECTS = ("project.openshift.io", "v1", "projects")
 PROJECT_REQUESTS = ("project.openshift.io", "v1", "projectrequests")
@@ -55,6 +54,10 @@ def admin_binding(namespace):
 class OpenshiftCreateStateMachine(KubernetesCreateStateMachine):
     """Create a project node or a pod node in a fresh project."""
 
+    namespace_connection_type = "project"
+    # nodepool 11 records neither for OpenShift nodes.
+    records_name_and_host = False
+
     def _steps(self) -> list:
         ns = self.namespace
         request = {"apiVersion": "project.openshift.io/v1",
@@ -86,21 +89,6 @@ class OpenshiftCreateStateMachine(KubernetesCreateStateMachine):
             return False
         self.token, self.ca = found
         return True
-
-    def _instance(self) -> KubernetesInstance:
-        record = resources.connection(self.adapter.cluster(),
-                                      self.namespace, self.token, self.ca)
-        pod = None
-        kind = "project"
-        if self.label.kind == "pod":
-            pod = record["pod"] = self.label.name
-            kind = "kubectl"
-        # nodepool 11 records no host_id for OpenShift pods.
-        return KubernetesInstance(
-            self.namespace, self.labels,
-            quota=resources.label_quota(self.label), label=self.label,
-            connection_type=kind, connection=record, pod=pod,
-            cloud=self.adapter.provider.context)
 
 
 class OpenshiftAdapter(KubernetesAdapter):
