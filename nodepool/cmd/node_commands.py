@@ -86,14 +86,19 @@ def _locked_node(ctx, node_id):
     return node
 
 
-def cmd_hold(ctx) -> int:
-    from nodepool.zk.models import NodeState
-    node = _locked_node(ctx, ctx.args.id)
+def _store_state(ctx, node, state) -> None:
+    """Write ``state`` to the locked ``node``, then unlock it."""
     try:
-        node.state = NodeState.HOLD
+        node.state = state
         ctx.nodes.store_node(node)
     finally:
         ctx.nodes.unlock_node(node)
+
+
+def cmd_hold(ctx) -> int:
+    from nodepool.zk.models import NodeState
+    node = _locked_node(ctx, ctx.args.id)
+    _store_state(ctx, node, NodeState.HOLD)
     show_nodes(ctx, node.id)
     return 0
 
@@ -110,11 +115,7 @@ def cmd_delete(ctx) -> int:
         if not ok:
             return 1
     else:
-        try:
-            node.state = NodeState.DELETING
-            ctx.nodes.store_node(node)
-        finally:
-            ctx.nodes.unlock_node(node)
+        _store_state(ctx, node, NodeState.DELETING)
     show_nodes(ctx, node.id)
     return 0
 
