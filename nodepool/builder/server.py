@@ -163,6 +163,9 @@ class NodePoolBuilder:
     def stop(self) -> None:
         """Ask every worker to stop; :meth:`join` waits for them."""
         self._stopped.set()
+        if self._own_client and self.zk_client is not None:
+            # Threads waiting for ZooKeeper must not hold up the exit.
+            self.zk_client.close_on_outage()
         for worker in self.workers:
             worker.stop()
 

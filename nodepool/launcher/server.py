@@ -226,6 +226,9 @@ class NodePoolLauncher:
         handle is abandoned (another launcher takes the requests).
         """
         self._stop.set()
+        if self._own_client and self.zk_client is not None:
+            # Threads waiting for ZooKeeper must not hold up the exit.
+            self.zk_client.close_on_outage()
         self.main_loop.stop()
         self._stop_threads()
 

@@ -116,6 +116,8 @@ class ZooKeeperClient:
         self._dispatcher: Optional[threading.Thread] = None
         self._session_lost = False
         self._closing = False
+        self._close_on_outage = False
+        self._stop_lock = threading.Lock()
         self._generation = 0
         self.kazoo.add_listener(self._on_kazoo_state)
 
@@ -174,15 +176,42 @@ class ZooKeeperClient:
 
     def disconnect(self) -> None:
         """Close the session (ephemeral nodes go) and stop the dispatcher."""
-        self._closing = True
         try:
-            self.kazoo.stop()
+            self._stop_kazoo()
             self.kazoo.close()
         finally:
             if self._dispatcher is not None:
                 self._events.put(None)
                 self._dispatcher.join()
                 self._dispatcher = None
+
+    def close_on_outage(self) -> None:
+        """The owner is stopping: from now on, a connection that is down
+        or goes down closes the client at once instead of waiting for a
+        server to come back.
+
+        Calls made while the connection is down wait for it to return;
+        those of a stopping daemon's threads would never end during an
+        outage.  Closing fails them (with a ``ConnectionLoss``) and every
+        later call (``ConnectionClosedError``), so that the threads finish.
+        The session's ephemeral nodes go when the server expires it.
+        """
+        self._close_on_outage = True  # before the check: see _dispatch
+        if not self.connected:
+            self._outage_close()
+
+    def _outage_close(self) -> None:
+        log.warning("Stopping while ZooKeeper is not connected: closing "
+                    "the client instead of waiting for the connection")
+        self._stop_kazoo()
+
+    def _stop_kazoo(self) -> None:
+        # Twice at the same time (a stopping owner's disconnect() and the
+        # dispatch thread's outage close) would close kazoo's sockets
+        # under each other.
+        with self._stop_lock:
+            self._closing = True
+            self.kazoo.stop()
 
     def set_hosts(self, hosts: str) -> bool:
         """Use a changed server list; return whether anything changed.
@@ -294,8 +323,12 @@ class ZooKeeperClient:
                     log.debug("ZooKeeper session closed")
                 else:
                     log.warning("ZooKeeper session lost")
+                    if self._close_on_outage:
+                        self._outage_close()
             elif state == KazooState.SUSPENDED:
                 log.warning("ZooKeeper connection suspended")
+                if self._close_on_outage and not self._closing:
+                    self._outage_close()
             else:
                 log.info("ZooKeeper connection established")
             with self._listener_lock:

@@ -50,6 +50,9 @@ MODEL_API = 0
 #: answer its delete (a daemon shutting down must not wait for a
 #: ZooKeeper that is down).
 UNREGISTER_TIMEOUT = 10.0
+#: How long :meth:`ComponentRegistry.stop` waits for its thread to finish
+#: a call (one waiting for a ZooKeeper connection may never end).
+REGISTRY_JOIN_TIMEOUT = 10.0
 
 
 class ComponentState(str, enum.Enum):
@@ -460,7 +463,12 @@ class ComponentRegistry:
         self._stopped = True
         self._zk.remove_state_listener(self._on_state)
         self._queue.put(None)
-        self._thread.join()
+        self._thread.join(REGISTRY_JOIN_TIMEOUT)
+        if self._thread.is_alive():
+            # Blocked in a call waiting for the connection; a daemon
+            # thread, it goes with the process.
+            log.warning("Component registry still waiting for ZooKeeper; "
+                        "leaving it behind")
 
     def add_departure_listener(self, listener) -> None:
         """Call ``listener(kind, name)`` when a component record goes away

@@ -58,7 +58,7 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
         builder_id = (tmp_path / "images" / "builder_id.txt").read_text()
         assert build.builder_id == builder_id
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert processes.exit_status(proc, log) == 0
         wait_for(lambda: not kazoo.get_children(
             "/nodepool/components/builder"))
         assert "Builder stopped" in log.read_text()
@@ -70,7 +70,7 @@ def test_daemon_builds_and_stops(tmp_path, zk_server, zk_chroot, zk_client):
     try:
         wait_for(lambda: running(kazoo), timeout=60)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert processes.exit_status(proc, log) == 0
         assert (tmp_path / "images" / "builder_id.txt").read_text() == \
             builder_id
     finally:
@@ -94,7 +94,7 @@ def test_foreground_builder_ignores_a_held_pid_file(
                  timeout=60)
         assert proc.poll() is None, (tmp_path / "builder.log").read_text()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert processes.exit_status(proc, tmp_path / "builder.log") == 0
         assert pidfile.read_text() == "%d\n" % os.getpid()
     finally:
         processes.stop(proc)

@@ -53,7 +53,7 @@ def test_daemon_lifecycle(tmp_path, zk_server, zk_chroot, zk_client):
         wait_for(lambda: "Thread stacks" in log.read_text())
         assert "NodePool" in log.read_text()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert processes.exit_status(proc, log) == 0
         wait_for(lambda: not kazoo.get_children(
             "/nodepool/components/launcher"))
     finally:
@@ -183,7 +183,7 @@ def test_repl_on_private_unix_socket(tmp_path, zk_server, zk_chroot,
         # No TCP port at all (no web app here): in particular not 3000.
         assert listening_tcp_ports(proc.pid) == set()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert processes.exit_status(proc, log) == 0
         assert not repl.exists()
     finally:
         processes.stop(proc)
@@ -212,7 +212,7 @@ def test_sigterm_while_zookeeper_is_down(tmp_path, own_zk_server):
         wait_for(lambda: "Connection dropped" in log.read_text(),
                  timeout=60)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()[-3000:]
+        assert processes.exit_status(proc, log) == 0
         assert "ZooKeeper is not connected" in log.read_text()
     finally:
         processes.stop(proc)

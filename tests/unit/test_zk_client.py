@@ -4,6 +4,7 @@
 import threading
 
 import pytest
+from kazoo.exceptions import KazooException
 from kazoo.protocol.states import KazooState
 
 from nodepool.exceptions import ZooKeeperConnectionError
@@ -48,6 +49,38 @@ def test_reconnect_after_restart(own_zk_server):
     assert KazooState.LOST not in states
     assert client.kazoo.exists("/eph") is not None
     client.disconnect()
+
+
+@pytest.mark.parametrize("down_before", [True, False])
+def test_close_on_outage_ends_waiting_calls(own_zk_server, down_before):
+    """A stopping daemon's calls that wait for a connection fail at once
+    once it asks for it, whether the outage began before or after."""
+    own_zk_server.start()
+    client = ZooKeeperClient(own_zk_server.hosts, timeout=10)
+    states = []
+    client.add_state_listener(states.append)
+    client.connect()
+    try:
+        if down_before:
+            own_zk_server.stop(kill=True)
+            wait_for(lambda: KazooState.SUSPENDED in states)
+            # Waits for the connection to come back: without the close,
+            # for ever.
+            waiting = client.kazoo.get_async("/")
+            client.close_on_outage()
+        else:
+            client.close_on_outage()
+            assert client.connected  # nothing happens while connected
+            own_zk_server.stop(kill=True)
+            wait_for(lambda: KazooState.SUSPENDED in states)
+            waiting = client.kazoo.get_async("/")
+        waiting.wait(30)
+        assert waiting.ready()
+        assert isinstance(waiting.exception, KazooException)
+        with pytest.raises(KazooException):
+            client.kazoo.get("/")
+    finally:
+        client.disconnect()
 
 
 def test_session_listener_after_session_loss(zk_client):
