@@ -131,7 +131,7 @@ def _pool_fields(pool: Any) -> Tuple[Optional[str], Optional[str],
                                      Sequence[str]]:
     """``(provider, pool name, supported labels)`` of a registered pool.
 
-    A :class:`nodepool.zk.components.ComponentInfo` keeps its znode name
+    A :class:`nodepool.zk.registry.ComponentInfo` keeps its znode name
     in ``name``, so the pool's own name is read from its record
     (``to_dict()``); other objects are read by attribute.
     """

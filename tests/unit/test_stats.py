@@ -14,7 +14,7 @@ import statsd as statsd_lib
 from nodepool import stats
 from nodepool.config.models import FrozenDict, TenantResourceLimit
 from nodepool.driver.base import PoolConfig, ProviderConfig
-from nodepool.zk.components import ComponentInfo
+from nodepool.zk.registry import ComponentInfo
 from nodepool.zk.models import Node, NodeRequest, NodeState
 from tests.fixtures import statsd as statsd_fixture
 
