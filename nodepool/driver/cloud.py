@@ -50,7 +50,7 @@ def provider_keys(*, boot_timeout: int, rate: float, rate_validator,
         v.Optional("rate", default=rate): rate_validator,
         # Our extension: throttling answers lower the rate (see
         # doc/source/adaptive-rate.rst); false keeps it fixed.
-        v.Optional("adaptive-rate", default=False): bool,
+        v.Optional("adaptive-rate", default=True): bool,
         v.Optional("boot-timeout", default=boot_timeout): int,
         v.Optional("launch-timeout", default=launch_timeout): int,
         v.Optional("launch-retries", default=LAUNCH_RETRIES): int,

@@ -15,9 +15,9 @@ Notes on rate limits, which shape most of this module:
   them (run, terminate, allocate/release hosts, tags, images) go through
   one :class:`RateLimiter` at the provider's ``rate``; describe calls go
   through a second one at ten times that, since their bucket is larger.
-  Service Quotas has its own, small, limit.  With ``adaptive-rate: true``
-  (opt-in) one :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling
-  serves all three kinds instead, slowed down by throttling answers.
+  Service Quotas has its own, small, limit.  With ``adaptive-rate`` (the
+  default) those rates are ceilings and the three limiters share one
+  :class:`AdaptiveRateGroup`: a throttling answer slows them all down.
 * RunInstances takes more than a second to return.  Called from the
   runner thread, that would cap a provider at under one instance per
   second whatever the rate, so creates run in a thread pool of
@@ -46,7 +46,7 @@ from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.ratelimit import distinct, provider_limiters
+from nodepool.driver.ratelimit import provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
@@ -128,9 +128,8 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self.ec2 = clients.ec2
         rate = provider_config.rate
         self.limiters = provider_limiters(
-            "aws", name, rate, dict(mutate=rate,
-                                    read=rate * 10 if rate else None,
-                                    quota=rate),
+            "aws", name, dict(mutate=rate, read=rate * 10 if rate else None,
+                              quota=rate),
             provider_config.adaptive_rate)
         self.mutate_limiter = self.limiters["mutate"]
         self.read_limiter = self.limiters["read"]
@@ -171,7 +170,7 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         return (self.instances, self.hosts)
 
     def rate_limiters(self) -> dict:
-        return distinct(self.limiters)
+        return dict(self.limiters)
 
     def stop(self) -> None:
         self.images.stop()
