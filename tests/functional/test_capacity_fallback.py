@@ -12,6 +12,7 @@ asking the cloud.  doc/source/capacity-fallback.rst quotes these
 scenarios.
 """
 
+import json
 import logging
 
 import pytest
@@ -29,6 +30,7 @@ moto_server = faults.moto_server
 proxy = faults.proxy
 ec2 = faults.ec2
 os_cloud = faults.os_cloud
+azure = faults.azure
 
 REFUSED = ("t3.medium", "us-west-2a")
 
@@ -248,3 +250,39 @@ def test_openstack_no_valid_host_falls_back_to_the_next_flavor(
         ("f-small", "az1"), ("f-medium", "az1"), ("f-medium", "az1")]
     [entry] = launcher.providers["os"].capacity_entries()
     assert (entry["type"], entry["zone"]) == ("min-ram=2048", "az1")
+
+
+# Azure -------------------------------------------------------------------
+
+AZURE_CONFIG = faults.AZURE_CONFIG.replace(
+    "              vm-size: Standard_B1ls\n",
+    "              vm-size: Standard_B1ls\n"
+    "            fallback-hardware-profiles:\n"
+    "              - vm-size: Standard_B2s\n")
+
+
+def test_azure_sku_not_available_falls_back_to_the_next_size(
+        launcher_factory, zuul, azure, tmp_path):
+    auth_path = tmp_path / "azure.json"
+    auth_path.write_text(json.dumps(azure.auth_data()))
+    launcher = launcher_factory(AZURE_CONFIG, auth_path=auth_path,
+                                retries=1, intervals=INTERVALS)
+    azure.fail_put("virtualMachines", "SkuNotAvailable", status=409)
+    sizes = {}
+
+    def live():
+        vms = faults.live_vms(azure)
+        for name in vms:
+            record = azure.get("virtualMachines", name) or {}
+            sizes[name] = record["properties"]["hardwareProfile"]["vmSize"]
+        return vms
+    done = []
+    for _ in range(2):
+        done.extend(serve(zuul, [zuul.submit(["small"])], live))
+    # One launch attempt only (launch-retries: 1), yet served: the
+    # refusal moved it to Standard_B2s, which the next launch took at once.
+    assert [r.state for r in done] == [RequestState.FULFILLED] * 2
+    assert sorted(sizes.values()) == ["Standard_B2s"] * 2
+    assert azure.counts["PUT virtualMachines"] == 3
+    [entry] = launcher.providers["azure"].capacity_entries()
+    assert (entry["type"], entry["zone"]) == ("Standard_B1ls", None)
