@@ -15,8 +15,6 @@ scenarios.
 import json
 import logging
 
-import pytest
-
 from nodepool.web.app import WebApp
 from nodepool.zk.models import RequestState
 from tests.functional import test_faults_cloud as faults
@@ -203,6 +201,21 @@ def test_aws_without_fallback_key_retries_in_place(launcher_factory, zuul,
     assert launcher.providers["ec2"].capacity_entries() == []
 
 
+def test_aws_refused_type_fails_every_request_without_fallback(
+        launcher_factory, zuul, ec2, proxy):
+    """The same refusal under a nodepool 11 config: each request uses up
+    its launch-retries on the refused type and zone, then fails (the
+    figures of doc/source/capacity-fallback.rst)."""
+    launcher_factory(
+        AWS_CONFIG.replace("            fallback-instance-types: "
+                           "{fallbacks}\n", ""),
+        zone="availability-zone: us-west-2a", intervals=INTERVALS)
+    proxy.refuse(*REFUSED)
+    done = serve_one_by_one(zuul, ec2, 3)
+    assert [r.state for r in done] == [RequestState.FAILED] * 3
+    assert proxy.runs == [REFUSED] * 9
+
+
 # OpenStack ---------------------------------------------------------------
 
 OS_CONFIG = """
@@ -232,9 +245,9 @@ providers:
 """
 
 
-@pytest.mark.parametrize("requests", [2])
 def test_openstack_no_valid_host_falls_back_to_the_next_flavor(
-        launcher_factory, zuul, os_cloud, requests):
+        launcher_factory, zuul, os_cloud):
+    requests = 2
     launcher = launcher_factory(OS_CONFIG, intervals=INTERVALS)
     os_cloud.error_faults = ["No valid host was found. There are not "
                              "enough hosts available."]
