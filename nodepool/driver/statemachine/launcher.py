@@ -374,10 +374,10 @@ class NodeLauncher(LaunchRecordMixin):
             # Not a retry used up: the next attempt is somewhere else.
             self.plan.no_capacity(self.option)
             self.capacity_failures += 1
-            self.log.warning("No capacity for node %s as %s: %s",
-                             self.node.id, format_option(self.option),
-                             error)
-        if isinstance(error, exceptions.LaunchError):
+            self.log.warning("No capacity for node %s as %s (attempt %d): "
+                             "%s", self.node.id, format_option(self.option),
+                             self.attempts, error)
+        elif isinstance(error, exceptions.LaunchError):
             self.log.warning("Launch attempt %d/%d of node %s failed: %s",
                              self.attempts, retries, self.node.id, error)
         else:
