@@ -422,6 +422,18 @@ class StatsReporter:
                     pipe.gauge("nodepool.provider.%s.api_rate.%s" % (
                         provider, entry["limiter"]), entry["rate"])
 
+    def update_capacity(self, provider: str, entries: list) -> None:
+        """``nodepool.provider.<provider>.capacity_cooldowns``: how many
+        (type, zone) pairs capacity fallback skips now (our addition;
+        see doc/source/capacity-fallback.rst); ``entries`` as
+        ``StateMachineProvider.capacity_entries()`` gives them.
+        Throttled like :meth:`update_pool_gauges`."""
+        if self._client is None or not self._due(("capacity", provider)):
+            return
+        with self._batch() as pipe:
+            pipe.gauge("nodepool.provider.%s.capacity_cooldowns" % provider,
+                       len(entries))
+
     def update_zk_queues(self, connection_queue: int,
                          caches: Mapping[str, Tuple[int, int]],
                          hostname: Optional[str] = None) -> None:

@@ -22,6 +22,7 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import FrozenDict
+from nodepool.driver import capacity
 from nodepool.driver.base import (
     ImageConfig, LabelConfig, PoolConfig, ProviderConfig, image_connection)
 
@@ -54,6 +55,11 @@ def provider_keys(*, boot_timeout: int, rate: float, rate_validator,
         v.Optional("boot-timeout", default=boot_timeout): int,
         v.Optional("launch-timeout", default=launch_timeout): int,
         v.Optional("launch-retries", default=LAUNCH_RETRIES): int,
+        # Our extension: seconds a machine type that ran out of capacity
+        # in a zone is skipped (labels with a fallback key only; see
+        # doc/source/capacity-fallback.rst).
+        v.Optional("capacity-cooldown", default=capacity.DEFAULT_COOLDOWN):
+            v.All(int, v.Range(min=0)),
         v.Optional("post-upload-hook", default=None): schema.nullable(str),
         v.Optional("post-upload-hook-timeout",
                    default=POST_UPLOAD_HOOK_TIMEOUT): v.All(
@@ -155,6 +161,7 @@ class CloudProviderConfig(ProviderConfig):
     boot_timeout: int
     launch_timeout: int
     launch_retries: int
+    capacity_cooldown: int
     post_upload_hook: str | None
     post_upload_hook_timeout: int
     cloud_images: FrozenDict

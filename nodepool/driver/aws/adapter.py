@@ -142,6 +142,7 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
         self._type_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
         self._quota_cache = SingleFlightTTLCache(SERVICE_QUOTA_TTL)
+        self._zone_cache = SingleFlightTTLCache(IMAGE_TTL)
         self.instances = SharedListing(
             "aws-instances-%s" % name, self._fetch_instances, self.log,
             interval=listing_interval)
