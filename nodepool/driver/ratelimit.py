@@ -14,6 +14,9 @@ import threading
 import time
 from typing import Callable, Optional
 
+# How much one call moves the average latency (RateLimiter.latency).
+LATENCY_WEIGHT = 0.2
+
 
 class RateLimiter:
     """Space calls so that at most ``rate`` of them start per second.
@@ -47,6 +50,7 @@ class RateLimiter:
         self._last_start: Optional[float] = None
         self._throttles = 0
         self._count_lock = threading.Lock()
+        self._latency: Optional[float] = None
 
     def wait(self) -> float:
         """Block until a call may start; return the seconds spent waiting.
@@ -84,6 +88,31 @@ class RateLimiter:
     def throttle_count(self) -> int:
         """Throttling answers reported so far (see :meth:`throttled`)."""
         return self._throttles
+
+    def record_latency(self, seconds: float) -> None:
+        """One call (waited for here) took ``seconds``; kept as a moving
+        average (:meth:`limited` records every call it logs)."""
+        with self._count_lock:
+            if self._latency is None:
+                self._latency = seconds
+            else:
+                self._latency += LATENCY_WEIGHT * (seconds - self._latency)
+
+    @property
+    def latency(self) -> Optional[float]:
+        """The calls' average duration in seconds; None before the first
+        recorded call."""
+        return self._latency
+
+    def concurrency(self) -> Optional[float]:
+        """How many calls are in flight when calls start at the current
+        rate and take :attr:`latency` each: the threads needed to keep
+        this limiter busy.  None while unknown (no call measured, or no
+        rate)."""
+        rate, latency = self.current_rate, self._latency
+        if not rate or latency is None:
+            return None
+        return rate * latency
 
     def throttled(self, retry_after: Optional[float] = None) -> None:
         """Told that the cloud refused a call for its rate; a fixed
@@ -137,6 +166,7 @@ class _LoggedCall:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         duration = self._limiter._clock() - self._start
+        self._limiter.record_latency(duration)
         self._log_fn("%s in %.3fs after %.3fs delay" % (
             self._msg, duration, self.delay))
         return None

@@ -20,10 +20,11 @@ Notes on rate limits, which shape most of this module:
   :class:`AdaptiveRateGroup`: a throttling answer slows them all down.
 * RunInstances takes more than a second to return.  Called from the
   runner thread, that would cap a provider at under one instance per
-  second whatever the rate, so creates run in a thread pool of
-  ``max(1, min(8, int(rate * 4)))`` workers (enough to keep the rate
-  limiter busy with room for slow calls, bounded so a high rate does not
-  mean dozens of threads; ``create-workers`` overrides it).
+  second whatever the rate, so creates run in a thread pool
+  (:class:`~nodepool.driver.elastic.ElasticExecutor`) that grows to
+  rate times the calls' measured latency, at least
+  ``max(1, min(8, int(rate * 4)))`` and at most 64 threads, and shrinks
+  when idle; ``create-workers`` fixes its size instead.
 * Instance state comes from one shared DescribeInstances listing, not a
   call per node, and terminations are batched 50 to a call, leaving the
   mutating budget to creates.
@@ -46,6 +47,8 @@ from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache
+from nodepool.driver.elastic import (
+    ElasticExecutor, fixed_target, limiter_target)
 from nodepool.driver.ratelimit import provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter
@@ -137,8 +140,12 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self.retrier = retrier or errors.make_retrier(self.log)
         self.workers = create_workers(
             rate, provider_config.create_workers)
-        self.create_executor = concurrent.futures.ThreadPoolExecutor(
-            self.workers, thread_name_prefix="aws-create-%s" % name)
+        if provider_config.create_workers:
+            target = fixed_target(self.workers)
+        else:
+            target = limiter_target(self.mutate_limiter, self.workers)
+        self.create_executor = ElasticExecutor("aws-create-%s" % name,
+                                               target)
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
         self._type_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
         self._quota_cache = SingleFlightTTLCache(SERVICE_QUOTA_TTL)

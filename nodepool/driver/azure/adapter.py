@@ -46,6 +46,7 @@ from nodepool.driver.azure.quota import AzureQuotaMixin
 from nodepool.driver.azure.statemachines import (
     AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, as_dict,
     nic_name, pip_name)
+from nodepool.driver.elastic import ElasticExecutor, limiter_target
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.ratelimit import make_limiter
 from nodepool.driver.statemachine.cloud import CloudAdapter
@@ -59,8 +60,8 @@ LISTING_MAX_AGE = 10.0
 
 
 def worker_count(rate: Optional[float]) -> int:
-    """Size of the API thread pool: enough to keep the rate limiter busy
-    while calls take a few seconds, bounded."""
+    """Smallest size of the API thread pool, which grows when the rate
+    times the calls' latency needs more (:mod:`nodepool.driver.elastic`)."""
     if not rate:
         return 8
     return max(min(int(rate * 4), 8), 2)
@@ -176,8 +177,9 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
         self.network = clients.network
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            worker_count(rate), thread_name_prefix="azure-api-%s" % name)
+        self.executor = ElasticExecutor(
+            "azure-api-%s" % name,
+            limiter_target(self.limiter, worker_count(rate)))
         self._lookups = SingleFlightTTLCache(SKU_TTL)
         self._quota_cache = SingleFlightTTLCache(QUOTA_TTL)
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)

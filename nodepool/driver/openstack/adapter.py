@@ -14,7 +14,9 @@ provider, through openstacksdk.  Cached lookups
   SDK's ``rate_limit`` would; with ``adaptive-rate`` (the default) that
   is their ceiling and they share one :class:`AdaptiveRateGroup`.
 * Slow calls (server create, floating IP and delete work) run in a thread
-  pool of ``api_workers`` threads; state machines only look at futures.
+  pool (:class:`~nodepool.driver.elastic.ElasticExecutor`) of at least
+  ``api_workers`` threads, more when the compute rate times the calls'
+  latency needs them; state machines only look at futures.
 * Server states come from one shared ``GET /servers/detail`` listing
   (:class:`SharedListing`) for all machines of the provider, refreshed
   while some machine watches it and early after each create or delete.
@@ -46,6 +48,7 @@ from nodepool.driver.openstack.errors import (
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
     OpenStackInstance, server_addresses)
+from nodepool.driver.elastic import ElasticExecutor, limiter_target
 from nodepool.driver.ratelimit import provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage
 from nodepool.driver.statemachine.cloud import (
@@ -122,8 +125,9 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         self.volume_limiter = self.limiters["volume"]
         self._clock = clock
         self.retrier = make_retrier(self.log)
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            api_workers, thread_name_prefix="openstack-api-%s" % name)
+        self.executor = ElasticExecutor(
+            "openstack-api-%s" % name,
+            limiter_target(self.compute_limiter, api_workers))
         if listing_interval is None:
             listing_interval = max(1.0, 2.0 * (rate or 0))
         self.servers = SharedListing(
