@@ -5,7 +5,7 @@
 
 The real ``google-cloud-compute`` clients talk to it through their REST
 transport, with anonymous credentials and the fake's :attr:`FakeGce.url`
-as API endpoint (see :class:`LoopbackGceDriver`).  It serves what the
+as API endpoint (see ``LoopbackGceDriver`` in tests/fixtures/clouds.py).  It serves what the
 nodepool adapter calls, with GCE's wire format (camelCase JSON, resource
 URLs, error bodies with ``errors[].reason``):
 
