@@ -170,3 +170,26 @@ def test_leaked_instances_cleaned_up(start, fake, zuul):
     wait_for(lambda: "np0000099999" not in fake.names(), timeout=30)
     assert fake.names() == ["np0000099998", "other", "untagged"]
     assert not nodes_of(zuul, NodeState.READY)
+
+
+@pytest.mark.parametrize("how", ["drop", "error"])
+def test_lost_insert_answer_finds_the_instance(start, fake, zuul, how):
+    # GCE made the instance, the answer never arrived: the launcher finds
+    # it by name instead of inserting a second one.
+    fake.http_faults.lose_answer("POST instances", how)
+    start()
+    _, [node] = served_by(zuul, zuul.submit(["debian-e2-small"]))
+    assert fake.counts["POST instances"] == 1
+    assert fake.names() == [node.external_id]
+
+
+def test_failed_insert_not_made_is_retried(start, fake, zuul):
+    # A 503 before GCE did anything: no instance turns up, so after a few
+    # listings the attempt fails and the next one inserts again.
+    fake.http_faults.fail("POST instances", 503, {"error": {
+        "code": 503, "message": "Backend Error",
+        "errors": [{"reason": "backendError", "message": "Backend Error"}]}})
+    start()
+    _, [node] = served_by(zuul, zuul.submit(["debian-e2-small"]))
+    assert fake.counts["POST instances"] == 2
+    assert fake.names() == [node.external_id]

@@ -7,6 +7,7 @@ clients with anonymous credentials."""
 
 import logging
 import textwrap
+import types
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
@@ -16,6 +17,7 @@ from nodepool.config.loader import load_config
 from nodepool.driver.gce.adapter import GceAdapter
 from nodepool.driver.gce.client import GceClients
 from nodepool.driver.gce.errors import GceApiError, make_retrier
+from nodepool.driver.statemachine.leaks import LeakSweeper
 from tests.fakes.gce import FakeGce, rate_limit_body
 from tests.fixtures.clouds import QUICK_GCE
 from tests.fixtures.waits import wait_for
@@ -239,3 +241,15 @@ def test_label_ready_resolves_the_family(fake, adapter, provider):
     adapter._images.invalidate()
     assert not adapter.label_ready(label(provider))
     assert adapter.label_ready(label(provider, "by-id"))
+
+
+def test_leaked_instance_deleted_at_its_second_sighting(fake, adapter):
+    fake.add_instance("np0000000007", {"nodepool_provider_name": "gce",
+                                       "nodepool_node_id": "0000000007"})
+    fake.add_instance("np0000000008", {"nodepool_provider_name": "gce",
+                                       "nodepool_node_id": "0000000008"})
+    sweeper = LeakSweeper("gce", adapter, types.SimpleNamespace(stats=None))
+    assert sweeper.sweep({"0000000008"}, set()) == 0
+    assert fake.counts["DELETE instance"] == 0
+    assert sweeper.sweep({"0000000008"}, set()) == 1
+    wait_for(lambda: fake.names() == ["np0000000008"], timeout=10)

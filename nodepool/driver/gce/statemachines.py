@@ -22,7 +22,9 @@ import time
 from typing import Optional
 
 from nodepool import exceptions
+from nodepool.driver.errors import CloudApiError
 from nodepool.driver.gce import errors
+from nodepool.driver.listing import LostCreateSearch
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.cloud import (
     CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
@@ -134,11 +136,19 @@ class _Steps:
 class GceCreateStateMachine(_Steps, CloudCreateStateMachine):
     """Insert one node's instance and wait until it runs.
 
-    States: ``start`` -> ``inserting`` -> ``waiting`` -> ``complete``.
+    States: ``start`` -> ``inserting`` [-> ``finding lost``] ->
+    ``waiting`` -> ``complete``.  When the insert's answer was lost (a
+    server error, a dropped connection), the instance may exist all the
+    same: ``finding lost`` looks for it by name (and node id) in fresh
+    listings and carries on with it, or fails the attempt with the
+    insert's error when a few listings do not show it.
     """
 
     INSERTING = "inserting"
+    FINDING_LOST = "finding lost"
     WAITING = "waiting"
+
+    _lost: Optional[LostCreateSearch] = None
 
     def _advance(self):
         if self.state == self.START:
@@ -149,11 +159,33 @@ class GceCreateStateMachine(_Steps, CloudCreateStateMachine):
         if self.state == self.INSERTING:
             if not self._future.done():
                 return None
-            self.operation = self._future.result()
+            try:
+                self.operation = self._future.result()
+            except CloudApiError as e:
+                if not e.outcome_unknown:
+                    raise
+                self.log.warning("Instance %s of node %s may have been "
+                                 "inserted (%s): looking for it",
+                                 self.hostname, self.node_id, e)
+                self._lost = LostCreateSearch(self.adapter.instances,
+                                              self._ours, e)
+                self.state = self.FINDING_LOST
+            else:
+                self.state = self.WAITING
+        if self.state == self.FINDING_LOST:
+            if self._lost.find(self) is None:
+                return None
+            self.log.warning("Found instance %s of node %s whose insert "
+                             "answer was lost", self.hostname, self.node_id)
+            # No operation to poll: the instance's status decides.
             self.state = self.WAITING
         if self.state == self.WAITING:
             return self._check()
         return None
+
+    def _ours(self, record: dict) -> bool:
+        return record.get("name") == self.hostname and metadata_dict(
+            record).get("nodepool_node_id") == self.node_id
 
     def _check(self):
         listed, record = self._fresh_record()
