@@ -113,10 +113,11 @@ def operation_error(what: str, operation: dict) -> BaseException:
                         for e in errors) or "failed"
     status = operation.get("httpErrorStatusCode")
     kind = classify_codes(codes, None)
+    text = "%s: %s" % (what, message)
     if kind is ErrorClass.OTHER and isinstance(status, int) and status >= 500:
-        kind = ErrorClass.SERVER
-    return exception_for(kind, "%s: %s" % (what, message), True,
-                         GceApiError)
+        # The operation finished: its outcome is known, nothing was made.
+        return GceApiError(text)
+    return exception_for(kind, text, True, GceApiError)
 
 
 def retry_after(error: BaseException) -> Optional[float]:
