@@ -66,8 +66,9 @@ class GceAdapter(CloudAdapter):
         machine waits (early refreshes follow each insert and delete);
         default from the rate.
     :param listing_gap: shortest time between two listings.
-    :param operation_interval: seconds between polls of one machine's
-        zone operation.
+    :param operation_interval: seconds before the first poll of a
+        machine's zone operation (each later wait is twice as long, up to
+        30 seconds).
     :param retrier: a :class:`~nodepool.driver.retry.Retrier` (tests
         pass one that does not sleep).
     """

@@ -13,9 +13,10 @@ adapter's worker pool and comes back as a future; the instance's status
 comes from the adapter's shared instance listing (one paged list call for
 every machine), believed only when it started after the machine's own
 call.  While the instance is not yet where the machine wants it, the
-machine also polls its operation (every ``operation_interval`` seconds, in
-the worker pool), because a failed insert (no capacity, quota) shows only
-there: the instance never appears.
+machine also polls its operation (in the worker pool, first after
+``operation_interval`` seconds, then twice as long each time up to 30),
+because a failed insert (no capacity, quota) shows only there: the
+instance never appears.
 """
 
 import time
@@ -30,6 +31,8 @@ from nodepool.driver.statemachine.cloud import (
     CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
 
 RUNNING = "RUNNING"
+# The longest wait between two polls of one operation (seconds).
+MAX_OPERATION_INTERVAL = 30.0
 # States an instance being launched never comes back from by itself.
 STOPPED = frozenset(("TERMINATED", "STOPPING", "STOPPED", "SUSPENDING",
                      "SUSPENDED"))
@@ -87,6 +90,7 @@ class _Steps:
     operation: Optional[dict] = None
     _op_future = None
     _op_polled = -float("inf")
+    _op_polls = 0
 
     def _submit(self, state: str, func, *args) -> None:
         self._since = self.adapter.instances.now()
@@ -122,8 +126,16 @@ class _Steps:
             self._op_future = None
             return self._operation_done()
         now = time.monotonic()
-        if now - self._op_polled >= self.adapter.operation_interval:
+        if self._op_polled == -float("inf"):
+            self._op_polled = now  # the call's own answer was the first
+            return False
+        # Backing off: a long insert or delete must not spend the rate
+        # limit on polls (its success shows in the listing anyway).
+        wait = min(self.adapter.operation_interval * 2 ** self._op_polls,
+                   MAX_OPERATION_INTERVAL)
+        if now - self._op_polled >= wait:
             self._op_polled = now
+            self._op_polls += 1
             self._op_future = self.adapter.submit(
                 self.adapter.get_operation, op["name"])
         return False
