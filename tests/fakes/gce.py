@@ -26,6 +26,7 @@ a 403 ``quotaExceeded``).  Tests steer it with :meth:`fail_operations`
 (the next inserts' operations end with an error such as
 ``ZONE_RESOURCE_POOL_EXHAUSTED`` and make no instance),
 :meth:`terminate_next` (the next instances end ``TERMINATED``),
+:meth:`stall_next` (the next instances never get past ``STAGING``),
 :meth:`add_instance` (plant an instance), and :attr:`http_faults` (a
 :class:`tests.fakes.faults.Faults`, by route name, e.g. a 429
 ``rateLimitExceeded`` on ``"POST instances"``).  :attr:`counts` counts
@@ -218,6 +219,7 @@ class FakeGce:
         self._addresses = itertools.count(2)
         self._op_errors = []     # (code, message, http status) per insert
         self._terminate = 0
+        self._stall = 0
         self.server = None
         self.thread = None
 
@@ -270,6 +272,12 @@ class FakeGce:
         """The next ``count`` inserted instances end ``TERMINATED``."""
         with self.lock:
             self._terminate += count
+
+    def stall_next(self, count=1):
+        """The next ``count`` inserted instances stay ``STAGING`` and
+        their operations ``RUNNING`` (until deleted)."""
+        with self.lock:
+            self._stall += count
 
     def add_instance(self, name, metadata=None, status="RUNNING",
                      machine_type="e2-small"):
@@ -347,10 +355,13 @@ class FakeGce:
                     self.project, network))
         self._check_quota(cores)
         error = self._op_errors.pop(0) if self._op_errors else None
-        terminate = False
+        terminate = stall = False
         if error is None and self._terminate:
             self._terminate -= 1
             terminate = True
+        elif error is None and self._stall:
+            self._stall -= 1
+            stall = True
         op = self._operation("insert", name)
         # Reserve the name at once, as GCE does.
         self.instances[name] = record = self._instance_record(name, body)
@@ -370,6 +381,8 @@ class FakeGce:
                 record["status"] = "STAGING"
 
         def done():
+            if stall:
+                return
             if error is None and name in self.instances:
                 record["status"] = "TERMINATED" if terminate else "RUNNING"
             self._finish(op, error)

@@ -28,6 +28,7 @@ providers:
     zone: us-central1-a
     rate: 200
     launch-retries: {retries}
+    launch-timeout: {launch_timeout}
     cloud-images:
       - name: debian
         image-project: debian-cloud
@@ -193,3 +194,14 @@ def test_failed_insert_not_made_is_retried(start, fake, zuul):
     _, [node] = served_by(zuul, zuul.submit(["debian-e2-small"]))
     assert fake.counts["POST instances"] == 2
     assert fake.names() == [node.external_id]
+
+
+def test_instance_never_running_times_out_cleanly(start, fake, zuul):
+    fake.stall_next(2)
+    start(retries=2, launch_timeout=1)
+    done = zuul.wait_for_request(zuul.submit(["debian-e2-small"]),
+                                 timeout=30)
+    assert done.state == RequestState.FAILED
+    assert fake.counts["POST instances"] == 2
+    wait_for(lambda: not read_nodes(zuul.kazoo) and not fake.names(),
+             timeout=30, message="a timed-out launch left something")
