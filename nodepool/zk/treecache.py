@@ -375,7 +375,6 @@ class TreeCache:
     def _play(self, event: WatchedEvent, future, key, with_data) -> None:
         path = event.path
         data = stat = None
-        exists = False
         if future is not None:
             try:
                 result = future.get()
@@ -385,14 +384,14 @@ class TreeCache:
                 # Connection trouble: a resync follows the reconnection.
                 self.log.debug("Read of %s failed: %s", path, e)
                 return
-            if result is not None:
-                exists = True
-                if with_data:
-                    data, stat = result
-        if event.type in (EventType.CREATED, EventType.CHANGED):
-            exists = True
-        elif event.type == EventType.DELETED:
-            exists = False
+            # What the read found, whatever the event said: a znode
+            # created or changed and deleted again before our read is gone
+            # (its DELETED event follows), not a record without data.
+            exists = result is not None
+            if exists and with_data:
+                data, stat = result
+        else:
+            exists = event.type in (EventType.CREATED, EventType.CHANGED)
 
         with self._objects_lock:
             if exists:

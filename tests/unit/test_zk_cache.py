@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.recipe.lock import Lock
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
@@ -202,6 +203,28 @@ def test_empty_node_not_an_object(node_cache, writer):
     marker = make_node(writer)
     wait_for(lambda: node_cache.get(marker))
     assert node_cache.get(node_id) is None
+
+
+def test_record_gone_before_its_read_is_no_invalid_record(
+        zk_client, writer, caplog):
+    """A record created (or changed) and deleted again before the cache
+    read it: the read finds nothing, which is no record rather than a
+    record without data (no "Ignoring invalid record" warning)."""
+    cache = RequestCache(zk_client).start()
+    try:
+        assert cache.ensure_ready(30)
+        path = "/nodepool/requests/200-0000000001"
+        # The read the event thread would have sent, after the delete.
+        gone = zk_client.kazoo.get_async(path)
+        with caplog.at_level(logging.WARNING):
+            for kind in (EventType.CREATED, EventType.CHANGED):
+                cache._play(WatchedEvent(kind, None, path), gone,
+                            ("200-0000000001",), True)
+        assert cache.get("200-0000000001") is None
+        assert not cache.invalid()
+        assert "invalid" not in caplog.text
+    finally:
+        cache.stop()
 
 
 def test_locked_object_not_overwritten(node_cache, writer):
