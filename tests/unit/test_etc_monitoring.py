@@ -93,10 +93,12 @@ def scrape_webapp():
     registry over a launcher with one pool, node, request and limiter."""
     pools = [pool_component("p1", "main", ["l1"])]
     node = make_node(NodeState.READY, provider="p1", labels=("l1",))
+    request = make_request(["l1"], "200-0000000001")
+    request.created_time = 1700000000.0
     services = types.SimpleNamespace(
         registry=types.SimpleNamespace(pools=lambda: pools),
         node_cache={node.id: node},
-        request_cache={"r1": make_request(["l1"], "200-0000000001")})
+        request_cache={"r1": request})
     config = provider_config("p1", pool_config("main", 5))
     launcher = types.SimpleNamespace(services=services,
                                      providers={"p1": _Provider(config)})
@@ -406,6 +408,7 @@ def test_alerts_cover_the_brief(alerts):
     assert {"nodepool_launch_provider_error_total",
             "nodepool_provider_leaked_total",
             "nodepool_provider_pool_addressable_requests",
+            "nodepool_label_oldest_request_age_seconds",
             "nodepool_launcher_zk_connection_queue",
             "nodepool_launcher_zk_event_queue",
             "nodepool_launcher_zk_playback_queue"} <= used
@@ -478,6 +481,7 @@ def test_dashboard_covers_the_brief(dashboard):
             "nodepool_provider_api_rate",
             "nodepool_provider_capacity_cooldowns",
             "nodepool_provider_pool_addressable_requests",
+            "nodepool_label_oldest_request_age_seconds",
             "nodepool_launcher_zk_connection_queue",
             "nodepool_launcher_zk_event_queue",
             "nodepool_launcher_zk_playback_queue"} <= used
@@ -498,8 +502,8 @@ def promtool(*args):
 
 
 @needs_promtool
-def test_promtool_checks_alert_rules():
-    assert "SUCCESS: 7 rules found" in promtool(
+def test_promtool_checks_alert_rules(alerts):
+    assert "SUCCESS: %d rules found" % len(alert_rules(alerts)) in promtool(
         "check", "rules", os.path.join(ETC, "prometheus-alerts.yaml"))
 
 
@@ -551,6 +555,12 @@ ALERT_CASES = [
      [_expect("NodepoolLeakedResources", "10m",
               {"severity": "warning", "provider": "p1",
                "kind": "instances"})]),
+    ([('nodepool_label_oldest_request_age_seconds{label="l1"}',
+       "1500+60x30"),
+      ('nodepool_label_oldest_request_age_seconds{label="l2"}', "60x30")],
+     [_expect("NodepoolRequestWaitingLong", "15m",
+              {"severity": "warning", "label": "l1"}),
+      _expect("NodepoolRequestWaitingLong", "8m")]),
     ([('nodepool_provider_pool_addressable_requests{provider="p1",'
        'pool="main"}', "3x60"),
       ('nodepool_launch_provider_ready_total{provider="p1"}', "5x60"),
