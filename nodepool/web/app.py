@@ -37,7 +37,7 @@ Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
     zone) pairs capacity fallback skips (doc/source/capacity-fallback.rst).
 ``/metrics``
     The node gauges of the statsd reporter in Prometheus form (see
-    :class:`NodeMetrics`).
+    :class:`NodeMetrics`), and how long requests wait (:mod:`.backlog`).
 
 Request size: the request line may have :data:`MAX_REQUEST_LINE` bytes
 (longer: 414), the header fields :data:`MAX_HEADER_BYTES` together
@@ -75,7 +75,7 @@ from prometheus_client.registry import Collector
 from nodepool import stats, status
 from nodepool.config import schema
 from nodepool.config.models import WebApp as WebAppConfig
-from nodepool.web import capacity, rates
+from nodepool.web import backlog, capacity, rates
 
 log = logging.getLogger("nodepool.web")
 
@@ -268,8 +268,7 @@ class NodeMetrics(Collector):
         self.launcher = launcher
 
     def describe(self):
-        # Only known at scrape time; an empty description keeps the
-        # registry from calling collect() on registration.
+        # Empty (known at scrape time): no collect() on registration.
         return []
 
     def collect(self):
@@ -282,6 +281,7 @@ class NodeMetrics(Collector):
         yield self._max_servers()
         yield rates.api_rate_gauge(self.launcher)
         yield capacity.capacity_gauge(self.launcher)
+        yield backlog.request_age_gauge(self.launcher, time.time())
 
     @staticmethod
     def _node_gauges(nodes, pools):
