@@ -99,8 +99,26 @@ class DeletedNodeWorker(_PeriodicWorker):
                     node):
                 self.services.nodes.unlock_node(node)
                 continue
+            if node.state == NodeState.DELETED:
+                self._remove_tombstone(node)
+                continue
             self.log.info("Deleting %s node %s", node.state, node.id)
             provider.start_node_cleanup(node)
+
+    def _remove_tombstone(self, node) -> None:
+        """A ``deleted`` record is written after the node's instance is
+        gone, right before the record is removed: remove it (its deleter,
+        in another launcher perhaps, died in between, or is removing it
+        this moment) without deleting the instance again."""
+        nodes = self.services.nodes
+        try:
+            self.log.info("Removing the record of deleted node %s", node.id)
+            nodes.delete_raw_node(node.id)
+        except KazooException as e:
+            self.log.warning("Could not remove deleted node %s: %r",
+                             node.id, e)
+        finally:
+            nodes.unlock_node(node)
 
     @staticmethod
     def _stale_init(node) -> bool:

@@ -4,6 +4,8 @@
 """The launcher's cleanup: deletions that fail, leaked instances whose
 delete fails, empty node records, and hold expiry (max-hold-age)."""
 
+import logging
+
 from kazoo.exceptions import NotEmptyError
 
 from nodepool.zk.models import NodeState
@@ -150,3 +152,37 @@ def test_unreadable_hold_expiration_reads_as_none(launcher_factory, zuul):
                     hold_expiration="notanumber")
     (held,) = read_nodes(zuul.kazoo)
     assert held.state == NodeState.HOLD and held.hold_expiration == 0
+
+
+def test_deleted_tombstone_removed_without_a_second_cloud_delete(
+        launcher_factory, zuul, caplog):
+    """A ``deleted`` record (its instance gone; its deleter died before
+    removing the record, or is removing it right now in another
+    launcher) is removed; the instance is not deleted again."""
+    launcher = launcher_factory(min_ready=1)
+    (node,) = wait_for(lambda: idle_ready(zuul) or None)
+    with caplog.at_level(logging.INFO, logger="nodepool"):
+        set_state(launcher, node.id, NodeState.DELETED)
+        wait_for(lambda: node.id not in node_ids(zuul.kazoo), timeout=30)
+    assert "Removing the record of deleted node %s" % node.id in caplog.text
+    assert "Deleting deleted node %s" % node.id not in caplog.text
+
+
+def test_deleter_finds_its_node_removed_already(launcher_factory, zuul,
+                                                caplog):
+    """Two launchers of one provider: the other one's deleter removed the
+    node after this one locked it (a recursive delete takes our lock
+    contender with it).  This deleter ends quietly."""
+    launcher = launcher_factory(min_ready=1)
+    (node,) = wait_for(lambda: idle_ready(zuul) or None)
+    provider = launcher.providers["fake"]
+    store = launcher.services.nodes
+    record = store.get_node(node.id, cached=False)
+    store.lock_node(record, blocking=True, timeout=10)
+    zuul.kazoo.delete("/nodepool/nodes/" + node.id, recursive=True)
+    with caplog.at_level(logging.INFO):
+        deleter = provider.start_node_cleanup(record)
+        wait_for(lambda: deleter.complete)
+    assert "gone already" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -5,7 +5,7 @@
 
 import time
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoNodeError
 
 from nodepool import exceptions
 from nodepool.zk.models import NodeState
@@ -74,7 +74,15 @@ class NodeDeleter:
         node = self.node
         if node.state != NodeState.DELETING:
             node.state = NodeState.DELETING
-            self.provider.nodes.store_node(node)
+            try:
+                self.provider.nodes.store_node(node)
+            except NoNodeError:
+                # Removed meanwhile (by another launcher's deleter, which
+                # held the lock until its recursive delete took it).
+                self.log.info("Node %s is gone already", node.id)
+                node.lock = None
+                self.complete = True
+                return
         if not node.external_id or node.provider is None:
             self._remove_record()
             return
