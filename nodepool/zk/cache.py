@@ -162,6 +162,13 @@ class RequestCache(TreeCache):
     def parse_path(self, path):
         return paths.parse_request_path(path)
 
+    def listing_paths(self, path):
+        # Requests are leaves (their locks live in requests-lock): the
+        # walk lists none of them.
+        if paths.parse_request_path(path) is not None:
+            return ()
+        return (path,)
+
     def make_object(self, key, data, stat):
         return models.NodeRequest.from_bytes(data, stat=stat, id=key[0])
 

@@ -135,11 +135,16 @@ class NodeStore:
         Such znodes are left behind when another client (Zuul, an older
         launcher) locks a node that was deleted at the same time: kazoo's
         lock recipe recreates the lock directory and with it an empty
-        parent.  Always read from ZooKeeper,
-        since the cache drops data-less znodes.
+        parent.  With a ready cache, only the znodes it saw without data
+        are read again (to confirm); without one, every node is read.
         """
+        if self.cache is not None and self.cache.ready:
+            candidates = sorted(key[0] for key
+                                in self.cache.keys_without_record())
+        else:
+            candidates = self.get_node_ids()
         empty = []
-        for node_id in self.get_node_ids():
+        for node_id in candidates:
             try:
                 data, _ = self.kazoo.get(node_path(node_id))
             except NoNodeError:

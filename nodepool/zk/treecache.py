@@ -237,6 +237,15 @@ class TreeCache:
         with self._objects_lock:
             return list(self._objects.keys())
 
+    def keys_without_record(self) -> list:
+        """Keys of the znodes that exist but hold no data at all (neither
+        a record nor an invalid one), as far as the cache has seen."""
+        with self._objects_lock:
+            keys = {self.parse_path(path) for path in self._cached_paths}
+            return [key for key in keys if key is not None
+                    and key not in self._objects
+                    and key not in self._invalid]
+
     def invalid(self) -> Dict[Hashable, InvalidEntry]:
         """Keys of the znodes that exist but hold no readable record.
 

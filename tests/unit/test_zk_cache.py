@@ -344,6 +344,22 @@ def test_many_nodes_from_concurrent_writers(zk_client, zk_factory):
         cache.stop()
 
 
+def test_request_cache_walk_lists_the_root_only(zk_client, writer):
+    """Requests are leaves: the initial sync lists the request root, not
+    each request (1,000 pending requests were 1,000 listings)."""
+    for _ in range(5):
+        writer.create("/nodepool/requests/200-", json.dumps(
+            {"state": "requested", "node_types": ["a"]}).encode(),
+            sequence=True, makepath=True)
+    cache = RequestCache(zk_client).start()
+    try:
+        assert cache.ensure_ready(30)
+        assert len(cache.ids()) == 5
+        assert cache.list_count == 1
+    finally:
+        cache.stop()
+
+
 def test_request_cache(zk_client, writer):
     cache = RequestCache(zk_client).start()
     try:

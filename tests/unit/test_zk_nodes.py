@@ -11,9 +11,11 @@ from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
 from nodepool.zk import paths
+from nodepool.zk.cache import NodeCache
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.nodes import NodeStore
 from tests.fakes.record_cache import StaticCache
+from tests.fixtures.waits import wait_for
 
 
 def make_node(state=NodeState.BUILDING, labels=("small",), provider="p1",
@@ -282,6 +284,29 @@ def test_empty_nodes_listed(store, zk_client):
     store.delete_raw_node("0000000201")
     assert store.empty_node_ids() == []
     assert store.get_node_ids() == [node.id]
+
+
+def test_empty_nodes_found_through_the_cache(zk_client):
+    """With a ready cache, only the znodes it saw without data are read
+    again, not every node (a 10,000-node tree was read in full on every
+    cleanup pass)."""
+    cache = NodeCache(zk_client).start()
+    try:
+        assert cache.ensure_ready(30)
+        store = NodeStore(zk_client, cache=cache)
+        nodes = [make_node() for _ in range(3)]
+        for node in nodes:
+            store.store_node(node)
+        zk_client.kazoo.create("/nodepool/nodes/0000000300")
+        zk_client.kazoo.create("/nodepool/nodes/0000000301", b"{bad")
+        wait_for(lambda: cache.keys_without_record() == [("0000000300",)]
+                 and cache.invalid())
+        assert store.empty_node_ids() == ["0000000300"]
+        # A candidate that got data since is confirmed not empty.
+        zk_client.kazoo.set("/nodepool/nodes/0000000300", b"{}")
+        assert store.empty_node_ids() == []
+    finally:
+        cache.stop()
 
 
 def test_get_ready_nodes_of_types(store):
