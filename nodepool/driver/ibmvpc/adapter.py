@@ -1,0 +1,492 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""The IBM VPC adapter: instances, floating IPs, quota and leak cleanup
+for one provider.
+
+* Credentials: an IBM authenticator for service ``vpc`` read from the
+  ``credentials-file`` (env style: ``VPC_AUTH_TYPE``, ``VPC_APIKEY``...),
+  or from the SDK's usual sources without one.  The same file may name
+  the service URLs (``VPC_URL``, ``VPC_AUTH_URL`` for the IAM token
+  service, ``RESOURCE_MANAGER_URL``): that is IBM's documented way to
+  point the SDKs elsewhere, and how the tests reach their fake.  Without
+  ``VPC_URL`` the region's public endpoint is used.
+* Every API call (each page of a list too) waits on one rate limiter at
+  the provider's ``rate``; throttling answers are retried with backoff.
+* Startup lookups (the VPC, resource groups, profiles, subnets, SSH keys)
+  run once, on first use, in a worker or quota thread; a failure is tried
+  again on the next use.
+* Instance and floating IP states come from two shared listings (one
+  paged list call each for all machines, only while some machine
+  waits).
+"""
+
+import concurrent.futures
+import logging
+import math
+import os
+import threading
+import time
+from typing import Optional
+
+from nodepool import exceptions
+from nodepool.driver.ibmvpc import errors
+from nodepool.driver.ibmvpc.statemachines import (
+    IbmCreateStateMachine, IbmDeleteStateMachine, IbmInstance, node_metadata,
+    pool_group)
+from nodepool.driver.lazycache import SingleFlightTTLCache
+from nodepool.driver.listing import SharedListing
+from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.ratelimit import make_limiter
+from nodepool.driver.retry import Retrier
+from nodepool.driver.statemachine.adapter import Resource
+from nodepool.driver.statemachine.cloud import CloudAdapter
+
+API_VERSION = "2024-04-30"
+IMAGE_TTL = 10.0
+LISTING_MAX_AGE = 10.0
+DELETE_RESOURCE_TIMEOUT = 600.0
+# The SDKs read the credentials file named by this variable; the
+# variable is process-wide, so it is only set while holding the lock.
+_CREDENTIALS_VARIABLE = "IBM_CREDENTIALS_FILE"
+_ENV_LOCK = threading.Lock()
+
+
+class IbmClients:
+    """The SDK clients of one provider: ``vpc`` (ibm_vpc.VpcV1) and
+    ``resource_manager`` (ResourceManagerV2), sharing an authenticator.
+    The SDK clients are used from several threads; they keep no state
+    per request."""
+
+    def __init__(self, vpc, resource_manager):
+        self.vpc = vpc
+        self.resource_manager = resource_manager
+
+    @classmethod
+    def from_credentials(cls, path: Optional[str],
+                         region: str) -> "IbmClients":
+        # Imported here: the SDKs are only needed once a provider runs.
+        from ibm_cloud_sdk_core import get_authenticator_from_environment
+        from ibm_platform_services import ResourceManagerV2
+        from ibm_vpc import VpcV1
+
+        with _ENV_LOCK:
+            saved = os.environ.get(_CREDENTIALS_VARIABLE)
+            if path:
+                os.environ[_CREDENTIALS_VARIABLE] = path
+            try:
+                authenticator = get_authenticator_from_environment("vpc")
+                if authenticator is None:
+                    raise exceptions.ConfigError(
+                        "No IBM Cloud credentials for service vpc in %s"
+                        % (path or "the environment"))
+                vpc = VpcV1(version=API_VERSION, authenticator=authenticator)
+                vpc.set_service_url(
+                    VpcV1.get_service_url_for_region(region)
+                    or "https://%s.iaas.cloud.ibm.com/v1" % region)
+                vpc.configure_service("vpc")
+                manager = ResourceManagerV2(authenticator=authenticator)
+                manager.configure_service("resource_manager")
+            finally:
+                if saved is None:
+                    os.environ.pop(_CREDENTIALS_VARIABLE, None)
+                else:
+                    os.environ[_CREDENTIALS_VARIABLE] = saved
+        return cls(vpc, manager)
+
+
+class _Setup:
+    """What the startup lookups found."""
+
+    def __init__(self, vpc, groups, profiles, subnets, keys):
+        self.vpc = vpc
+        self.groups = groups          # name -> id
+        self.group_names = {v: k for k, v in groups.items()}
+        self.profiles = profiles      # name -> record
+        self.subnets = subnets        # name -> record
+        self.keys = keys              # name -> record
+
+
+class IbmVpcAdapter(CloudAdapter):
+    """Adapter for one ``driver: ibmvpc`` provider.
+
+    :param clients: an :class:`IbmClients`; made from the credentials
+        when omitted.
+    :param listing_interval: seconds between list calls while a machine
+        waits on a listing (early refreshes follow each call).
+    """
+
+    create_state_machine_class = IbmCreateStateMachine
+
+    def __init__(self, provider_config, clients: Optional[IbmClients] = None,
+                 listing_interval: Optional[float] = None,
+                 listing_gap: float = 0.2, warm: bool = True):
+        super().__init__(provider_config)
+        name = provider_config.name
+        self.log = logging.getLogger("nodepool.driver.ibmvpc.%s" % name)
+        if clients is None:
+            clients = IbmClients.from_credentials(
+                provider_config.credentials_file, provider_config.region)
+        self.clients = clients
+        self.vpc = clients.vpc
+        rate = provider_config.rate
+        self.limiter = make_limiter("ibmvpc-%s" % name, rate,
+                                    provider_config.adaptive_rate)
+        self.retrier = Retrier(
+            self.log, errors.classify, throttle_tries=5,
+            throttle_delay=lambda attempt: min(10.0, 0.5 * 2 ** attempt))
+        if listing_interval is None:
+            listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
+        workers = max(min(int(rate * 4), 8), 2) if rate else 8
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="ibmvpc-api-%s" % name)
+        self._setup: Optional[_Setup] = None
+        self._setup_lock = threading.Lock()
+        self._images = SingleFlightTTLCache(IMAGE_TTL)
+        self.vms = SharedListing(
+            "ibmvpc-vms-%s" % name, lambda: self._by_name(
+                "instances", self.vpc.list_instances),
+            self.log, interval=listing_interval, min_gap=listing_gap)
+        self.fips = SharedListing(
+            "ibmvpc-fips-%s" % name, lambda: self._by_name(
+                "floating_ips", self.vpc.list_floating_ips),
+            self.log, interval=listing_interval, min_gap=listing_gap)
+        for listing in self.listings():
+            listing.start()
+        if warm:
+            self._start_warming("ibmvpc")
+
+    def listings(self) -> tuple:
+        return (self.vms, self.fips)
+
+    def rate_limiters(self) -> dict:
+        return dict(api=self.limiter)
+
+    def stop(self) -> None:
+        self._stop_threads(self.listings(), self.executor)
+
+    # Calls ----------------------------------------------------------------
+
+    def submit(self, func, *args) -> concurrent.futures.Future:
+        return self.submit_to(self.executor, func, *args)
+
+    def call(self, what: str, func, *args, log=None, **kwargs):
+        """One rate-limited API call (throttling retried); its result."""
+        log = log or self.log
+
+        def once():
+            with self.limiter.limited(log.debug, what):
+                return func(*args, **kwargs).get_result()
+        return self.retrier.call(what, once, limiter=self.limiter)
+
+    def list_all(self, key: str, func, **kwargs) -> list:
+        """Every item of a paged VPC list; each page is one call."""
+        from ibm_cloud_sdk_core import get_query_param
+        items, start = [], None
+        while True:
+            page = self.call("List %s" % key, func, start=start, **kwargs)
+            items.extend(page.get(key) or ())
+            start = get_query_param((page.get("next") or {}).get("href"),
+                                    "start") if page.get("next") else None
+            if not start:
+                return items
+
+    def _by_name(self, key: str, func) -> dict:
+        return {record["name"]: record for record in self.list_all(key, func)}
+
+    # Startup lookups ------------------------------------------------------
+
+    def setup(self) -> _Setup:
+        """The startup lookups, made once (blocks; worker threads only)."""
+        with self._setup_lock:
+            if self._setup is None:
+                self._setup = self._look_up()
+            return self._setup
+
+    def _look_up(self) -> _Setup:
+        provider = self.provider
+        vpcs = {v["name"]: v for v in self.list_all(
+            "vpcs", self.vpc.list_vpcs)}
+        vpc = vpcs.get(provider.vpc)
+        if vpc is None:
+            raise exceptions.RuntimeConfigurationException(
+                "VPC %s not found in %s" % (provider.vpc, provider.region))
+        manager = self.clients.resource_manager
+        groups = {g["name"]: g["id"] for g in self.call(
+            "List resource groups", manager.list_resource_groups).get(
+                "resources") or ()}
+        for pool in provider.pools.values():
+            name = pool_group(provider.name, pool.name)
+            if name not in groups:
+                self.log.info("Creating resource group %s", name)
+                groups[name] = self.call(
+                    "Create resource group %s" % name,
+                    manager.create_resource_group, name=name)["id"]
+        profiles = {p["name"]: p for p in self.call(
+            "List instance profiles", self.vpc.list_instance_profiles).get(
+                "profiles") or ()}
+        subnets = {s["name"]: s for s in self.list_all(
+            "subnets", self.vpc.list_subnets)}
+        for pool in provider.pools.values():
+            subnet = subnets.get(pool.subnet)
+            if subnet is None:
+                raise exceptions.RuntimeConfigurationException(
+                    "Subnet %s of pool %s not found" % (pool.subnet,
+                                                        pool.name))
+            if subnet["zone"]["name"] != pool.zone:
+                raise exceptions.RuntimeConfigurationException(
+                    "Subnet %s is in zone %s, pool %s in %s" % (
+                        pool.subnet, subnet["zone"]["name"], pool.name,
+                        pool.zone))
+        keys = {k["name"]: k for k in self.list_all(
+            "keys", self.vpc.list_keys)}
+        return _Setup(vpc, groups, profiles, subnets, keys)
+
+    # Instances ------------------------------------------------------------
+
+    def _group_name(self, record: dict) -> Optional[str]:
+        ref = record.get("resource_group") or {}
+        if ref.get("name"):
+            return ref["name"]
+        # A reference without a name: by id, from the startup lookups.
+        return self.setup().group_names.get(ref.get("id"))
+
+    def make_instance(self, record: dict,
+                      fip: Optional[dict] = None) -> IbmInstance:
+        return IbmInstance(record, self._group_name(record), fip,
+                           self.provider.region, self._profile_quota)
+
+    def list_instances(self):
+        vms = self._recent(self.vms, "instance")
+        fips = self._recent(self.fips, "floating IP")
+        return [self.make_instance(record, fips.get(name))
+                for name, record in vms.items.items()]
+
+    def _recent(self, listing, what):
+        return self._recent_snapshot(listing, what, LISTING_MAX_AGE)
+
+    # Creating -------------------------------------------------------------
+
+    def _translated(self, what: str, func, *args, creating=False, log=None,
+                    **kwargs):
+        try:
+            return self.call(what, func, *args, log=log, **kwargs)
+        except exceptions.NodepoolError:
+            raise
+        except Exception as e:
+            (log or self.log).warning("%s failed: %s", what, e)
+            raise errors.translate(e, what, creating=creating) from e
+
+    def prepare_create(self, sm) -> Optional[dict]:
+        """Look up what the instance needs; create its floating IP for a
+        public pool (returned, else None)."""
+        try:
+            setup = self.setup()
+        except exceptions.NodepoolError:
+            raise
+        except Exception as e:
+            raise errors.translate(e, "Startup lookups", creating=True) from e
+        sm.image = self.image_reference(sm.label, sm.image_external_id)
+        if not sm.pool.public_ipv4:
+            return None
+        fip = self._translated(
+            "Create floating IP %s for node %s" % (sm.hostname, sm.node_id),
+            self.vpc.create_floating_ip, {
+                "name": sm.hostname,
+                "resource_group": {"id": setup.groups[pool_group(
+                    self.provider.name, sm.pool.name)]},
+                "zone": {"name": sm.pool.zone}},
+            creating=True, log=sm.log)
+        self.fips.when_newer(self.wake_runners)
+        return fip
+
+    def create_vm(self, sm) -> dict:
+        setup = self.setup()
+        pool = sm.pool
+        body = {
+            "name": sm.hostname,
+            "profile": {"name": sm.label.profile},
+            "resource_group": {"id": setup.groups[pool_group(
+                self.provider.name, pool.name)]},
+            "vpc": {"id": setup.vpc["id"]},
+            "image": sm.image,
+            "zone": {"name": pool.zone},
+            "primary_network_interface": {
+                "name": "eth0",
+                "subnet": {"id": setup.subnets[pool.subnet]["id"]}},
+            "boot_volume_attachment": {
+                "volume": {"name": sm.hostname,
+                           "profile": {"name": "general-purpose"}},
+                "delete_volume_on_instance_delete": True},
+        }
+        image = self.provider.label_image(sm.label)
+        if sm.label.cloud_image and image is not None and image.keys:
+            body["keys"] = [{"id": self._key_id(setup, key)}
+                            for key in image.keys]
+        if sm.label.user_data:
+            body["user_data"] = sm.label.user_data
+        record = self._translated(
+            "Create instance %s for node %s" % (sm.hostname, sm.node_id),
+            self.vpc.create_instance, body, creating=True, log=sm.log)
+        self.vms.when_newer(self.wake_runners)
+        return record
+
+    @staticmethod
+    def _key_id(setup, name):
+        key = setup.keys.get(name)
+        if key is None:
+            raise exceptions.LaunchStatusException("SSH key %s not found"
+                                                   % name)
+        return key["id"]
+
+    def attach_fip(self, sm) -> dict:
+        nic = sm.vm["primary_network_interface"]["id"]
+        record = self._translated(
+            "Attach floating IP %s to instance %s" % (sm.hostname,
+                                                      sm.hostname),
+            self.vpc.add_instance_network_interface_floating_ip,
+            sm.vm["id"], nic, sm.fip["id"], creating=True, log=sm.log)
+        self.fips.when_newer(self.wake_runners)
+        return record
+
+    # Images ---------------------------------------------------------------
+
+    def _list_images(self) -> list:
+        return self._images.get(("images",), lambda: self.list_all(
+            "images", self.vpc.list_images))
+
+    def image_reference(self, label, image_external_id) -> dict:
+        """The ``image`` of an instance prototype for ``label``."""
+        if label.diskimage:
+            return {"id": image_external_id}
+        image = self.provider.cloud_images[label.cloud_image]
+        if image.image_id:
+            return {"id": image.image_id}
+        if image.image_href:
+            return {"href": image.image_href}
+        found = self.find_image(image)
+        if found is None:
+            raise exceptions.LaunchStatusException(
+                "No image found for cloud image %s" % image.name)
+        return {"id": found["id"]}
+
+    def find_image(self, image) -> Optional[dict]:
+        """The first listed image with ``image-name`` or matching
+        ``image-filter`` (every key given must match)."""
+        for record in self._list_images():
+            if image.image_name is not None:
+                if record.get("name") == image.image_name:
+                    return record
+            elif _filter_matches(image.image_filter, record):
+                return record
+        return None
+
+    def label_ready(self, label) -> bool:
+        if not label.cloud_image:
+            return True
+        image = self.provider.cloud_images.get(label.cloud_image)
+        if image is None or not (image.image_name or image.image_filter):
+            return True
+        return self._cloud_image_found(label, self.find_image, image)
+
+    # Deleting -------------------------------------------------------------
+
+    def get_delete_state_machine(self, external_id, log):
+        return IbmDeleteStateMachine(self, external_id, log)
+
+    def delete_fip(self, fip_id: str, log=None) -> None:
+        self._delete("floating IP", self.vpc.delete_floating_ip, fip_id, log)
+        self.fips.when_newer(self.wake_runners)
+
+    def delete_vm(self, vm_id: str, log=None) -> None:
+        self._delete("instance", self.vpc.delete_instance, vm_id, log)
+        self.vms.when_newer(self.wake_runners)
+
+    def _delete(self, what, func, resource_id, log):
+        try:
+            self.call("Delete %s %s" % (what, resource_id), func, resource_id,
+                      log=log)
+        except Exception as e:
+            if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
+                return
+            (log or self.log).warning("Deleting %s %s failed: %s", what,
+                                      resource_id, e)
+            raise errors.translate(e, "Delete %s %s" % (
+                what, resource_id)) from e
+
+    # Leaks ----------------------------------------------------------------
+
+    def list_resources(self):
+        resources = []
+        for key, func, rtype in (
+                ("instances", self.vpc.list_instances, "instance"),
+                ("floating_ips", self.vpc.list_floating_ips, "fip")):
+            for record in self.list_all(key, func):
+                if record.get("status") == "deleting":
+                    continue
+                metadata = node_metadata(record["name"],
+                                         self._group_name(record))
+                if metadata:
+                    resources.append(Resource(metadata, rtype,
+                                              record["name"]))
+        return resources
+
+    def delete_resource(self, resource):
+        if resource.type == "fip":
+            for record in self.list_all("floating_ips",
+                                        self.vpc.list_floating_ips):
+                if record["name"] == resource.id:
+                    self.delete_fip(record["id"])
+            return
+        # An instance: the node delete machine also takes a floating IP
+        # of the same name (the cleanup thread may block).
+        sm = self.get_delete_state_machine(resource.id, self.log)
+        deadline = time.monotonic() + DELETE_RESOURCE_TIMEOUT
+        while not sm.complete:
+            if time.monotonic() > deadline:
+                raise exceptions.ServerDeleteTimeoutException(
+                    "Timeout deleting leaked instance %s" % resource.id)
+            sm.advance()
+            if not sm.complete:
+                time.sleep(0.1)
+
+    # Quota ----------------------------------------------------------------
+
+    def _profile_quota(self, profile: Optional[str]) -> QuotaInformation:
+        """What an instance of ``profile`` uses.  IBM gives memory in GB;
+        nodepool counts ram in MiB, so it is converted (nodepool 11 used
+        the GB figure as is)."""
+        try:
+            record = self.setup().profiles.get(profile)
+        except Exception as e:
+            self.log.warning("Profile %s unknown: %s", profile, e)
+            record = None
+        if record is None:
+            return QuotaInformation(instances=1)
+        cores = (record.get("vcpu_count") or {}).get("value")
+        memory = (record.get("memory") or {}).get("value")
+        return QuotaInformation(
+            cores=cores, instances=1,
+            ram=None if memory is None else int(memory * 1024))
+
+    def get_quota_for_label(self, label) -> QuotaInformation:
+        return self._profile_quota(label.profile)
+
+    def get_quota_limits(self) -> QuotaInformation:
+        # The VPC API reports no account limits: the provider's quota.
+        return QuotaInformation(default=math.inf, **dict(
+            self.provider.quota))
+
+
+def _filter_matches(wanted, record: dict) -> bool:
+    """Whether an image record matches an ``image-filter``."""
+    if not wanted:
+        return False
+    for key in ("owner_type", "status"):
+        if wanted.get(key) is not None and record.get(key) != wanted[key]:
+            return False
+    system = record.get("operating_system") or {}
+    for key, value in (wanted.get("operating_system") or {}).items():
+        if value is not None and system.get(key) != value:
+            return False
+    return True
