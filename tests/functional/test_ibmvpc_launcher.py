@@ -189,14 +189,17 @@ def test_failed_start_is_retried(start, fake, zuul):
 
 def test_quota_refusal_leaves_nothing_behind(start, fake, zuul):
     # The API's own quota answer (the provider quota allows the node):
-    # the node is aborted, the pool pauses; once the account has room
-    # again the request is served.
+    # the attempt is aborted and its floating IP deleted; once the
+    # account has room again the request is served.
     fake.max_instances = 0
     start()
     request = zuul.submit(["public"])
     wait_for(lambda: fake.counts["POST instances"] >= 1, timeout=30)
-    wait_for(lambda: fake.names("floating_ips") == [], timeout=30)
-    assert fake.names("instances") == []
     fake.max_instances = None
     _, nodes = served_by(zuul, request, timeout=60)
-    _return(zuul, nodes[0], fake)
+    node = nodes[0]
+    assert fake.counts["POST floating_ips"] >= 2
+    wait_for(lambda: fake.names("floating_ips") == [node.external_id],
+             timeout=30)
+    assert fake.names("instances") == [node.external_id]
+    _return(zuul, node, fake)
