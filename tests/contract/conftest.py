@@ -757,9 +757,7 @@ class IbmVpcBed(DriverBed):
     manager, VPC) through the real SDKs; ownership is by names."""
 
     provider = "ibmvpc"
-    capabilities = frozenset({CREATE, LISTING, QUOTA, LEAKS})
-    missing = {IMAGES: "image upload through object storage is not "
-                       "implemented yet"}
+    capabilities = CLOUD
     config = CLOUD_HEADER + """\
           - name: ibmvpc
             driver: ibmvpc
@@ -772,10 +770,17 @@ class IbmVpcBed(DriverBed):
             launch-retries: {retries}
             quota:
               instances: {quota_instances}
+            object-storage:
+              instance-name: np-cos
+              endpoint: {cos_endpoint}
+              bucket-name: np-images
             cloud-images:
               - name: debian
                 username: zuul
                 image-name: ibm-debian-12
+            diskimages:
+              - name: contract-image
+                operating-system: debian-12-amd64
             pools:
               - name: main
                 max-servers: {max_servers}
@@ -801,6 +806,7 @@ class IbmVpcBed(DriverBed):
 
     def values(self):
         return dict(credentials=self.fake.credentials,
+                    cos_endpoint=self.fake.cos.url,
                     quota_instances=self.quota_instances)
 
     def check_node(self, node):
@@ -841,6 +847,16 @@ class IbmVpcBed(DriverBed):
         self.fake.plant_instance(leaked, "np_ibmvpc_main")
         self.fake.plant_instance("np0000000001", "np_other_main")
         return leaked, "np0000000001"
+
+    def image_adapter(self):
+        from nodepool.driver.ibmvpc.adapter import IbmVpcAdapter
+        provider = self.provider_config()
+        adapter = IbmVpcAdapter(provider, warm=False, poll_interval=0.05)
+        path = self.tmp_path / "image.qcow2"
+        path.write_bytes(b"QFI\xfb" + b"\0" * 508)
+        self.request.addfinalizer(adapter.stop)
+        return (adapter, provider.diskimages["contract-image"], str(path),
+                "qcow2")
 
 
 BEDS = {"test": FakeDriverBed, "aws": AwsBed, "openstack": OpenStackBed,

@@ -146,6 +146,9 @@ class FakeIbmVpc:
         self.items = {name: {} for name in _SIMPLE}
         self._server = None
         self.url = None
+        # The object storage image files come from (tests/fakes/ibmcos.py).
+        self.cos = None
+        self.image_delay = 0.2
         self.add_resource_group("Default")
         vpc = self._put("vpcs", {"name": "np-vpc"})
         self.vpc_id = vpc["id"]
@@ -194,8 +197,9 @@ class FakeIbmVpc:
             "VPC_APIKEY=%s" % api_key,
             "VPC_AUTH_URL=%s" % self.url,
             "VPC_URL=%s/v1" % self.url,
-            "RESOURCE_MANAGER_URL=%s" % self.url,
-            ""]))
+            "RESOURCE_MANAGER_URL=%s" % self.url]
+            + (["RESOURCE_CONTROLLER_URL=%s" % self.cos.url]
+               if self.cos else []) + [""]))
         return str(path)
 
     # Seeding and inspection ---------------------------------------------
@@ -339,13 +343,17 @@ class FakeIbmVpc:
                      "token_type": "Bearer", "expires_in": 3600,
                      "expiration": now + 3600}, {}
 
-    def _authorize(self, headers):
-        value = headers.get("Authorization") or ""
-        token = value[len("Bearer "):] if value.startswith("Bearer ") else ""
+    def token_valid(self, value):
+        """Whether an Authorization header holds a token we issued."""
+        token = (value or "")[len("Bearer "):] if (value or "").startswith(
+            "Bearer ") else ""
         with self.lock:
-            if token not in self._tokens:
-                raise ApiError(401, "not_authorized",
-                               "The request is not authorized")
+            return token in self._tokens
+
+    def _authorize(self, headers):
+        if not self.token_valid(headers.get("Authorization")):
+            raise ApiError(401, "not_authorized",
+                           "The request is not authorized")
 
     @staticmethod
     def _check_version(query):
@@ -394,6 +402,8 @@ class FakeIbmVpc:
                     record = self._make_instance(body)
                 elif collection == "floating_ips":
                     record = self._make_fip(body)
+                elif collection == "images":
+                    record = self._import_image(body)
                 else:
                     break
                 return 201, self._public(record), {}
@@ -472,6 +482,26 @@ class FakeIbmVpc:
             "address": "203.0.113.%d" % (number % 250 + 1),
             "_ready_at": time.monotonic() + self.fip_delay})
         return record
+
+    def _import_image(self, body):
+        self._unique("images", body.get("name"))
+        group = self._group_ref(body)
+        href = (body.get("file") or {}).get("href") or ""
+        location, _, rest = href[len("cos://"):].partition("/")
+        bucket, _, key = rest.partition("/")
+        if not href.startswith("cos://") or self.cos is None or \
+                location != "us-south" or not self.cos.has(bucket, key):
+            raise ApiError(400, "image_file_not_found",
+                           "Image file %s not found" % href)
+        system = (body.get("operating_system") or {}).get("name")
+        if not system:
+            raise ApiError(400, "validation_required_field_missing",
+                           "operating_system is required")
+        return self._put("images", {
+            "name": body["name"], "status": "pending", "owner_type": "user",
+            "visibility": "private", "resource_group": group,
+            "file": {"href": href}, "operating_system": {"name": system},
+            "_ready_at": time.monotonic() + self.image_delay})
 
     def _lookup(self, collection, ref, what):
         if "id" in ref and ref["id"] in self.items[collection]:
@@ -585,6 +615,9 @@ class FakeIbmVpc:
         for fip in self.items["floating_ips"].values():
             if fip["status"] == "pending" and now >= fip["_ready_at"]:
                 fip["status"] = "available"
+        for image in self.items["images"].values():
+            if image["status"] == "pending" and now >= image["_ready_at"]:
+                image["status"] = "available"
         instances = self.items["instances"]
         for key, vm in list(instances.items()):
             if vm["status"] == "deleting":

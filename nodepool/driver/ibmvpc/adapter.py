@@ -31,6 +31,7 @@ from typing import Optional
 
 from nodepool import exceptions
 from nodepool.driver.ibmvpc import errors
+from nodepool.driver.ibmvpc.images import ImageManager
 from nodepool.driver.ibmvpc.statemachines import (
     IbmCreateStateMachine, IbmDeleteStateMachine, IbmInstance, node_metadata,
     pool_group)
@@ -53,21 +54,25 @@ _ENV_LOCK = threading.Lock()
 
 
 class IbmClients:
-    """The SDK clients of one provider: ``vpc`` (ibm_vpc.VpcV1) and
-    ``resource_manager`` (ResourceManagerV2), sharing an authenticator.
-    The SDK clients are used from several threads; they keep no state
-    per request."""
+    """The SDK clients of one provider: ``vpc`` (ibm_vpc.VpcV1),
+    ``resource_manager`` (ResourceManagerV2) and ``resource_controller``
+    (ResourceControllerV2), sharing ``authenticator``.  The SDK clients
+    are used from several threads; they keep no state per request."""
 
-    def __init__(self, vpc, resource_manager):
+    def __init__(self, vpc, resource_manager, resource_controller=None,
+                 authenticator=None):
         self.vpc = vpc
         self.resource_manager = resource_manager
+        self.resource_controller = resource_controller
+        self.authenticator = authenticator
 
     @classmethod
     def from_credentials(cls, path: Optional[str],
                          region: str) -> "IbmClients":
         # Imported here: the SDKs are only needed once a provider runs.
         from ibm_cloud_sdk_core import get_authenticator_from_environment
-        from ibm_platform_services import ResourceManagerV2
+        from ibm_platform_services import (
+            ResourceControllerV2, ResourceManagerV2)
         from ibm_vpc import VpcV1
 
         with _ENV_LOCK:
@@ -87,12 +92,14 @@ class IbmClients:
                 vpc.configure_service("vpc")
                 manager = ResourceManagerV2(authenticator=authenticator)
                 manager.configure_service("resource_manager")
+                controller = ResourceControllerV2(authenticator=authenticator)
+                controller.configure_service("resource_controller")
             finally:
                 if saved is None:
                     os.environ.pop(_CREDENTIALS_VARIABLE, None)
                 else:
                     os.environ[_CREDENTIALS_VARIABLE] = saved
-        return cls(vpc, manager)
+        return cls(vpc, manager, controller, authenticator)
 
 
 class _Setup:
@@ -120,7 +127,8 @@ class IbmVpcAdapter(CloudAdapter):
 
     def __init__(self, provider_config, clients: Optional[IbmClients] = None,
                  listing_interval: Optional[float] = None,
-                 listing_gap: float = 0.2, warm: bool = True):
+                 listing_gap: float = 0.2, warm: bool = True,
+                 poll_interval: float = 30.0):
         super().__init__(provider_config)
         name = provider_config.name
         self.log = logging.getLogger("nodepool.driver.ibmvpc.%s" % name)
@@ -143,6 +151,9 @@ class IbmVpcAdapter(CloudAdapter):
         self._setup: Optional[_Setup] = None
         self._setup_lock = threading.Lock()
         self._images = SingleFlightTTLCache(IMAGE_TTL)
+        self.images = ImageManager(self, poll_interval=poll_interval)
+        # Resource groups made after the startup lookups (image groups).
+        self._more_groups: dict = {}
         self.vms = SharedListing(
             "ibmvpc-vms-%s" % name, lambda: self._by_name(
                 "instances", self.vpc.list_instances),
@@ -244,16 +255,21 @@ class IbmVpcAdapter(CloudAdapter):
 
     # Instances ------------------------------------------------------------
 
-    def _group_name(self, record: dict) -> Optional[str]:
+    def group_name(self, record: dict) -> Optional[str]:
+        """The name of a record's resource group."""
         ref = record.get("resource_group") or {}
         if ref.get("name"):
             return ref["name"]
         # A reference without a name: by id, from the startup lookups.
-        return self.setup().group_names.get(ref.get("id"))
+        return self.setup().group_names.get(
+            ref.get("id")) or self._more_groups.get(ref.get("id"))
+
+    def remember_group(self, name: str, group_id: str) -> None:
+        self._more_groups[group_id] = name
 
     def make_instance(self, record: dict,
                       fip: Optional[dict] = None) -> IbmInstance:
-        return IbmInstance(record, self._group_name(record), fip,
+        return IbmInstance(record, self.group_name(record), fip,
                            self.provider.region, self._profile_quota)
 
     def list_instances(self):
@@ -389,6 +405,23 @@ class IbmVpcAdapter(CloudAdapter):
             return True
         return self._cloud_image_found(label, self.find_image, image)
 
+    def upload_image(self, provider_image, image_name, filename,
+                     image_format, metadata, md5, sha256):
+        """Upload through object storage; blocks (a builder thread).  The
+        VPC name is made from the build and upload ids, not
+        ``image_name``: names are how uploads are recognised."""
+        external_id = self.images.upload(provider_image, filename,
+                                         image_format, metadata)
+        self._images.invalidate()
+        return external_id
+
+    def delete_image(self, external_id):
+        self.images.delete(external_id)
+        self._images.invalidate()
+
+    def list_images(self):
+        return self.images.list_images()
+
     # Deleting -------------------------------------------------------------
 
     def get_delete_state_machine(self, external_id, log):
@@ -425,13 +458,22 @@ class IbmVpcAdapter(CloudAdapter):
                 if record.get("status") == "deleting":
                     continue
                 metadata = node_metadata(record["name"],
-                                         self._group_name(record))
+                                         self.group_name(record))
                 if metadata:
                     resources.append(Resource(metadata, rtype,
                                               record["name"]))
+        try:
+            resources.extend(self.images.resources())
+        except Exception as e:
+            # Instances and floating IPs are still swept.
+            self.log.warning("Listing images and objects failed: %s", e)
         return resources
 
     def delete_resource(self, resource):
+        if resource.type in ("image", "object"):
+            self.images.delete_resource(resource)
+            self._images.invalidate()
+            return
         if resource.type == "fip":
             for record in self.list_all("floating_ips",
                                         self.vpc.list_floating_ips):
