@@ -8,11 +8,17 @@ included), a real ZooKeeper and a Zuul-like client.
 
 What every driver does is in the contract suite, tests/contract; here
 what is IBM's own: pools with and without floating IPs, image lookups,
-ownership by names and resource groups, failed starts."""
+ownership by names and resource groups, failed starts, quota refusals,
+and a diskimage uploaded by the builder through object storage."""
+
+import textwrap
 
 import pytest
 
-from nodepool.zk.models import RequestState
+from nodepool.builder.server import NodePoolBuilder
+from nodepool.zk.images import ImageStore
+from nodepool.zk.models import RequestState, UploadState
+from tests.fakes.fake_dib import DIB_CMD
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import read_nodes, served_by
 
@@ -203,3 +209,85 @@ def test_quota_refusal_leaves_nothing_behind(start, fake, zuul):
              timeout=30)
     assert fake.names("instances") == [node.external_id]
     _return(zuul, node, fake)
+
+
+DISKIMAGE_CONFIG = """
+images-dir: {images_dir}
+build-log-dir: {log_dir}
+labels:
+  - name: custom
+diskimages:
+  - name: custom-image
+    dib-cmd: {dib_cmd}
+    elements: [debian, vm]
+    username: zuul
+providers:
+  - name: ibmvpc
+    driver: ibmvpc
+    vpc: np-vpc
+    region: us-south
+    zone: us-south-1
+    subnet: sn-nodepool
+    credentials-file: {credentials}
+    rate: 200
+    object-storage:
+      instance-name: np-cos
+      endpoint: {cos_endpoint}
+      bucket-name: np-images
+    diskimages:
+      - name: custom-image
+        operating-system: debian-12-amd64
+    pools:
+      - name: main
+        max-servers: 2
+        host-key-checking: false
+        labels:
+          - name: custom
+            profile: cx2-2x4
+            diskimage: custom-image
+"""
+
+
+def test_diskimage_uploaded_and_booted(fake, launcher_factory, zk_factory,
+                                       zuul, tmp_path):
+    # Imported at once: the builder polls an importing image every 30 s.
+    fake.image_delay = 0
+    text = textwrap.dedent(DISKIMAGE_CONFIG).format(
+        images_dir=tmp_path / "images", log_dir=tmp_path / "logs",
+        dib_cmd=DIB_CMD, credentials=fake.credentials,
+        cos_endpoint=fake.cos.url)
+    path = tmp_path / "builder.yaml"
+    path.write_text(text)
+    builder = NodePoolBuilder(
+        str(path), zk_client=zk_factory(), num_builders=1, num_uploaders=1,
+        build_interval=0.05, upload_interval=0.05, cleanup_interval=0.2,
+        dib_poll=0.02, upload_join_timeout=10)
+    builder.start()
+    try:
+        store = ImageStore(zk_factory())
+
+        def ready_upload():
+            for build in store.get_builds("custom-image"):
+                for upload in store.get_uploads(
+                        "custom-image", build.id, "ibmvpc",
+                        [UploadState.READY]):
+                    return upload
+        upload = wait_for(ready_upload, timeout=60)
+        image = fake.by_name("images", "npimage%s-%s" % (
+            upload.build_id, upload.id))
+        assert image["id"] == upload.external_id
+        assert image["resource_group"]["name"] == "npimages_ibmvpc"
+        assert image["operating_system"]["name"] == "debian-12-amd64"
+        assert image["file"]["href"].startswith("cos://us-south/np-images/")
+        # The object is only needed for the import.
+        assert fake.cos.keys() == []
+        launcher_factory(text.replace("{", "{{").replace("}", "}}"))
+        node = _ready_node(zuul, "custom")
+        assert node.username == "zuul" and node.shell_type is None
+        vm = fake.by_name("instances", node.external_id)
+        assert vm["image"]["id"] == upload.external_id
+        assert vm["keys"] == []
+        _return(zuul, node, fake)
+    finally:
+        builder.stop()
+        builder.join()
