@@ -9,7 +9,7 @@ import pytest
 import requests
 from ibm_cloud_sdk_core import ApiException
 
-from nodepool.driver.ibmvpc.adapter import IbmClients
+from nodepool.driver.ibmvpc.clients import IbmClients
 from tests.fakes.ibmvpc import FakeIbmVpc
 from tests.fixtures.waits import wait_for
 

@@ -24,13 +24,13 @@ for one provider.
 import concurrent.futures
 import logging
 import math
-import os
 import threading
 import time
 from typing import Optional
 
 from nodepool import exceptions
 from nodepool.driver.ibmvpc import errors
+from nodepool.driver.ibmvpc.clients import IbmClients, Setup, look_up
 from nodepool.driver.ibmvpc.images import ImageManager
 from nodepool.driver.ibmvpc.statemachines import (
     IbmCreateStateMachine, IbmDeleteStateMachine, IbmInstance, node_metadata,
@@ -43,75 +43,9 @@ from nodepool.driver.retry import Retrier
 from nodepool.driver.statemachine.adapter import Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
-API_VERSION = "2024-04-30"
 IMAGE_TTL = 10.0
 LISTING_MAX_AGE = 10.0
 DELETE_RESOURCE_TIMEOUT = 600.0
-# The SDKs read the credentials file named by this variable; the
-# variable is process-wide, so it is only set while holding the lock.
-_CREDENTIALS_VARIABLE = "IBM_CREDENTIALS_FILE"
-_ENV_LOCK = threading.Lock()
-
-
-class IbmClients:
-    """The SDK clients of one provider: ``vpc`` (ibm_vpc.VpcV1),
-    ``resource_manager`` (ResourceManagerV2) and ``resource_controller``
-    (ResourceControllerV2), sharing ``authenticator``.  The SDK clients
-    are used from several threads; they keep no state per request."""
-
-    def __init__(self, vpc, resource_manager, resource_controller=None,
-                 authenticator=None):
-        self.vpc = vpc
-        self.resource_manager = resource_manager
-        self.resource_controller = resource_controller
-        self.authenticator = authenticator
-
-    @classmethod
-    def from_credentials(cls, path: Optional[str],
-                         region: str) -> "IbmClients":
-        # Imported here: the SDKs are only needed once a provider runs.
-        from ibm_cloud_sdk_core import get_authenticator_from_environment
-        from ibm_platform_services import (
-            ResourceControllerV2, ResourceManagerV2)
-        from ibm_vpc import VpcV1
-
-        with _ENV_LOCK:
-            saved = os.environ.get(_CREDENTIALS_VARIABLE)
-            if path:
-                os.environ[_CREDENTIALS_VARIABLE] = path
-            try:
-                authenticator = get_authenticator_from_environment("vpc")
-                if authenticator is None:
-                    raise exceptions.ConfigError(
-                        "No IBM Cloud credentials for service vpc in %s"
-                        % (path or "the environment"))
-                vpc = VpcV1(version=API_VERSION, authenticator=authenticator)
-                vpc.set_service_url(
-                    VpcV1.get_service_url_for_region(region)
-                    or "https://%s.iaas.cloud.ibm.com/v1" % region)
-                vpc.configure_service("vpc")
-                manager = ResourceManagerV2(authenticator=authenticator)
-                manager.configure_service("resource_manager")
-                controller = ResourceControllerV2(authenticator=authenticator)
-                controller.configure_service("resource_controller")
-            finally:
-                if saved is None:
-                    os.environ.pop(_CREDENTIALS_VARIABLE, None)
-                else:
-                    os.environ[_CREDENTIALS_VARIABLE] = saved
-        return cls(vpc, manager, controller, authenticator)
-
-
-class _Setup:
-    """What the startup lookups found."""
-
-    def __init__(self, vpc, groups, profiles, subnets, keys):
-        self.vpc = vpc
-        self.groups = groups          # name -> id
-        self.group_names = {v: k for k, v in groups.items()}
-        self.profiles = profiles      # name -> record
-        self.subnets = subnets        # name -> record
-        self.keys = keys              # name -> record
 
 
 class IbmVpcAdapter(CloudAdapter):
@@ -148,7 +82,7 @@ class IbmVpcAdapter(CloudAdapter):
         workers = max(min(int(rate * 4), 8), 2) if rate else 8
         self.executor = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="ibmvpc-api-%s" % name)
-        self._setup: Optional[_Setup] = None
+        self._setup: Optional[Setup] = None
         self._setup_lock = threading.Lock()
         self._images = SingleFlightTTLCache(IMAGE_TTL)
         self.images = ImageManager(self, poll_interval=poll_interval)
@@ -207,51 +141,12 @@ class IbmVpcAdapter(CloudAdapter):
 
     # Startup lookups ------------------------------------------------------
 
-    def setup(self) -> _Setup:
+    def setup(self) -> Setup:
         """The startup lookups, made once (blocks; worker threads only)."""
         with self._setup_lock:
             if self._setup is None:
-                self._setup = self._look_up()
+                self._setup = look_up(self)
             return self._setup
-
-    def _look_up(self) -> _Setup:
-        provider = self.provider
-        vpcs = {v["name"]: v for v in self.list_all(
-            "vpcs", self.vpc.list_vpcs)}
-        vpc = vpcs.get(provider.vpc)
-        if vpc is None:
-            raise exceptions.RuntimeConfigurationException(
-                "VPC %s not found in %s" % (provider.vpc, provider.region))
-        manager = self.clients.resource_manager
-        groups = {g["name"]: g["id"] for g in self.call(
-            "List resource groups", manager.list_resource_groups).get(
-                "resources") or ()}
-        for pool in provider.pools.values():
-            name = pool_group(provider.name, pool.name)
-            if name not in groups:
-                self.log.info("Creating resource group %s", name)
-                groups[name] = self.call(
-                    "Create resource group %s" % name,
-                    manager.create_resource_group, name=name)["id"]
-        profiles = {p["name"]: p for p in self.call(
-            "List instance profiles", self.vpc.list_instance_profiles).get(
-                "profiles") or ()}
-        subnets = {s["name"]: s for s in self.list_all(
-            "subnets", self.vpc.list_subnets)}
-        for pool in provider.pools.values():
-            subnet = subnets.get(pool.subnet)
-            if subnet is None:
-                raise exceptions.RuntimeConfigurationException(
-                    "Subnet %s of pool %s not found" % (pool.subnet,
-                                                        pool.name))
-            if subnet["zone"]["name"] != pool.zone:
-                raise exceptions.RuntimeConfigurationException(
-                    "Subnet %s is in zone %s, pool %s in %s" % (
-                        pool.subnet, subnet["zone"]["name"], pool.name,
-                        pool.zone))
-        keys = {k["name"]: k for k in self.list_all(
-            "keys", self.vpc.list_keys)}
-        return _Setup(vpc, groups, profiles, subnets, keys)
 
     # Instances ------------------------------------------------------------
 
