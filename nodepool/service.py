@@ -236,15 +236,17 @@ def join_all(threads, timeout: Optional[float],
     return not left
 
 
-def shutdown_executor(executor: concurrent.futures.ThreadPoolExecutor,
+def shutdown_executor(executor: concurrent.futures.Executor,
                       timeout: Optional[float],
                       log: logging.Logger) -> bool:
     """Cancel the queued work of ``executor`` and wait up to ``timeout``
     seconds for its threads (running calls finish); True if none is left.
 
-    ``ThreadPoolExecutor.shutdown(wait=True)`` has no timeout, and a
-    cloud call may hang: its worker threads are joined one by one instead
-    (the standard library keeps them in ``_threads``).
+    ``Executor.shutdown(wait=True)`` has no timeout, and a cloud call may
+    hang: the worker threads are joined one by one instead (the standard
+    library's ThreadPoolExecutor and our
+    :class:`~nodepool.driver.elastic.ElasticExecutor` keep them in
+    ``_threads``).
     """
     executor.shutdown(wait=False, cancel_futures=True)
     threads = list(getattr(executor, "_threads", ()))

@@ -131,7 +131,7 @@ def _pool_fields(pool: Any) -> Tuple[Optional[str], Optional[str],
                                      Sequence[str]]:
     """``(provider, pool name, supported labels)`` of a registered pool.
 
-    A :class:`nodepool.zk.components.ComponentInfo` keeps its znode name
+    A :class:`nodepool.zk.registry.ComponentInfo` keeps its znode name
     in ``name``, so the pool's own name is read from its record
     (``to_dict()``); other objects are read by attribute.
     """
@@ -421,6 +421,18 @@ class StatsReporter:
                 if entry["rate"] is not None:
                     pipe.gauge("nodepool.provider.%s.api_rate.%s" % (
                         provider, entry["limiter"]), entry["rate"])
+
+    def update_capacity(self, provider: str, entries: list) -> None:
+        """``nodepool.provider.<provider>.capacity_cooldowns``: how many
+        (type, zone) pairs capacity fallback skips now (our addition;
+        see doc/source/capacity-fallback.rst); ``entries`` as
+        ``StateMachineProvider.capacity_entries()`` gives them.
+        Throttled like :meth:`update_pool_gauges`."""
+        if self._client is None or not self._due(("capacity", provider)):
+            return
+        with self._batch() as pipe:
+            pipe.gauge("nodepool.provider.%s.capacity_cooldowns" % provider,
+                       len(entries))
 
     def update_zk_queues(self, connection_queue: int,
                          caches: Mapping[str, Tuple[int, int]],

@@ -225,7 +225,7 @@ def request_list(requests: Iterable,
 def request_reasons(requests: Iterable, pools: Iterable) -> Dict[str, str]:
     """Why each requested or pending request waits, from the ``waiting``
     fields of the pool component records (objects with ``to_dict()``,
-    e.g. :class:`~nodepool.zk.components.ComponentInfo`): the reason of the pool that got
+    e.g. :class:`~nodepool.zk.registry.ComponentInfo`): the reason of the pool that got
     furthest with it, naming the pool.  A requested request no pool
     mentions while no registered pool serves all its labels is
     ``label-not-served``; other requests are left out."""

@@ -7,8 +7,9 @@
 A real ZooKeeper, one in-process launcher with the test driver (instances
 run on the first state-machine step), and a Zuul-like client in a second
 process that submits N one-node requests at once, then accepts and returns
-each node as soon as its request is fulfilled.  Prints requests/s, request -> fulfilled p50/p95 and
-the launcher's ZooKeeper operations per node lifecycle, by operation.
+each node as soon as its request is fulfilled.  Prints requests/s,
+request -> fulfilled p50/p95 and the launcher's ZooKeeper operations per
+node lifecycle, by operation and by operation and kind of path.
 
 Usage: tools/bench_launcher.py [--requests 500] [--intervals default|fast]
 """
@@ -48,16 +49,49 @@ providers:
 """
 
 
+# Request types that change ZooKeeper (the rest read).
+WRITES = frozenset(("Create", "Create2", "SetData", "Delete", "Transaction",
+                    "SetACL"))
+
+
+def path_kind(path):
+    """What a znode path is, for the per-kind counts: ``node``,
+    ``node-lock``, ``request``, ``request-lock``, ``component``..."""
+    if not path:
+        return "-"
+    parts = [p for p in path.split("/") if p]
+    if "nodepool" not in parts:
+        return "other"
+    parts = parts[parts.index("nodepool"):]  # past the chroot
+    if len(parts) < 2:
+        return "other"
+    kind = {"nodes": "node", "requests": "request",
+            "requests-lock": "request-lock", "components": "component",
+            "images": "image"}.get(parts[1], parts[1])
+    if kind == "request-lock":
+        return kind
+    if "lock" in parts[3:] or "lock" in parts[2:3]:
+        return kind + "-lock"
+    if len(parts) == 2:
+        return kind + " (root)"
+    return kind
+
+
 class CountingClient(ZooKeeperClient):
-    """Counts every request the kazoo client sends, by type."""
+    """Counts every request the kazoo client sends, by type and by
+    (type, path kind)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.counts = collections.Counter()
+        self.by_kind = collections.Counter()
         original = self.kazoo._call
 
         def counted(request, async_object):
-            self.counts[type(request).__name__] += 1
+            name = type(request).__name__
+            self.counts[name] += 1
+            self.by_kind[(name, path_kind(getattr(request, "path", None)))
+                         ] += 1
             return original(request, async_object)
         self.kazoo._call = counted
 
@@ -112,6 +146,7 @@ def run(hosts, count, intervals):
     launcher.start()
     launcher.ready.wait(60)
     baseline = collections.Counter(zk.counts)
+    kinds_baseline = collections.Counter(zk.by_kind)
     results = multiprocessing.Queue()
     zuul = multiprocessing.Process(target=zuul_side,
                                    args=(hosts, count, results))
@@ -119,11 +154,12 @@ def run(hosts, count, intervals):
     elapsed, lifecycle, latencies = results.get()
     zuul.join()
     ops = zk.counts - baseline
+    kinds = zk.by_kind - kinds_baseline
     launcher.stop()
     launcher.join()
     zk.disconnect()
     os.unlink(f.name)
-    return elapsed, lifecycle, latencies, ops
+    return elapsed, lifecycle, latencies, ops, kinds
 
 
 def main():
@@ -135,7 +171,8 @@ def main():
     intervals = Intervals() if args.intervals == "default" else Intervals(
         main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1)
     with zkserver.scratch_hosts("bench") as hosts:
-        elapsed, lifecycle, lat, ops = run(hosts, args.requests, intervals)
+        elapsed, lifecycle, lat, ops, kinds = run(hosts, args.requests,
+                                                  intervals)
     n = args.requests
     print("requests: %d, intervals: %s" % (n, args.intervals))
     print("requests/s (submit -> all fulfilled): %.1f" % (n / elapsed))
@@ -147,6 +184,11 @@ def main():
         total / n))
     for name, value in ops.most_common():
         print("  %-28s %7.2f" % (name, value / n))
+    writes = sum(v for k, v in ops.items() if k in WRITES)
+    print("of which writes: %.1f" % (writes / n))
+    print("by operation and path kind:")
+    for (name, kind), value in sorted(kinds.items()):
+        print("  %-12s %-22s %7.2f" % (name, kind, value / n))
 
 
 if __name__ == "__main__":

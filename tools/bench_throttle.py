@@ -97,7 +97,7 @@ def run_mode(zk, moto, proxy, args, adaptive, workdir, run):
             thread.join()
         elapsed = max(r[0] for r in results) - start
         throttled = dict(proxy.throttled)
-        calls = sum(proxy.counts.values())
+        calls = dict(proxy.counts)
         failed_requests = sum(1 for r in results
                               if r[1] != RequestState.FULFILLED)
         attempts = failed_attempts(log_path)
@@ -123,10 +123,13 @@ def run_mode(zk, moto, proxy, args, adaptive, workdir, run):
 def report(result, requests):
     throttled = result["throttled"]
     print("== %s ==" % result["name"])
+    calls = result["calls"]
     print("  %d requests done in %.1f s; EC2 calls %d, throttled %d (%s)"
-          % (requests, result["elapsed"], result["calls"],
+          % (requests, result["elapsed"], sum(calls.values()),
              sum(throttled.values()),
              ", ".join("%s %d" % kv for kv in sorted(throttled.items()))))
+    print("  EC2 calls by action: %s" % ", ".join(
+        "%s %d" % kv for kv in sorted(calls.items())))
     print("  failed launch attempts %d, failed requests %d" % (
         result["failed_attempts"], result["failed_requests"]))
     print("  launcher log: %s" % result["log"])

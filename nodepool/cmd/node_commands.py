@@ -34,7 +34,7 @@ def cmd_request_list(ctx) -> int:
     reasons = None
     if ctx.args.detail:
         # The launchers say why requests wait in their pool records.
-        from nodepool.zk.components import ComponentRegistry
+        from nodepool.zk.registry import ComponentRegistry
         registry = ComponentRegistry(ctx.zk_client)
         try:
             reasons = status.request_reasons(requests, registry.pools())

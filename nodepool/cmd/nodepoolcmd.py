@@ -147,7 +147,7 @@ def build_parser():
 
 
 # Loggers held to WARNING unless --debug (or a logging config) says else.
-QUIET_LOGGERS = ("kazoo", "nodepool.ComponentRegistry", "nodepool.zk.client",
+QUIET_LOGGERS = ("kazoo", "nodepool.zk.registry", "nodepool.zk.client",
                  "botocore", "boto3", "urllib3", "openstack", "keystoneauth",
                  "azure")
 

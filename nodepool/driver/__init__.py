@@ -20,6 +20,7 @@ _REGISTRY = {
     "openshift": "nodepool.driver.openshift:OpenshiftDriver",
     "openshiftpods": "nodepool.driver.openshiftpods:OpenshiftPodsDriver",
     "metastatic": "nodepool.driver.metastatic:MetastaticDriver",
+    "gce": "nodepool.driver.gce:GceDriver",
     "ibmvpc": "nodepool.driver.ibmvpc:IbmVpcDriver",
 }
 

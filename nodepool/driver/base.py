@@ -52,6 +52,20 @@ class LabelConfig(ConfigObject):
         """Whether the console log is logged after a failed scan."""
         return False
 
+    @property
+    def capacity_types(self) -> tuple | None:
+        """The machine types (instance types, flavors, VM sizes) to try
+        in order when the cloud runs out of capacity, the label's own
+        first; None when the label has no fallback key, and a capacity
+        failure is an ordinary failed attempt (nodepool 11).  See
+        :mod:`nodepool.driver.capacity`."""
+        return None
+
+    def for_capacity_type(self, type_name: str) -> "LabelConfig":
+        """This label launching ``type_name`` (one of
+        :attr:`capacity_types`) instead of its own type."""
+        return self
+
 
 @dataclass(frozen=True, kw_only=True)
 class PoolConfig(ConfigObject):

@@ -22,6 +22,7 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import FrozenDict
+from nodepool.driver import capacity
 from nodepool.driver.base import (
     ImageConfig, LabelConfig, PoolConfig, ProviderConfig, image_connection)
 
@@ -50,10 +51,15 @@ def provider_keys(*, boot_timeout: int, rate: float, rate_validator,
         v.Optional("rate", default=rate): rate_validator,
         # Our extension: throttling answers lower the rate (see
         # doc/source/adaptive-rate.rst); false keeps it fixed.
-        v.Optional("adaptive-rate", default=False): bool,
+        v.Optional("adaptive-rate", default=True): bool,
         v.Optional("boot-timeout", default=boot_timeout): int,
         v.Optional("launch-timeout", default=launch_timeout): int,
         v.Optional("launch-retries", default=LAUNCH_RETRIES): int,
+        # Our extension: seconds a machine type that ran out of capacity
+        # in a zone is skipped (labels with a fallback key only; see
+        # doc/source/capacity-fallback.rst).
+        v.Optional("capacity-cooldown", default=capacity.DEFAULT_COOLDOWN):
+            v.All(int, v.Range(min=0)),
         v.Optional("post-upload-hook", default=None): schema.nullable(str),
         v.Optional("post-upload-hook-timeout",
                    default=POST_UPLOAD_HOOK_TIMEOUT): v.All(
@@ -155,6 +161,7 @@ class CloudProviderConfig(ProviderConfig):
     boot_timeout: int
     launch_timeout: int
     launch_retries: int
+    capacity_cooldown: int
     post_upload_hook: str | None
     post_upload_hook_timeout: int
     cloud_images: FrozenDict

@@ -139,6 +139,8 @@ class PoolWorker(ServiceThread):
                 self.view.config.tenant_resource_limits)
             stats.update_api_rates(self.provider.name,
                                    self.provider.api_rates())
+            stats.update_capacity(self.provider.name,
+                                  self.provider.capacity_entries())
         except Exception:
             self.log.exception("Could not report pool stats")
 
@@ -395,6 +397,13 @@ class PoolWorker(ServiceThread):
         if not all(self.provider.images_available(self.pool.labels[t])
                    for t in request.node_types):
             return "images are not available"
+        spent = sorted({t for t in request.node_types
+                        if not self.provider.capacity_left(
+                            self.pool.labels[t], self.pool)})
+        if spent:
+            # Capacity fallback: every option of the label is cooling
+            # down; another provider may serve the request meanwhile.
+            return "no capacity option left for %s (cooling down)" % spent
         try:
             if not self.provider.quota.has_provider_quota(
                     request.node_types, self.pool):

@@ -207,10 +207,19 @@ class RequestHandler(RequestRecovery):
             return False
         failed = [n for n in self.slots if n.state == NodeState.FAILED]
         if failed:
-            self.decline("node launch failed")
+            self.decline(self._failure_reason())
             return True
         self._fulfill()
         return True
+
+    def _failure_reason(self) -> str:
+        """Why the request is declined after a failed launch: a launch
+        that ran out of capacity options says so (another provider may
+        have some), else "node launch failed"."""
+        for launcher in self.launchers.values():
+            if launcher.no_capacity:
+                return launcher.no_capacity
+        return "node launch failed"
 
     # Assigning nodes ----------------------------------------------------
 

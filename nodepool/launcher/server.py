@@ -40,10 +40,10 @@ from nodepool.service import ServiceThread, TaskThreads
 from nodepool.stats import StatsReporter
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.components import (
-    LAUNCHER, ComponentRegistry, LauncherComponent)
+from nodepool.zk.components import LAUNCHER, LauncherComponent
 from nodepool.zk.images import ImageStore
 from nodepool.zk.nodes import NodeStore
+from nodepool.zk.registry import ComponentRegistry
 from nodepool.zk.requests import RequestStore
 
 log = logging.getLogger("nodepool.NodePool")

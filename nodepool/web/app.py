@@ -30,10 +30,11 @@ Endpoints (``GET``/``HEAD`` only; anything else is 404, other methods 405):
 ``/ready``
     ``200 OK`` once the launcher finished its first main-loop pass,
     ``503`` before.
-``/api-rates``
+``/api-rates``, ``/capacity``
     JSON: every API rate limiter of the launcher's providers with the
     rate it allows now, its ceiling, whether it adapts and the throttling
-    answers it was told of (doc/source/adaptive-rate.rst).
+    answers it was told of (doc/source/adaptive-rate.rst); the (type,
+    zone) pairs capacity fallback skips (doc/source/capacity-fallback.rst).
 ``/metrics``
     The node gauges of the statsd reporter in Prometheus form (see
     :class:`NodeMetrics`).
@@ -74,7 +75,7 @@ from prometheus_client.registry import Collector
 from nodepool import stats, status
 from nodepool.config import schema
 from nodepool.config.models import WebApp as WebAppConfig
-from nodepool.web import rates
+from nodepool.web import capacity, rates
 
 log = logging.getLogger("nodepool.web")
 
@@ -280,6 +281,7 @@ class NodeMetrics(Collector):
         yield self._addressable(services.request_cache.values(), pools)
         yield self._max_servers()
         yield rates.api_rate_gauge(self.launcher)
+        yield capacity.capacity_gauge(self.launcher)
 
     @staticmethod
     def _node_gauges(nodes, pools):
@@ -386,8 +388,10 @@ class _Root:
             return self.app.ready_page()
         if path == "metrics":
             return self.app.metrics_page()
-        if path == "api-rates":
-            return self.app.api_rates_page()
+        if path in ("api-rates", "capacity"):
+            return self.app.json_page(
+                rates.api_rate_list if path == "api-rates"
+                else capacity.capacity_list)
         if vpath and vpath[0] == "request-status" and len(vpath) <= 2:
             return self.app.request_status_page(
                 vpath[1] if len(vpath) == 2 else None)
@@ -535,12 +539,12 @@ class WebApp:
             response.headers["Access-Control-Allow-Origin"] = self.cors_origin
         return json.dumps(data).encode("utf-8")
 
-    def api_rates_page(self) -> bytes:
+    def json_page(self, rows: Callable) -> bytes:
+        """``rows(launcher)`` as JSON, not cached (``/api-rates``...)."""
         response = cherrypy.serving.response
         response.headers["Content-Type"] = JSON
         response.headers["Cache-Control"] = "no-cache"
-        return json.dumps(rates.api_rate_list(self.launcher)).encode(
-            "utf-8")
+        return json.dumps(rows(self.launcher)).encode("utf-8")
 
     def metrics_page(self) -> bytes:
         response = cherrypy.serving.response

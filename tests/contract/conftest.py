@@ -4,7 +4,7 @@
 """The one fixture of the driver contract suite: ``driver_bed``.
 
 Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``,
-``metastatic``, ``kubernetes``, ``ibmvpc``) is a :class:`DriverBed`: a provider named
+``metastatic``, ``kubernetes``, ``gce``, ``ibmvpc``) is a :class:`DriverBed`: a provider named
 :attr:`DriverBed.provider` with
 one pool ``main`` serving label ``small``, on the driver's cloud
 stand-in, and the handles the contract tests drive it with.  Adding a
@@ -742,6 +742,80 @@ class KubernetesBed(DriverBed):
         return leaked, other
 
 
+class GceBed(DriverBed):
+    """``driver: gce``: the loopback fake Compute API, through the real
+    google-cloud-compute clients (anonymous credentials, its endpoint)."""
+
+    provider = "gce"
+    capabilities = frozenset({CREATE, LISTING, QUOTA, LEAKS})
+    missing = {IMAGES: "nodepool 11 uploads no images to GCE"}
+    config = """
+        labels:
+          - name: small
+            min-ready: {min_ready}
+        providers:
+          - name: gce
+            driver: gce
+            project: nodepool-project
+            region: us-central1
+            zone: us-central1-a
+            rate: 200
+            launch-retries: {retries}
+            cloud-images:
+              - name: debian
+                image-project: debian-cloud
+                image-family: debian-12
+                username: zuul
+            pools:
+              - name: main
+                max-servers: {max_servers}
+                host-key-checking: false
+                labels:
+                  - name: small
+                    cloud-image: debian
+                    instance-type: e2-small
+        """
+    node_fields = dict(cloud="Google", region="us-central1",
+                       az="us-central1-a", username="zuul",
+                       resources={"cores": 2, "instances": 1, "ram": 2048})
+
+    def __init__(self, request, tmp_path):
+        super().__init__(request, tmp_path)
+        self.fake = request.getfixturevalue("gce_fake")
+
+    def check_node(self, node):
+        assert node.external_id == "np" + node.id
+        assert node.interface_ip == node.public_ipv4
+        assert self.fake.metadata(node.external_id) == {
+            "nodepool_node_id": node.id, "nodepool_pool_name": "main",
+            "nodepool_provider_name": "gce"}
+
+    def instances(self):
+        return {name: self.fake.metadata(name).get("nodepool_node_id")
+                for name in self.fake.names()
+                if self.fake.instance(name)["status"] != "STOPPING"}
+
+    def create_calls(self):
+        return self.fake.counts["POST instances"]
+
+    def fail_creates(self, count=1):
+        self.fake.fail_operations("ZONE_RESOURCE_POOL_EXHAUSTED",
+                                  count=count)
+
+    def limit_to_one_node(self):
+        # The region's quota: one instance.
+        self.fake.quotas["INSTANCES"] = 1.0
+
+    def plant_instances(self):
+        leaked = "np" + LEAKED_NODE_ID
+        self.fake.add_instance(leaked, {
+            "nodepool_provider_name": self.provider,
+            "nodepool_node_id": LEAKED_NODE_ID})
+        self.fake.add_instance("someone-elses", {
+            "nodepool_provider_name": "other", "nodepool_node_id": "1"})
+        return leaked, "someone-elses"
+
+
 class QuickIbmVpcDriver(IbmVpcDriver):
     """``driver: ibmvpc`` listing every LISTING_INTERVAL."""
 
@@ -861,7 +935,7 @@ class IbmVpcBed(DriverBed):
 
 BEDS = {"test": FakeDriverBed, "aws": AwsBed, "openstack": OpenStackBed,
         "azure": AzureBed, "static": StaticBed, "metastatic": MetastaticBed,
-        "kubernetes": KubernetesBed, "ibmvpc": IbmVpcBed}
+        "kubernetes": KubernetesBed, "gce": GceBed, "ibmvpc": IbmVpcBed}
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,10 @@ Faults, per action and for the next N calls: an AWS error instead of the
 call (:meth:`AwsProxy.fail`: throttling, capacity, 5xx), and a call that
 reaches moto but whose answer is lost (:meth:`AwsProxy.lose_answer`: the
 connection is dropped, a 500 comes back, or the answer is held past the
-client's read timeout).  :meth:`AwsProxy.throttle` plays an account's
+client's read timeout).  :meth:`AwsProxy.refuse` answers every
+RunInstances of one instance type in one zone with a capacity error (the
+(type, zone) of each RunInstances is in :attr:`AwsProxy.runs`).
+:meth:`AwsProxy.throttle` plays an account's
 request limit (a token bucket over all EC2 calls).  Like EC2 and unlike moto, the proxy honours
 RunInstances' ``ClientToken``: a repeated token gets the first call's
 answer instead of a second instance.
@@ -152,7 +155,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(delay)  # the simulated service latency
         target = self.headers.get("X-Amz-Target", "")
         started = time.monotonic()
-        failure = proxy.take_failure(action)
+        refusal = proxy.take_refusal(action, body)  # notes every run
+        failure = proxy.take_failure(action) or refusal
         loss = None
         if failure is not None:
             status, headers, payload = failure
@@ -244,6 +248,10 @@ class AwsProxy:
         self.boot_delay = 0.0
         self._run_at = {}
         self._gates = {}  # action -> Event; calls wait until it is set
+        # refuse(): (instance type, zone) -> error code; RunInstances
+        # calls as (instance type, zone or None), refused or not.
+        self.refusals = {}
+        self.runs: list = []
         self._lock = threading.Lock()
         self._local = threading.local()
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -307,6 +315,31 @@ class AwsProxy:
             raise ValueError("unknown way to lose an answer: %s" % how)
         with self._lock:
             self.losses[action].extend([how] * times)
+
+    def refuse(self, instance_type: str, zone: str,
+               code: str = "InsufficientInstanceCapacity") -> None:
+        """Answer every RunInstances of ``instance_type`` placed in
+        ``zone`` (``Placement.AvailabilityZone``) with ``code`` (HTTP
+        500, as EC2 sends capacity errors) until :meth:`refuse_none`."""
+        with self._lock:
+            self.refusals[(instance_type, zone)] = code
+
+    def refuse_none(self) -> None:
+        with self._lock:
+            self.refusals.clear()
+
+    def take_refusal(self, action: str, body: bytes):
+        """Note a RunInstances call in :attr:`runs`; the capacity error
+        for it when :meth:`refuse` covers it, else None."""
+        if action != "RunInstances":
+            return None
+        form = urllib.parse.parse_qs(body.decode(errors="replace"))
+        run = ((form.get("InstanceType") or [None])[0],
+               (form.get("Placement.AvailabilityZone") or [None])[0])
+        with self._lock:
+            self.runs.append(run)
+            code = self.refusals.get(run)
+        return None if code is None else self._error(code, 500)
 
     def throttle(self, rate: Optional[float], burst: int = 1) -> None:
         """Play an account's EC2 request limit: a token bucket of

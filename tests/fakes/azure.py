@@ -872,10 +872,10 @@ class ShortTimeoutAzureDriver(AzureDriver):
     read_timeout: float = 300.0
 
     def get_adapter(self, provider_config, warm=True):
-        from nodepool.driver.azure.adapter import AzureAdapter, AzureClients
-        clients = AzureClients.from_auth_file(
-            provider_config.auth_path, read_timeout=self.read_timeout)
-        return AzureAdapter(provider_config, clients=clients, warm=warm)
+        from nodepool.driver.azure.adapter import AzureAdapter
+        return AzureAdapter(provider_config, warm=warm,
+                            client_options=dict(
+                                read_timeout=self.read_timeout))
 
 
 def use_short_timeouts(read_timeout: float) -> None:

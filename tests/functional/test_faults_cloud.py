@@ -185,23 +185,30 @@ def test_aws_throttling_cuts_the_adaptive_rate_and_shows_it(
     done = serve_on_aws(zuul, ec2, [zuul.submit(["small"])])
     assert [r.state for r in done] == [RequestState.FULFILLED]
     assert proxy.counts["RunInstances"] == 1 + 2
-    [api] = launcher.providers["ec2"].api_rates()
-    assert api["limiter"] == "api"
-    assert api["adaptive"] and api["throttles"] == 2
-    assert api["ceiling"] == 20
+    rates = {row["limiter"]: row
+             for row in launcher.providers["ec2"].api_rates()}
+    assert sorted(rates) == ["mutate", "quota", "read"]
+    mutate = rates["mutate"]
+    # The throttles count for the whole group.
+    assert all(row["adaptive"] and row["throttles"] == 2
+               for row in rates.values())
+    assert mutate["ceiling"] == 20
+    assert rates["read"]["ceiling"] == 200
     # (Cut at the throttles; by now it may have recovered: the cut
     # itself is tested in tests/unit/test_aws_adapter.py.)
-    assert 1 <= api["rate"] <= 20
+    assert 1 <= mutate["rate"] <= 20
     app = WebApp(launcher, "127.0.0.1", 0)
     app.start()
     try:
-        [row] = get_json(app, "/api-rates")
+        rows = {row["limiter"]: row for row in get_json(app, "/api-rates")}
+        row = rows["mutate"]
         assert 1 <= row.pop("rate") <= 20
-        assert row == dict(provider="ec2", limiter="api", ceiling=20.0,
+        assert row == dict(provider="ec2", limiter="mutate", ceiling=20.0,
                            adaptive=True, throttles=2)
         values = metrics(app)
         assert 1 <= values[("nodepool_provider_api_rate",
-                            ("limiter", "api"), ("provider", "ec2"))] <= 20
+                            ("limiter", "mutate"),
+                            ("provider", "ec2"))] <= 20
     finally:
         app.stop()
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from nodepool.driver.ratelimit import (
-    AdaptiveRateLimiter, RateLimiter, distinct, make_limiter,
+    AdaptiveRateGroup, AdaptiveRateLimiter, RateLimiter, make_limiter,
     provider_limiters)
 from tests.unit.test_ratelimit import FakeClock
 
@@ -163,17 +163,119 @@ def test_make_limiter():
 
 
 def test_provider_limiters():
-    fixed = provider_limiters("aws", "ec2", 2.0,
-                              dict(mutate=2.0, read=20.0), False)
+    fixed = provider_limiters("aws", "ec2", dict(mutate=2.0, read=20.0),
+                              False)
     assert [(k, type(v), v.rate, v.name) for k, v in fixed.items()] == [
         ("mutate", RateLimiter, 2.0, "aws-mutate-ec2"),
         ("read", RateLimiter, 20.0, "aws-read-ec2")]
-    assert distinct(fixed) == fixed
-    shared = provider_limiters("aws", "ec2", 2.0,
-                               dict(mutate=2.0, read=20.0), True)
-    assert shared["mutate"] is shared["read"]
-    assert shared["read"].ceiling == 2.0
-    assert distinct(shared) == {"api": shared["read"]}
+    grouped = provider_limiters("aws", "ec2", dict(mutate=2.0, read=20.0),
+                                True)
+    assert [(k, type(v), v.ceiling, v.name) for k, v in grouped.items()] == [
+        ("mutate", AdaptiveRateLimiter, 2.0, "aws-mutate-ec2"),
+        ("read", AdaptiveRateLimiter, 20.0, "aws-read-ec2")]
+    group = grouped["mutate"].group
+    assert grouped["read"].group is group
+    assert group.base == 2.0  # the lowest ceiling
+    unlimited = provider_limiters("os", "c", dict(compute=None), True)
+    assert unlimited["compute"].group.base is None
+
+
+def group_of(**ceilings):
+    clock = FakeClock()
+    group = AdaptiveRateGroup("test", min(ceilings.values()), clock=clock,
+                              quiet=2.0)
+    return clock, {key: group.limiter(key, value, sleep=clock.sleep)
+                   for key, value in ceilings.items()}
+
+
+def test_members_space_their_own_calls_until_throttled():
+    clock, lims = group_of(mutate=2.0, read=20.0)
+    lims["mutate"].wait()
+    # A read right after a create does not wait for the create's spacing.
+    assert lims["read"].wait() == 0.0
+    assert lims["read"].wait() == pytest.approx(0.05)
+    assert lims["mutate"].wait() == pytest.approx(0.5 - 0.05)
+    assert not lims["read"].group.slowed
+
+
+def test_a_throttle_slows_every_member_of_the_group():
+    clock, lims = group_of(mutate=2.0, read=20.0)
+    cut = clock.now
+    lims["mutate"].throttled()
+    assert lims["mutate"].group.slowed
+    # The group's rate (half its base) caps every member; both counted
+    # the throttle.
+    assert lims["mutate"].current_rate == 1.0
+    assert lims["read"].current_rate == 1.0
+    assert lims["read"].throttle_count == 1
+    # Calls of all members now take turns at the group's rate.
+    lims["read"].wait()
+    assert lims["mutate"].wait() == pytest.approx(1.0)
+    assert lims["read"].wait() == pytest.approx(1.0)
+    # Recovery: a twentieth of the base per quiet period (the waits
+    # took one).
+    assert clock.now - cut == pytest.approx(2.0)
+    assert lims["mutate"].current_rate == 1.1
+    clock.now += 2.0
+    assert lims["mutate"].current_rate == 1.2
+    # Back at the base, each member has its own ceiling again.
+    clock.now += 100.0
+    assert lims["read"].current_rate == 20.0
+    assert not lims["read"].group.slowed
+
+
+def test_slowed_members_queue_together():
+    """While slowed, a caller of one member waits behind a caller of
+    another that sleeps for its turn (as on one limiter), so a busy
+    member cannot take every other turn; before, it would not."""
+    clock = FakeClock()
+    in_sleep, release = threading.Event(), threading.Event()
+
+    def sleep(seconds):
+        if threading.current_thread().name == "mutate-caller":
+            in_sleep.set()
+            release.wait(10)
+        clock.sleep(seconds)
+
+    group = AdaptiveRateGroup("test", 2.0, clock=clock)
+    mutate = group.limiter("mutate", 2.0, sleep=sleep)
+    read = group.limiter("read", 20.0, sleep=clock.sleep)
+    for slowed in (False, True):
+        if slowed:
+            group.throttled()
+        mutate.wait()  # the next mutate call has to sleep for its turn
+        caller = threading.Thread(target=mutate.wait, name="mutate-caller")
+        caller.start()
+        assert in_sleep.wait(10)
+        done = threading.Event()
+        reader = threading.Thread(target=lambda: (read.wait(), done.set()))
+        reader.start()
+        # Unslowed, the read goes at once; slowed, it queues behind.
+        assert done.wait(0.5 if slowed else 10) is not slowed
+        release.set()
+        caller.join(10)
+        reader.join(10)
+        assert done.is_set()
+        in_sleep.clear()
+        release.clear()
+
+
+def test_retry_after_holds_every_member():
+    clock, lims = group_of(mutate=2.0, read=20.0)
+    lims["read"].wait()
+    lims["mutate"].throttled(retry_after=3.0)
+    assert lims["read"].wait() == pytest.approx(3.0)
+    # Then the group's spacing at its cut rate (1/s).
+    assert lims["mutate"].wait() == pytest.approx(1.0)
+
+
+def test_group_floor():
+    clock, lims = group_of(mutate=1.0, read=20.0)
+    for _ in range(20):
+        lims["read"].throttled()
+    # A twentieth of the base, but at least 0.1/s, for every member.
+    assert lims["read"].current_rate == 0.1
+    assert lims["mutate"].current_rate == 0.1
 
 
 def test_bad_decrease():

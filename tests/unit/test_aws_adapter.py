@@ -483,15 +483,16 @@ def test_mutating_calls_paced_at_rate(env, adaptive_rate):
     assert starts[-1] - starts[0] >= 0.75
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert min(gaps) >= 0.1
+    # Reads have their own (10x) limiter: the listing is not stuck
+    # behind creates.
+    assert adapter.read_limiter is not adapter.mutate_limiter
+    assert adapter.read_limiter.rate == 50
     if adaptive_rate:
-        # One limiter for every call (the account's limit counts them
-        # all), with the configured rate as its ceiling.
-        assert adapter.read_limiter is adapter.mutate_limiter
-        assert adapter.read_limiter.ceiling == 5
-    else:
-        # Reads have their own (10x) limiter: the listing is not stuck
-        # behind creates.
-        assert adapter.read_limiter.rate == 50
+        # The rates are ceilings of one group: the account's limit
+        # counts every call.
+        assert adapter.read_limiter.ceiling == 50
+        assert adapter.mutate_limiter.ceiling == 5
+        assert adapter.read_limiter.group is adapter.mutate_limiter.group
 
 
 def test_concurrent_lookups_coalesced(env):
@@ -629,10 +630,16 @@ def test_throttled_create_cuts_the_adaptive_rate(env, caplog):
     assert limiter.current_rate < 4
     # The limiter paced the retries: the retrier did not sleep.
     assert sleeps == []
-    # One limiter for every call of the provider.
-    assert adapter.read_limiter is limiter
-    assert adapter.quota_limiter is limiter
-    assert adapter.rate_limiters() == {"api": limiter}
+    # The throttles slowed every kind of call of the provider down, each
+    # below its own ceiling.
+    assert adapter.read_limiter.group is limiter.group
+    assert adapter.quota_limiter.group is limiter.group
+    assert adapter.read_limiter.ceiling == 40
+    assert adapter.read_limiter.current_rate < 40
+    assert adapter.read_limiter.throttle_count == 2
+    assert adapter.rate_limiters() == dict(
+        mutate=limiter, read=adapter.read_limiter,
+        quota=adapter.quota_limiter)
 
 
 def test_throttled_create_with_fixed_rate(env, caplog):

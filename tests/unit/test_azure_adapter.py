@@ -9,6 +9,7 @@ quota, leak cleanup and image hooks."""
 import base64
 import json
 import logging
+import time
 import types
 
 import pytest
@@ -564,6 +565,34 @@ def test_calls_are_rate_limited(env, fake):
     arm_calls = len(fake.requests)
     assert len(waits) >= arm_calls - 1  # the subnet lookup is cached
     assert sum(waits) > 0
+
+
+def test_sdk_retries_of_throttled_calls_go_through_the_limiter(env, fake):
+    """azure-core retries a 429 by itself: the limiter hears of each one
+    and paces the retries like any other call."""
+    adapter = env.adapter(rate=4)
+    limiter = adapter.limiter
+    assert limiter.adaptive  # the default
+    fake.fail("LIST virtualMachines", 429, "SubscriptionRequestsThrottled",
+              times=2, retry_after=0)
+    started = time.monotonic()
+    assert adapter.list_instances() == []
+    took = time.monotonic() - started
+    assert fake.counts["LIST virtualMachines"] == 1  # the one handled
+    assert limiter.throttle_count == 2
+    assert limiter.current_rate < 4
+    # Each retry waited for its turn (the cloud asked for no wait at
+    # all): the first at 2/s after the first cut, the second at 1/s.
+    assert took >= 1.0
+
+
+def test_fixed_rate_counts_sdk_throttles(env, fake):
+    adapter = env.adapter(rate=4, adaptive_rate=False)
+    fake.fail("LIST virtualMachines", 429, "SubscriptionRequestsThrottled",
+              times=1, retry_after=0)
+    assert adapter.list_instances() == []
+    assert adapter.limiter.throttle_count == 1
+    assert adapter.limiter.current_rate == 4
 
 
 # Quota ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from nodepool.exceptions import InvalidRecordError, LockError
 from nodepool.launcher.bad_records import MalformedRequestFailer
 from nodepool.zk import paths
 from nodepool.zk.cache import NodeCache, RequestCache
-from nodepool.zk.components import check_component_record
+from nodepool.zk.registry import check_component_record
 from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import Node, NodeRequest, RequestState
 from nodepool.zk.requests import RequestStore

@@ -288,12 +288,28 @@ def test_nodes_of_a_request_share_an_az(env, cloud):
 
 def test_error_state_fails_with_fault(env, cloud):
     adapter = env.adapter()
-    cloud.error_faults = ["No valid host was found"]
+    cloud.error_faults = ["Build of instance aborted: disk error"]
     sm = create_sm(adapter, label_of(adapter, "v6"), 6)
     error = run_until_error(sm)
     assert isinstance(error, exceptions.LaunchStatusException)
-    assert "No valid host was found" in str(error)
+    assert "Build of instance aborted" in str(error)
     assert sm.external_id  # recorded, so the launcher cleans it up
+    run_to_completion([adapter.get_delete_state_machine(sm.external_id, LOG)])
+    assert cloud.live_servers() == {}
+
+
+def test_no_valid_host_is_a_capacity_failure(env, cloud):
+    adapter = env.adapter()
+    cloud.error_faults = ["No valid host was found. There are not enough "
+                          "hosts available."]
+    sm = create_sm(adapter, label_of(adapter, "v6"), 6)
+    error = run_until_error(sm)
+    assert isinstance(error, exceptions.CapacityException)
+    assert not isinstance(error, exceptions.LaunchStatusException)
+    assert "No valid host was found" in str(error)
+    # The stat of nodepool 11, which saw any server in ERROR alike.
+    assert error.statsd_key == "error.status"
+    assert sm.external_id
     run_to_completion([adapter.get_delete_state_machine(sm.external_id, LOG)])
     assert cloud.live_servers() == {}
 

@@ -14,7 +14,7 @@ import statsd as statsd_lib
 from nodepool import stats
 from nodepool.config.models import FrozenDict, TenantResourceLimit
 from nodepool.driver.base import PoolConfig, ProviderConfig
-from nodepool.zk.components import ComponentInfo
+from nodepool.zk.registry import ComponentInfo
 from nodepool.zk.models import Node, NodeRequest, NodeState
 from tests.fixtures import statsd as statsd_fixture
 
@@ -764,3 +764,21 @@ def test_api_rates(statsd, clocked):
     clock.now += 1.0
     reporter.update_api_rates("ec2", rates)
     assert sent(statsd, "nodepool.provider.ec2.api_rate.mutate") == 2
+
+
+def test_capacity_cooldowns(statsd, clocked):
+    reporter, clock = clocked
+    entries = [dict(type="t3.medium", zone="us-west-2a", failures=2,
+                    seconds_left=120.0),
+               dict(type="m5.large", zone=None, failures=1,
+                    seconds_left=30.0)]
+    for _ in range(3):  # throttled like the pool gauges
+        reporter.update_capacity("ec2", entries)
+    assert sent(statsd, "nodepool.provider.ec2.capacity_cooldowns") == 1
+    assert statsd.gauges() == {
+        "nodepool.provider.ec2.capacity_cooldowns": 2}
+    clock.now += 1.0
+    reporter.update_capacity("ec2", [])
+    assert sent(statsd, "nodepool.provider.ec2.capacity_cooldowns") == 2
+    assert statsd.gauges() == {
+        "nodepool.provider.ec2.capacity_cooldowns": 0}

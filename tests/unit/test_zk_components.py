@@ -9,9 +9,10 @@ import pytest
 
 from nodepool.version import __version__
 from nodepool.zk import paths
-from nodepool.zk.components import (BuilderComponent, ComponentRegistry,
-                                    ComponentState, LauncherComponent,
-                                    PoolComponent, StatsElection)
+from nodepool.zk.components import (BuilderComponent, ComponentState,
+                                    LauncherComponent, PoolComponent,
+                                    StatsElection)
+from nodepool.zk.registry import ComponentRegistry
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 

@@ -15,15 +15,16 @@ Notes on rate limits, which shape most of this module:
   them (run, terminate, allocate/release hosts, tags, images) go through
   one :class:`RateLimiter` at the provider's ``rate``; describe calls go
   through a second one at ten times that, since their bucket is larger.
-  Service Quotas has its own, small, limit.  With ``adaptive-rate: true``
-  (opt-in) one :class:`AdaptiveRateLimiter` with ``rate`` as its ceiling
-  serves all three kinds instead, slowed down by throttling answers.
+  Service Quotas has its own, small, limit.  With ``adaptive-rate`` (the
+  default) those rates are ceilings and the three limiters share one
+  :class:`AdaptiveRateGroup`: a throttling answer slows them all down.
 * RunInstances takes more than a second to return.  Called from the
   runner thread, that would cap a provider at under one instance per
-  second whatever the rate, so creates run in a thread pool of
-  ``max(1, min(8, int(rate * 4)))`` workers (enough to keep the rate
-  limiter busy with room for slow calls, bounded so a high rate does not
-  mean dozens of threads; ``create-workers`` overrides it).
+  second whatever the rate, so creates run in a thread pool
+  (:class:`~nodepool.driver.elastic.ElasticExecutor`) that grows to
+  rate times the calls' measured latency, at least
+  ``max(1, min(8, int(rate * 4)))`` and at most 64 threads, and shrinks
+  when idle; ``create-workers`` fixes its size instead.
 * Instance state comes from one shared DescribeInstances listing, not a
   call per node, and terminations are batched 50 to a call, leaving the
   mutating budget to creates.
@@ -46,7 +47,9 @@ from nodepool.driver.listing import BatchDeleter, SharedListing
 from nodepool.driver.aws.statemachines import (
     AwsCreateStateMachine, AwsDeleteStateMachine, AwsInstance, tags_to_dict)
 from nodepool.driver.lazycache import SingleFlightTTLCache
-from nodepool.driver.ratelimit import distinct, provider_limiters
+from nodepool.driver.elastic import (
+    ElasticExecutor, fixed_target, limiter_target)
+from nodepool.driver.ratelimit import provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage, Resource
 from nodepool.driver.statemachine.cloud import CloudAdapter
 
@@ -128,9 +131,8 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self.ec2 = clients.ec2
         rate = provider_config.rate
         self.limiters = provider_limiters(
-            "aws", name, rate, dict(mutate=rate,
-                                    read=rate * 10 if rate else None,
-                                    quota=rate),
+            "aws", name, dict(mutate=rate, read=rate * 10 if rate else None,
+                              quota=rate),
             provider_config.adaptive_rate)
         self.mutate_limiter = self.limiters["mutate"]
         self.read_limiter = self.limiters["read"]
@@ -138,11 +140,16 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         self.retrier = retrier or errors.make_retrier(self.log)
         self.workers = create_workers(
             rate, provider_config.create_workers)
-        self.create_executor = concurrent.futures.ThreadPoolExecutor(
-            self.workers, thread_name_prefix="aws-create-%s" % name)
+        if provider_config.create_workers:
+            target = fixed_target(self.workers)
+        else:
+            target = limiter_target(self.mutate_limiter, self.workers)
+        self.create_executor = ElasticExecutor("aws-create-%s" % name,
+                                               target)
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)
         self._type_cache = SingleFlightTTLCache(INSTANCE_TYPE_TTL)
         self._quota_cache = SingleFlightTTLCache(SERVICE_QUOTA_TTL)
+        self._zone_cache = SingleFlightTTLCache(IMAGE_TTL)
         self.instances = SharedListing(
             "aws-instances-%s" % name, self._fetch_instances, self.log,
             interval=listing_interval)
@@ -171,7 +178,7 @@ class AwsAdapter(AwsLaunchMixin, AwsQuotaMixin, CloudAdapter):
         return (self.instances, self.hosts)
 
     def rate_limiters(self) -> dict:
-        return distinct(self.limiters)
+        return dict(self.limiters)
 
     def stop(self) -> None:
         self.images.stop()

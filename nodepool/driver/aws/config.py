@@ -9,7 +9,7 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import ConfigObject, FrozenDict
-from nodepool.driver import cloud
+from nodepool.driver import capacity, cloud
 from nodepool.driver.base import (
     ImageConfig, build_labels, build_pools, image_connection)
 
@@ -85,6 +85,15 @@ IAM_PROFILE = schema.Section({
 }, schema.one_of("name", "arn", required=True))
 
 
+def _fallback_needs_instance_type(data):
+    if data["fallback-instance-types"] is not None and \
+            data["instance-type"] is None:
+        raise schema.ConfigInvalid(
+            "an instance-type for fallback-instance-types (a fleet "
+            "chooses among its own types)",
+            path=["fallback-instance-types"], found="a fleet")
+
+
 def _spot_on_dedicated_host(data):
     if data["dedicated-host"] and data["use-spot"]:
         raise schema.ConfigInvalid(
@@ -98,6 +107,10 @@ LABEL = schema.Section({
     **cloud.LABEL_KEYS,
     _opt("instance-type", default=None): _str,
     _opt("fleet", default=None): schema.nullable(FLEET),
+    # Our extension: tried in order when EC2 has no capacity for
+    # instance-type (doc/source/capacity-fallback.rst).
+    _opt("fallback-instance-types", default=None): schema.nullable(
+        schema.each(str)),
     v.Required("key-name"): str,
     _opt("ebs-optimized", default=False): bool,
     _opt("volume-type", default=None): _str,
@@ -116,7 +129,7 @@ LABEL = schema.Section({
     # Upstream's schema lets both be missing, but such a label can never
     # launch (RunInstances gets no InstanceType, the quota lookup fails).
     schema.one_of("instance-type", "fleet", required=True),
-    _spot_on_dedicated_host)
+    _spot_on_dedicated_host, _fallback_needs_instance_type)
 
 _RESOURCES = {str: int}
 
@@ -224,6 +237,7 @@ class AwsLabel(cloud.CloudLabelConfig):
     """A label of an AWS pool; ``host_key_checking`` comes from the pool."""
 
     instance_type: str | None
+    fallback_instance_types: tuple | None
     fleet: Fleet | None
     key_name: str
     ebs_optimized: bool
@@ -243,6 +257,14 @@ class AwsLabel(cloud.CloudLabelConfig):
     @property
     def checks_host_keys(self) -> bool:
         return self.host_key_checking
+
+    @property
+    def capacity_types(self) -> tuple | None:
+        return capacity.type_order(self.instance_type,
+                                   self.fallback_instance_types)
+
+    def for_capacity_type(self, type_name: str) -> "AwsLabel":
+        return self.replace(instance_type=type_name)
 
 
 @dataclass(frozen=True, kw_only=True)

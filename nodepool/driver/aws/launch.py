@@ -169,6 +169,27 @@ class AwsLaunchMixin:
             args["Placement"] = placement
         return args
 
+    def capacity_zones(self, pool) -> tuple:
+        """Zones a launch may move to after a capacity failure: the
+        pool's ``availability-zone`` when set; none when a ``subnet-id``
+        fixes the zone; else the region's available zones (cached),
+        passed to RunInstances as the placement."""
+        if pool.availability_zone:
+            return (pool.availability_zone,)
+        if pool.subnet_id:
+            return ()
+
+        def load():
+            found = self.read(
+                "DescribeAvailabilityZones",
+                self.ec2.describe_availability_zones,
+                Filters=[{"Name": "state", "Values": ["available"]}])
+            return tuple(sorted(
+                z["ZoneName"] for z in found["AvailabilityZones"]
+                if z.get("ZoneType", "availability-zone")
+                == "availability-zone"))
+        return self._zone_cache.get("zones", load)
+
     # Fleets -------------------------------------------------------------
 
     def _fleet_disks(self, sm, image_id: str) -> Optional[list]:

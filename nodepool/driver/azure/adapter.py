@@ -10,9 +10,10 @@
   files select another cloud) through azure-identity; the clients are the
   azure-mgmt compute, network and resource ones.
 * Every ARM call (each page of a list too) waits on one
-  :class:`RateLimiter` at the provider's ``rate`` (adaptive with
-  ``adaptive-rate``, though azure-core still retries 429s itself, so no
-  throttle reaches it yet).  PUTs and DELETEs run in
+  :class:`RateLimiter` at the provider's ``rate`` (adaptive unless
+  ``adaptive-rate: false``); so do azure-core's own retries of a call,
+  and their 429 answers reach the limiter
+  (:mod:`~nodepool.driver.azure.pacing`).  PUTs and DELETEs run in
   a small thread pool and are sent without the SDK's pollers
   (``polling=False``): a poller would start a thread per operation that
   polls outside the rate limit.  What became of them is read from shared
@@ -40,10 +41,12 @@ from nodepool.driver.azure import errors
 from nodepool.driver.azure.bodies import AzureBodyMixin
 from nodepool.driver.azure.cleanup import AzureCleanupMixin
 from nodepool.driver.azure.images import UPLOAD_TIMEOUT, ImageManager
+from nodepool.driver.azure.pacing import LimiterPolicy
 from nodepool.driver.azure.quota import AzureQuotaMixin
 from nodepool.driver.azure.statemachines import (
     AzureCreateStateMachine, AzureDeleteStateMachine, AzureInstance, as_dict,
     nic_name, pip_name)
+from nodepool.driver.elastic import ElasticExecutor, limiter_target
 from nodepool.driver.lazycache import SingleFlightTTLCache
 from nodepool.driver.ratelimit import make_limiter
 from nodepool.driver.statemachine.cloud import CloudAdapter
@@ -57,8 +60,8 @@ LISTING_MAX_AGE = 10.0
 
 
 def worker_count(rate: Optional[float]) -> int:
-    """Size of the API thread pool: enough to keep the rate limiter busy
-    while calls take a few seconds, bounded."""
+    """Smallest size of the API thread pool, which grows when the rate
+    times the calls' latency needs more (:mod:`nodepool.driver.elastic`)."""
     if not rate:
         return 8
     return max(min(int(rate * 4), 8), 2)
@@ -137,7 +140,10 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
     """Adapter for one ``driver: azure`` provider.
 
     :param clients: an :class:`AzureClients`; made from the auth file when
-        omitted.
+        omitted, with azure-core's retries paced by the rate limiter
+        (:mod:`~nodepool.driver.azure.pacing`) and ``client_options``
+        (keyword arguments of the azure-mgmt clients, e.g.
+        ``read_timeout``).
     :param listing_interval: seconds between list calls of a resource type
         while some machine waits on it (early refreshes follow each PUT
         and DELETE); default from the rate.
@@ -148,6 +154,7 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
     create_state_machine_class = AzureCreateStateMachine
 
     def __init__(self, provider_config, clients: Optional[AzureClients] = None,
+                 client_options: Optional[dict] = None,
                  listing_interval: Optional[float] = None,
                  listing_gap: float = 0.2, warm: bool = True,
                  poll_interval: float = 5.0,
@@ -157,18 +164,22 @@ class AzureAdapter(AzureBodyMixin, AzureQuotaMixin, AzureCleanupMixin,
         self.log = logging.getLogger("nodepool.driver.azure.%s" % name)
         self.resource_group = provider_config.resource_group
         self.location = provider_config.location
-        if clients is None:
-            clients = AzureClients.from_auth_file(provider_config.auth_path)
-        self.clients = clients
-        self.compute = clients.compute
-        self.network = clients.network
         rate = provider_config.rate
         self.limiter = make_limiter("azure-%s" % name, rate,
                                     provider_config.adaptive_rate)
+        if clients is None:
+            clients = AzureClients.from_auth_file(
+                provider_config.auth_path,
+                per_retry_policies=[LimiterPolicy(self.limiter)],
+                **(client_options or {}))
+        self.clients = clients
+        self.compute = clients.compute
+        self.network = clients.network
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            worker_count(rate), thread_name_prefix="azure-api-%s" % name)
+        self.executor = ElasticExecutor(
+            "azure-api-%s" % name,
+            limiter_target(self.limiter, worker_count(rate)))
         self._lookups = SingleFlightTTLCache(SKU_TTL)
         self._quota_cache = SingleFlightTTLCache(QUOTA_TTL)
         self._image_cache = SingleFlightTTLCache(IMAGE_TTL)

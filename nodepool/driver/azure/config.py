@@ -9,7 +9,7 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import ConfigObject, FrozenDict
-from nodepool.driver import cloud
+from nodepool.driver import capacity, cloud
 from nodepool.driver.base import (
     ImageConfig, build_labels, build_pools, image_connection, secret_field)
 
@@ -68,11 +68,16 @@ PROVIDER_DISKIMAGE = cloud.PROVIDER_DISKIMAGE.extend({
     _opt("tags", default=dict): {str: schema.scalar_string},
 })
 
+HARDWARE_PROFILE = schema.Section({v.Required("vm-size"): str})
+
 LABEL = schema.Section({
     v.Required("name"): str,
     **cloud.LABEL_KEYS,
-    v.Required("hardware-profile"): schema.Section({
-        v.Required("vm-size"): str}),
+    v.Required("hardware-profile"): HARDWARE_PROFILE,
+    # Our extension: VM sizes tried in order when Azure has none of the
+    # hardware-profile's (doc/source/capacity-fallback.rst).
+    _opt("fallback-hardware-profiles", default=None): schema.nullable(
+        schema.each(HARDWARE_PROFILE)),
     _opt("tags", default=dict): {str: schema.scalar_string},
     _opt("dynamic-tags", default=dict): {str: str},
     _opt("user-data", default=None): _str,
@@ -191,6 +196,17 @@ class AzureLabel(cloud.CloudLabelConfig):
     volume_type: str | None
     use_spot: bool
     dedicated_host_group: str | None
+    fallback_hardware_profiles: tuple | None
+
+    @property
+    def capacity_types(self) -> tuple | None:
+        fallbacks = self.fallback_hardware_profiles
+        return capacity.type_order(
+            self.hardware_profile["vm_size"],
+            None if fallbacks is None else [p["vm_size"] for p in fallbacks])
+
+    def for_capacity_type(self, type_name: str) -> "AzureLabel":
+        return self.replace(hardware_profile={"vm_size": type_name})
 
 
 @dataclass(frozen=True, kw_only=True)

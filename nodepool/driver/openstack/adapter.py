@@ -11,10 +11,12 @@ provider, through openstacksdk.  Cached lookups
   ``cloud`` and ``region-name``).  The SDK's own rate limiting is off:
   every call goes through a :class:`RateLimiter` per service (compute,
   network, image, volume), each allowing one call per ``rate`` seconds, as the
-  SDK's ``rate_limit`` would; with ``adaptive-rate: true`` (opt-in), one
-  :class:`AdaptiveRateLimiter` with that as its ceiling serves them all.
+  SDK's ``rate_limit`` would; with ``adaptive-rate`` (the default) that
+  is their ceiling and they share one :class:`AdaptiveRateGroup`.
 * Slow calls (server create, floating IP and delete work) run in a thread
-  pool of ``api_workers`` threads; state machines only look at futures.
+  pool (:class:`~nodepool.driver.elastic.ElasticExecutor`) of at least
+  ``api_workers`` threads, more when the compute rate times the calls'
+  latency needs them; state machines only look at futures.
 * Server states come from one shared ``GET /servers/detail`` listing
   (:class:`SharedListing`) for all machines of the provider, refreshed
   while some machine watches it and early after each create or delete.
@@ -46,7 +48,8 @@ from nodepool.driver.openstack.errors import (
 from nodepool.driver.openstack.statemachines import (
     OpenStackCreateStateMachine, OpenStackDeleteStateMachine,
     OpenStackInstance, server_addresses)
-from nodepool.driver.ratelimit import distinct, provider_limiters
+from nodepool.driver.elastic import ElasticExecutor, limiter_target
+from nodepool.driver.ratelimit import provider_limiters
 from nodepool.driver.statemachine.adapter import CloudImage
 from nodepool.driver.statemachine.cloud import (
     CloudAdapter, format_dynamic)
@@ -112,7 +115,7 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         rate = provider_config.rate
         per_second = 1.0 / rate if rate else None
         self.limiters = provider_limiters(
-            "openstack", name, per_second,
+            "openstack", name,
             {service: per_second
              for service in ("compute", "network", "image", "volume")},
             provider_config.adaptive_rate)
@@ -122,8 +125,9 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         self.volume_limiter = self.limiters["volume"]
         self._clock = clock
         self.retrier = make_retrier(self.log)
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            api_workers, thread_name_prefix="openstack-api-%s" % name)
+        self.executor = ElasticExecutor(
+            "openstack-api-%s" % name,
+            limiter_target(self.compute_limiter, api_workers))
         if listing_interval is None:
             listing_interval = max(1.0, 2.0 * (rate or 0))
         self.servers = SharedListing(
@@ -147,7 +151,7 @@ class OpenStackAdapter(OpenStackLookupsMixin, OpenStackQuotaMixin,
         return (self.servers,)
 
     def rate_limiters(self) -> dict:
-        return distinct(self.limiters)
+        return dict(self.limiters)
 
     def _warm_caches(self) -> None:
         try:

@@ -10,7 +10,7 @@ import voluptuous as v
 
 from nodepool.config import schema
 from nodepool.config.models import FrozenDict
-from nodepool.driver import cloud
+from nodepool.driver import capacity, cloud
 from nodepool.driver.base import (
     ImageConfig, build_labels, build_pools, image_connection)
 
@@ -36,6 +36,10 @@ LABEL = schema.Section({
     **cloud.LABEL_KEYS,
     _opt("min-ram", default=None): schema.nullable(int),
     _opt("flavor-name", default=None): schema.nullable(str),
+    # Our extension: flavors (exact names) tried in order when the cloud
+    # has no valid host for the label's own (capacity-fallback.rst).
+    _opt("fallback-flavor-names", default=None): schema.nullable(
+        schema.each(str)),
     _opt("key-name", default=None): schema.nullable(str),
     _opt("console-log", default=False): bool,
     _opt("boot-from-volume", default=False): bool,
@@ -123,6 +127,7 @@ class OpenStackLabel(cloud.CloudLabelConfig):
 
     min_ram: int | None
     flavor_name: str | None
+    fallback_flavor_names: tuple | None
     key_name: str | None
     console_log: bool
     boot_from_volume: bool
@@ -140,6 +145,28 @@ class OpenStackLabel(cloud.CloudLabelConfig):
     @property
     def wants_console_log(self) -> bool:
         return self.console_log
+
+    @property
+    def own_flavor(self) -> str:
+        """The label's own flavor choice as a capacity type: the flavor
+        name, or ``min-ram=N`` (with ``,name`` when it also filters by
+        name) for the smallest flavor with that much RAM."""
+        if not self.min_ram:
+            return self.flavor_name
+        if self.flavor_name:
+            return "min-ram=%d,%s" % (self.min_ram, self.flavor_name)
+        return "min-ram=%d" % self.min_ram
+
+    @property
+    def capacity_types(self) -> tuple | None:
+        return capacity.type_order(self.own_flavor,
+                                   self.fallback_flavor_names)
+
+    def for_capacity_type(self, type_name: str) -> "OpenStackLabel":
+        # A fallback is an exact flavor name: min-ram no longer applies.
+        if type_name == self.own_flavor:
+            return self
+        return self.replace(flavor_name=type_name, min_ram=None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,8 @@ failed, dropped or timed out.  What they mean to the launcher:
 
 * quota ("Quota exceeded" from Nova, Neutron's port limit): the node is
   aborted and the pool pauses;
+* a server that went to ERROR with "No valid host was found": a capacity
+  failure (:class:`NoValidHost`);
 * 404: the resource is gone (a delete is done);
 * 429: the cloud's rate limiter refused the call; it was not carried out,
   so it is sent again after the ``Retry-After`` the cloud asked for
@@ -25,6 +27,7 @@ import logging
 import time
 from typing import Callable, Optional
 
+from nodepool import exceptions
 from nodepool.driver.errors import ErrorClass
 from nodepool.driver.retry import Retrier
 
@@ -40,6 +43,19 @@ def http_status(error: BaseException) -> Optional[int]:
 def is_quota_message(message: str) -> bool:
     text = (message or "").lower()
     return "quota exceeded" in text or "number of ports exceeded" in text
+
+
+def is_capacity_fault(message: str) -> bool:
+    """Whether a server's fault says Nova found no host for it."""
+    return "no valid host" in (message or "").lower()
+
+
+class NoValidHost(exceptions.CapacityException):
+    """Nova put the server in ERROR with "No valid host was found": no
+    capacity for the flavor (in the zone).  The stat stays
+    ``error.status``, that of any server in ERROR in nodepool 11."""
+
+    statsd_key = "error.status"
 
 
 def _connection_failed(error: BaseException) -> bool:

@@ -134,6 +134,11 @@ class OpenStackLookupsMixin:
             self.log.exception("Listing availability zones failed")
             return [None]
 
+    def capacity_zones(self, pool) -> tuple:
+        """The pool's ``availability-zones``, else the cloud's."""
+        return tuple(pool.zone_choices) or tuple(
+            z for z in self.get_azs() if z)
+
     def label_ready(self, label) -> bool:
         if not label.cloud_image:
             return True

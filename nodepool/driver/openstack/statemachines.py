@@ -17,7 +17,8 @@ from typing import Optional
 from nodepool import exceptions
 from nodepool.driver.errors import CloudApiError
 from nodepool.driver.listing import LostCreateSearch
-from nodepool.driver.openstack.errors import is_quota_message
+from nodepool.driver.openstack.errors import (
+    NoValidHost, is_capacity_fault, is_quota_message)
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.cloud import (
     CloudCreateStateMachine, CloudDeleteStateMachine, CloudInstance)
@@ -169,6 +170,8 @@ class OpenStackCreateStateMachine(CloudCreateStateMachine):
                 if is_quota_message(fault):
                     self.adapter.invalidate_limits()
                     raise exceptions.QuotaException(message)
+                if is_capacity_fault(fault):
+                    raise NoValidHost(message)
                 raise exceptions.LaunchStatusException(message)
             else:
                 return None

@@ -218,6 +218,14 @@ class Adapter:
         """Availability zones to spread nodes over; ``[None]`` if none."""
         return [None]
 
+    def capacity_zones(self, pool) -> tuple:
+        """The zones of ``pool`` a launch may be placed in (passed as the
+        create machine's ``az``), for capacity fallback: a launch that
+        failed for lack of capacity moves to another of them.  Empty (the
+        default) when the adapter cannot choose the zone.  May block (the
+        request handler asks, never a state machine)."""
+        return ()
+
     def label_ready(self, label) -> bool:
         """Whether the label's cloud image is available."""
         return True

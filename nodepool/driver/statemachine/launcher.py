@@ -8,7 +8,11 @@ Each :meth:`NodeLauncher.step` call advances the adapter's create state
 machine, then the host-key scan, and finally marks the node ``ready``.  A
 failed attempt is retried (``launch-retries``) after the half-created
 instance was deleted; a quota refusal aborts the node so the request
-handler can pause and launch a fresh one.
+handler can pause and launch a fresh one.  For a label with a fallback
+key, a capacity failure moves the next attempt to the next (type, zone)
+of its :class:`~nodepool.driver.capacity.CapacityPlan` without using up
+a retry, and the launch fails once no option is left
+(doc/source/capacity-fallback.rst).
 """
 
 import time
@@ -16,6 +20,7 @@ import time
 from kazoo.exceptions import NoNodeError
 
 from nodepool import exceptions
+from nodepool.driver.capacity import format_option
 from nodepool.driver.statemachine.launch_record import LaunchRecordMixin
 from nodepool.zk.client import CONNECTION_ERRORS
 from nodepool.zk.models import NodeState
@@ -39,7 +44,7 @@ class NodeLauncher(LaunchRecordMixin):
     """
 
     def __init__(self, provider, node, label, pool, request, log,
-                 guard=None):
+                 guard=None, plan=None):
         self.provider = provider
         self.adapter = provider.adapter
         self.node = node
@@ -48,6 +53,11 @@ class NodeLauncher(LaunchRecordMixin):
         self.request = request
         self.log = log
         self.attempts = 0
+        # Capacity fallback (None: the label has no fallback key).
+        self.plan = plan
+        self.option = None  # the (type, zone) of the current attempt
+        self.capacity_failures = 0
+        self.no_capacity = None  # why no option was left, if so
         self.complete = False
         self.result_key = None  # "ready" or the error stat of the last try
         self.create_sm = None
@@ -107,6 +117,10 @@ class NodeLauncher(LaunchRecordMixin):
             # guard tells then whether our locks survived.
             self.log.debug("ZooKeeper unavailable launching node %s: %r",
                            self.node.id, e)
+        except NoCapacityLeft as e:
+            self.no_capacity = str(e)
+            self.log.warning("Launch of node %s failed: %s", self.node.id, e)
+            self._fail("error.capacity", report=False)
         except exceptions.QuotaException as e:
             self.log.info("Quota exceeded launching node %s: %s",
                           self.node.id, e)
@@ -142,6 +156,7 @@ class NodeLauncher(LaunchRecordMixin):
     # Steps --------------------------------------------------------------
 
     def _start_attempt(self) -> None:
+        label = self._choose_option()
         self.attempts += 1
         self.attempt_start = time.monotonic()
         node = self.node
@@ -176,8 +191,32 @@ class NodeLauncher(LaunchRecordMixin):
             "nodepool_provider_name": self.provider.name,
         }
         self.create_sm = self.adapter.get_create_state_machine(
-            hostname, self.label, image_external_id, metadata, self.request,
+            hostname, label, image_external_id, metadata, self.request,
             node.az, self.log)
+
+    def _choose_option(self):
+        """The label to launch this attempt: the label itself, or, with a
+        capacity plan, the label as the next (type, zone) option (the
+        node's ``az`` becomes the option's zone).  Raises
+        :class:`NoCapacityLeft` when every option was refused or is
+        cooling down."""
+        if self.plan is None:
+            return self.label
+        option = self.plan.next_option()
+        if option is None:
+            raise NoCapacityLeft(
+                "no capacity option left for label %s in %s (refused in "
+                "this launch: %s; the others are cooling down)" % (
+                    self.label.name, self.provider.name,
+                    self.plan.describe()))
+        if option != self.option and self.plan.tried:
+            self.log.info("Node %s: trying %s", self.node.id,
+                          format_option(option))
+        self.option = option
+        self.plan.attempt(option)
+        if option[1] is not None:
+            self.node.az = option[1]
+        return self.label.for_capacity_type(option[0])
 
     def _step_create(self) -> None:
         if (time.monotonic() - self.create_sm.start_time
@@ -330,7 +369,15 @@ class NodeLauncher(LaunchRecordMixin):
         self.result_key = key
         self.provider.report_launch(self, key)
         retries = self.provider.launch_retries
-        if isinstance(error, exceptions.LaunchError):
+        if self.plan is not None and self.option is not None and \
+                isinstance(error, exceptions.CapacityException):
+            # Not a retry used up: the next attempt is somewhere else.
+            self.plan.no_capacity(self.option)
+            self.capacity_failures += 1
+            self.log.warning("No capacity for node %s as %s (attempt %d): "
+                             "%s", self.node.id, format_option(self.option),
+                             self.attempts, error)
+        elif isinstance(error, exceptions.LaunchError):
             self.log.warning("Launch attempt %d/%d of node %s failed: %s",
                              self.attempts, retries, self.node.id, error)
         else:
@@ -339,7 +386,8 @@ class NodeLauncher(LaunchRecordMixin):
         external_id = self._created_id()
         self.create_sm = None
         self._cancel_scan()
-        if self.attempts < retries and not self.cancelled:
+        if (self.attempts - self.capacity_failures < retries
+                and not self.cancelled):
             if external_id:
                 self.node.external_id = external_id
                 self.cleanup_sm = self.adapter.get_delete_state_machine(
@@ -379,3 +427,9 @@ class NodeLauncher(LaunchRecordMixin):
     @property
     def duration(self) -> float:
         return time.monotonic() - (self.first_step or time.monotonic())
+
+
+class NoCapacityLeft(exceptions.CapacityException):
+    """Every (type, zone) option of a launch was refused for lack of
+    capacity or is cooling down: the launch fails without trying, and
+    the request handler declines the request with this message."""

@@ -5,12 +5,15 @@
 provider.  Its quota bookkeeping (:mod:`.quota`) and leak cleanup
 (:mod:`.leaks`) are classes of their own that the provider owns."""
 
+import itertools
 import logging
 import random
 import threading
 import time
 from typing import Optional
 
+from nodepool.driver.capacity import CapacityMemory, CapacityPlan, \
+    ordered_zones
 from nodepool.driver.statemachine.deleter import NodeDeleter
 from nodepool.driver.statemachine.launcher import NodeLauncher
 from nodepool.driver.statemachine.leaks import LeakSweeper
@@ -112,6 +115,11 @@ class StateMachineProvider:
         self.leak_sweeper = LeakSweeper(self.name, adapter, services,
                                         log=self.log)
         self._launch_listeners: list = []
+        # Capacity fallback: made on first use, since only cloud configs
+        # (with ``capacity-cooldown``) have labels that opt in.
+        self._capacity: Optional[CapacityMemory] = None
+        self._capacity_lock = threading.Lock()
+        self._zone_turn = itertools.count()
 
     #: Whether the provider makes nodes on demand.  Providers of existing
     #: hosts (static) only hand out the ready nodes they registered, and
@@ -186,12 +194,71 @@ class StateMachineProvider:
         """Start launching a locked ``building`` node; returns its tracker.
 
         ``guard`` is the :class:`~nodepool.zk.client.SessionGuard` of the
-        session the node was locked in (default: the current one).
+        session the node was locked in (default: the current one).  Called
+        by the request handler, never by a runner: the capacity plan may
+        look the zones up.
         """
+        single = len(getattr(request, "node_types", None) or ()) <= 1
+        plan = self.capacity_plan(label, pool, node.az, single)
         launcher = NodeLauncher(self, node, label, pool, request, log,
-                                guard=guard)
+                                guard=guard, plan=plan)
         self.create_runner.add(launcher)
         return launcher
+
+    # Capacity fallback (doc/source/capacity-fallback.rst) ---------------
+
+    @property
+    def capacity(self) -> CapacityMemory:
+        """The provider's :class:`CapacityMemory` (made on first use)."""
+        with self._capacity_lock:
+            if self._capacity is None:
+                self._capacity = CapacityMemory(
+                    self.config.capacity_cooldown)
+            return self._capacity
+
+    def capacity_entries(self) -> list:
+        """What :meth:`CapacityMemory.entries` says; empty when no launch
+        needed the memory yet."""
+        with self._capacity_lock:
+            memory = self._capacity
+        return memory.entries() if memory is not None else []
+
+    def _capacity_zones(self, pool) -> list:
+        try:
+            return list(self.adapter.capacity_zones(pool))
+        except Exception:
+            self.log.exception("Listing the zones of pool %s failed",
+                               pool.name)
+            return []
+
+    def capacity_plan(self, label, pool, az: Optional[str],
+                      single: bool) -> Optional[CapacityPlan]:
+        """The options of a launch of ``label``; None when the label has
+        no fallback key.  ``az`` is the zone the request handler chose;
+        a launch for a request of one node (``single``) may move to any
+        zone of the pool, the nodes of a bigger request stay in the
+        request's zone."""
+        types = label.capacity_types
+        if types is None:
+            return None
+        zones = self._capacity_zones(pool)
+        if single:
+            order = ordered_zones(zones, az, next(self._zone_turn))
+        elif az in zones:
+            order = [az]
+        else:
+            order = zones if len(zones) == 1 else [None]
+        return CapacityPlan(types, order, self.capacity)
+
+    def capacity_left(self, label, pool) -> bool:
+        """Whether a launch of ``label`` has an option that is not
+        cooling down (always, for labels without a fallback key)."""
+        types = label.capacity_types
+        if types is None or not self.capacity_entries():
+            return True
+        zones = self._capacity_zones(pool) or [None]
+        return self.capacity.any_left(
+            [(t, z) for t in types for z in zones])
 
     def launching(self, node_id: str) -> bool:
         """Whether a launch of this process still works on the node (the
