@@ -33,7 +33,8 @@ floating IPs unbound.
 Faults: :attr:`faults` (:class:`tests.fakes.faults.Faults`) answers a
 route (``"POST instances"``, ``"GET floating_ips"``, ``"DELETE
 instances"``...) with an error instead of handling it;
-:attr:`max_instances` refuses creates beyond it with a 400 quota error.
+:attr:`max_instances` refuses creates beyond it with a 400 quota error;
+:attr:`hold_instances` keeps instances ``starting``.
 :attr:`counts` counts requests by route.
 
 Not modelled: volumes (the boot volume is only named on the instance),
@@ -139,6 +140,8 @@ class FakeIbmVpc:
         self.fip_delay = 0.2
         self.delete_delay = 0.2
         self.max_instances = None
+        # True: instances stay "starting" (a node that never comes up).
+        self.hold_instances = False
         self._fail_next = []
         self._ids = itertools.count(1)
         self._tokens = set()
@@ -626,7 +629,9 @@ class FakeIbmVpc:
                 continue
             if vm["status"] not in ("pending", "starting"):
                 continue
-            if now >= vm["_ready_at"]:
+            if self.hold_instances:
+                vm["status"] = "starting"
+            elif now >= vm["_ready_at"]:
                 if vm["_outcome"]:
                     vm["status"] = "failed"
                     vm["status_reasons"] = [{

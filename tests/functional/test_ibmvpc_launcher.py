@@ -37,6 +37,7 @@ providers:
     credentials-file: {credentials}
     rate: 200
     launch-retries: {retries}
+    launch-timeout: {launch_timeout}
     quota:
       cores: 200
     cloud-images:
@@ -291,3 +292,32 @@ def test_diskimage_uploaded_and_booted(fake, launcher_factory, zk_factory,
     finally:
         builder.stop()
         builder.join()
+
+
+def test_throttled_and_failing_calls_are_survived(start, fake, zuul):
+    # Two 429s on the instance create are retried by the adapter; a 500
+    # on the floating IP create fails the attempt, which is retried.
+    throttled = {"errors": [{"code": "too_many_requests",
+                             "message": "Rate limit exceeded"}]}
+    fake.faults.fail("POST instances", 429, throttled, times=2,
+                     retry_after=0)
+    fake.faults.fail("POST floating_ips", 500, {"errors": [{
+        "code": "internal_error", "message": "try again"}]})
+    start()
+    node = _ready_node(zuul, "public")
+    assert fake.counts["POST instances"] == 3
+    assert fake.counts["POST floating_ips"] == 2
+    assert fake.names("instances") == [node.external_id]
+    assert fake.names("floating_ips") == [node.external_id]
+    _return(zuul, node, fake)
+
+
+def test_node_that_never_runs_leaves_nothing_behind(start, fake, zuul):
+    fake.hold_instances = True
+    start(retries=1, launch_timeout=2)
+    done = zuul.wait_for_request(zuul.submit(["public"]), timeout=60)
+    assert done.state == RequestState.FAILED
+    assert fake.counts["POST instances"] == 1
+    wait_for(lambda: fake.names("instances") == [] and
+             fake.names("floating_ips") == [] and
+             not read_nodes(zuul.kazoo), timeout=30)

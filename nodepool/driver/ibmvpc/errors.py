@@ -73,6 +73,9 @@ def classify(error: BaseException) -> ErrorClass:
     if isinstance(error, (requests.ConnectionError, requests.Timeout)):
         return ErrorClass.SERVER
     status = getattr(error, "status_code", None)
+    if status is None and hasattr(error, "http_response"):
+        # ibm-cloud-sdk-core before 3.19 names it ``code``.
+        status = getattr(error, "code", None)
     if not isinstance(status, int):
         return ErrorClass.OTHER
     return classify_code(error_code(error), getattr(error, "message", "")

@@ -117,6 +117,9 @@ class IbmCreateStateMachine(_Steps, CloudCreateStateMachine):
         super().__init__(*args, **kwargs)
         self.fip: Optional[dict] = None
         self.vm: Optional[dict] = None
+        # The instance prototype's ``image``, set by the adapter's
+        # prepare_create before its future completes.
+        self.image: Optional[dict] = None
 
     def _advance(self):
         adapter = self.adapter
