@@ -8,6 +8,7 @@ import math
 import textwrap
 
 import pytest
+from ibm_cloud_sdk_core import ApiException
 
 from nodepool import exceptions
 from nodepool.config.loader import load_config
@@ -170,3 +171,14 @@ def test_start_failures():
         exceptions.CapacityException)
     assert isinstance(errors.start_failure("vm", []),
                       exceptions.LaunchStatusException)
+
+
+def test_retry_after_read_from_the_answer(ibmvpc_fake, make_adapter):
+    adapter = make_adapter()
+    ibmvpc_fake.faults.fail("GET vpcs", 429, {"errors": [{
+        "code": "too_many_requests", "message": "slow down"}]},
+        retry_after=0.5)
+    with pytest.raises(ApiException) as info:
+        adapter.vpc.list_vpcs()
+    assert errors.retry_after(info.value) == 0.5
+    assert errors.classify(info.value) is ErrorClass.THROTTLE

@@ -76,7 +76,8 @@ class IbmVpcAdapter(CloudAdapter):
                                     provider_config.adaptive_rate)
         self.retrier = Retrier(
             self.log, errors.classify, throttle_tries=5,
-            throttle_delay=lambda attempt: min(10.0, 0.5 * 2 ** attempt))
+            throttle_delay=lambda attempt: min(10.0, 0.5 * 2 ** attempt),
+            retry_after=errors.retry_after, max_retry_after=60.0)
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
         workers = max(min(int(rate * 4), 8), 2) if rate else 8

@@ -74,12 +74,23 @@ def classify(error: BaseException) -> ErrorClass:
         return ErrorClass.SERVER
     status = getattr(error, "status_code", None)
     if status is None and hasattr(error, "http_response"):
-        # ibm-cloud-sdk-core before 3.19 names it ``code``.
+        # Older ibm-cloud-sdk-core releases only name it ``code``.
         status = getattr(error, "code", None)
     if not isinstance(status, int):
         return ErrorClass.OTHER
     return classify_code(error_code(error), getattr(error, "message", "")
                          or str(error), status)
+
+
+def retry_after(error: BaseException) -> Optional[float]:
+    """The seconds a throttling answer's ``Retry-After`` asks for."""
+    response = getattr(error, "http_response", None)
+    value = response.headers.get("Retry-After") if response is not None \
+        else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def translate(error: BaseException, what: str,
