@@ -30,6 +30,10 @@ providers:
     subnet: sn-nodepool
     credentials-file: {credentials}
     rate: 100
+    object-storage:
+      instance-name: np-cos
+      endpoint: {cos}
+      bucket-name: np-images
     quota:
       instances: 4
       ram: 8192
@@ -63,7 +67,8 @@ def make_adapter(ibmvpc_fake, tmp_path):
     def make(vpc="np-vpc"):
         path = tmp_path / ("nodepool-%d.yaml" % len(adapters))
         path.write_text(textwrap.dedent(CONFIG).format(
-            vpc=vpc, credentials=ibmvpc_fake.credentials))
+            vpc=vpc, credentials=ibmvpc_fake.credentials,
+            cos=ibmvpc_fake.cos.url))
         provider = load_config(str(path)).providers["ibm"]
         adapter = IbmVpcAdapter(provider, warm=False)
         adapters.append(adapter)
@@ -182,3 +187,33 @@ def test_retry_after_read_from_the_answer(ibmvpc_fake, make_adapter):
         adapter.vpc.list_vpcs()
     assert errors.retry_after(info.value) == 0.5
     assert errors.classify(info.value) is ErrorClass.THROTTLE
+
+
+def test_uploads_recognised_by_name_and_group(ibmvpc_fake, make_adapter):
+    adapter = make_adapter()
+    cos = ibmvpc_fake.cos
+    for key in ("npimage0001-0002.qcow2", "npimage0003.qcow2", "other.raw"):
+        cos.objects[("np-images", key)] = b"x"
+    ibmvpc_fake.add_resource_group("npimages_ibm")
+    groups = {name: ibmvpc_fake.group_id(name)
+              for name in ("npimages_ibm", "Default")}
+    with ibmvpc_fake.lock:
+        for name, group in (("npimage0001-0004", "npimages_ibm"),
+                            ("npimage0005", "npimages_ibm"),
+                            ("npimage0001-0006", "Default")):
+            image = ibmvpc_fake.add_image(name, owner_type="user")
+            image["resource_group"] = {"id": groups[group], "name": group}
+    found = {(r.type, r.id): r.metadata for r in adapter.list_resources()
+             if r.type in ("image", "object")}
+    ours = {"nodepool_build_id": "0001", "nodepool_provider_name": "ibm"}
+    image_id = ibmvpc_fake.by_name("images", "npimage0001-0004")["id"]
+    assert found == {
+        ("object", "npimage0001-0002.qcow2"): dict(
+            ours, nodepool_upload_id="0002"),
+        ("image", image_id): dict(ours, nodepool_upload_id="0004")}
+    for resource in adapter.list_resources():
+        if resource.type in ("image", "object"):
+            adapter.delete_resource(resource)
+    assert cos.keys() == ["npimage0003.qcow2", "other.raw"]
+    assert ibmvpc_fake.by_name("images", "npimage0001-0004") is None
+    assert ibmvpc_fake.by_name("images", "npimage0005") is not None

@@ -1,18 +1,20 @@
 # Licensed under the Apache License, Version 2.0 (the "License"); you may
 # not use this file except in compliance with the License. You may obtain
 # a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
-"""The IBM VPC adapter: instances, floating IPs, quota and leak cleanup
-for one provider.
+"""The IBM VPC adapter: instances, floating IPs, quota, leak cleanup and
+(through ``images``) image uploads for one provider.
 
 * Credentials: an IBM authenticator for service ``vpc`` read from the
   ``credentials-file`` (env style: ``VPC_AUTH_TYPE``, ``VPC_APIKEY``...),
   or from the SDK's usual sources without one.  The same file may name
   the service URLs (``VPC_URL``, ``VPC_AUTH_URL`` for the IAM token
-  service, ``RESOURCE_MANAGER_URL``): that is IBM's documented way to
-  point the SDKs elsewhere, and how the tests reach their fake.  Without
-  ``VPC_URL`` the region's public endpoint is used.
-* Every API call (each page of a list too) waits on one rate limiter at
-  the provider's ``rate``; throttling answers are retried with backoff.
+  service, ``RESOURCE_MANAGER_URL``, ``RESOURCE_CONTROLLER_URL``; the
+  object storage endpoint is the ``object-storage`` key's): that is IBM's
+  documented way to point the SDKs elsewhere, and how the tests reach
+  their fake.  Without ``VPC_URL`` the region's public endpoint is used.
+* Every API call (each page of a list too, object storage calls
+  included) waits on one rate limiter at the provider's ``rate``;
+  throttling answers are retried with backoff (or their Retry-After).
 * Startup lookups (the VPC, resource groups, profiles, subnets, SSH keys)
   run once, on first use, in a worker or quota thread; a failure is tried
   again on the next use.

@@ -117,14 +117,20 @@ class ImageManager:
             return func(**kwargs)
 
     def list_objects(self, prefix: str = "") -> list:
+        """Keys of the bucket's objects under ``prefix``; each page is one
+        rate-limited call."""
         s3 = self.s3()
-        bucket = self.storage.bucket_name
-        pages = s3.get_paginator("list_objects").paginate(
-            Bucket=bucket, Prefix=prefix)
-        keys = []
-        for page in pages:
-            keys.extend(o["Key"] for o in page.get("Contents") or ())
-        return keys
+        keys, marker = [], ""
+        while True:
+            page = self._s3_call(
+                "List objects %s" % prefix, s3.list_objects,
+                Bucket=self.storage.bucket_name, Prefix=prefix,
+                Marker=marker)
+            found = [o["Key"] for o in page.get("Contents") or ()]
+            keys.extend(found)
+            if not page.get("IsTruncated") or not found:
+                return keys
+            marker = page.get("NextMarker") or found[-1]
 
     def delete_object(self, key: str) -> None:
         self._s3_call("Delete object %s" % key, self.s3().delete_object,
