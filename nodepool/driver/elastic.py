@@ -18,15 +18,21 @@ measured (:meth:`~nodepool.driver.ratelimit.RateLimiter.concurrency`).
 
 import concurrent.futures
 import itertools
+import logging
 import math
 import queue
 import threading
+import time
 from typing import Callable
+
+log = logging.getLogger("nodepool.driver.elastic")
 
 #: Threads an elastic pool never grows beyond, whatever rate and latency.
 MAX_WORKERS = 64
 #: Seconds a thread waits for work before it ends (above ``minimum``).
 IDLE_TIMEOUT = 60.0
+#: Seconds between the looks of an idle thread of a pool above its target.
+SHRINK_POLL = 1.0
 #: More threads than rate times latency, for calls slower than average.
 HEADROOM = 1.25
 # What a thread's wait for work gives when none came.
@@ -90,37 +96,56 @@ class ElasticExecutor(concurrent.futures.Executor):
                                    "shutdown")
             self._queue.put((future, fn, args, kwargs))
             self._pending += 1
-            if self._pending > self._idle and \
-                    len(self._threads) < max(self.minimum, self.target()):
-                self._spawn()
+            self._grow()
         return future
 
+    def _grow(self) -> None:
+        """Start threads for waiting work that no idle thread will take,
+        up to the target (lock held).  Called on submit, and after each
+        call: the target may have grown since the work came (the first
+        calls measure the latency it depends on)."""
+        wanted = max(self.minimum, self.target())
+        while self._pending > self._idle and len(self._threads) < wanted:
+            self._spawn()
+
     def _spawn(self) -> None:
-        # Called with the lock held.
+        # Called with the lock held.  The thread counts as idle from now
+        # on: it will take waiting work as soon as it runs.
         thread = threading.Thread(
             target=self._work, daemon=True,
             name="%s-%d" % (self.name, next(self._numbers)))
         self._threads.add(thread)
+        self._idle += 1
         thread.start()
+        log.debug("%s: %d threads", self.name, len(self._threads))
 
     def _work(self) -> None:
         me = threading.current_thread()
-        while True:
-            with self._lock:
-                self._idle += 1
+        idle_since = time.monotonic()
+        while True:  # idle here
+            # Idle threads look every SHRINK_POLL seconds whether the pool
+            # is above its target (it shrinks to it at once) or they were
+            # idle for the whole idle timeout (down to the minimum).
             try:
-                item = self._queue.get(timeout=self.idle_timeout)
+                item = self._queue.get(
+                    timeout=min(SHRINK_POLL, self.idle_timeout))
             except queue.Empty:
                 item = _NO_WORK
             with self._lock:
-                self._idle -= 1
                 if item is None:  # shut down
+                    self._idle -= 1
                     self._threads.discard(me)
                     return
                 if item is _NO_WORK:
-                    if self._leave(me):
+                    over = len(self._threads) > max(self.minimum,
+                                                    self.target())
+                    bored = time.monotonic() - idle_since >= \
+                        self.idle_timeout
+                    if (over or bored) and self._leave(me):
+                        self._idle -= 1
                         return
                     continue
+                self._idle -= 1
                 self._pending -= 1
             future, fn, args, kwargs = item
             if future.set_running_or_notify_cancel():
@@ -137,6 +162,9 @@ class ElasticExecutor(concurrent.futures.Executor):
                 if len(self._threads) > max(self.minimum, self.target()) \
                         and self._leave(me):
                     return
+                self._idle += 1
+                self._grow()
+            idle_since = time.monotonic()
 
     def _leave(self, me) -> bool:
         """Whether thread ``me`` ends now (lock held): only when no work

@@ -102,8 +102,16 @@ class MinReadyManager:
     def _submit_requests(self) -> None:
         pending = self._pending_labels()
         ready = {}
+        requests = self.services.request_cache
         for node in self.services.node_cache.values():
-            if node.state == NodeState.READY and not node.allocated_to:
+            # A node allocated to a request that is gone is about to be
+            # released: its launcher fulfilled a min-ready request, then
+            # released the node and deleted the request, and our request
+            # cache may show the delete before our node cache shows the
+            # release (two caches, no order between them).
+            if node.state == NodeState.READY and (
+                    not node.allocated_to
+                    or requests.get(node.allocated_to) is None):
                 for label in node.type:
                     ready[label] = ready.get(label, 0) + 1
         served = self._served_labels()

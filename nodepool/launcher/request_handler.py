@@ -330,13 +330,16 @@ class RequestHandler(RequestRecovery):
     def _fulfill(self) -> None:
         request = self.request
         requests = self.services.requests
-        if not self._request_exists():
+        try:
+            # No exists() first: the write itself says whether the
+            # request is still there (one ZooKeeper read less per node).
+            requests.fulfill_request(request, [n.id for n in self.slots])
+        except NoNodeError:
             self.log.info("Request vanished; releasing its nodes")
             for node in self.slots:
                 self._release_node(node, keep_allocation=False)
             self._finish()
             return
-        requests.fulfill_request(request, [n.id for n in self.slots])
         self.log.info("Fulfilled with nodes %s", request.nodes)
         self.trace.reason(why.FULFILLED, "nodes %s" % ", ".join(request.nodes))
         for node in self.slots:

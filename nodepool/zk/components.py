@@ -147,7 +147,10 @@ class BaseComponent:
 
     @property
     def registered(self) -> bool:
-        return self._registered
+        """Whether the record exists: :meth:`register` succeeded (its
+        path is known) and :meth:`unregister` was not called since.  (No
+        lock: it would wait for a registration's ZooKeeper calls.)"""
+        return self._registered and self.path is not None
 
     def register(self) -> str:
         """Create the record; return its path.

@@ -17,7 +17,8 @@ from tests.fakes.scanner import FakeScanner
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
-from tests.functional.conftest import FAST, SMALL_PROVIDER, read_nodes
+from tests.functional.conftest import (
+    FAST, SMALL_PROVIDER, idle_ready, nodes_of, read_nodes)
 
 TWO_PROVIDERS = """
 labels:
@@ -401,3 +402,19 @@ def test_unreachable_instance_fails_and_is_deleted(launcher_factory, zuul):
     done = zuul.wait_for_request(zuul.submit(["small"]), timeout=60)
     assert done.state == RequestState.FAILED
     wait_for(lambda: not all_nodes(zuul) and not cloud.list(), timeout=30)
+
+
+def test_request_canceled_while_its_node_launches(launcher_factory, zuul):
+    """Zuul deletes a request whose node is still booting: once the node
+    is ready the launcher finds the request gone (the fulfilling write
+    fails), frees the node for other requests and creates no record."""
+    cloud = FakeCloud.get("fake")
+    cloud.paused.set()
+    launcher_factory()
+    request = zuul.submit(["small"])
+    wait_for(lambda: nodes_of(zuul, label="small"))
+    assert zuul.cancel(request)
+    cloud.paused.clear()
+    (node,) = wait_for(lambda: idle_ready(zuul) or None, timeout=30)
+    assert node.allocated_to is None
+    assert not zuul.kazoo.exists("/nodepool/requests/" + request.id)

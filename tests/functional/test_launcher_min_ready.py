@@ -5,7 +5,8 @@
 launchers, and its requests declined at capacity."""
 
 from nodepool.launcher.request_handler import MIN_READY_REQUESTOR
-from nodepool.zk.models import RequestState
+from nodepool.zk.models import Node, NodeState, RequestState
+from nodepool.zk.nodes import NodeStore
 from tests.fakes.test_driver import FakeCloud
 from tests.fixtures.waits import wait_for
 from tests.functional.conftest import idle_ready, node_ids, nodes_of
@@ -50,6 +51,32 @@ def test_two_launchers_share_min_ready(launcher_factory, zuul):
         launcher.min_ready.submitted for launcher in (one, two)),
         timeout=30)
     assert len(nodes_of(zuul, label="small")) == 1
+
+
+def test_ready_node_of_a_vanished_request_counts_for_min_ready(
+        launcher_factory, zuul, zk_factory):
+    """A ready node still allocated to a request that is gone is about to
+    be released (another launcher fulfilled its min-ready request and
+    deleted it; our node cache may show the release later than our
+    request cache shows the delete): min-ready counts it rather than
+    asking for a second node."""
+    store = NodeStore(zk_factory())
+    node = Node()
+    node.state = NodeState.READY
+    node.provider, node.pool, node.type = "fake", "main", ["small"]
+    node.external_id = "gone-request-node"
+    node.allocated_to = "100-0000099999"  # no such request
+    store.store_node(node)
+    # Held here, so that cleanup cannot free it during the test.
+    store.lock_node(node, blocking=True, timeout=10)
+    try:
+        launcher = launcher_factory(min_ready=1)
+        passes = launcher.main_loop.passes
+        wait_for(lambda: launcher.main_loop.passes >= passes + 5)
+        assert not launcher.min_ready.submitted
+        assert FakeCloud.get("fake").created == 0
+    finally:
+        store.unlock_node(node)
 
 
 def test_min_ready_request_at_capacity_is_declined(launcher_factory, zuul):

@@ -43,6 +43,42 @@ def test_grows_to_its_target_while_work_waits(pools):
     assert pool.size == 3
 
 
+def test_grows_when_the_target_grows_after_the_work_came(pools):
+    """All the work may arrive before the first call measured what the
+    target depends on: the pool grows as calls finish, not only on
+    submit."""
+    wanted = [2]
+    pool = pools(lambda: wanted[0])
+    gate, measured = threading.Event(), threading.Event()
+
+    def measure():
+        measured.wait(30)
+        wanted[0] = 4
+    futures = [pool.submit(measure)] + blocked(pool, 5, gate)
+    assert pool.size == 2
+    measured.set()
+    wait_for(lambda: pool.size == 4)
+    gate.set()
+    for f in futures[1:]:
+        assert f.result(30) is True
+
+
+def test_above_its_target_the_pool_shrinks_to_it(pools):
+    wanted = [4]
+    pool = pools(lambda: wanted[0], idle_timeout=3600)
+    gate = threading.Event()
+    futures = blocked(pool, 4, gate)
+    gate.set()
+    for f in futures:
+        f.result(30)
+    wait_for(lambda: pool._idle == 4)
+    wanted[0] = 2
+    # Idle threads look again within SHRINK_POLL, down to the target.
+    wait_for(lambda: pool.size == 2)
+    results = [pool.submit(lambda: 1).result(30) for _ in range(3)]
+    assert results == [1, 1, 1] and pool.size == 2
+
+
 def test_a_free_thread_takes_new_work(pools):
     pool = pools(fixed_target(8))
     for n in range(5):

@@ -30,6 +30,7 @@ import logging
 from typing import Optional
 
 from nodepool import exceptions
+from nodepool.driver.elastic import ElasticExecutor, limiter_target
 from nodepool.driver.errors import ErrorClass
 from nodepool.driver.gce import errors
 from nodepool.driver.gce.client import GceClients
@@ -93,8 +94,9 @@ class GceAdapter(CloudAdapter):
         self.operation_interval = operation_interval
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            worker_count(rate), thread_name_prefix="gce-api-%s" % name)
+        self.executor = ElasticExecutor(
+            "gce-api-%s" % name,
+            limiter_target(self.limiter, worker_count(rate)))
         self._machine_types = SingleFlightTTLCache(MACHINE_TYPE_TTL)
         self._images = SingleFlightTTLCache(IMAGE_TTL)
         self._quota_cache = SingleFlightTTLCache(QUOTA_TTL)
