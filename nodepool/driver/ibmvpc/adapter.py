@@ -31,6 +31,7 @@ import time
 from typing import Optional
 
 from nodepool import exceptions
+from nodepool.driver.elastic import ElasticExecutor, limiter_target
 from nodepool.driver.ibmvpc import errors
 from nodepool.driver.ibmvpc.clients import IbmClients, Setup, look_up
 from nodepool.driver.ibmvpc.images import ImageManager
@@ -82,9 +83,10 @@ class IbmVpcAdapter(CloudAdapter):
             retry_after=errors.retry_after, max_retry_after=60.0)
         if listing_interval is None:
             listing_interval = max(1.0, 3.0 / rate) if rate else 1.0
-        workers = max(min(int(rate * 4), 8), 2) if rate else 8
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix="ibmvpc-api-%s" % name)
+        # Sized from the rate and the calls' measured latency.
+        self.executor = ElasticExecutor(
+            "ibmvpc-api-%s" % name, limiter_target(
+                self.limiter, max(min(int(rate * 4), 8), 2) if rate else 8))
         self._setup: Optional[Setup] = None
         self._setup_lock = threading.Lock()
         self._images = SingleFlightTTLCache(IMAGE_TTL)
