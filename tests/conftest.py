@@ -12,7 +12,7 @@ from kazoo.client import KazooClient
 from nodepool.zk.client import ZooKeeperClient
 from tests.fixtures import zkserver
 from tests.fixtures.clouds import (  # noqa: F401
-    azure_fake, gce_fake, k8s_fake, openstack_cloud)
+    azure_fake, gce_fake, ibmvpc_fake, k8s_fake, openstack_cloud)
 from tests.fixtures.sshd import sshd, sshd_factory  # noqa: F401
 from tests.fixtures.statsd import statsd  # noqa: F401
 

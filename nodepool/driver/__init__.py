@@ -21,6 +21,7 @@ _REGISTRY = {
     "openshiftpods": "nodepool.driver.openshiftpods:OpenshiftPodsDriver",
     "metastatic": "nodepool.driver.metastatic:MetastaticDriver",
     "gce": "nodepool.driver.gce:GceDriver",
+    "ibmvpc": "nodepool.driver.ibmvpc:IbmVpcDriver",
 }
 
 _instances = {}

@@ -4,7 +4,7 @@
 """The one fixture of the driver contract suite: ``driver_bed``.
 
 Each parameter (``test``, ``aws``, ``openstack``, ``azure``, ``static``,
-``metastatic``, ``kubernetes``) is a :class:`DriverBed`: a provider named
+``metastatic``, ``kubernetes``, ``gce``, ``ibmvpc``) is a :class:`DriverBed`: a provider named
 :attr:`DriverBed.provider` with
 one pool ``main`` serving label ``small``, on the driver's cloud
 stand-in, and the handles the contract tests drive it with.  Adding a
@@ -21,6 +21,8 @@ import pytest
 from nodepool import driver
 from nodepool.config.loader import load_config
 from nodepool.driver.azure import AzureDriver
+from nodepool.driver.ibmvpc import IbmVpcDriver
+from nodepool.driver.ibmvpc.statemachines import node_metadata
 from nodepool.driver.openstack import OpenStackDriver
 from nodepool.driver.quota import QuotaInformation
 from nodepool.zk.models import NodeState
@@ -814,9 +816,126 @@ class GceBed(DriverBed):
         return leaked, "someone-elses"
 
 
+class QuickIbmVpcDriver(IbmVpcDriver):
+    """``driver: ibmvpc`` listing every LISTING_INTERVAL."""
+
+    def get_adapter(self, provider_config, warm=True):
+        from nodepool.driver.ibmvpc.adapter import IbmVpcAdapter
+        return IbmVpcAdapter(provider_config, warm=warm,
+                             listing_interval=LISTING_INTERVAL,
+                             listing_gap=LISTING_INTERVAL / 5)
+
+
+class IbmVpcBed(DriverBed):
+    """``driver: ibmvpc``: the loopback fake IBM Cloud (IAM, resource
+    manager, VPC) through the real SDKs; ownership is by names."""
+
+    provider = "ibmvpc"
+    capabilities = CLOUD
+    config = CLOUD_HEADER + """\
+          - name: ibmvpc
+            driver: ibmvpc
+            vpc: np-vpc
+            region: us-south
+            zone: us-south-1
+            subnet: sn-nodepool
+            credentials-file: {credentials}
+            rate: 200
+            launch-retries: {retries}
+            quota:
+              instances: {quota_instances}
+            object-storage:
+              instance-name: np-cos
+              endpoint: {cos_endpoint}
+              bucket-name: np-images
+            cloud-images:
+              - name: debian
+                username: zuul
+                image-name: ibm-debian-12
+            diskimages:
+              - name: contract-image
+                operating-system: debian-12-amd64
+            pools:
+              - name: main
+                max-servers: {max_servers}
+                public-ipv4: true
+                host-key-checking: false
+                labels:
+                  - name: small
+                    cloud-image: debian
+                    profile: cx2-2x4
+        """
+    node_fields = dict(cloud="IBM", region="us-south", az="us-south-1",
+                       username="zuul", host_keys=[],
+                       resources={"cores": 2, "instances": 1, "ram": 4096})
+
+    def __init__(self, request, tmp_path):
+        super().__init__(request, tmp_path)
+        self.fake = request.getfixturevalue("ibmvpc_fake")
+        driver.register_driver(
+            "ibmvpc", "tests.contract.conftest:QuickIbmVpcDriver")
+        request.addfinalizer(lambda: driver.register_driver(
+            "ibmvpc", "nodepool.driver.ibmvpc:IbmVpcDriver"))
+        self.quota_instances = 100
+
+    def values(self):
+        return dict(credentials=self.fake.credentials,
+                    cos_endpoint=self.fake.cos.url,
+                    quota_instances=self.quota_instances)
+
+    def check_node(self, node):
+        assert node.external_id == "np" + node.id
+        fip = self.fake.by_name("floating_ips", node.external_id)
+        assert node.interface_ip == node.public_ipv4 == fip["address"]
+        vm = self.fake.by_name("instances", node.external_id)
+        assert fip["target"]["id"] == vm["primary_network_interface"]["id"]
+        assert vm["resource_group"]["name"] == "np_ibmvpc_main"
+
+    def released(self, kazoo, node):
+        gone = node.id not in {n.id for n in read_nodes(kazoo)}
+        return gone and not self.fake.names("instances") and \
+            not self.fake.names("floating_ips")
+
+    def instances(self):
+        found = {}
+        for name in self.fake.names("instances"):
+            vm = self.fake.by_name("instances", name)
+            if vm is not None and vm["status"] != "deleting":
+                group = vm["resource_group"]["name"]
+                found[name] = node_metadata(name, group).get(
+                    "nodepool_node_id")
+        return found
+
+    def create_calls(self):
+        return self.fake.counts["POST instances"]
+
+    def fail_creates(self, count=1):
+        self.fake.fail_instances(count, code="cannot_start_capacity")
+
+    def limit_to_one_node(self):
+        # The API has no account limits: the provider's quota key.
+        self.quota_instances = 1
+
+    def plant_instances(self):
+        leaked = "np" + LEAKED_NODE_ID
+        self.fake.plant_instance(leaked, "np_ibmvpc_main")
+        self.fake.plant_instance("np0000000001", "np_other_main")
+        return leaked, "np0000000001"
+
+    def image_adapter(self):
+        from nodepool.driver.ibmvpc.adapter import IbmVpcAdapter
+        provider = self.provider_config()
+        adapter = IbmVpcAdapter(provider, warm=False, poll_interval=0.05)
+        path = self.tmp_path / "image.qcow2"
+        path.write_bytes(b"QFI\xfb" + b"\0" * 508)
+        self.request.addfinalizer(adapter.stop)
+        return (adapter, provider.diskimages["contract-image"], str(path),
+                "qcow2")
+
+
 BEDS = {"test": FakeDriverBed, "aws": AwsBed, "openstack": OpenStackBed,
         "azure": AzureBed, "static": StaticBed, "metastatic": MetastaticBed,
-        "kubernetes": KubernetesBed, "gce": GceBed}
+        "kubernetes": KubernetesBed, "gce": GceBed, "ibmvpc": IbmVpcBed}
 
 
 @pytest.fixture(scope="session")

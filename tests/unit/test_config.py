@@ -407,8 +407,8 @@ def test_watcher_keeps_running_config_on_invalid_reload(tmp_path, caplog):
 
 def test_registry():
     assert registry.driver_names() == [
-        "aws", "azure", "gce", "kubernetes", "metastatic", "openshift",
-        "openshiftpods", "openstack", "static"]
+        "aws", "azure", "gce", "ibmvpc", "kubernetes", "metastatic",
+        "openshift", "openshiftpods", "openstack", "static"]
     driver = registry.get_driver("static")
     assert driver is registry.get_driver("static")
     assert driver.name == "static"
