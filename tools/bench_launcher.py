@@ -96,21 +96,24 @@ class CountingClient(ZooKeeperClient):
         self.kazoo._call = counted
 
 
-def zuul_side(hosts, count, results):
-    """Play Zuul in its own process: submit, accept, return, time it."""
-    zuul_zk = ZooKeeperClient(hosts, timeout=30)
-    zuul_zk.connect()
-    zuul = ZuulClient(zuul_zk)
-    latencies = []
+def serve_requests(zuul, count, timeout=600):
+    """Submit ``count`` one-node requests at once; accept and return each
+    node as soon as its request is fulfilled; wait until every node
+    record is gone.  Returns ``(elapsed, lifecycle, latencies, handed)``:
+    seconds until all were fulfilled and until all nodes were deleted,
+    the sorted request -> fulfilled latencies, and how often each node
+    id was handed out."""
+    latencies, handed = [], collections.Counter()
     lock = threading.Lock()
 
     def serve(request, submitted):
-        done = zuul.wait_for_request(request, timeout=600)
+        done = zuul.wait_for_request(request, timeout=timeout)
         fulfilled = time.monotonic()
         nodes = zuul.accept_nodes(done)
-        zuul.return_nodes(nodes)
         with lock:
             latencies.append(fulfilled - submitted)
+            handed.update(node.id for node in nodes)
+        zuul.return_nodes(nodes)
 
     start = time.monotonic()
     threads = []
@@ -124,12 +127,20 @@ def zuul_side(hosts, count, results):
         thread.join()
     elapsed = time.monotonic() - start
     # Wait until every used node is deleted, to count the whole lifecycle.
-    while zuul_zk.kazoo.get_children("/nodepool/nodes"):
+    while zuul.kazoo.get_children("/nodepool/nodes"):
         time.sleep(0.05)
-    lifecycle = time.monotonic() - start
+    return elapsed, time.monotonic() - start, sorted(latencies), handed
+
+
+def zuul_side(hosts, count, results):
+    """Play Zuul in its own process: submit, accept, return, time it."""
+    zuul_zk = ZooKeeperClient(hosts, timeout=30)
+    zuul_zk.connect()
+    zuul = ZuulClient(zuul_zk)
+    elapsed, lifecycle, latencies, _ = serve_requests(zuul, count)
     zuul.close()
     zuul_zk.disconnect()
-    results.put((elapsed, lifecycle, sorted(latencies)))
+    results.put((elapsed, lifecycle, latencies))
 
 
 def run(hosts, count, intervals):

@@ -43,7 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kazoo.client import KazooClient  # noqa: E402
 from kazoo.exceptions import NoNodeError  # noqa: E402
 
-from bench_launcher import WRITES, CountingClient  # noqa: E402
+from bench_launcher import (  # noqa: E402
+    WRITES, CountingClient, serve_requests)
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from nodepool.zk.models import Node  # noqa: E402
 from tests.fixtures import zkserver  # noqa: E402
@@ -163,32 +164,7 @@ def run(ensemble_hosts, count, launchers, layout, max_servers):
     zuul_zk = ZooKeeperClient(hosts, timeout=30)
     zuul_zk.connect()
     zuul = ZuulClient(zuul_zk)
-    latencies, handed = [], collections.Counter()
-    lock = threading.Lock()
-
-    def serve(request, submitted):
-        done = zuul.wait_for_request(request, timeout=900)
-        fulfilled = time.monotonic()
-        nodes = zuul.accept_nodes(done)
-        with lock:
-            latencies.append(fulfilled - submitted)
-            for node in nodes:
-                handed[node.id] += 1
-        zuul.return_nodes(nodes)
-
-    start = time.monotonic()
-    threads = []
-    for _ in range(count):
-        request = zuul.submit(["small"])
-        thread = threading.Thread(target=serve,
-                                  args=(request, time.monotonic()))
-        thread.start()
-        threads.append(thread)
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - start
-    while zuul_zk.kazoo.get_children("/nodepool/nodes"):
-        time.sleep(0.05)
+    elapsed, _, latencies, handed = serve_requests(zuul, count, timeout=900)
     stop.set()
     counts = collections.Counter()
     for _ in procs:
@@ -201,7 +177,6 @@ def run(ensemble_hosts, count, launchers, layout, max_servers):
     admin.delete(chroot, recursive=True)
     admin.stop()
     admin.close()
-    latencies.sort()
     return dict(
         elapsed=elapsed, p50=statistics.median(latencies),
         p95=latencies[int(len(latencies) * 0.95) - 1],
