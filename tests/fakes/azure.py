@@ -27,11 +27,9 @@ same names) answers calls with a 429 or 5xx instead of handling them
 """
 
 import collections
-import http.server
 import itertools
 import json
 import re
-import socketserver
 import ssl
 import threading
 import urllib.parse
@@ -40,6 +38,7 @@ import uuid
 from nodepool import driver
 from nodepool.driver.azure import AzureDriver
 from tests.fakes.faults import Faults, lose
+from tests.fakes.jsonhttp import JsonHandler, ThreadingServer
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -96,15 +95,7 @@ class _Fault:
         self.name = name
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out as separate writes: without this, Nagle
-    # holds the body until the client's delayed ACK (40 ms a call).
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args):
-        pass
-
+class _Handler(JsonHandler):
     def _serve(self, method):
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
@@ -135,38 +126,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                               "message": "injected: answer lost"}}
         self._send(status, body, headers)
 
-    def _send(self, status, body, headers):
-        data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
 
-    def do_GET(self):
-        self._serve("GET")
-
-    def do_PUT(self):
-        self._serve("PUT")
-
-    def do_POST(self):
-        self._serve("POST")
-
-    def do_DELETE(self):
-        self._serve("DELETE")
-
-    def do_PATCH(self):
-        self._serve("PATCH")
-
-
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(ThreadingServer):
     def finish_request(self, request, client_address):
         # The TLS handshake runs in the connection's own thread, so one
         # slow client never holds up the accept loop.

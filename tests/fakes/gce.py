@@ -39,12 +39,12 @@ import http.server
 import itertools
 import json
 import re
-import socketserver
 import threading
 import time
 import urllib.parse
 
 from tests.fakes.faults import Faults, lose
+from tests.fakes.jsonhttp import JsonHandler, ThreadingServer
 
 BASE = "/compute/v1"
 PUBLIC = "https://www.googleapis.com" + BASE
@@ -119,12 +119,8 @@ def last_segment(url):
     return (url or "").rstrip("/").rsplit("/", 1)[-1]
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args):
-        pass
+class _Handler(JsonHandler):
+    content_type = "application/json; charset=UTF-8"
 
     def _serve(self, method):
         fake = self.server.fake
@@ -158,30 +154,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                 "errors": [{"reason": "backendError",
                                             "message": "injected"}]}}
         self._send(status, answer, {})
-
-    def _send(self, status, body, headers):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._serve("GET")
-
-    def do_POST(self):
-        self._serve("POST")
-
-    def do_DELETE(self):
-        self._serve("DELETE")
-
-
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 class FakeGce:
@@ -226,7 +198,7 @@ class FakeGce:
     # Life cycle -----------------------------------------------------------
 
     def start(self):
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server = ThreadingServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.thread = threading.Thread(
             target=self.server.serve_forever, args=(0.05,),

@@ -45,11 +45,9 @@ refresh token, request rate limits (a 429 only through :attr:`faults`).
 """
 
 import collections
-import http.server
 import itertools
 import json
 import re
-import socketserver
 import threading
 import time
 import urllib.parse
@@ -59,6 +57,7 @@ import jwt
 
 from tests.fakes.faults import Faults
 from tests.fakes.ibmvpc_records import ApiError, VpcRecords
+from tests.fakes.jsonhttp import JsonHandler, ThreadingServer
 
 API_KEY = "fake-api-key"
 ACCOUNT = "fake-account"
@@ -73,39 +72,15 @@ def _now_text():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def _send(self, status, body=None, headers=None):
-        data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _handle(self):
+class _Handler(JsonHandler):
+    def _serve(self, method):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         status, body, headers = self.server.fake.handle(
-            self.command, parsed.path, query, raw, self.headers)
+            method, parsed.path, query, raw, self.headers)
         self._send(status, body, headers)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
-
-
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 class FakeIbmVpc(VpcRecords):
@@ -161,7 +136,7 @@ class FakeIbmVpc(VpcRecords):
     # Life cycle ----------------------------------------------------------
 
     def start(self):
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = ThreadingServer(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         threading.Thread(target=self._server.serve_forever,
                          name="fake-ibmvpc", daemon=True).start()

@@ -39,12 +39,10 @@ quota" like a ResourceQuota.  :attr:`counts` counts requests by route.
 import base64
 import collections
 import datetime
-import http.server
 import itertools
 import json
 import re
 import secrets
-import socketserver
 import ssl
 import threading
 import time
@@ -54,6 +52,7 @@ import uuid
 import yaml
 
 from tests.fakes.faults import Faults, lose
+from tests.fakes.jsonhttp import JsonHandler, ThreadingServer
 
 NODE_NAME = "fake-node-1"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -131,13 +130,7 @@ def _b64(data):
     return base64.b64encode(data).decode()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args):
-        pass
-
+class _Handler(JsonHandler):
     def _serve(self, method):
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
@@ -169,30 +162,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                              "injected: answer lost", None)
         self._send(status, answer, {})
 
-    def _send(self, status, body, headers):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
 
-    def do_GET(self):
-        self._serve("GET")
-
-    def do_POST(self):
-        self._serve("POST")
-
-    def do_DELETE(self):
-        self._serve("DELETE")
-
-
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(ThreadingServer):
     def finish_request(self, request, client_address):
         try:
             request = self.ssl_context.wrap_socket(request, server_side=True)
