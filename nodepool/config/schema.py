@@ -62,6 +62,12 @@ POOL = Section({
 })
 
 
+def inherit(value, fallback):
+    """A pool's key as set on the pool, else the provider's (both were
+    validated as nullable without a default: None means not set)."""
+    return fallback if value is None else value
+
+
 def pool_priority(pool_priority, provider_priority):
     """Pools inherit the provider's priority; 100 when neither sets one."""
     if pool_priority is not None:

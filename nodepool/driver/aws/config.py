@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import voluptuous as v
 
 from nodepool.config import schema
+from nodepool.config.schema import inherit
 from nodepool.config.models import ConfigObject, FrozenDict
 from nodepool.driver import capacity, cloud
 from nodepool.driver.base import (
@@ -321,26 +322,22 @@ class AwsProviderConfig(cloud.CloudProviderConfig):
         return self.region_name
 
 
-def _default(value, fallback):
-    return fallback if value is None else value
-
-
 def _build_pool(provider, pool, ctx, pool_path, images):
-    public_ipv4 = _default(pool["public_ip_address"],
-                           _default(pool["public_ipv4"],
-                                    provider["public_ipv4"]))
+    public_ipv4 = inherit(pool["public_ip_address"],
+                          inherit(pool["public_ipv4"],
+                                  provider["public_ipv4"]))
     pool = dict(
         pool,
-        max_servers=_default(pool["max_servers"], provider["max_servers"]),
-        max_cores=_default(pool["max_cores"], provider["max_cores"]),
-        max_ram=_default(pool["max_ram"], provider["max_ram"]),
+        max_servers=inherit(pool["max_servers"], provider["max_servers"]),
+        max_cores=inherit(pool["max_cores"], provider["max_cores"]),
+        max_ram=inherit(pool["max_ram"], provider["max_ram"]),
         max_resources={**provider["max_resources"], **pool["max_resources"]},
         public_ipv4=public_ipv4,
-        public_ipv6=_default(pool["public_ipv6"], provider["public_ipv6"]),
-        use_internal_ip=_default(pool["use_internal_ip"],
-                                 provider["use_internal_ip"]),
-        host_key_checking=_default(pool["host_key_checking"],
-                                   provider["host_key_checking"]))
+        public_ipv6=inherit(pool["public_ipv6"], provider["public_ipv6"]),
+        use_internal_ip=inherit(pool["use_internal_ip"],
+                                provider["use_internal_ip"]),
+        host_key_checking=inherit(pool["host_key_checking"],
+                                  provider["host_key_checking"]))
     del pool["public_ip_address"]
 
     def build_label(label, label_path):
@@ -364,8 +361,8 @@ def build_provider(data, ctx, path):
     """Build an AwsProviderConfig from validated provider data."""
     diskimages = cloud.build_diskimages(
         data, ctx, path, lambda image, top: AwsDiskImage(**dict(
-            image, username=_default(image["username"], top.username),
-            shell_type=_default(image["shell_type"], top.shell_type))))
+            image, username=inherit(image["username"], top.username),
+            shell_type=inherit(image["shell_type"], top.shell_type))))
     cloud_images = {image["name"]: AwsCloudImage(**image_connection(image))
                     for image in data["cloud_images"]}
     known = (cloud_images, [d["name"] for d in data["diskimages"]])

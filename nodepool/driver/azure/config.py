@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import voluptuous as v
 
 from nodepool.config import schema
+from nodepool.config.schema import inherit
 from nodepool.config.models import ConfigObject, FrozenDict
 from nodepool.driver import capacity, cloud
 from nodepool.driver.base import (
@@ -252,22 +253,18 @@ class AzureProviderConfig(cloud.CloudProviderConfig):
         return IMAGE_TYPE
 
 
-def _default(value, fallback):
-    return fallback if value is None else value
-
-
 def _build_pool(provider, pool, ctx, pool_path, images):
-    public_ipv4 = _default(pool["public_ipv4"], provider["public_ipv4"])
-    public_ipv6 = _default(pool["public_ipv6"], provider["public_ipv6"])
-    ipv4 = bool(_default(pool["ipv4"], provider["ipv4"]) or public_ipv4)
-    ipv6 = bool(_default(pool["ipv6"], provider["ipv6"]) or public_ipv6)
+    public_ipv4 = inherit(pool["public_ipv4"], provider["public_ipv4"])
+    public_ipv6 = inherit(pool["public_ipv6"], provider["public_ipv6"])
+    ipv4 = bool(inherit(pool["ipv4"], provider["ipv4"]) or public_ipv4)
+    ipv6 = bool(inherit(pool["ipv6"], provider["ipv6"]) or public_ipv6)
     pool = dict(
         pool, ipv4=ipv4 or not ipv6, ipv6=ipv6,
         public_ipv4=public_ipv4, public_ipv6=public_ipv6,
-        use_internal_ip=_default(pool["use_internal_ip"],
-                                 provider["use_internal_ip"]),
-        host_key_checking=_default(pool["host_key_checking"],
-                                   provider["host_key_checking"]))
+        use_internal_ip=inherit(pool["use_internal_ip"],
+                                provider["use_internal_ip"]),
+        host_key_checking=inherit(pool["host_key_checking"],
+                                  provider["host_key_checking"]))
 
     def build_label(label, label_path):
         cloud.require_label_image(label, ctx, label_path, *images)
@@ -288,7 +285,7 @@ def _network(data):
     if isinstance(network, str):
         network = {"network": network, "resource_group": None,
                    "subnet": "default"}
-    return AzureNetwork(**dict(network, resource_group=_default(
+    return AzureNetwork(**dict(network, resource_group=inherit(
         network["resource_group"], data["resource_group"])))
 
 
@@ -301,12 +298,12 @@ def build_provider(data, ctx, path):
                     "nothing")
     diskimages = cloud.build_diskimages(
         data, ctx, path, lambda image, top: AzureDiskImage(**dict(
-            image, username=_default(image["username"], top.username),
-            shell_type=_default(image["shell_type"], top.shell_type))))
+            image, username=inherit(image["username"], top.username),
+            shell_type=inherit(image["shell_type"], top.shell_type))))
     cloud_images = {}
     for image in data["cloud_images"]:
         cloud_images[image["name"]] = AzureCloudImage(**image_connection(dict(
-            image, key=_default(image["key"], data["zuul_public_key"]),
+            image, key=inherit(image["key"], data["zuul_public_key"]),
             community_gallery_image=_gallery(image["community_gallery_image"]),
             shared_gallery_image=_gallery(image["shared_gallery_image"]))))
     known = (cloud_images, [d["name"] for d in data["diskimages"]])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import voluptuous as v
 
 from nodepool.config import schema
+from nodepool.config.schema import inherit
 from nodepool.config.models import ConfigObject, FrozenDict
 from nodepool.config.errors import describe_value
 from nodepool.config.validators import ConfigInvalid
@@ -205,24 +206,20 @@ class IbmProviderConfig(cloud.CloudProviderConfig):
         return self.region
 
 
-def _default(value, fallback):
-    return fallback if value is None else value
-
-
 def _build_pool(provider, pool, ctx, pool_path, images):
-    zone = _default(pool["zone"], provider["zone"])
-    subnet = _default(pool["subnet"], provider["subnet"])
+    zone = inherit(pool["zone"], provider["zone"])
+    subnet = inherit(pool["subnet"], provider["subnet"])
     for key, value in (("zone", zone), ("subnet", subnet)):
         if value is None:
             ctx.problem(pool_path + (key,), "a %s (here or on the "
                         "provider)" % key, "nothing")
     pool = dict(
         pool, zone=zone or "", subnet=subnet or "",
-        public_ipv4=_default(pool["public_ipv4"], provider["public_ipv4"]),
-        use_internal_ip=_default(pool["use_internal_ip"],
-                                 provider["use_internal_ip"]),
-        host_key_checking=_default(pool["host_key_checking"],
-                                   provider["host_key_checking"]))
+        public_ipv4=inherit(pool["public_ipv4"], provider["public_ipv4"]),
+        use_internal_ip=inherit(pool["use_internal_ip"],
+                                provider["use_internal_ip"]),
+        host_key_checking=inherit(pool["host_key_checking"],
+                                  provider["host_key_checking"]))
 
     def build_label(label, label_path):
         cloud.require_label_image(label, ctx, label_path, *images)
@@ -237,7 +234,7 @@ def build_provider(data, ctx, path):
     diskimages = cloud.build_diskimages(
         data, ctx, path, lambda image, top: IbmDiskImage(**dict(
             image, username=top.username,
-            shell_type=_default(image["shell_type"], top.shell_type))))
+            shell_type=inherit(image["shell_type"], top.shell_type))))
     cloud_images = {
         image["name"]: IbmCloudImage(**image_connection(dict(
             image, keys=tuple(image["keys"]))))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import voluptuous as v
 
 from nodepool.config import schema
+from nodepool.config.schema import inherit
 from nodepool.config.models import FrozenDict
 from nodepool.driver.base import (
     LabelConfig, PoolConfig, ProviderConfig, build_labels, build_pools)
@@ -226,14 +227,10 @@ class KubernetesProviderConfig(ProviderConfig):
     max_resources: FrozenDict
 
 
-def _default(value, fallback):
-    return fallback if value is None else value
-
-
 def _limit(label, pool, kind):
-    return _default(label[kind + "_limit"],
-                    _default(pool["default_label_%s_limit" % kind],
-                             label[kind]))
+    return inherit(label[kind + "_limit"],
+                   inherit(pool["default_label_%s_limit" % kind],
+                           label[kind]))
 
 
 def resolve_label(label: dict, pool: dict, kind: str) -> dict:
@@ -242,8 +239,8 @@ def resolve_label(label: dict, pool: dict, kind: str) -> dict:
     label = dict(label, kind=kind)
     label.pop("type", None)
     for resource in ("cpu", "memory", "storage"):
-        label[resource] = _default(label[resource],
-                                   pool["default_label_" + resource])
+        label[resource] = inherit(label[resource],
+                                  pool["default_label_" + resource])
     for resource in ("cpu", "memory", "storage"):
         label[resource + "_limit"] = _limit(label, pool, resource)
     label["extra_resources"] = {**pool["default_label_extra_resources"],
@@ -261,9 +258,9 @@ def build_pool_object(provider, pool, ctx, pool_path, *, kind_of,
     """The pool object: limits resolved, labels built with ``kind_of``."""
     pool = dict(
         pool,
-        max_servers=_default(pool["max_servers"], max_servers),
-        max_cores=_default(pool["max_cores"], provider["max_cores"]),
-        max_ram=_default(pool["max_ram"], provider["max_ram"]),
+        max_servers=inherit(pool["max_servers"], max_servers),
+        max_cores=inherit(pool["max_cores"], provider["max_cores"]),
+        max_ram=inherit(pool["max_ram"], provider["max_ram"]),
         max_resources={**provider["max_resources"], **pool["max_resources"]})
 
     def build_label(label, label_path):
