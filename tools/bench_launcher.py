@@ -77,6 +77,16 @@ def path_kind(path):
     return kind
 
 
+def request_kind(request):
+    """The path kind of a request; for a transaction, its operations and
+    their path kinds (``Create node-lock + SetData node``)."""
+    operations = getattr(request, "operations", None)
+    if operations is None:
+        return path_kind(getattr(request, "path", None))
+    return " + ".join("%s %s" % (type(op).__name__.replace("Version", ""),
+                                 path_kind(op.path)) for op in operations)
+
+
 class CountingClient(ZooKeeperClient):
     """Counts every request the kazoo client sends, by type and by
     (type, path kind)."""
@@ -90,8 +100,7 @@ class CountingClient(ZooKeeperClient):
         def counted(request, async_object):
             name = type(request).__name__
             self.counts[name] += 1
-            self.by_kind[(name, path_kind(getattr(request, "path", None)))
-                         ] += 1
+            self.by_kind[(name, request_kind(request))] += 1
             return original(request, async_object)
         self.kazoo._call = counted
 

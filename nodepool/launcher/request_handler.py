@@ -125,6 +125,8 @@ class RequestHandler(RequestRecovery):
         self.declining = None  # the reason, once a decline has begun
         self.counted = False  # counted for the provider's max-concurrency
         self.orphans: list = []  # "init" nodes stored but never locked
+        # A fulfilling transaction was sent and its outcome is unknown.
+        self.fulfil_sent = False
         # The request lock lives and dies with the session of this guard
         # (taken by the pool worker before it locked the request).
         self.guard = guard or self.services.zk_client.guard()
@@ -291,15 +293,18 @@ class RequestHandler(RequestRecovery):
         nodes = self.services.nodes
         if self.guard.lost:
             raise SessionExpiredError()
-        # Stored unlocked in "init", then locked and moved to "building":
-        # an unlocked "building" node is garbage to the cleanup worker, and
-        # so is an "init" node left unlocked for long (a launch interrupted
-        # here by a ZooKeeper fault).
+        # What the label uses, at once: tenant quota counts the record.
+        node.resources = self.provider.quota.quota_for_label(
+            label_name, self.pool.name).get_resources()
+        # Stored unlocked in "init", then locked and moved to "building"
+        # (one step): an unlocked "building" node is garbage to the
+        # cleanup worker, and so is an "init" node left unlocked for long
+        # (a launch interrupted here by a ZooKeeper fault).
         nodes.store_node(node)
         try:
-            nodes.lock_node(node, blocking=True, timeout=30)
+            nodes.lock_new_node(node, NodeState.BUILDING, timeout=30)
         except Exception:
-            # Not ours yet: remove it once ZooKeeper answers again (the
+            # Not ours: remove it once ZooKeeper answers again (the
             # cleanup worker deletes it after a while otherwise).
             self.orphans.append(node)
             raise
@@ -311,14 +316,6 @@ class RequestHandler(RequestRecovery):
             nodes.store_node(node)
             nodes.unlock_node(node)
             raise SessionExpiredError()
-        node.state = NodeState.BUILDING
-        try:
-            nodes.store_node(node)
-        except Exception:
-            node.state = NodeState.INIT  # as stored
-            nodes.unlock_node(node)
-            self.orphans.append(node)
-            raise
         self.log.info("Launching node %s (%s)", node.id, label_name)
         self.launchers[index] = self.provider.launch(
             node, label, self.pool, self.request, self.launch_log,
@@ -330,18 +327,43 @@ class RequestHandler(RequestRecovery):
     def _fulfill(self) -> None:
         request = self.request
         requests = self.services.requests
+        if self.fulfil_sent:
+            # The connection dropped during the last attempt.  It was one
+            # transaction that also released our request lock: if our
+            # contender is gone, it applied (Zuul may own the nodes now).
+            if not requests.holds_lock(request):
+                self._fulfilled(at_once=True)
+                return
+            self.fulfil_sent = False
         try:
-            # No exists() first: the write itself says whether the
-            # request is still there (one ZooKeeper read less per node).
-            requests.fulfill_request(request, [n.id for n in self.slots])
+            # One transaction writes the request and releases every lock;
+            # no exists() first: the write itself says whether the request
+            # is still there.
+            self.fulfil_sent = True
+            at_once = requests.fulfill_and_unlock(request, self.slots)
+            self.fulfil_sent = False
+            if not at_once:
+                requests.fulfill_request(request, [n.id for n in self.slots])
         except NoNodeError:
+            self.fulfil_sent = False
             self.log.info("Request vanished; releasing its nodes")
             for node in self.slots:
                 self._release_node(node, keep_allocation=False)
             self._finish()
             return
+        self._fulfilled(at_once)
+
+    def _fulfilled(self, at_once: bool) -> None:
+        request = self.request
         self.log.info("Fulfilled with nodes %s", request.nodes)
         self.trace.reason(why.FULFILLED, "nodes %s" % ", ".join(request.nodes))
+        if at_once:
+            # Every lock went with the transaction.
+            for node in self.slots:
+                node.lock = None
+            request.lock = None
+            self.done = True
+            return
         for node in self.slots:
             self._release_node(node, keep_allocation=True)
         self._finish()

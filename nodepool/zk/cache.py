@@ -57,9 +57,7 @@ class NodeCache(TreeCache):
         with self._store_lock:
             if key in self._removed:
                 return
-            with self._objects_lock:
-                self._cached_paths.add(self.object_path(key))
-            self._store(key, data, stat)
+            self.written_record(key, data, stat)
 
     def removed(self, node_id: str) -> None:
         """A record of ours was deleted."""

@@ -58,11 +58,104 @@ class RecordGone(LockError):
     """The record a lock belongs to no longer exists."""
 
 
+def new_lock(kazoo: KazooClient, path: str,
+             identifier: Optional[str] = None,
+             inside_record: bool = False) -> Lock:
+    """A kazoo ``Lock`` for ``path``, not yet acquired (see
+    :func:`acquire_lock` for ``inside_record``)."""
+    return (_RecordLock if inside_record else Lock)(kazoo, path, identifier)
+
+
+def lock_at_once(lock: Lock, *, new_dir: bool = False,
+                 check: Optional[tuple] = None,
+                 then_set: Optional[tuple] = None,
+                 ephemeral: bool = True,
+                 retried: bool = False) -> Optional[list]:
+    """Try to take ``lock`` in one ZooKeeper transaction, without waiting.
+
+    The transaction creates our contender, and first the lock directory
+    itself with ``new_dir``; ``check`` (``(path, version)``) makes it apply
+    only while that znode is at that version, so a record read earlier is
+    known to be current without reading it again.  ``then_set``
+    (``(path, data, version)``) writes a record in the same step; it needs
+    ``new_dir``, since only a contender in a directory the transaction made
+    is sure to be the first, i.e. to hold the lock when the write applies.
+
+    ``new_dir`` is a guess: when it is wrong (the directory exists, or
+    does not), the transaction is sent once more with the other guess,
+    unless it writes (``then_set``).  A record's lock directory is only
+    ever made while ``check`` holds, i.e. while the record exists.
+
+    Returns the transaction's results once the lock is held.  Returns
+    ``None`` if the transaction did not apply (a check failed, the
+    directory's parent does not exist...): nothing was created; the caller
+    takes the lock the ordinary way, with the same ``lock``.
+
+    :raises LockError: someone else holds the lock (our contender was
+        removed again).
+    :raises kazoo.exceptions.KazooException: ZooKeeper failed, and whether
+        the transaction applied is unknown.  ``lock`` is marked so that
+        :func:`acquire_lock` with it first looks for the contender this
+        attempt may have made (kazoo's recipe names contenders with a
+        per-lock prefix for exactly this).
+    """
+    if then_set is not None and not new_dir:
+        raise ValueError("then_set needs new_dir")
+    kazoo = lock.client
+    txn = kazoo.transaction()
+    if check is not None:
+        txn.check(*check)
+    if new_dir:
+        txn.create(lock.path)
+    txn.create(lock.create_path, lock.data, ephemeral=ephemeral,
+               sequence=True)
+    if then_set is not None:
+        txn.set_data(*then_set)
+    lock.create_tried = True
+    results = txn.commit()
+    if any(isinstance(r, Exception) for r in results):
+        lock.create_tried = False  # nothing was made
+        if then_set is not None or retried:
+            return None
+        # The check passed (else the later operations only report being
+        # rolled back), but the lock directory was not as we guessed.
+        first = check is not None
+        if new_dir and isinstance(results[first], NodeExistsError):
+            # Somebody locked it before: contend in the directory there is.
+            return lock_at_once(lock, check=check, ephemeral=ephemeral,
+                                retried=True)
+        if not new_dir and isinstance(results[first], NoNodeError):
+            # Never locked yet: make the directory with our contender.
+            return lock_at_once(lock, new_dir=True, check=check,
+                                ephemeral=ephemeral, retried=True)
+        return None
+    offset = (check is not None) + new_dir
+    node = results[offset].rsplit("/", 1)[1]
+    if not new_dir:
+        holder = _sorted_contenders(kazoo.get_children(lock.path))
+        if not holder or holder[0] != node:
+            try:
+                kazoo.delete(lock.path + "/" + node)
+            except NoNodeError:
+                pass
+            except KazooException as e:
+                # Ephemeral: it goes with the session that failed here.
+                log.warning("Could not remove contender %s/%s: %r",
+                            lock.path, node, e)
+            lock.create_tried = False
+            raise LockError("Did not get lock on %s" % lock.path)
+    lock.node = node
+    lock.is_acquired = True
+    lock.assured_path = True
+    return results
+
+
 def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,
                  timeout: Optional[float] = None,
                  identifier: Optional[str] = None,
                  ephemeral: bool = True,
-                 inside_record: bool = False) -> Lock:
+                 inside_record: bool = False,
+                 lock: Optional[Lock] = None) -> Lock:
     """Take the exclusive lock at ``path`` and return the kazoo ``Lock``.
 
     The lock directory is created if missing, with its parents unless
@@ -77,9 +170,11 @@ def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,
 
     On every failure our contender znode has been removed again, so a
     failed attempt never leaves a waiter behind that would later grab the
-    lock without an owner.
+    lock without an owner.  ``lock`` continues with a lock object from
+    :func:`new_lock` (after :func:`lock_at_once` did not take it).
     """
-    lock = (_RecordLock if inside_record else Lock)(kazoo, path, identifier)
+    if lock is None:
+        lock = new_lock(kazoo, path, identifier, inside_record)
     try:
         acquired = lock.acquire(blocking=blocking, timeout=timeout,
                                 ephemeral=ephemeral)

@@ -16,24 +16,19 @@ however, is not synchronised: lock, modify, store and unlock it from one
 thread at a time.  No method may be called from a kazoo callback.
 """
 
-import copy
+import contextlib
 import logging
 from typing import Iterable, Iterator, Optional
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import (
-    BadVersionError,
-    KazooException,
-    NoNodeError,
-    NotEmptyError,
-)
+from kazoo.exceptions import NoNodeError, NotEmptyError
 
-from nodepool.exceptions import InvalidRecordError, LockError
-from nodepool.zk import locks
+from nodepool.exceptions import InvalidRecordError
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.invalid import InvalidRecordLog
+from nodepool.zk.node_locks import NodeLocking
 from nodepool.zk.models import Node, NodeState
-from nodepool.zk.paths import NODE_ROOT, node_lock_path, node_path
+from nodepool.zk.paths import NODE_ROOT, node_path
 
 log = logging.getLogger("nodepool.zk.nodes")
 
@@ -42,7 +37,7 @@ log = logging.getLogger("nodepool.zk.nodes")
 _DELETE_ATTEMPTS = 5
 
 
-class NodeStore:
+class NodeStore(NodeLocking):
     """Node operations on one ZooKeeper connection.
 
     :param zk_client: a connected :class:`ZooKeeperClient`.
@@ -172,21 +167,44 @@ class NodeStore:
                 NODE_ROOT + "/", data, sequence=True,
                 makepath=True, include_data=True)
             node.id = path.rsplit("/", 1)[1]
-        else:
-            stat = self.kazoo.set(node_path(node.id), data)
+            self._written(node, data, stat)
+            return
+        with self._own_change(node.id):
+            try:
+                stat = self.kazoo.set(node_path(node.id), data)
+            except Exception:
+                # The object is ahead of the record now: its version no
+                # longer vouches for its contents (see lock_node()).
+                node.stat = None
+                raise
+            self._written(node, data, stat)
+
+    def _written(self, node: Node, data: bytes, stat) -> None:
         node.stat = stat
         if self.cache is not None:
             self.cache.written(node.id, data, stat)
 
-    def delete_node(self, node: Node) -> None:
-        """Mark ``node`` deleted, then remove its znode and lock directory.
+    def _own_change(self, node_id: str):
+        """Context of a write of ours to the node's record, which we then
+        put into the cache ourselves (so the cache need not read it)."""
+        if self.cache is None:
+            return contextlib.nullcontext(None)
+        return self.cache.own_change(node_path(node_id))
 
-        The ``deleted`` tombstone is written first so that a reader racing
-        with the recursive delete sees a final state rather than e.g.
-        ``ready``.  Call with the node locked; the lock disappears with the
-        znode (releasing it afterwards is harmless).  A node that is
-        already gone is not an error.
+    def delete_node(self, node: Node) -> None:
+        """Remove ``node``'s znode and lock directory.
+
+        Call with the node locked; the lock disappears with the znode
+        (releasing it afterwards is harmless).  A node that is already
+        gone is not an error.  When our contender is the lock's only one,
+        the three znodes go in one transaction: no reader ever sees a
+        half-deleted node.  Otherwise (someone queued on the lock, a lock
+        taken by another client's recipe) the ``deleted`` tombstone is
+        written first so that a reader racing with the recursive delete
+        sees a final state rather than e.g. ``ready``.
         """
+        if self._delete_at_once(node):
+            return
         node.state = NodeState.DELETED
         try:
             self.store_node(node)
@@ -195,6 +213,27 @@ class NodeStore:
                 self.cache.removed(node.id)
             return
         self.delete_raw_node(node.id)
+
+    def _delete_at_once(self, node: Node) -> bool:
+        """Delete the locked node's contender, lock directory and record in
+        one transaction; False if it did not apply (nothing changed)."""
+        lock = node.lock
+        if lock is None or not lock.is_acquired or not lock.node:
+            return False
+        txn = self.kazoo.transaction()
+        txn.delete(lock.path + "/" + lock.node)
+        txn.delete(lock.path)
+        txn.delete(node_path(node.id))
+        results = txn.commit()
+        if any(isinstance(r, Exception) for r in results):
+            return False
+        # The lock went with the record: nothing left to release.
+        lock.is_acquired = False
+        lock.node = None
+        node.state = NodeState.DELETED
+        if self.cache is not None:
+            self.cache.removed(node.id)
+        return True
 
     def delete_raw_node(self, node_id: str) -> None:
         """Recursively remove the znode of ``node_id`` without a tombstone.
@@ -217,134 +256,3 @@ class NodeStore:
             if self.cache is not None:
                 self.cache.removed(node_id)
             return
-
-    # Locking ------------------------------------------------------------
-
-    def lock_node(self, node: Node, blocking: bool = True,
-                  timeout: Optional[float] = None,
-                  ephemeral: bool = True,
-                  identifier: Optional[str] = None) -> None:
-        """Lock ``node`` and refresh it from ZooKeeper.
-
-        The refresh matters because the object (often from the cache) may
-        predate changes made by the previous lock holder.  On success
-        ``node.lock`` holds the kazoo lock.  ``ephemeral=False`` keeps the
-        lock beyond the session (for holders that must survive a restart);
-        such a lock must be released or force-unlocked explicitly.
-
-        Precondition: this process does not hold the lock yet (kazoo locks
-        are not re-entrant; a blocking attempt would wait forever).
-
-        :raises LockError: non-blocking and held elsewhere, ZooKeeper
-            failed, or the node was deleted (the lock is released again).
-        :raises TimeoutException: ``timeout`` expired.
-        """
-        try:
-            lock = locks.acquire_lock(
-                self.kazoo, node_lock_path(node.id), blocking=blocking,
-                timeout=timeout, identifier=identifier, ephemeral=ephemeral,
-                inside_record=True)
-        except locks.RecordGone:
-            raise LockError("node %s was deleted" % node.id) from None
-        try:
-            data, stat = self.kazoo.get(node_path(node.id))
-        except NoNodeError:
-            data, stat = None, None
-        except Exception as e:
-            locks.release_lock(lock)
-            if isinstance(e, KazooException):
-                raise LockError("could not re-read node %s after locking: %r"
-                                % (node.id, e)) from e
-            raise
-        fresh = None
-        if data:
-            try:
-                fresh = Node.from_bytes(data, stat=stat, id=node.id)
-            except InvalidRecordError as e:
-                locks.release_lock(lock)
-                raise LockError("node %s has invalid data: %s"
-                                % (node.id, e)) from e
-        if fresh is None:
-            locks.release_lock(lock)
-            self._remove_lock_skeleton(node.id, stat)
-            raise LockError("node %s was deleted" % node.id)
-        with node.thread_lock:  # the cache checks the lock under it
-            node.update_from(fresh)
-            node.stat = stat
-            node.lock = lock
-
-    def relock_node(self, node: Node) -> Node:
-        """Hold ``node``'s lock in the current session again, after the
-        session that held it was lost; returns the node as stored now.
-
-        A lock whose contender still exists is kept: an attempt in flight
-        when the session was lost completes in the new one (kazoo retries
-        it).  Otherwise the lock is taken anew, without waiting.  ``node``
-        only gets the lock; the caller compares the returned record with
-        it and unlocks if it is no longer theirs.
-
-        :raises LockError: as :meth:`lock_node` (non-blocking).
-        """
-        if locks.is_lock_holder(node.lock):
-            fresh = self._read_node(node.id)
-            if fresh is None:
-                self.unlock_node(node)
-                raise LockError("node %s was deleted" % node.id)
-            return fresh
-        node.lock = None  # it went with the lost session
-        probe = copy.copy(node)
-        self.lock_node(probe, blocking=False)
-        node.lock = probe.lock
-        return probe
-
-    def _remove_lock_skeleton(self, node_id: str, stat) -> None:
-        # Our own locks never recreate a deleted node (inside_record), but
-        # other clients' do (kazoo's recipe as used by Zuul and nodepool
-        # 11): the node znode is back, empty.  Remove it and its lock
-        # directory unless someone else is queued
-        # on the lock: plain deletes fail on a non-empty directory, so a
-        # live contender is never removed.
-        try:
-            self.kazoo.delete(node_lock_path(node_id))
-            if stat is not None:
-                self.kazoo.delete(node_path(node_id), version=stat.version)
-        except (NoNodeError, NotEmptyError, BadVersionError):
-            pass
-
-    def unlock_node(self, node: Node) -> None:
-        """Release the lock taken by :meth:`lock_node`; never fails on a
-        lost session.
-
-        :raises LockError: ``node`` is not locked by this process.
-        """
-        if node.lock is None:
-            raise LockError("node %s is not locked" % node.id)
-        locks.release_lock(node.lock)
-        node.lock = None
-
-    def node_lock_contenders(self, node_id: str) -> list[str]:
-        """Current contender znode names of the node's lock, holder first."""
-        return locks.lock_contenders(self.kazoo, node_lock_path(node_id))
-
-    def node_lock_identifiers(self, node_id: str) -> list[tuple]:
-        """``(contender, identifier)`` of the node's lock contenders,
-        holder first; the identifier is the data the contender was made
-        with (None for one gone meanwhile)."""
-        path = node_lock_path(node_id)
-        found = []
-        for name in locks.lock_contenders(self.kazoo, path):
-            try:
-                data, _ = self.kazoo.get(path + "/" + name)
-            except NoNodeError:
-                found.append((name, None))
-                continue
-            found.append((name, (data or b"").decode("utf-8", "replace")))
-        return found
-
-    def remove_lock_contender(self, node_id: str, contender: str) -> None:
-        """Delete one contender of the node's lock (a persistent one left
-        by a holder that is gone); a missing one is not an error."""
-        try:
-            self.kazoo.delete(node_lock_path(node_id) + "/" + contender)
-        except NoNodeError:
-            pass

@@ -18,37 +18,32 @@ shared by threads; a :class:`~nodepool.zk.models.NodeRequest` object must
 be used by one thread at a time.  Nothing here may run in a kazoo callback.
 """
 
-import copy
+import contextlib
 import logging
 import uuid
 from typing import Iterable, Iterator, Optional, Union
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import (
-    BadVersionError,
-    KazooException,
-    NoNodeError,
-    NotEmptyError,
-)
+from kazoo.exceptions import BadVersionError, NoNodeError
 
-from nodepool.exceptions import InvalidRecordError, LockError
+from nodepool.exceptions import InvalidRecordError
 from nodepool.zk import locks
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import NodeRequest, RequestState
 from nodepool.zk.paths import (
     PRIORITY_DEFAULT,
-    REQUEST_LOCK_ROOT,
     REQUEST_ROOT,
     request_lock_path,
     request_path,
     request_prefix,
 )
+from nodepool.zk.request_locks import RequestLocking
 
 log = logging.getLogger("nodepool.zk.requests")
 
 
-class RequestStore:
+class RequestStore(RequestLocking):
     """Node request operations on one ZooKeeper connection.
 
     :param zk_client: a connected :class:`ZooKeeperClient`.
@@ -163,8 +158,27 @@ class RequestStore:
         """
         if request.id is None:
             raise ValueError("use submit_request() for a new request")
-        request.stat = self.kazoo.set(request_path(request.id),
-                                      request.serialize())
+        data = request.serialize()
+        with self._own_change(request.id):
+            try:
+                request.stat = self.kazoo.set(request_path(request.id), data)
+            except Exception:
+                # The object is ahead of the record now: its version no
+                # longer vouches for its contents (see lock_request()).
+                request.stat = None
+                raise
+            self._written(request, data)
+
+    def _own_change(self, request_id: str):
+        """Context of a write of ours to the request, which we then put
+        into the cache ourselves (so the cache need not read it)."""
+        if self.cache is None:
+            return contextlib.nullcontext(None)
+        return self.cache.own_change(request_path(request_id))
+
+    def _written(self, request: NodeRequest, data: bytes) -> None:
+        if self.cache is not None:
+            self.cache.written_record((request.id,), data, request.stat)
 
     def delete_request(self, request: NodeRequest) -> None:
         """Delete the request znode; a missing one is not an error.
@@ -176,125 +190,6 @@ class RequestStore:
             self.kazoo.delete(request_path(request.id), recursive=True)
         except NoNodeError:
             pass
-
-    # Locking ------------------------------------------------------------
-
-    def lock_request(self, request: NodeRequest, blocking: bool = True,
-                     timeout: Optional[float] = None,
-                     identifier: Optional[str] = None) -> None:
-        """Lock ``request`` and refresh it from ZooKeeper.
-
-        The refresh matters because the object (usually from the cache)
-        may be older than the last change made under the lock, e.g. a
-        decline by another launcher.  Sets ``request.lock`` on success.
-
-        :raises LockError: held elsewhere (non-blocking), ZooKeeper failed,
-            or the request was deleted (the lock is released again).
-        :raises TimeoutException: ``timeout`` expired.
-        """
-        lock = locks.acquire_lock(self.kazoo, request_lock_path(request.id),
-                                  blocking=blocking, timeout=timeout,
-                                  identifier=identifier)
-        try:
-            fresh, stat = self._read_request(request.id)
-        except Exception as e:
-            locks.release_lock(lock)
-            if isinstance(e, KazooException):
-                raise LockError("could not re-read request %s after "
-                                "locking: %r" % (request.id, e)) from e
-            raise
-        if fresh is None:
-            locks.release_lock(lock)
-            # Our attempt recreated the lock directory; drop it again
-            # rather than leave it for the 8 h orphan cleanup.
-            self.delete_request_lock(request.id)
-            raise LockError("request %s was deleted or is unreadable"
-                            % request.id)
-        with request.thread_lock:  # the cache checks the lock under it
-            request.update_from(fresh)
-            request.stat = stat
-            request.lock = lock
-
-    def relock_request(self, request: NodeRequest) -> NodeRequest:
-        """Hold ``request``'s lock in the current session again, after the
-        session that held it was lost; returns the request as stored now.
-
-        Same rules as :meth:`NodeStore.relock_node`: a lock whose contender
-        still exists (acquired in the new session by an attempt in flight
-        at the loss) is kept, else it is taken anew without waiting.
-
-        :raises LockError: as :meth:`lock_request` (non-blocking).
-        """
-        if locks.is_lock_holder(request.lock):
-            fresh, stat = self._read_request(request.id)
-            if fresh is None:
-                self.unlock_request(request)
-                raise LockError("request %s was deleted or is unreadable"
-                                % request.id)
-            fresh.stat = stat
-            return fresh
-        request.lock = None  # it went with the lost session
-        probe = copy.copy(request)
-        self.lock_request(probe, blocking=False)
-        request.lock = probe.lock
-        return probe
-
-    def unlock_request(self, request: NodeRequest) -> None:
-        """Release the lock taken by :meth:`lock_request`.
-
-        :raises LockError: ``request`` is not locked by this process.
-        """
-        if request.lock is None:
-            raise LockError("request %s is not locked" % request.id)
-        locks.release_lock(request.lock)
-        request.lock = None
-
-    def is_request_locked(self, request_id: str) -> bool:
-        """Whether anybody (this process included) holds the request lock.
-
-        A snapshot: use :meth:`lock_request` non-blocking to act on the
-        answer without a race.
-        """
-        return locks.lock_is_held(self.kazoo, request_lock_path(request_id))
-
-    def get_request_lock_ids(self) -> list[str]:
-        """Ids of all request lock directories (orphans included)."""
-        try:
-            return self.kazoo.get_children(REQUEST_LOCK_ROOT)
-        except NoNodeError:
-            return []
-
-    def request_lock_mtime(self, request_id: str) -> Optional[float]:
-        """Modification time (epoch seconds) of the request's lock
-        directory, or ``None`` if there is none.
-
-        The directory's mtime is set when it is created; adding or removing
-        contenders does not change it.
-        """
-        try:
-            stat = self.kazoo.exists(request_lock_path(request_id))
-        except NoNodeError:
-            return None
-        if stat is None:
-            return None
-        return stat.mtime / 1000.0
-
-    def delete_request_lock(self, request_id: str) -> bool:
-        """Remove the lock directory of ``request_id`` unless it is in use.
-
-        Returns ``True`` if it is gone afterwards.  We rely on ZooKeeper
-        refusing to delete a znode that has children: a non-recursive
-        delete atomically checks that nobody holds or waits for the lock,
-        where listing contenders first would leave a race window.  The
-        caller should only do this for requests that no longer exist.
-        """
-        try:
-            self.kazoo.delete(request_lock_path(request_id))
-        except NoNodeError:
-            return True
-        except NotEmptyError:
-            return False
-        return True
 
     # State transitions (caller holds the request lock) ------------------
 

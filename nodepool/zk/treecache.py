@@ -18,6 +18,15 @@ would cost one read per lock operation without anybody noticing, which is
 why the parsers live in :mod:`nodepool.zk.paths` with their own tests and
 why :attr:`TreeCache.fetch_count` exists.
 
+A write of this process that also puts its result into the cache
+(:meth:`TreeCache.own_change`, then :meth:`TreeCache.written_record`) needs no
+read for the change event it causes: the event thread counts such writes
+per path and lets the next CHANGED event of the path pass unread (its
+listeners still hear of it, in order, once the writer reported).  That halves the reads of a
+record this process keeps writing.  If the counted event was in truth
+somebody else's earlier write, ours came later and wrote over it; a write
+that fails or does not apply un-counts itself and has the path read.
+
 On start and after every reconnection the cache re-synchronises: it walks
 the subtree (listing children concurrently, level by level) and replays a
 synthetic event for every path found, then for every path it had cached
@@ -31,6 +40,7 @@ instance of an unreadable node record as leaked.  Each version of a bad
 record is logged once (:mod:`nodepool.zk.invalid`).
 """
 
+import collections
 import contextlib
 import logging
 import queue
@@ -67,6 +77,43 @@ class _Resync:
     """Queue marker: walk the tree and replay it."""
 
 
+class OwnChange:
+    """Context of one write of ours to a record (see
+    :meth:`TreeCache.own_change`); the writer reports the result to the
+    cache inside it.  Set ``applied = False`` when the write returned
+    without applying (a transaction that failed a check)."""
+
+    #: Longest the playback thread waits for the writer to report.
+    REPORT_TIMEOUT = 10.0
+
+    def __init__(self, cache: "TreeCache", path: str):
+        self.cache = cache
+        self.path = path
+        self.applied = True
+        self.done = threading.Event()
+
+    def __enter__(self) -> "OwnChange":
+        with self.cache._own_lock:
+            self.cache._own_changes.setdefault(
+                self.path, collections.deque()).append(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.done.set()
+        if exc_type is None and self.applied:
+            return
+        cache = self.cache
+        with cache._own_lock:
+            waiting = cache._own_changes.get(self.path)
+            if waiting is not None and self in waiting:
+                waiting.remove(self)
+                if not waiting:
+                    del cache._own_changes[self.path]
+        # Someone else's change may have passed unread in our place:
+        # read the record now (queued behind that event).
+        cache._event_queue.put(WatchedEvent(SYNTHETIC, None, self.path))
+
+
 class _SyncDone:
     """Queue marker: the replay of a walk is complete."""
 
@@ -74,7 +121,82 @@ class _SyncDone:
         self.generation = generation
 
 
-class TreeCache:
+class _RecordStore:
+    """How records get into a :class:`TreeCache`: from its reads, and
+    from its writers (write-through, see the module's documentation).
+    Uses the cache's ``_objects``, ``_invalid``, ``_objects_lock``,
+    ``_cached_paths``, ``invalid_log``, ``log``, ``make_object()`` and
+    ``_event_queue``."""
+
+    def _init_write_through(self) -> None:
+        # Path -> writes of ours whose CHANGED event needs no read.
+        self._own_changes: Dict[str, collections.deque] = {}
+        self._own_lock = threading.Lock()
+
+    def own_change(self, path: str) -> OwnChange:
+        """Wrap a write of ours that changes the record at ``path``;
+        the caller then reports the result with :meth:`written_record`.  The
+        write's CHANGED event is not read again (see the module's
+        documentation)."""
+        return OwnChange(self, path)
+
+    def written_record(self, key: Hashable, data: bytes, stat) -> None:
+        """A record of ours was stored with ``data`` at ``stat``: put it
+        into the cache now (never over newer data)."""
+        with self._objects_lock:
+            self._cached_paths.add(self.object_path(key))
+        self._store(key, data, stat)
+
+    def _take_own_change(self, path: str) -> Optional[OwnChange]:
+        with self._own_lock:
+            waiting = self._own_changes.get(path)
+            if not waiting:
+                return None
+            change = waiting.popleft()
+            if not waiting:
+                del self._own_changes[path]
+            return change
+
+    def _store(self, key, data, stat):
+        with self._objects_lock:
+            old = self._objects.get(key)
+        if old is not None:
+            with _record_lock(old):
+                if getattr(old, "is_locked", False):
+                    return old  # the holder owns this object's contents
+                if stat is not None and old.stat is not None \
+                        and stat.mzxid <= old.stat.mzxid:
+                    return old  # never go back to older data
+        try:
+            new = self.make_object(key, data, stat)
+        except InvalidRecordError as e:
+            self.invalid_log.report(self.log, self.object_path(key), stat, e)
+            with self._objects_lock:
+                self._objects.pop(key, None)
+                self._invalid[key] = InvalidEntry(
+                    stat.mzxid if stat is not None else None, str(e))
+            return None
+        with self._objects_lock:
+            was_invalid = self._invalid.pop(key, None)
+        if was_invalid is not None:
+            self.invalid_log.forget(self.object_path(key))
+        if old is not None:
+            # Checked again under the record's lock: a thread of ours that
+            # locked the record meanwhile owns its contents from then on
+            # (lock_node sets ``lock`` under the same lock).
+            with _record_lock(old):
+                if not getattr(old, "is_locked", False):
+                    old.update_from(new)
+            return old
+        with self._objects_lock:
+            self._objects[key] = new
+        return new
+
+    def object_path(self, key) -> str:
+        return "%s/%s" % (self.root, "/".join(key))
+
+
+class TreeCache(_RecordStore):
     """Ordered, pipelined mirror of one ZooKeeper subtree.
 
     Subclasses say which paths hold records (:meth:`parse_path`), how to
@@ -117,6 +239,7 @@ class TreeCache:
         # thread's own business, so no other thread is needed.
         self._retry_at: Optional[float] = None
         self._event_queue: queue.Queue = queue.Queue()
+        self._init_write_through()
         self._playback_queue: queue.Queue = queue.Queue()
         # Never warned yet: the first warning must not wait for the
         # monotonic clock to pass the interval (it starts near 0 at boot).
@@ -302,7 +425,12 @@ class TreeCache:
         if key is None and not self.is_hook_path(path):
             return
         future = None
-        if event.type != EventType.DELETED:
+        own = None
+        if event.type == EventType.CHANGED and key is not None:
+            own = self._take_own_change(path)
+        if own is not None:
+            future = own
+        elif event.type != EventType.DELETED:
             if key is not None:
                 future = self.kazoo.get_async(path)
                 self.fetch_count += 1
@@ -319,6 +447,9 @@ class TreeCache:
         if self._stopped.is_set() or not self.client.connected:
             return  # a later CONNECTED transition queues another resync
         self._generation += 1
+        # The walk reads every record: nothing counted is owed any more.
+        with self._own_lock:
+            self._own_changes.clear()
         try:
             add_persistent_watch(self.kazoo, self.root, self._on_watch)
             found = self._walk()
@@ -382,6 +513,14 @@ class TreeCache:
                 self.log.exception("Error applying cache event %r", item[0])
 
     def _play(self, event: WatchedEvent, future, key, with_data) -> None:
+        if isinstance(future, OwnChange):
+            # Our own write: its writer puts the result in the cache (the
+            # write's answer arrives right behind its event).
+            future.done.wait(future.REPORT_TIMEOUT)
+            obj = self.get_object(key)
+            if obj is not None:
+                self._notify(key, obj, event.type)
+            return
         path = event.path
         data = stat = None
         if future is not None:
@@ -421,49 +560,14 @@ class TreeCache:
                 self.invalid_log.forget(path)
             if removed is None:
                 return
+        self._notify(key, obj, event.type)
+
+    def _notify(self, key, obj, event_type) -> None:
         for listener in self._listeners:
             try:
-                listener(key, obj, event.type)
+                listener(key, obj, event_type)
             except Exception:
                 self.log.exception("Cache listener failed")
-
-    def _store(self, key, data, stat):
-        with self._objects_lock:
-            old = self._objects.get(key)
-        if old is not None:
-            with _record_lock(old):
-                if getattr(old, "is_locked", False):
-                    return old  # the holder owns this object's contents
-                if stat is not None and old.stat is not None \
-                        and stat.mzxid <= old.stat.mzxid:
-                    return old  # never go back to older data
-        try:
-            new = self.make_object(key, data, stat)
-        except InvalidRecordError as e:
-            self.invalid_log.report(self.log, self.object_path(key), stat, e)
-            with self._objects_lock:
-                self._objects.pop(key, None)
-                self._invalid[key] = InvalidEntry(
-                    stat.mzxid if stat is not None else None, str(e))
-            return None
-        with self._objects_lock:
-            was_invalid = self._invalid.pop(key, None)
-        if was_invalid is not None:
-            self.invalid_log.forget(self.object_path(key))
-        if old is not None:
-            # Checked again under the record's lock: a thread of ours that
-            # locked the record meanwhile owns its contents from then on
-            # (lock_node sets ``lock`` under the same lock).
-            with _record_lock(old):
-                if not getattr(old, "is_locked", False):
-                    old.update_from(new)
-            return old
-        with self._objects_lock:
-            self._objects[key] = new
-        return new
-
-    def object_path(self, key) -> str:
-        return "%s/%s" % (self.root, "/".join(key))
 
 
 def _record_lock(obj):

@@ -28,7 +28,7 @@ class LaunchRecordMixin:
     Uses these attributes of the launcher: ``provider``, ``adapter``,
     ``node``, ``log``, ``guard`` (the session guard the node lock was taken
     in), ``abandoned``, ``cancelled``, ``_unsaved``, ``_pending_result``,
-    ``create_sm``, ``cleanup_sm``, and its ``_cancel_scan()`` and
+    ``create_sm``, ``cleanup_sm``, ``pool``, and its ``_cancel_scan()`` and
     ``_created_id()``.
     """
 
@@ -119,3 +119,36 @@ class LaunchRecordMixin:
             self._abandon("its record was deleted")
             return False
         return not self._unsaved
+
+    def _apply_instance(self, instance) -> None:
+        node = self.node
+        node.external_id = instance.external_id
+        # use-internal-ip (AWS, Azure pools) beats the address the
+        # instance offers, which is its public one whenever it has one.
+        private_ip = instance.private_ipv4 or instance.private_ipv6
+        if self.pool.prefers_private_ip and private_ip:
+            node.interface_ip = private_ip
+        else:
+            node.interface_ip = (instance.interface_ip or instance.public_ipv4
+                                 or instance.public_ipv6)
+        node.public_ipv4 = instance.public_ipv4
+        node.private_ipv4 = instance.private_ipv4
+        node.public_ipv6 = instance.public_ipv6
+        node.host_id = instance.host_id
+        # What the instance knows wins; what the launcher chose stays.
+        node.cloud = instance.cloud or node.cloud
+        node.region = instance.region or node.region
+        node.az = instance.az or node.az
+        node.driver_data = instance.driver_data
+        node.slot = instance.slot
+        node.node_properties = dict(instance.node_properties or {})
+        if instance.attributes is not None:
+            node.attributes = dict(instance.attributes)
+        quota = instance.get_quota_information()
+        if quota is not None:
+            node.resources = quota.get_resources()
+        for attr in ("username", "python_path", "shell_type",
+                     "connection_port", "connection_type", "host_keys"):
+            value = getattr(instance, attr, None)
+            if value is not None:
+                setattr(node, attr, value)

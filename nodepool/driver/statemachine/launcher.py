@@ -183,7 +183,8 @@ class NodeLauncher(LaunchRecordMixin):
             node.connection_type = image.connection_type
         node.resources = self.provider.quota.quota_for_label(
             self.label.name, self.pool.name).get_resources()
-        self._store()
+        # Not stored yet: nobody needs these before the instance exists;
+        # they go with the next write (the cloud id, or the failure).
         hostname = "np" + node.id
         metadata = {
             "nodepool_node_id": node.id,
@@ -227,48 +228,19 @@ class NodeLauncher(LaunchRecordMixin):
         sm_id = self.create_sm.external_id
         if sm_id is not None and self.node.external_id != sm_id:
             # Record the cloud id at once: a crash from here on leaves a
-            # node pointing at the instance rather than a leak.
+            # node pointing at the instance rather than a leak.  (An
+            # instance complete at once has it stored with its addresses.)
             self.node.external_id = sm_id
-            self._store()
+            if not self.create_sm.complete:
+                self._store()
         if not self.create_sm.complete:
             return
         self._apply_instance(instance)
-        self._store()
         self.scan = self.provider.start_scan(self.node, self.label, self.pool)
+        if not self.scan.complete:
+            self._store()  # the addresses, while the scan runs
+            return
         self._step_scan()  # a scan that needs no network is already done
-
-    def _apply_instance(self, instance) -> None:
-        node = self.node
-        node.external_id = instance.external_id
-        # use-internal-ip (AWS, Azure pools) beats the address the
-        # instance offers, which is its public one whenever it has one.
-        private_ip = instance.private_ipv4 or instance.private_ipv6
-        if self.pool.prefers_private_ip and private_ip:
-            node.interface_ip = private_ip
-        else:
-            node.interface_ip = (instance.interface_ip or instance.public_ipv4
-                                 or instance.public_ipv6)
-        node.public_ipv4 = instance.public_ipv4
-        node.private_ipv4 = instance.private_ipv4
-        node.public_ipv6 = instance.public_ipv6
-        node.host_id = instance.host_id
-        # What the instance knows wins; what the launcher chose stays.
-        node.cloud = instance.cloud or node.cloud
-        node.region = instance.region or node.region
-        node.az = instance.az or node.az
-        node.driver_data = instance.driver_data
-        node.slot = instance.slot
-        node.node_properties = dict(instance.node_properties or {})
-        if instance.attributes is not None:
-            node.attributes = dict(instance.attributes)
-        quota = instance.get_quota_information()
-        if quota is not None:
-            node.resources = quota.get_resources()
-        for attr in ("username", "python_path", "shell_type",
-                     "connection_port", "connection_type", "host_keys"):
-            value = getattr(instance, attr, None)
-            if value is not None:
-                setattr(node, attr, value)
 
     def _step_scan(self) -> None:
         if not self.scan.complete:

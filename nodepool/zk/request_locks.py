@@ -1,0 +1,223 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+"""Taking and giving up request locks (kazoo's recipe, see
+:mod:`nodepool.zk.locks`), split from :mod:`nodepool.zk.requests`."""
+
+import copy
+from typing import Optional
+
+from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+
+from nodepool.exceptions import LockError
+from nodepool.zk import locks
+from nodepool.zk.models import NodeRequest, RequestState
+from nodepool.zk.paths import (
+    REQUEST_LOCK_ROOT, request_lock_path, request_path)
+
+
+class RequestLocking:
+    """The locking half of :class:`~nodepool.zk.requests.RequestStore`.
+
+    Uses the store's ``kazoo``, ``_read_request()``, ``_own_change()``
+    and ``_written()``.
+    """
+
+    def lock_request(self, request: NodeRequest, blocking: bool = True,
+                     timeout: Optional[float] = None,
+                     identifier: Optional[str] = None) -> None:
+        """Lock ``request`` and refresh it from ZooKeeper.
+
+        The refresh matters because the object (usually from the cache)
+        may be older than the last change made under the lock, e.g. a
+        decline by another launcher.  Sets ``request.lock`` on success.
+
+        :raises LockError: held elsewhere (non-blocking), ZooKeeper failed,
+            or the request was deleted (the lock is released again).
+        :raises TimeoutException: ``timeout`` expired.
+        """
+        lock = locks.new_lock(self.kazoo, request_lock_path(request.id),
+                              identifier)
+        if not blocking and request.stat is not None:
+            # One transaction: the lock directory (a new request has
+            # none) and our contender, provided the request is still the
+            # version we have: then it needs no re-reading.
+            try:
+                taken = locks.lock_at_once(
+                    lock, new_dir=True,
+                    check=(request_path(request.id), request.stat.version))
+            except KazooException:
+                taken = None  # unknown: the ordinary way finds out
+            if taken is not None:
+                with request.thread_lock:
+                    request.lock = lock
+                return
+        lock = locks.acquire_lock(self.kazoo, request_lock_path(request.id),
+                                  blocking=blocking, timeout=timeout,
+                                  identifier=identifier, lock=lock)
+        try:
+            fresh, stat = self._read_request(request.id)
+        except Exception as e:
+            locks.release_lock(lock)
+            if isinstance(e, KazooException):
+                raise LockError("could not re-read request %s after "
+                                "locking: %r" % (request.id, e)) from e
+            raise
+        if fresh is None:
+            locks.release_lock(lock)
+            # Our attempt recreated the lock directory; drop it again
+            # rather than leave it for the 8 h orphan cleanup.
+            self.delete_request_lock(request.id)
+            raise LockError("request %s was deleted or is unreadable"
+                            % request.id)
+        with request.thread_lock:  # the cache checks the lock under it
+            request.update_from(fresh)
+            request.stat = stat
+            request.lock = lock
+
+    def relock_request(self, request: NodeRequest) -> NodeRequest:
+        """Hold ``request``'s lock in the current session again, after the
+        session that held it was lost; returns the request as stored now.
+
+        Same rules as :meth:`NodeStore.relock_node`: a lock whose contender
+        still exists (acquired in the new session by an attempt in flight
+        at the loss) is kept, else it is taken anew without waiting.
+
+        :raises LockError: as :meth:`lock_request` (non-blocking).
+        """
+        if locks.is_lock_holder(request.lock):
+            fresh, stat = self._read_request(request.id)
+            if fresh is None:
+                self.unlock_request(request)
+                raise LockError("request %s was deleted or is unreadable"
+                                % request.id)
+            fresh.stat = stat
+            return fresh
+        request.lock = None  # it went with the lost session
+        probe = copy.copy(request)
+        probe.stat = None  # it may be ahead of the record: read it
+        self.lock_request(probe, blocking=False)
+        request.lock = probe.lock
+        return probe
+
+    def unlock_request(self, request: NodeRequest) -> None:
+        """Release the lock taken by :meth:`lock_request`.
+
+        :raises LockError: ``request`` is not locked by this process.
+        """
+        if request.lock is None:
+            raise LockError("request %s is not locked" % request.id)
+        locks.release_lock(request.lock)
+        request.lock = None
+
+    def is_request_locked(self, request_id: str) -> bool:
+        """Whether anybody (this process included) holds the request lock.
+
+        A snapshot: use :meth:`lock_request` non-blocking to act on the
+        answer without a race.
+        """
+        return locks.lock_is_held(self.kazoo, request_lock_path(request_id))
+
+    def get_request_lock_ids(self) -> list[str]:
+        """Ids of all request lock directories (orphans included)."""
+        try:
+            return self.kazoo.get_children(REQUEST_LOCK_ROOT)
+        except NoNodeError:
+            return []
+
+    def request_lock_mtime(self, request_id: str) -> Optional[float]:
+        """Modification time (epoch seconds) of the request's lock
+        directory, or ``None`` if there is none.
+
+        The directory's mtime is set when it is created; adding or removing
+        contenders does not change it.
+        """
+        try:
+            stat = self.kazoo.exists(request_lock_path(request_id))
+        except NoNodeError:
+            return None
+        if stat is None:
+            return None
+        return stat.mtime / 1000.0
+
+    def delete_request_lock(self, request_id: str) -> bool:
+        """Remove the lock directory of ``request_id`` unless it is in use.
+
+        Returns ``True`` if it is gone afterwards.  We rely on ZooKeeper
+        refusing to delete a znode that has children: a non-recursive
+        delete atomically checks that nobody holds or waits for the lock,
+        where listing contenders first would leave a race window.  The
+        caller should only do this for requests that no longer exist.
+        """
+        try:
+            self.kazoo.delete(request_lock_path(request_id))
+        except NoNodeError:
+            return True
+        except NotEmptyError:
+            return False
+        return True
+
+    def fulfill_and_unlock(self, request: NodeRequest, nodes) -> bool:
+        """Mark ``request`` fulfilled with ``nodes`` (locked by us, in the
+        order of ``request.node_types``) and release the nodes' locks and
+        the request's lock, all in one transaction.
+
+        Zuul sees the request fulfilled and its nodes free at the same
+        moment, and it costs one write instead of one per lock.  Returns
+        False, with nothing written, if it cannot be one step (a lock not
+        held the way this expects, e.g. a contender gone): the caller then
+        uses :meth:`fulfill_request` and unlocks one by one.
+
+        :raises kazoo.exceptions.NoNodeError: the request is gone
+            (nothing was written).
+        :raises kazoo.exceptions.KazooException: ZooKeeper failed; whether
+            the transaction applied is unknown (:meth:`holds_lock` tells).
+        """
+        held = [n.lock for n in nodes] + [request.lock]
+        if any(lock is None or not lock.is_acquired or not lock.node
+               for lock in held):
+            return False
+        node_ids = [n.id for n in nodes]
+        if len(node_ids) != len(request.node_types):
+            raise ValueError(
+                "request %s wants %d nodes, got %d"
+                % (request.id, len(request.node_types), len(node_ids)))
+        request.nodes = node_ids
+        request.state = RequestState.FULFILLED
+        data = request.serialize()
+        txn = self.kazoo.transaction()
+        txn.set_data(request_path(request.id), data)
+        for lock in held:
+            txn.delete(lock.path + "/" + lock.node)
+        with self._own_change(request.id) as change:
+            try:
+                results = txn.commit()
+            except Exception:
+                request.stat = None  # ahead of the record, or not
+                raise
+            applied = not any(isinstance(r, Exception) for r in results)
+            if applied:
+                request.stat = results[0]
+                self._written(request, data)
+            elif change is not None:
+                change.applied = False
+        if not applied:
+            request.stat = None  # ahead of the record
+            if isinstance(results[0], NoNodeError):
+                raise NoNodeError(request_path(request.id))
+            return False
+        for lock in held:
+            lock.is_acquired = False
+            lock.node = None
+        for node in nodes:
+            node.lock = None
+        request.lock = None
+        return True
+
+    def holds_lock(self, request: NodeRequest) -> bool:
+        """Whether our contender of the request's lock still exists, asked
+        of ZooKeeper (connection errors propagate: no answer)."""
+        lock = request.lock
+        if lock is None or not lock.node:
+            return False
+        return self.kazoo.exists(lock.path + "/" + lock.node) is not None
