@@ -89,14 +89,16 @@ def launcher_process(hosts, providers, max_servers, ready, stop, results):
     launcher.start()
     launcher.ready.wait(60)
     baseline = collections.Counter(zk.counts)
+    kinds_baseline = collections.Counter(zk.by_kind)
     ready.set()
     stop.wait()
     counts = zk.counts - baseline
+    kinds = zk.by_kind - kinds_baseline
     launcher.stop()
     launcher.join()
     zk.disconnect()
     os.unlink(f.name)
-    results.put(dict(counts))
+    results.put((dict(counts), dict(kinds)))
 
 
 class Watcher:
@@ -166,9 +168,11 @@ def run(ensemble_hosts, count, launchers, layout, max_servers):
     zuul = ZuulClient(zuul_zk)
     elapsed, _, latencies, handed = serve_requests(zuul, count, timeout=900)
     stop.set()
-    counts = collections.Counter()
+    counts, kinds = collections.Counter(), collections.Counter()
     for _ in procs:
-        counts.update(results.get(timeout=120))
+        launcher_counts, launcher_kinds = results.get(timeout=120)
+        counts.update(launcher_counts)
+        kinds.update(launcher_kinds)
     for proc in procs:
         proc.join(60)
     watcher.close()
@@ -183,7 +187,8 @@ def run(ensemble_hosts, count, launchers, layout, max_servers):
         most=max(watcher.most.values()) if watcher.most else 0,
         twice=sum(1 for n in handed.values() if n > 1),
         requests=sum(counts.values()) / count,
-        writes=sum(v for k, v in counts.items() if k in WRITES) / count)
+        writes=sum(v for k, v in counts.items() if k in WRITES) / count,
+        kinds={k: v / count for k, v in kinds.items()})
 
 
 def main():
@@ -192,6 +197,9 @@ def main():
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--max-servers", type=int, default=40)
     parser.add_argument("--layouts", default="own,shared")
+    parser.add_argument("--detail", action="store_true",
+                        help="print each run's requests per node by "
+                        "operation and path kind")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="bench-scale-")
     ensemble = zkserver.Ensemble(directory).start()
@@ -210,6 +218,12 @@ def main():
                           layout, n, args.requests / r["elapsed"], r["p50"],
                           r["p95"], r["most"], args.max_servers, r["twice"],
                           r["requests"], r["writes"]))
+                if args.detail:
+                    for (name, kind), value in sorted(
+                            r["kinds"].items(), key=lambda kv: -kv[1]):
+                        if value >= 0.05:
+                            print("    %-12s %-40s %6.2f"
+                                  % (name, kind, value))
                 sys.stdout.flush()
     finally:
         ensemble.stop()

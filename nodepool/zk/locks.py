@@ -24,7 +24,8 @@ from typing import Iterator, Optional
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
-    KazooException, LockTimeout, NodeExistsError, NoNodeError)
+    BadVersionError, KazooException, LockTimeout, NodeExistsError,
+    NoNodeError)
 from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
@@ -58,6 +59,11 @@ class RecordGone(LockError):
     """The record a lock belongs to no longer exists."""
 
 
+class StaleRecord(LockError):
+    """:func:`lock_at_once` found the checked record changed or deleted
+    since the caller read it (nothing was created)."""
+
+
 def new_lock(kazoo: KazooClient, path: str,
              identifier: Optional[str] = None,
              inside_record: bool = False) -> Lock:
@@ -87,10 +93,14 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
     ever made while ``check`` holds, i.e. while the record exists.
 
     Returns the transaction's results once the lock is held.  Returns
-    ``None`` if the transaction did not apply (a check failed, the
-    directory's parent does not exist...): nothing was created; the caller
-    takes the lock the ordinary way, with the same ``lock``.
+    ``None`` if the transaction did not apply for another reason than the
+    check (the directory's parent does not exist...): nothing was
+    created; the caller takes the lock the ordinary way, with the same
+    ``lock``.
 
+    :raises StaleRecord: the checked record changed or went: the caller's
+        copy is out of date (most often somebody else took it meanwhile);
+        nothing was created.
     :raises LockError: someone else holds the lock (our contender was
         removed again).
     :raises kazoo.exceptions.KazooException: ZooKeeper failed, and whether
@@ -115,13 +125,21 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
     results = txn.commit()
     if any(isinstance(r, Exception) for r in results):
         lock.create_tried = False  # nothing was made
+        if check is not None and isinstance(results[0], (BadVersionError,
+                                                         NoNodeError)):
+            raise StaleRecord("%s changed or went since it was read (%s)"
+                              % (check[0], type(results[0]).__name__))
         if then_set is not None or retried:
             return None
         # The check passed (else the later operations only report being
         # rolled back), but the lock directory was not as we guessed.
         first = check is not None
         if new_dir and isinstance(results[first], NodeExistsError):
-            # Somebody locked it before: contend in the directory there is.
+            # Somebody locked it before, and most often still holds it
+            # (several launchers saw the same new request): look before
+            # contending in the directory there is.
+            if _sorted_contenders(kazoo.get_children(lock.path)):
+                raise LockError("Did not get lock on %s" % lock.path)
             return lock_at_once(lock, check=check, ephemeral=ephemeral,
                                 retried=True)
         if not new_dir and isinstance(results[first], NoNodeError):
@@ -148,6 +166,20 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
     lock.is_acquired = True
     lock.assured_path = True
     return results
+
+
+def refuse_if_held(kazoo: KazooClient, path: str) -> None:
+    """Raise LockError if somebody holds the lock at ``path``; else (or if
+    ZooKeeper cannot tell) return None: take it the ordinary way.  For a
+    non-blocking attempt whose :func:`lock_at_once` found the record
+    changed: one listing instead of a contender made and removed."""
+    try:
+        held = lock_is_held(kazoo, path)
+    except KazooException:
+        return None
+    if held:
+        raise LockError("Did not get lock on %s" % path)
+    return None
 
 
 def acquire_lock(kazoo: KazooClient, path: str, blocking: bool = True,

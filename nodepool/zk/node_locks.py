@@ -63,6 +63,11 @@ class NodeLocking:
                 taken = locks.lock_at_once(
                     lock, check=(node_path(node.id), node.stat.version),
                     ephemeral=ephemeral)
+            except locks.StaleRecord:
+                # Most often somebody else took it meanwhile: see that
+                # before making a contender only to remove it again.
+                locks.refuse_if_held(self.kazoo, lock.path)
+                taken = None
             except KazooException:
                 taken = None  # unknown: the ordinary way finds out
             if taken is not None:

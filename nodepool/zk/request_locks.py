@@ -46,6 +46,11 @@ class RequestLocking:
                 taken = locks.lock_at_once(
                     lock, new_dir=True,
                     check=(request_path(request.id), request.stat.version))
+            except locks.StaleRecord:
+                # Most often another launcher took it meanwhile: see that
+                # before making a contender only to remove it again.
+                locks.refuse_if_held(self.kazoo, lock.path)
+                taken = None
             except KazooException:
                 taken = None  # unknown: the ordinary way finds out
             if taken is not None:

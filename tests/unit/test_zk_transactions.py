@@ -75,8 +75,11 @@ def test_existing_dir_free_then_busy(zk_client, other):
     lock = locks.new_lock(zk_client.kazoo, LOCK_DIR)
     assert locks.lock_at_once(lock, new_dir=True) is not None
     busy = locks.new_lock(other.kazoo, LOCK_DIR)
+    counts = count_requests(other)
     with pytest.raises(LockError):
         locks.lock_at_once(busy, new_dir=True)
+    # A held lock is seen before contending: no contender made and removed.
+    assert counts == {"Transaction": 1, "GetChildren": 1}
     # The loser's contender is gone again; the holder's stays.
     assert locks.lock_contenders(other.kazoo, LOCK_DIR) == [lock.node]
     assert not busy.is_acquired
@@ -90,9 +93,9 @@ def test_failed_check_makes_nothing(zk_client, other):
     other.kazoo.set("/nodepool/requests/100-0000000000", b"{}")
     other.kazoo.ensure_path("/nodepool/requests-lock")
     lock = locks.new_lock(zk_client.kazoo, LOCK_DIR)
-    assert locks.lock_at_once(
-        lock, new_dir=True,
-        check=("/nodepool/requests/100-0000000000", 0)) is None
+    with pytest.raises(locks.StaleRecord):
+        locks.lock_at_once(lock, new_dir=True,
+                           check=("/nodepool/requests/100-0000000000", 0))
     assert other.kazoo.exists(LOCK_DIR) is None
     assert not lock.is_acquired and not lock.create_tried
     # The same lock object then takes the ordinary way.
@@ -175,6 +178,16 @@ def test_lock_of_a_stale_node_reads_it_again(zk_client, other):
     changed.comment = "held by an admin"
     theirs.store_node(changed)
     theirs.unlock_node(changed)
+    # Our copy is out of date (somebody had it meanwhile): while they
+    # hold it, that is seen without making a contender.
+    held = locks.acquire_lock(other.kazoo, paths.node_lock_path(node.id))
+    counts = count_requests(zk_client)
+    with pytest.raises(LockError):
+        store.lock_node(node, blocking=False)
+    assert counts == {"Transaction": 1, "GetChildren": 1}
+    assert node.lock is None
+    locks.release_lock(held)
+    # Free, it is locked the ordinary way, which reads it again.
     store.lock_node(node, blocking=False)
     assert node.comment == "held by an admin"
     assert node.stat.version == changed.stat.version
