@@ -186,3 +186,32 @@ def test_poll_select_like_select():
         poll_select([left], [], [], 0)  # closed: fileno() is -1
     with pytest.raises(ValueError):
         poll_select([], [], [], -1)
+
+
+def test_poll_select_reused_descriptor_numbers():
+    # Poll objects are kept per thread by descriptor numbers; a number
+    # freed by a closed socket and taken by a new one must behave as new.
+    import socket as socket_module
+    from nodepool.zk.tls import poll_select
+    for _ in range(3):
+        left, right = socket_module.socketpair()
+        try:
+            assert poll_select([left, right], [], [], 0) == ([], [], [])
+            right.sendall(b"x")
+            assert poll_select([left, right], [], [], 5) == (
+                [left], [], [])
+            assert poll_select([], [left, right], [], 0) == (
+                [], [left, right], [])
+        finally:
+            left.close()
+            right.close()
+    # More descriptor sets than are kept: the oldest are dropped.
+    pairs = [socket_module.socketpair() for _ in range(20)]
+    try:
+        for left, right in pairs:
+            right.sendall(b"y")
+            assert poll_select([right, left], [], [], 5) == ([left], [], [])
+    finally:
+        for left, right in pairs:
+            left.close()
+            right.close()
