@@ -62,12 +62,14 @@ class FakeAdapter:
 
 
 class Nodes:
-    """The part of the node cache the quota reads."""
+    """The part of the node cache the quota reads; counts full reads."""
 
     def __init__(self, nodes=()):
         self.nodes = list(nodes)
+        self.reads = 0
 
     def values(self):
+        self.reads += 1
         return list(self.nodes)
 
     def ids(self):
@@ -202,6 +204,38 @@ def test_pool_limits_count_the_pools_own_nodes():
 
 
 # Reservations and just created nodes ------------------------------------
+
+def test_one_pass_over_the_nodes_per_decision():
+    # Cloud quota (all pools) and pool limits from the same pass; what
+    # each counts is as before: every pool's nodes and reservations for
+    # the cloud, the pool's own for its limits.
+    adapter = FakeAdapter(QuotaInformation(cores=14, instances=10, ram=1e6,
+                                           default=math.inf))
+    main, other = make_pool(max_servers=2), make_pool("other")
+    quota, _, cache = make_quota(
+        pools={"main": main, "other": other}, adapter=adapter,
+        nodes=[node("1", pool="other", labels=["large"]),
+               node("2", resources={"cores": 1, "instances": 1, "ram": 1,
+                                    "volumes": None, "gpus": 0.5}),
+               node("3", provider="p2", labels=["large"])])
+    assert quota.reserve("small", other) is not None
+    reads = cache.reads
+    assert quota.exhausted_limits("small", main) == []
+    assert cache.reads == reads + 1
+    # 8 + 1 + 2 (reserved in "other") + 2 + 2 cores needed > 14.
+    assert quota.exhausted_limits("large", main) == ["cloud quota (cores)"]
+    assert quota.nodes_used().get_resources() == {
+        "cores": 11, "instances": 3, "ram": 8192 + 1 + 2048, "volumes": 0,
+        "gpus": 0.5}
+    assert quota.nodes_used("main").get_resources() == {
+        "cores": 1, "instances": 1, "ram": 1, "volumes": 0, "gpus": 0.5}
+    cache.nodes.append(node("4"))
+    assert quota.exhausted_limits("small", main) == [
+        "cloud quota (cores)", "max-servers"]
+    # A pool that ignores the cloud's quota reads only its own usage.
+    main = main.replace(ignore_provider_quota=True)
+    assert quota.exhausted_limits("small", main) == ["max-servers"]
+
 
 def test_reservation_counts_until_the_node_is_claimed():
     pool = make_pool(max_servers=1)
