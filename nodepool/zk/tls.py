@@ -76,56 +76,37 @@ _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
 
 
-# Poll objects of the calling thread by the descriptors and events they
-# watch: kazoo's connection thread waits on the same one to three sets
-# over and over, so registering them again for every wait is wasted work.
-_pollers = threading.local()
-_POLLERS_KEPT = 16
+_READ_EVENTS = select.POLLIN | select.POLLPRI
 
 
-def _fileno(obj) -> int:
-    return obj if isinstance(obj, int) else obj.fileno()
-
-
-def _poller(rfds: tuple, wfds: tuple):
-    """This thread's poll object watching ``rfds`` for reading and
-    ``wfds`` for writing; raises ``OSError(EBADF)`` for a closed
-    descriptor (-1)."""
-    cached = _pollers.__dict__.setdefault("by_fds", {})
-    poller = cached.get((rfds, wfds))
-    if poller is not None:
-        return poller
-    wanted: dict = {}
-    for fds, mask in ((rfds, select.POLLIN | select.POLLPRI),
-                      (wfds, select.POLLOUT)):
-        for fd in fds:
-            if fd < 0:
-                raise OSError(errno.EBADF, "bad file descriptor")
-            wanted[fd] = wanted.get(fd, 0) | mask
-    poller = select.poll()
-    for fd, mask in wanted.items():
-        poller.register(fd, mask)
-    if len(cached) >= _POLLERS_KEPT:
-        cached.clear()  # descriptors of old connections
-    cached[(rfds, wfds)] = poller
-    return poller
+def _bad_descriptor():
+    return OSError(errno.EBADF, "bad file descriptor")
 
 
 def poll_select(rlist, wlist, xlist, timeout=None):
     """``select.select`` semantics on ``poll(2)``.
 
     Kazoo's handler builds, registers and closes an epoll selector for
-    every wait, several times per ZooKeeper reply; a poll call is one
-    system call, on a poll object the thread keeps for the same
-    descriptors.  Like epoll (and unlike ``select(2)``) it has no limit on
+    every wait, several times per ZooKeeper reply; a poll object is one
+    system call.  Like epoll (and unlike ``select(2)``) it has no limit on
     descriptor numbers.  Errors and hang-ups count as ready, so the
     caller's read or write reports them; a closed descriptor raises
     ``OSError(EBADF)`` as ``select`` does.  ``xlist`` is not watched (kazoo
-    passes none).
+    passes none).  Kazoo's connection thread calls this a few hundred
+    times per node lifecycle, hence the plain loops.
     """
-    rfds = tuple(_fileno(obj) for obj in rlist)
-    wfds = tuple(_fileno(obj) for obj in wlist)
-    poller = _poller(rfds, wfds)
+    rfds = [obj if isinstance(obj, int) else obj.fileno() for obj in rlist]
+    wfds = [obj if isinstance(obj, int) else obj.fileno() for obj in wlist]
+    poller = select.poll()
+    for fd in rfds:
+        if fd < 0:
+            raise _bad_descriptor()
+        poller.register(fd, _READ_EVENTS)
+    for fd in wfds:
+        if fd < 0:
+            raise _bad_descriptor()
+        poller.register(fd, select.POLLOUT | (
+            _READ_EVENTS if fd in rfds else 0))
     if timeout is not None and timeout < 0:
         raise ValueError("timeout must be non-negative")
     events = poller.poll(None if timeout is None else timeout * 1000)
@@ -134,7 +115,7 @@ def poll_select(rlist, wlist, xlist, timeout=None):
     ready = dict(events)
     for event in ready.values():
         if event & select.POLLNVAL:
-            raise OSError(errno.EBADF, "bad file descriptor")
+            raise _bad_descriptor()
     return ([obj for obj, fd in zip(rlist, rfds)
              if ready.get(fd, 0) & _READABLE],
             [obj for obj, fd in zip(wlist, wfds)
