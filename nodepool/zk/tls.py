@@ -83,6 +83,47 @@ def _bad_descriptor():
     return OSError(errno.EBADF, "bad file descriptor")
 
 
+class BufferedSocket:
+    """A connected plain socket whose reads go through a buffer.
+
+    Kazoo reads every reply in two parts (length, then body), each after a
+    wait for the socket to be readable: four system calls per reply.  Here
+    one ``recv`` takes whatever the kernel holds (up to
+    :attr:`RECV_SIZE` bytes, often several replies), later reads are served
+    from the buffer, and :meth:`pending` tells kazoo (as it asks SSL
+    sockets) and :func:`poll_select` that no wait is needed.  Everything
+    else is the socket's own.
+    """
+
+    RECV_SIZE = 65536
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buffer = b""
+        self._offset = 0
+
+    def pending(self) -> int:
+        """Bytes received but not yet read."""
+        return len(self._buffer) - self._offset
+
+    def recv(self, size: int) -> bytes:
+        if self._offset >= len(self._buffer):
+            data = self._sock.recv(max(size, self.RECV_SIZE))
+            if len(data) <= size:
+                return data
+            self._buffer, self._offset = data, 0
+        end = self._offset + size
+        chunk = self._buffer[self._offset:end]
+        if end >= len(self._buffer):
+            self._buffer, self._offset = b"", 0
+        else:
+            self._offset = end
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def poll_select(rlist, wlist, xlist, timeout=None):
     """``select.select`` semantics on ``poll(2)``.
 
@@ -92,8 +133,10 @@ def poll_select(rlist, wlist, xlist, timeout=None):
     descriptor numbers.  Errors and hang-ups count as ready, so the
     caller's read or write reports them; a closed descriptor raises
     ``OSError(EBADF)`` as ``select`` does.  ``xlist`` is not watched (kazoo
-    passes none).  Kazoo's connection thread calls this a few hundred
-    times per node lifecycle, hence the plain loops.
+    passes none).  A socket with received data not read yet (``pending()``
+    above 0: a :class:`BufferedSocket`, an SSL socket) is readable whatever
+    the descriptor says.  Kazoo's connection thread calls this a few
+    hundred times per node lifecycle, hence the plain loops.
     """
     rfds = [obj if isinstance(obj, int) else obj.fileno() for obj in rlist]
     wfds = [obj if isinstance(obj, int) else obj.fileno() for obj in wlist]
@@ -109,17 +152,25 @@ def poll_select(rlist, wlist, xlist, timeout=None):
             _READ_EVENTS if fd in rfds else 0))
     if timeout is not None and timeout < 0:
         raise ValueError("timeout must be non-negative")
+    buffered = [obj for obj in rlist if _has_pending(obj)]
+    if buffered:
+        timeout = 0
     events = poller.poll(None if timeout is None else timeout * 1000)
-    if not events:
+    if not events and not buffered:
         return [], [], []
     ready = dict(events)
     for event in ready.values():
         if event & select.POLLNVAL:
             raise _bad_descriptor()
     return ([obj for obj, fd in zip(rlist, rfds)
-             if ready.get(fd, 0) & _READABLE],
+             if ready.get(fd, 0) & _READABLE or obj in buffered],
             [obj for obj, fd in zip(wlist, wfds)
              if ready.get(fd, 0) & _WRITABLE], [])
+
+
+def _has_pending(obj) -> bool:
+    pending = getattr(obj, "pending", None)
+    return pending is not None and pending() > 0
 
 
 class ConnectionHandler(SequentialThreadingHandler):
@@ -162,7 +213,7 @@ class ConnectionHandler(SequentialThreadingHandler):
             raise
         if self.tls is None:
             self._succeeded()
-            return sock
+            return BufferedSocket(sock)
         try:
             conn = self.tls.context().wrap_socket(
                 sock, server_hostname=hostname or address[0])
