@@ -154,9 +154,9 @@ def zuul_side(hosts, count, results):
 
 
 def cpu_seconds():
-    """User + system CPU seconds this process has used so far."""
+    """(user, system) CPU seconds this process has used so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 class Profiler:
@@ -216,7 +216,7 @@ def run(hosts, count, intervals, profiler):
                                    args=(hosts, count, results))
     zuul.start()
     elapsed, lifecycle, latencies = results.get()
-    cpu = cpu_seconds() - cpu_start
+    cpu = [end - start for start, end in zip(cpu_start, cpu_seconds())]
     profiler.stop()
     zuul.join()
     ops = zk.counts - baseline
@@ -250,8 +250,9 @@ def main():
     print("request -> fulfilled p50 %.3f s, p95 %.3f s" % (
         statistics.median(lat), lat[int(len(lat) * 0.95) - 1]))
     print("all nodes deleted after %.1f s" % lifecycle)
-    print("launcher CPU per node: %.1f ms%s" % (
-        cpu * 1000 / n, " (under the profiler)" if args.profile else ""))
+    print("launcher CPU per node: %.1f ms (user %.1f, system %.1f)%s" % (
+        sum(cpu) * 1000 / n, cpu[0] * 1000 / n, cpu[1] * 1000 / n,
+        " (under the profiler)" if args.profile else ""))
     total = sum(ops.values())
     print("launcher ZooKeeper operations per node lifecycle: %.1f" % (
         total / n))
