@@ -95,11 +95,17 @@ class DeletedNodeWorker(_PeriodicWorker):
             self._full_pass_due = True
         super().wake()
 
-    def node_changed(self, node_id: str) -> None:
-        """The record or the lock of ``node_id`` changed: look at it as
-        soon as possible."""
+    def node_changed(self, node) -> None:
+        """The record or the lock of ``node`` (a cached node) changed:
+        look at it as soon as possible.
+
+        Not while somebody holds or waits for its lock: a pass would skip
+        it, and the last contender's going is a change of its own.
+        """
+        if node.lock_contenders:
+            return
         with self._changed_lock:
-            self._changed.add(node_id)
+            self._changed.add(node.id)
         super().wake()
 
     def run_once(self) -> Optional[float]:

@@ -88,9 +88,9 @@ def test_changed_nodes_are_looked_at_without_a_full_pass():
     add_node(cache, "3", NodeState.USED)
     add_node(cache, "4", NodeState.USED, provider="elsewhere")
     clock.now += 1
-    worker.node_changed("2")
-    worker.node_changed("4")
-    worker.node_changed("gone")  # removed meanwhile: skipped
+    worker.node_changed(cache.nodes["2"])
+    worker.node_changed(cache.nodes["4"])
+    worker.node_changed(Node("gone"))  # removed meanwhile: skipped
     # Only node 2 is started; node 3 waits for the next full pass, which
     # stays due at its time.
     assert worker.run_once() == 4.0
@@ -120,13 +120,16 @@ def test_changed_node_still_checked_like_in_a_full_pass():
     held = add_node(cache, "1", NodeState.USED)
     held.lock_contenders.add("zuul")
     add_node(cache, "2", NodeState.READY)
-    worker.node_changed("1")
-    worker.node_changed("2")
+    worker.node_changed(cache.nodes["2"])
+    worker.run_once()
+    assert provider.cleaned == []
+    # Ignored while the lock is held: the lock's release is a change too.
+    worker.node_changed(held)
+    held.lock_contenders.clear()
     worker.run_once()
     assert provider.cleaned == []
     # Zuul lets go: the lock change brings the node in.
-    held.lock_contenders.clear()
-    worker.node_changed("1")
+    worker.node_changed(held)
     worker.run_once()
     assert provider.cleaned == ["1"]
     assert worker.full_passes == 1
@@ -135,8 +138,7 @@ def test_changed_node_still_checked_like_in_a_full_pass():
 def test_no_pass_while_disconnected():
     worker, cache, provider, clock = make_worker()
     worker.services.zk_client.connected = False
-    add_node(cache, "1", NodeState.USED)
-    worker.node_changed("1")
+    worker.node_changed(add_node(cache, "1", NodeState.USED))
     assert worker.run_once() is None
     assert provider.cleaned == [] and cache.full_reads == 0
     worker.services.zk_client.connected = True
