@@ -101,23 +101,29 @@ class BufferedSocket:
         self._sock = sock
         self._buffer = b""
         self._offset = 0
+        self._left = 0
+        # What kazoo calls per request, bound once rather than looked up
+        # through __getattr__ each time.
+        self.send = sock.send
+        self.fileno = sock.fileno
 
     def pending(self) -> int:
         """Bytes received but not yet read."""
-        return len(self._buffer) - self._offset
+        return self._left
 
     def recv(self, size: int) -> bytes:
-        if self._offset >= len(self._buffer):
+        if not self._left:
             data = self._sock.recv(max(size, self.RECV_SIZE))
             if len(data) <= size:
                 return data
-            self._buffer, self._offset = data, 0
-        end = self._offset + size
-        chunk = self._buffer[self._offset:end]
-        if end >= len(self._buffer):
-            self._buffer, self._offset = b"", 0
-        else:
-            self._offset = end
+            self._buffer, self._offset, self._left = data, 0, len(data)
+        start = self._offset
+        chunk = self._buffer[start:start + size]
+        taken = len(chunk)
+        self._offset = start + taken
+        self._left -= taken
+        if not self._left:
+            self._buffer = b""
         return chunk
 
     def __getattr__(self, name):
