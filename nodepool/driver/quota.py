@@ -97,14 +97,16 @@ class QuotaInformation:
         """Add ``other`` to this quota in place."""
         self._combine(other, 1)
 
-    def add_resources(self, resources: Mapping) -> None:
-        """Add a ``Node.resources`` style dict in place: the same as
-        ``add(QuotaInformation.from_resources(resources))`` (None counts
-        as 0), without building that quota first."""
+    def add_resources(self, resources: Mapping, times: int = 1) -> None:
+        """Add a ``Node.resources`` style dict ``times`` times in place:
+        the same as ``add(QuotaInformation.from_resources(resources))``
+        (None counts as 0) repeated, without building that quota."""
         values = self._values
         for name, value in resources.items():
+            if value is None:
+                value = 0
             values[name] = values.get(name, self.default) + (
-                0 if value is None else value)
+                value if times == 1 else value * times)
 
     def subtract(self, other: "QuotaInformation") -> None:
         """Subtract ``other`` from this quota in place."""

@@ -17,6 +17,7 @@ from nodepool.driver.openstack.config import OpenStackPool
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.quota import ProviderQuota
+from nodepool.zk.usage import NodeUsageIndex
 
 SMALL = QuotaInformation(cores=2, instances=1, ram=2048)
 LARGE = QuotaInformation(cores=8, instances=1, ram=8192)
@@ -62,15 +63,22 @@ class FakeAdapter:
 
 
 class Nodes:
-    """The part of the node cache the quota reads; counts full reads."""
+    """The part of the node cache the quota reads, over a list of nodes
+    and the cache's own usage index; counts the usage reads."""
 
     def __init__(self, nodes=()):
         self.nodes = list(nodes)
         self.reads = 0
 
     def values(self):
-        self.reads += 1
         return list(self.nodes)
+
+    def usage(self, provider):
+        self.reads += 1
+        index = NodeUsageIndex()
+        for n in self.nodes:
+            index.update(n.id, n)
+        return index.groups(provider)
 
     def ids(self):
         return [n.id for n in self.nodes]
@@ -205,7 +213,7 @@ def test_pool_limits_count_the_pools_own_nodes():
 
 # Reservations and just created nodes ------------------------------------
 
-def test_one_pass_over_the_nodes_per_decision():
+def test_one_usage_read_per_decision():
     # Cloud quota (all pools) and pool limits from the same pass; what
     # each counts is as before: every pool's nodes and reservations for
     # the cloud, the pool's own for its limits.

@@ -24,7 +24,7 @@ class ProviderQuota:
         ``max_concurrency``).
     :param adapter: the driver's adapter (``get_quota_limits``,
         ``get_quota_for_label``, ``list_instances``).
-    :param node_cache: the launcher's node cache (``values()``, ``ids()``);
+    :param node_cache: the launcher's node cache (``usage()``, ``ids()``);
         may be None where nothing asks about usage (the CLI's deletes).
 
     Thread-safe: pool workers, request handlers and the runners call it
@@ -168,7 +168,8 @@ class ProviderQuota:
 
     def _usage(self, pool_names: list) -> list:
         """``nodes_used(name)`` for each of ``pool_names`` (None: the
-        whole provider), from one pass over the nodes."""
+        whole provider), from the node cache's usage index: one step per
+        kind of node, not per node."""
         totals = [QuotaInformation() for _ in pool_names]
 
         def counting(pool):
@@ -178,24 +179,25 @@ class ProviderQuota:
             for reserved_pool, quota in self._reservations:
                 for total in counting(reserved_pool):
                     total.add(quota)
-        for node in self.node_cache.values():
-            if node.provider != self.name:
-                continue
-            targets = counting(node.pool)
+        for group in self.node_cache.usage(self.name):
+            targets = counting(group.pool)
             if not targets:
                 continue
-            if node.resources:
+            if group.resources:
                 for total in targets:
-                    total.add_resources(node.resources)
+                    total.add_resources(group.resources, group.count)
                 continue
-            pool = self.config.pools.get(node.pool)
+            pool = self.config.pools.get(group.pool)
             if pool is None:
                 continue
-            for label in node.type:
+            for label in group.labels:
                 if label in pool.labels:
-                    needed = self.quota_for_label(label, node.pool)
+                    needed = self.quota_for_label(label, group.pool)
+                    # Nodes without stored resources are few (records
+                    # of old launchers): one addition per node.
                     for total in targets:
-                        total.add(needed)
+                        for _ in range(group.count):
+                            total.add(needed)
         return totals
 
     # Decisions ------------------------------------------------------------
