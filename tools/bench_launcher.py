@@ -8,16 +8,26 @@ A real ZooKeeper, one in-process launcher with the test driver (instances
 run on the first state-machine step), and a Zuul-like client in a second
 process that submits N one-node requests at once, then accepts and returns
 each node as soon as its request is fulfilled.  Prints requests/s,
-request -> fulfilled p50/p95 and the launcher's ZooKeeper operations per
-node lifecycle, by operation and by operation and kind of path.
+request -> fulfilled p50/p95, the launcher's CPU time per node lifecycle
+and its ZooKeeper operations per node lifecycle, by operation and by
+operation and kind of path.
+
+The CPU figure is this process's user + system time (getrusage) from
+launcher ready until every node record is deleted, divided by the number
+of requests; the Zuul side runs in its own process and is not counted.
+``--profile`` runs the same span under yappi (CPU clock, all threads) and
+prints the functions with the most own time; the profiler inflates the
+CPU figure, so read the two on separate runs.
 
 Usage: tools/bench_launcher.py [--requests 500] [--intervals default|fast]
+                               [--profile [N]]
 """
 
 import argparse
 import collections
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -152,7 +162,48 @@ def zuul_side(hosts, count, results):
     results.put((elapsed, lifecycle, latencies))
 
 
-def run(hosts, count, intervals):
+def cpu_seconds():
+    """(user, system) CPU seconds this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+class Profiler:
+    """yappi over every thread, CPU clock; a no-op when not asked for."""
+
+    def __init__(self, top):
+        self.top = top
+        self.yappi = None
+        if top:
+            import yappi
+            self.yappi = yappi
+
+    def start(self):
+        if self.yappi:
+            self.yappi.set_clock_type("cpu")
+            self.yappi.start(builtins=True)
+
+    def stop(self):
+        if self.yappi:
+            self.yappi.stop()
+
+    def report(self, count):
+        if not self.yappi:
+            return
+        stats = self.yappi.get_func_stats()
+        stats.sort("tsub", "desc")
+        print("profile, top %d by own CPU time (ms per node; calls per "
+              "node):" % self.top)
+        for entry in list(stats)[:self.top]:
+            where = "%s:%d" % (os.path.relpath(entry.module)
+                               if entry.module.startswith("/") else
+                               entry.module, entry.lineno)
+            print("  %8.3f %8.2f  %s  %s" % (
+                entry.tsub * 1000 / count, entry.ncall / count,
+                entry.name, where))
+
+
+def run(hosts, count, intervals, profiler):
     test_driver.register()
     FakeCloud.reset_all()
     FakeCloud.get("fake").create_steps = 1
@@ -165,6 +216,8 @@ def run(hosts, count, intervals):
                                 scanner=FakeScanner())
     launcher.start()
     launcher.ready.wait(60)
+    profiler.start()
+    cpu_start = cpu_seconds()
     baseline = collections.Counter(zk.counts)
     kinds_baseline = collections.Counter(zk.by_kind)
     results = multiprocessing.Queue()
@@ -172,6 +225,8 @@ def run(hosts, count, intervals):
                                    args=(hosts, count, results))
     zuul.start()
     elapsed, lifecycle, latencies = results.get()
+    cpu = [end - start for start, end in zip(cpu_start, cpu_seconds())]
+    profiler.stop()
     zuul.join()
     ops = zk.counts - baseline
     kinds = zk.by_kind - kinds_baseline
@@ -179,7 +234,7 @@ def run(hosts, count, intervals):
     launcher.join()
     zk.disconnect()
     os.unlink(f.name)
-    return elapsed, lifecycle, latencies, ops, kinds
+    return elapsed, lifecycle, latencies, ops, kinds, cpu
 
 
 def main():
@@ -187,18 +242,26 @@ def main():
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--intervals", choices=("default", "fast"),
                         default="default")
+    parser.add_argument("--profile", type=int, nargs="?", const=25,
+                        default=0, metavar="N",
+                        help="profile with yappi and print the top N "
+                        "functions by own CPU time (default 25)")
     args = parser.parse_args()
     intervals = Intervals() if args.intervals == "default" else Intervals(
         main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1)
+    profiler = Profiler(args.profile)
     with zkserver.scratch_hosts("bench") as hosts:
-        elapsed, lifecycle, lat, ops, kinds = run(hosts, args.requests,
-                                                  intervals)
+        elapsed, lifecycle, lat, ops, kinds, cpu = run(
+            hosts, args.requests, intervals, profiler)
     n = args.requests
     print("requests: %d, intervals: %s" % (n, args.intervals))
     print("requests/s (submit -> all fulfilled): %.1f" % (n / elapsed))
     print("request -> fulfilled p50 %.3f s, p95 %.3f s" % (
         statistics.median(lat), lat[int(len(lat) * 0.95) - 1]))
     print("all nodes deleted after %.1f s" % lifecycle)
+    print("launcher CPU per node: %.1f ms (user %.1f, system %.1f)%s" % (
+        sum(cpu) * 1000 / n, cpu[0] * 1000 / n, cpu[1] * 1000 / n,
+        " (under the profiler)" if args.profile else ""))
     total = sum(ops.values())
     print("launcher ZooKeeper operations per node lifecycle: %.1f" % (
         total / n))
@@ -209,6 +272,7 @@ def main():
     print("by operation and path kind:")
     for (name, kind), value in sorted(kinds.items()):
         print("  %-12s %-22s %7.2f" % (name, kind, value / n))
+    profiler.report(n)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@
   node records.
 """
 
+import threading
 import time
+from typing import Iterable, Optional
 
 from kazoo.exceptions import KazooException
 
@@ -64,16 +66,76 @@ class _PeriodicWorker(ServiceThread):
 
 
 class DeletedNodeWorker(_PeriodicWorker):
-    """Starts the deletion of every node that is done with."""
+    """Starts the deletion of every node that is done with.
+
+    Every ``interval`` seconds (and on a plain :meth:`wake`) a pass looks
+    at every cached node.  In between, :meth:`node_changed` asks for a
+    pass over just the nodes whose record or lock changed: those are the
+    ones that may have become deletable, and looking at all nodes on each
+    of them made busy periods quadratic in the number of nodes.
+    """
 
     name = "DeletedNodeWorker"
 
-    def run_pass(self) -> None:
+    def __init__(self, view, services, interval: float,
+                 clock=time.monotonic):
+        super().__init__(view, services, interval)
+        self._clock = clock
+        self._changed_lock = threading.Lock()
+        self._changed: set = set()
+        self._full_pass_due = True
+        self._next_full_pass = 0.0
+        #: Passes over every node so far (the others look at changed
+        #: nodes only).
+        self.full_passes = 0
+
+    def wake(self) -> None:
+        """Run a pass over every node as soon as possible."""
+        with self._changed_lock:
+            self._full_pass_due = True
+        super().wake()
+
+    def node_changed(self, node) -> None:
+        """The record or the lock of ``node`` (a cached node) changed:
+        look at it as soon as possible.
+
+        Not while somebody holds or waits for its lock: a pass would skip
+        it, and the last contender's going is a change of its own.
+        """
+        if node.lock_contenders:
+            return
+        with self._changed_lock:
+            self._changed.add(node.id)
+        super().wake()
+
+    def run_once(self) -> Optional[float]:
+        if not self.services.zk_client.connected:
+            return None
+        now = self._clock()
+        with self._changed_lock:
+            changed, self._changed = self._changed, set()
+            full = self._full_pass_due or now >= self._next_full_pass
+            self._full_pass_due = False
+        if full:
+            self._next_full_pass = now + self.interval
+            self.full_passes += 1
+            self.run_pass()
+        elif changed:
+            self.run_pass(changed)
+        return max(0.0, self._next_full_pass - self._clock())
+
+    def run_pass(self, node_ids: Optional[Iterable[str]] = None) -> None:
+        """Look at the nodes ``node_ids`` (default: every cached node)."""
+        cache = self.services.node_cache
+        if node_ids is None:
+            nodes = cache.values()
+        else:
+            nodes = [n for n in map(cache.get, node_ids) if n is not None]
         providers = self.view.providers
         # The ids each provider is deleting, listed once per pass (not
         # once per node: that made a pass quadratic in busy periods).
         deleting: dict = {}
-        for node in self.services.node_cache.values():
+        for node in nodes:
             provider = providers.get(node.provider)
             if provider is None:
                 continue  # another launcher's provider

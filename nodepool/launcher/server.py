@@ -277,13 +277,13 @@ class NodePoolLauncher:
 
     def _on_node_event(self, key, obj, event_type) -> None:
         if obj is not None and obj.state in DELETABLE_STATES:
-            self.deleted_node_worker.wake()
+            self.deleted_node_worker.node_changed(obj)
 
     def _on_node_lock(self, node, contender, locked) -> None:
         # Zuul marks a node used, then unlocks it: the unlock is when the
         # node becomes deletable.
         if not locked and node.state in DELETABLE_STATES:
-            self.deleted_node_worker.wake()
+            self.deleted_node_worker.node_changed(node)
 
     def _on_request_event(self, key, obj, event_type) -> None:
         for worker in list(self.pool_workers.values()):

@@ -20,6 +20,7 @@ from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.treecache import (  # noqa: F401  (re-exported)
     QUEUE_WARNING_INTERVAL, QUEUE_WARNING_SIZE, RESYNC_RETRY, SYNTHETIC,
     InvalidEntry, Listener, TreeCache)
+from nodepool.zk.usage import NodeUsageIndex
 
 
 class NodeCache(TreeCache):
@@ -48,6 +49,9 @@ class NodeCache(TreeCache):
         # thread and writers, so one key never gets two objects.
         self._store_lock = threading.RLock()
         self._removed: collections.OrderedDict = collections.OrderedDict()
+        # Kept under _store_lock, so the last update of a node is made
+        # from its latest state.
+        self._usage = NodeUsageIndex()
 
     # Write-through ------------------------------------------------------
 
@@ -69,6 +73,7 @@ class NodeCache(TreeCache):
             with self._objects_lock:
                 self._objects.pop(key, None)
                 self._invalid.pop(key, None)
+            self._usage.update(node_id, None)
 
     def has_object(self, key, data, exists):
         return super().has_object(key, data, exists) \
@@ -76,7 +81,9 @@ class NodeCache(TreeCache):
 
     def _store(self, key, data, stat):
         with self._store_lock:
-            return super()._store(key, data, stat)
+            obj = super()._store(key, data, stat)
+            self._usage.update(key[0], obj)
+            return obj
 
     def add_lock_listener(self, listener) -> None:
         """Call ``listener(node, contender, locked)`` when a lock contender
@@ -126,9 +133,11 @@ class NodeCache(TreeCache):
 
     def _play(self, event, future, key, with_data):
         super()._play(event, future, key, with_data)
-        if key is not None and event.type == EventType.DELETED:
+        if key is not None:
             with self._store_lock:
-                self._removed.pop(key, None)
+                if event.type == EventType.DELETED:
+                    self._removed.pop(key, None)
+                self._usage.update(key[0], self.get_object(key))
         self.stats_event.set()
 
     def get(self, node_id: str) -> Optional[models.Node]:
@@ -136,6 +145,12 @@ class NodeCache(TreeCache):
 
     def values(self) -> list:
         return self.objects()
+
+    def usage(self, provider: str) -> list:
+        """What the cached nodes of ``provider`` use, as
+        :class:`~nodepool.zk.usage.UsageGroup` (nodes of one pool that
+        use the same)."""
+        return self._usage.groups(provider)
 
     def ids(self) -> list:
         """Ids of every node znode with data, readable or not.

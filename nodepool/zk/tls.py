@@ -76,6 +76,60 @@ _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
 
 
+_READ_EVENTS = select.POLLIN | select.POLLPRI
+
+
+def _bad_descriptor():
+    return OSError(errno.EBADF, "bad file descriptor")
+
+
+class BufferedSocket:
+    """A connected plain socket whose reads go through a buffer.
+
+    Kazoo reads every reply in two parts (length, then body), each after a
+    wait for the socket to be readable: four system calls per reply.  Here
+    one ``recv`` takes whatever the kernel holds (up to
+    :attr:`RECV_SIZE` bytes, often several replies), later reads are served
+    from the buffer, and :meth:`pending` tells kazoo (as it asks SSL
+    sockets) and :func:`poll_select` that no wait is needed.  Everything
+    else is the socket's own.
+    """
+
+    RECV_SIZE = 65536
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buffer = b""
+        self._offset = 0
+        self._left = 0
+        # What kazoo calls per request, bound once rather than looked up
+        # through __getattr__ each time.
+        self.send = sock.send
+        self.fileno = sock.fileno
+
+    def pending(self) -> int:
+        """Bytes received but not yet read."""
+        return self._left
+
+    def recv(self, size: int) -> bytes:
+        if not self._left:
+            data = self._sock.recv(max(size, self.RECV_SIZE))
+            if len(data) <= size:
+                return data
+            self._buffer, self._offset, self._left = data, 0, len(data)
+        start = self._offset
+        chunk = self._buffer[start:start + size]
+        taken = len(chunk)
+        self._offset = start + taken
+        self._left -= taken
+        if not self._left:
+            self._buffer = b""
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def poll_select(rlist, wlist, xlist, timeout=None):
     """``select.select`` semantics on ``poll(2)``.
 
@@ -85,31 +139,44 @@ def poll_select(rlist, wlist, xlist, timeout=None):
     descriptor numbers.  Errors and hang-ups count as ready, so the
     caller's read or write reports them; a closed descriptor raises
     ``OSError(EBADF)`` as ``select`` does.  ``xlist`` is not watched (kazoo
-    passes none).
+    passes none).  A socket with received data not read yet (``pending()``
+    above 0: a :class:`BufferedSocket`, an SSL socket) is readable whatever
+    the descriptor says.  Kazoo's connection thread calls this a few
+    hundred times per node lifecycle, hence the plain loops.
     """
+    rfds = [obj if isinstance(obj, int) else obj.fileno() for obj in rlist]
+    wfds = [obj if isinstance(obj, int) else obj.fileno() for obj in wlist]
     poller = select.poll()
-    wanted: dict = {}
-    for objects, mask in ((rlist, select.POLLIN | select.POLLPRI),
-                          (wlist, select.POLLOUT)):
-        for obj in objects:
-            fd = obj if isinstance(obj, int) else obj.fileno()
-            if fd < 0:
-                raise OSError(errno.EBADF, "bad file descriptor")
-            wanted[fd] = wanted.get(fd, 0) | mask
-    for fd, mask in wanted.items():
-        poller.register(fd, mask)
+    for fd in rfds:
+        if fd < 0:
+            raise _bad_descriptor()
+        poller.register(fd, _READ_EVENTS)
+    for fd in wfds:
+        if fd < 0:
+            raise _bad_descriptor()
+        poller.register(fd, select.POLLOUT | (
+            _READ_EVENTS if fd in rfds else 0))
     if timeout is not None and timeout < 0:
         raise ValueError("timeout must be non-negative")
-    events = dict(poller.poll(None if timeout is None else timeout * 1000))
-    for fd, event in events.items():
+    buffered = [obj for obj in rlist if _has_pending(obj)]
+    if buffered:
+        timeout = 0
+    events = poller.poll(None if timeout is None else timeout * 1000)
+    if not events and not buffered:
+        return [], [], []
+    ready = dict(events)
+    for event in ready.values():
         if event & select.POLLNVAL:
-            raise OSError(errno.EBADF, "bad file descriptor")
+            raise _bad_descriptor()
+    return ([obj for obj, fd in zip(rlist, rfds)
+             if ready.get(fd, 0) & _READABLE or obj in buffered],
+            [obj for obj, fd in zip(wlist, wfds)
+             if ready.get(fd, 0) & _WRITABLE], [])
 
-    def ready(objects, mask):
-        return [obj for obj in objects
-                if events.get(obj if isinstance(obj, int) else obj.fileno(),
-                              0) & mask]
-    return ready(rlist, _READABLE), ready(wlist, _WRITABLE), []
+
+def _has_pending(obj) -> bool:
+    pending = getattr(obj, "pending", None)
+    return pending is not None and pending() > 0
 
 
 class ConnectionHandler(SequentialThreadingHandler):
@@ -152,7 +219,7 @@ class ConnectionHandler(SequentialThreadingHandler):
             raise
         if self.tls is None:
             self._succeeded()
-            return sock
+            return BufferedSocket(sock)
         try:
             conn = self.tls.context().wrap_socket(
                 sock, server_hostname=hostname or address[0])

@@ -17,6 +17,7 @@ from nodepool.driver.openstack.config import OpenStackPool
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.statemachine.adapter import Instance
 from nodepool.driver.statemachine.quota import ProviderQuota
+from nodepool.zk.usage import NodeUsageIndex
 
 SMALL = QuotaInformation(cores=2, instances=1, ram=2048)
 LARGE = QuotaInformation(cores=8, instances=1, ram=8192)
@@ -62,13 +63,22 @@ class FakeAdapter:
 
 
 class Nodes:
-    """The part of the node cache the quota reads."""
+    """The part of the node cache the quota reads, over a list of nodes
+    and the cache's own usage index; counts the usage reads."""
 
     def __init__(self, nodes=()):
         self.nodes = list(nodes)
+        self.reads = 0
 
     def values(self):
         return list(self.nodes)
+
+    def usage(self, provider):
+        self.reads += 1
+        index = NodeUsageIndex()
+        for n in self.nodes:
+            index.update(n.id, n)
+        return index.groups(provider)
 
     def ids(self):
         return [n.id for n in self.nodes]
@@ -202,6 +212,38 @@ def test_pool_limits_count_the_pools_own_nodes():
 
 
 # Reservations and just created nodes ------------------------------------
+
+def test_one_usage_read_per_decision():
+    # Cloud quota (all pools) and pool limits from the same pass; what
+    # each counts is as before: every pool's nodes and reservations for
+    # the cloud, the pool's own for its limits.
+    adapter = FakeAdapter(QuotaInformation(cores=14, instances=10, ram=1e6,
+                                           default=math.inf))
+    main, other = make_pool(max_servers=2), make_pool("other")
+    quota, _, cache = make_quota(
+        pools={"main": main, "other": other}, adapter=adapter,
+        nodes=[node("1", pool="other", labels=["large"]),
+               node("2", resources={"cores": 1, "instances": 1, "ram": 1,
+                                    "volumes": None, "gpus": 0.5}),
+               node("3", provider="p2", labels=["large"])])
+    assert quota.reserve("small", other) is not None
+    reads = cache.reads
+    assert quota.exhausted_limits("small", main) == []
+    assert cache.reads == reads + 1
+    # 8 + 1 + 2 (reserved in "other") + 2 + 2 cores needed > 14.
+    assert quota.exhausted_limits("large", main) == ["cloud quota (cores)"]
+    assert quota.nodes_used().get_resources() == {
+        "cores": 11, "instances": 3, "ram": 8192 + 1 + 2048, "volumes": 0,
+        "gpus": 0.5}
+    assert quota.nodes_used("main").get_resources() == {
+        "cores": 1, "instances": 1, "ram": 1, "volumes": 0, "gpus": 0.5}
+    cache.nodes.append(node("4"))
+    assert quota.exhausted_limits("small", main) == [
+        "cloud quota (cores)", "max-servers"]
+    # A pool that ignores the cloud's quota reads only its own usage.
+    main = main.replace(ignore_provider_quota=True)
+    assert quota.exhausted_limits("small", main) == ["max-servers"]
+
 
 def test_reservation_counts_until_the_node_is_claimed():
     pool = make_pool(max_servers=1)

@@ -128,6 +128,19 @@ def test_from_resources_missing_names_take_default():
     assert q.get("ram") == INF
 
 
+def test_add_resources_is_add_of_from_resources():
+    for base in (QuotaInformation(cores=2, instances=1, ram=10),
+                 QuotaInformation(default=math.inf, cores=4)):
+        resources = {"ram": 5, "volume-gb": None, "gpus": 1.5, "cores": 1}
+        expected = base.copy()
+        expected.add(QuotaInformation.from_resources(resources))
+        got = base.copy()
+        got.add_resources(resources)
+        assert got == expected
+        assert got.names() == expected.names()
+        assert got.get_resources() == expected.get_resources()
+
+
 def test_copy_is_independent():
     q = QuotaInformation(cores=2, default=INF, volumes=1)
     c = q.copy()

@@ -186,3 +186,52 @@ def test_poll_select_like_select():
         poll_select([left], [], [], 0)  # closed: fileno() is -1
     with pytest.raises(ValueError):
         poll_select([], [], [], -1)
+
+
+def test_poll_select_same_descriptor_for_reading_and_writing():
+    import socket as socket_module
+    from nodepool.zk.tls import poll_select
+    left, right = socket_module.socketpair()
+    try:
+        assert poll_select([left], [left], [], 0) == ([], [left], [])
+        right.sendall(b"x")
+        assert poll_select([left, right], [right, left], [], 5) == (
+            [left], [right, left], [])
+    finally:
+        left.close()
+        right.close()
+
+
+def test_buffered_socket_reads_from_its_buffer_first():
+    import socket as socket_module
+    from nodepool.zk.tls import BufferedSocket, poll_select
+    left, right = socket_module.socketpair()
+    buffered = BufferedSocket(left)
+    try:
+        assert buffered.pending() == 0
+        assert poll_select([buffered], [], [], 0) == ([], [], [])
+        right.sendall(b"\x00\x00\x00\x05hello\x00\x00")
+        assert poll_select([buffered], [], [], 5) == ([buffered], [], [])
+        # One kernel read takes all; the rest waits in the buffer, and
+        # counts as readable although the descriptor has nothing.
+        assert buffered.recv(4) == b"\x00\x00\x00\x05"
+        assert buffered.pending() == 7
+        assert poll_select([right, buffered], [], [], 5) == (
+            [buffered], [], [])
+        assert buffered.recv(5) == b"hello"
+        # A read larger than the buffer gets what the buffer holds.
+        assert buffered.recv(10) == b"\x00\x00"
+        assert buffered.pending() == 0
+        assert poll_select([buffered], [], [], 0) == ([], [], [])
+        # Everything else is the socket's.
+        buffered.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            buffered.recv(4)
+        assert buffered.fileno() == left.fileno()
+        right.sendall(b"ab")
+        right.close()
+        assert buffered.recv(1) == b"a" and buffered.recv(1) == b"b"
+        assert buffered.recv(1) == b""  # end of stream
+    finally:
+        buffered.close()
+    assert left.fileno() == -1

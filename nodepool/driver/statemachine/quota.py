@@ -24,7 +24,7 @@ class ProviderQuota:
         ``max_concurrency``).
     :param adapter: the driver's adapter (``get_quota_limits``,
         ``get_quota_for_label``, ``list_instances``).
-    :param node_cache: the launcher's node cache (``values()``, ``ids()``);
+    :param node_cache: the launcher's node cache (``usage()``, ``ids()``);
         may be None where nothing asks about usage (the CLI's deletes).
 
     Thread-safe: pool workers, request handlers and the runners call it
@@ -164,26 +164,41 @@ class ProviderQuota:
                    ) -> QuotaInformation:
         """What this provider's nodes (of one pool, if given) and its
         reservations use."""
-        used = QuotaInformation()
+        return self._usage([pool_name])[0]
+
+    def _usage(self, pool_names: list) -> list:
+        """``nodes_used(name)`` for each of ``pool_names`` (None: the
+        whole provider), from the node cache's usage index: one step per
+        kind of node, not per node."""
+        totals = [QuotaInformation() for _ in pool_names]
+
+        def counting(pool):
+            return [total for name, total in zip(pool_names, totals)
+                    if name is None or name == pool]
         with self._claims_lock:
             for reserved_pool, quota in self._reservations:
-                if pool_name is None or reserved_pool == pool_name:
-                    used.add(quota)
-        for node in self.node_cache.values():
-            if node.provider != self.name:
+                for total in counting(reserved_pool):
+                    total.add(quota)
+        for group in self.node_cache.usage(self.name):
+            targets = counting(group.pool)
+            if not targets:
                 continue
-            if pool_name is not None and node.pool != pool_name:
+            if group.resources:
+                for total in targets:
+                    total.add_resources(group.resources, group.count)
                 continue
-            if node.resources:
-                used.add(QuotaInformation.from_resources(node.resources))
-                continue
-            pool = self.config.pools.get(node.pool)
+            pool = self.config.pools.get(group.pool)
             if pool is None:
                 continue
-            for label in node.type:
+            for label in group.labels:
                 if label in pool.labels:
-                    used.add(self.quota_for_label(label, node.pool))
-        return used
+                    needed = self.quota_for_label(label, group.pool)
+                    # Nodes without stored resources are few (records
+                    # of old launchers): one addition per node.
+                    for total in targets:
+                        for _ in range(group.count):
+                            total.add(needed)
+        return totals
 
     # Decisions ------------------------------------------------------------
 
@@ -217,12 +232,15 @@ class ProviderQuota:
         exceeded = []
         if pool.checks_provider_quota:
             remaining = self.provider_quota()
-            remaining.subtract(self.nodes_used())
+            provider_used, pool_used = self._usage([None, pool.name])
+            remaining.subtract(provider_used)
             remaining.subtract(needed)
             exceeded.extend("cloud quota (%s)" % name
                             for name in remaining.exceeded())
+        else:
+            pool_used = self.nodes_used(pool.name)
         limits = pool_limits(pool)
-        limits.subtract(self.nodes_used(pool.name))
+        limits.subtract(pool_used)
         limits.subtract(needed)
         exceeded.extend(limit_name(name) for name in limits.exceeded())
         return exceeded

@@ -11,6 +11,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from nodepool.exceptions import InvalidRecordError
 
+# Values update_from shares instead of copying: nothing can change them.
+_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
+
 
 DEFAULT_USERNAME = "zuul"
 DEFAULT_PYTHON_PATH = "/usr/bin/python2"
@@ -253,7 +256,10 @@ class Record:
             self._state = other._state
             self.state_time = other.state_time
             for name in self._FIELDS:
-                setattr(self, name, copy.deepcopy(getattr(other, name)))
+                value = getattr(other, name)
+                if type(value) not in _IMMUTABLE:
+                    value = copy.deepcopy(value)
+                setattr(self, name, value)
             self.stat = other.stat
 
     def __getstate__(self) -> dict:
