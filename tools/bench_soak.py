@@ -13,10 +13,13 @@ running on the first step) serves label ``small``.  Then, for
 ``--minutes``, a new ``small`` request every few seconds, accepted and
 returned at once.  Printed: the launcher's start time (cache sync
 included), each request's time to fulfilled, the launcher's RSS over
-time, and its ZooKeeper requests per second while idle (between the
-requests).
+time, and its ZooKeeper requests per second while idle, with what it
+asked by request type and kind of path.  An idle window starts once the
+returned node's record is gone (its deletion finished) and ``--grace``
+seconds more have passed, and lasts ``--gap`` seconds.
 
 Usage: tools/bench_soak.py [--nodes 10000] [--pending 1000] [--minutes 3]
+                           [--gap 10] [--grace 2]
 """
 
 import argparse
@@ -33,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kazoo.client import KazooClient  # noqa: E402
 
 from bench_launcher import CountingClient  # noqa: E402
+from nodepool.zk.paths import node_path  # noqa: E402
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from nodepool.zk.components import PoolComponent  # noqa: E402
 from tests.fixtures import zkserver  # noqa: E402
@@ -51,8 +55,6 @@ providers:
         labels:
           - name: small
 """
-# Seconds between two requests of the measuring loop.
-GAP = 5.0
 
 
 def launcher_process(hosts, commands, answers):
@@ -78,7 +80,7 @@ def launcher_process(hosts, commands, answers):
     while True:
         command = commands.get()
         if command == "counts":
-            answers.put(("counts", dict(zk.counts)))
+            answers.put(("counts", dict(zk.by_kind)))
         elif command == "stop":
             break
     launcher.stop()
@@ -93,6 +95,25 @@ def rss_mb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return 0.0
+
+
+def wait_gone(kazoo, paths, timeout=120):
+    """Wait until none of ``paths`` exists any more."""
+    deadline = time.monotonic() + timeout
+    while any(kazoo.exists(path) for path in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s still there" % paths)
+        time.sleep(0.05)
+
+
+def print_breakdown(counts, seconds):
+    """What the launcher asked while idle, by type and kind of path."""
+    total = sum(counts.values())
+    print("idle, all windows (%.0f s): %d requests, %.3f per second"
+          % (seconds, total, total / seconds if seconds else 0.0))
+    for (name, kind), count in counts.most_common():
+        print("  %-14s %-22s %6d  %.3f/s" % (name, kind, count,
+                                             count / seconds))
 
 
 def populate(kazoo, nodes, pending):
@@ -132,6 +153,11 @@ def main():
     parser.add_argument("--nodes", type=int, default=10000)
     parser.add_argument("--pending", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--gap", type=float, default=10.0,
+                        help="seconds of each idle window")
+    parser.add_argument("--grace", type=float, default=2.0,
+                        help="seconds between a node's deletion and the "
+                        "start of the idle window")
     args = parser.parse_args()
     with zkserver.scratch_hosts("soak") as hosts:
         kazoo = KazooClient(hosts=hosts)
@@ -159,22 +185,28 @@ def main():
         zuul_zk.connect()
         zuul = ZuulClient(zuul_zk)
         latencies, rss, idle_rates = [], [], []
+        idle_total, idle_seconds = collections.Counter(), 0.0
         deadline = time.monotonic() + args.minutes * 60
         while time.monotonic() < deadline:
             submitted = time.monotonic()
             request = zuul.submit(["small"])
             done = zuul.wait_for_request(request, timeout=120)
             latencies.append(time.monotonic() - submitted)
-            zuul.return_nodes(zuul.accept_nodes(done))
-            time.sleep(1.0)  # the node's deletion settles
+            nodes = zuul.accept_nodes(done)
+            zuul.return_nodes(nodes)
+            wait_gone(zuul_zk.kazoo, [node_path(n.id) for n in nodes])
+            time.sleep(args.grace)  # the cache events of the delete settle
             commands.put("counts")
             before = collections.Counter(answers.get(timeout=60)[1])
             window = time.monotonic()
-            time.sleep(GAP)
+            time.sleep(args.gap)
             commands.put("counts")
             after = collections.Counter(answers.get(timeout=60)[1])
-            idle_rates.append(sum((after - before).values())
-                              / (time.monotonic() - window))
+            seconds = time.monotonic() - window
+            idle = after - before
+            idle_total.update(idle)
+            idle_seconds += seconds
+            idle_rates.append(sum(idle.values()) / seconds)
             rss.append(rss_mb(proc.pid))
         commands.put("stop")
         proc.join(120)
@@ -190,6 +222,7 @@ def main():
           % (rss[0], rss[-1], max(rss)))
     print("idle ZooKeeper requests/s between requests: median %.2f, "
           "max %.2f" % (statistics.median(idle_rates), max(idle_rates)))
+    print_breakdown(idle_total, idle_seconds)
 
 
 if __name__ == "__main__":
