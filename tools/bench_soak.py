@@ -14,12 +14,16 @@ running on the first step) serves label ``small``.  Then, for
 returned at once.  Printed: the launcher's start time (cache sync
 included), each request's time to fulfilled, the launcher's RSS over
 time, and its ZooKeeper requests per second while idle, with what it
-asked by request type and kind of path.  An idle window starts once the
-returned node's record is gone (its deletion finished) and ``--grace``
-seconds more have passed, and lasts ``--gap`` seconds.
+asked by request type and kind of path (kazoo's session pings apart).  An
+idle window starts once the returned node's record is gone (its deletion
+finished) and ``--grace`` seconds more have passed, and lasts ``--gap``
+seconds.  The default grace covers the last write a request causes: its
+pool's ``waiting`` list, rewritten at most every
+``WaitingPublisher.INTERVAL`` seconds, may be due a few seconds after the
+request was served.
 
 Usage: tools/bench_soak.py [--nodes 10000] [--pending 1000] [--minutes 3]
-                           [--gap 10] [--grace 2]
+                           [--gap 10] [--grace 6]
 """
 
 import argparse
@@ -36,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kazoo.client import KazooClient  # noqa: E402
 
 from bench_launcher import CountingClient  # noqa: E402
+from nodepool.launcher.why import WaitingPublisher  # noqa: E402
 from nodepool.zk.paths import node_path  # noqa: E402
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from nodepool.zk.components import PoolComponent  # noqa: E402
@@ -80,7 +85,7 @@ def launcher_process(hosts, commands, answers):
     while True:
         command = commands.get()
         if command == "counts":
-            answers.put(("counts", dict(zk.by_kind)))
+            answers.put(("counts", dict(zk.by_kind, pings=zk.pings)))
         elif command == "stop":
             break
     launcher.stop()
@@ -155,7 +160,8 @@ def main():
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--gap", type=float, default=10.0,
                         help="seconds of each idle window")
-    parser.add_argument("--grace", type=float, default=2.0,
+    parser.add_argument("--grace", type=float,
+                        default=WaitingPublisher.INTERVAL + 1.0,
                         help="seconds between a node's deletion and the "
                         "start of the idle window")
     args = parser.parse_args()
@@ -185,7 +191,7 @@ def main():
         zuul_zk.connect()
         zuul = ZuulClient(zuul_zk)
         latencies, rss, idle_rates = [], [], []
-        idle_total, idle_seconds = collections.Counter(), 0.0
+        idle_total, idle_seconds, pings = collections.Counter(), 0.0, 0
         deadline = time.monotonic() + args.minutes * 60
         while time.monotonic() < deadline:
             submitted = time.monotonic()
@@ -204,6 +210,7 @@ def main():
             after = collections.Counter(answers.get(timeout=60)[1])
             seconds = time.monotonic() - window
             idle = after - before
+            pings += idle.pop("pings", 0)
             idle_total.update(idle)
             idle_seconds += seconds
             idle_rates.append(sum(idle.values()) / seconds)
@@ -223,6 +230,8 @@ def main():
     print("idle ZooKeeper requests/s between requests: median %.2f, "
           "max %.2f" % (statistics.median(idle_rates), max(idle_rates)))
     print_breakdown(idle_total, idle_seconds)
+    print("  (and %d session pings, %.3f per second, not counted above)"
+          % (pings, pings / idle_seconds))
 
 
 if __name__ == "__main__":

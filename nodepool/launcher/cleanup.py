@@ -21,6 +21,7 @@ from nodepool import exceptions
 from nodepool.launcher.request_locks import OrphanRequestLocks
 from nodepool.service import ServiceThread
 from nodepool.zk.client import CONNECTION_ERRORS
+from nodepool.zk.held_locks import HeldRequestLocks
 from nodepool.zk.models import NodeState, RequestState
 
 DELETABLE_STATES = frozenset((
@@ -157,6 +158,8 @@ class CleanupWorker(_PeriodicWorker):
         super().__init__(view, services, interval)
         self.request_locks = OrphanRequestLocks(services.requests,
                                                 services.request_cache)
+        # Who holds the locks of pending requests, read once per change.
+        self.held_locks = HeldRequestLocks(services.zk_client)
 
     def run_pass(self) -> None:
         for task in (self.cleanup_request_locks, self.cleanup_lost_requests,
@@ -181,10 +184,13 @@ class CleanupWorker(_PeriodicWorker):
         # A handler of ours whose lock went with a lost session takes its
         # request back itself (keeping the launches it began).
         ours = self.view.handled_request_ids()
-        for request in self.services.request_cache.values():
-            if request.state != RequestState.PENDING or request.is_locked:
+        pending = [r for r in self.services.request_cache.values()
+                   if r.state == RequestState.PENDING]
+        self.held_locks.retain(r.id for r in pending)
+        for request in pending:
+            if request.is_locked or request.id in ours:
                 continue
-            if request.id in ours or requests.is_request_locked(request.id):
+            if self.held_locks.is_held(request.id):
                 continue
             try:
                 requests.lock_request(request, blocking=False)
