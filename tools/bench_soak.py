@@ -7,7 +7,9 @@
 Before the launcher starts, ZooKeeper gets ``--nodes`` node records (half
 ``ready``, half ``in-use``) of a provider another launcher runs, and
 ``--pending`` requests for a label only that other launcher's pool
-serves (its pool record is registered here), so they stay pending.  The
+serves (its pool record is registered here), so they stay pending
+(``requested``; or, with ``--pending-state pending``, accepted: in state
+``pending`` and locked by that launcher's session).  The
 launcher under test (a separate process; the test driver, instances
 running on the first step) serves label ``small``.  Then, for
 ``--minutes``, a new ``small`` request every few seconds, accepted and
@@ -23,6 +25,7 @@ pool's ``waiting`` list, rewritten at most every
 request was served.
 
 Usage: tools/bench_soak.py [--nodes 10000] [--pending 1000] [--minutes 3]
+                           [--pending-state requested|pending]
                            [--gap 10] [--grace 6]
 """
 
@@ -34,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -121,8 +125,8 @@ def print_breakdown(counts, seconds):
                                              count / seconds))
 
 
-def populate(kazoo, nodes, pending):
-    """Write the records, pipelined."""
+def populate(kazoo, nodes, pending, state="requested"):
+    """Write the records, pipelined; return the ids of the requests."""
     now = time.time()
     results = []
     for i in range(nodes):
@@ -141,13 +145,25 @@ def populate(kazoo, nodes, pending):
                 r.get()
             results = []
     for i in range(pending):
-        request = {"state": "requested", "node_types": ["big"],
+        request = {"state": state, "node_types": ["big"],
                    "requestor": "soak", "declined_by": [],
                    "state_time": now, "created_time": now,
                    "event_id": "soak-%d" % i, "reuse": True}
         results.append(kazoo.create_async(
             "/nodepool/requests/100-", json.dumps(request).encode(),
             sequence=True))
+    return [r.get().rpartition("/")[2] for r in results
+            if r.get().startswith("/nodepool/requests/")]
+
+
+def hold_locks(kazoo, request_ids):
+    """Lock the requests in ``kazoo``'s session (one contender each, as
+    the lock recipe makes), as the launcher handling them would."""
+    results = [kazoo.create_async(
+        "/nodepool/requests-lock/%s/%s__lock__" % (request_id,
+                                                   uuid.uuid4().hex),
+        ephemeral=True, sequence=True, makepath=True)
+        for request_id in request_ids]
     for r in results:
         r.get()
 
@@ -158,6 +174,10 @@ def main():
     parser.add_argument("--nodes", type=int, default=10000)
     parser.add_argument("--pending", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--pending-state", default="requested",
+                        choices=("requested", "pending"),
+                        help="the waiting requests' state: pending ones "
+                        "are locked by the other launcher's session")
     parser.add_argument("--gap", type=float, default=10.0,
                         help="seconds of each idle window")
     parser.add_argument("--grace", type=float,
@@ -170,9 +190,12 @@ def main():
         kazoo.start(30)
         for path in ("/nodepool/nodes", "/nodepool/requests"):
             kazoo.ensure_path(path)
-        populate(kazoo, args.nodes, args.pending)
+        request_ids = populate(kazoo, args.nodes, args.pending,
+                               args.pending_state)
         other = ZooKeeperClient(hosts, timeout=30)
         other.connect()
+        if args.pending_state == "pending":
+            hold_locks(other.kazoo, request_ids)
         pool = PoolComponent(other, hostname="other-launcher")
         pool.update(id="other-launcher-elsewhere-main", name="main",
                     provider_name="elsewhere", supported_labels=["big"],
