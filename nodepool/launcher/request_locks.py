@@ -43,7 +43,7 @@ class OrphanRequestLocks:
     :param requests: the :class:`~nodepool.zk.requests.RequestStore`.
     :param request_cache: the launcher's request cache: which requests
         exist (while it is not ready, ZooKeeper is asked) and when one
-        went away.
+        went away.  Without one, every pass lists and asks ZooKeeper.
     :param max_age: remove orphans older than this (seconds).
     :param relist_interval: list the lock root at least this often
         (seconds of ``clock``).
@@ -64,7 +64,8 @@ class OrphanRequestLocks:
         self.orphans: Dict[str, float] = {}
         self._request_gone = threading.Event()
         self._listed_at: Optional[float] = None
-        request_cache.add_listener(self._on_request)
+        if request_cache is not None:
+            request_cache.add_listener(self._on_request)
 
     def _on_request(self, key, obj, event_type) -> None:
         # Playback thread of the cache: only note it.
@@ -74,13 +75,14 @@ class OrphanRequestLocks:
     def _existing(self) -> set:
         """Ids of the requests that exist, unreadable ones included."""
         cache = self.request_cache
-        if cache.ready:
+        if cache is not None and cache.ready:
             return {key[0] for key in cache.keys()} | {
                 key[0] for key in cache.invalid()}
         return set(self.requests.get_request_ids())
 
     def _relist_due(self) -> bool:
-        return (self._listed_at is None or self._request_gone.is_set()
+        return (self._listed_at is None or self.request_cache is None
+                or self._request_gone.is_set()
                 or self.clock() - self._listed_at >= self.relist_interval)
 
     def _relist(self) -> None:

@@ -187,3 +187,13 @@ def test_without_a_ready_cache_zookeeper_says_which_requests_exist(
     janitor.run()
     assert lock_exists(zk_client, request.id)
     assert store.calls["requests"] == 1
+
+
+def test_without_a_cache_every_pass_lists(zk_client, store):
+    janitor = OrphanRequestLocks(store, None, max_age=0)
+    janitor.run()
+    request = locked_once(store)
+    store.delete_request(request)
+    janitor.run()
+    assert not lock_exists(zk_client, request.id)
+    assert store.calls["list"] == 2
