@@ -6,7 +6,8 @@
 
 One in-process launcher (the test driver, nothing requested) on a real
 ZooKeeper; after it settled, every request its client sends during the
-measuring window is counted by type.  Prints requests per second.
+measuring window is counted by type and kind of path.  Prints requests
+per second (kazoo's session pings apart).
 
 Uses the ZooKeeper started by tools/test-setup.sh when it runs, otherwise
 starts a private one.  Usage: tools/bench_idle.py [--seconds 60]
@@ -48,9 +49,11 @@ def main():
             launcher.start()
             launcher.ready.wait(60)
             time.sleep(args.settle)
-            before = collections.Counter(zk.counts)
+            before = collections.Counter(zk.by_kind)
+            pings = zk.pings
             time.sleep(args.seconds)
-            ops = zk.counts - before
+            ops = zk.by_kind - before
+            pings = zk.pings - pings
         finally:
             launcher.stop()
             launcher.join()
@@ -59,8 +62,9 @@ def main():
     total = sum(ops.values())
     print("idle launcher, %.0f s: %d ZooKeeper requests, %.3f per second"
           % (args.seconds, total, total / args.seconds))
-    for name, count in ops.most_common():
-        print("  %-20s %d" % (name, count))
+    for (name, kind), count in ops.most_common():
+        print("  %-14s %-22s %d" % (name, kind, count))
+    print("  (and %d session pings, not counted above)" % pings)
 
 
 if __name__ == "__main__":

@@ -99,12 +99,22 @@ def request_kind(request):
 
 class CountingClient(ZooKeeperClient):
     """Counts every request the kazoo client sends, by type and by
-    (type, path kind)."""
+    (type, path kind); and apart, in ``pings``, the session heartbeats
+    kazoo sends when nothing else was sent for a third of the session
+    timeout."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.counts = collections.Counter()
         self.by_kind = collections.Counter()
+        self.pings = 0
+        connection = self.kazoo._connection
+        send_ping = connection._send_ping
+
+        def ping(*args):
+            self.pings += 1
+            return send_ping(*args)
+        connection._send_ping = ping
         original = self.kazoo._call
 
         def counted(request, async_object):

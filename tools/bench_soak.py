@@ -7,16 +7,26 @@
 Before the launcher starts, ZooKeeper gets ``--nodes`` node records (half
 ``ready``, half ``in-use``) of a provider another launcher runs, and
 ``--pending`` requests for a label only that other launcher's pool
-serves (its pool record is registered here), so they stay pending.  The
+serves (its pool record is registered here), so they stay pending
+(``requested``; or, with ``--pending-state pending``, accepted: in state
+``pending`` and locked by that launcher's session).  The
 launcher under test (a separate process; the test driver, instances
 running on the first step) serves label ``small``.  Then, for
 ``--minutes``, a new ``small`` request every few seconds, accepted and
 returned at once.  Printed: the launcher's start time (cache sync
 included), each request's time to fulfilled, the launcher's RSS over
-time, and its ZooKeeper requests per second while idle (between the
-requests).
+time, and its ZooKeeper requests per second while idle, with what it
+asked by request type and kind of path (kazoo's session pings apart).  An
+idle window starts once the returned node's record is gone (its deletion
+finished) and ``--grace`` seconds more have passed, and lasts ``--gap``
+seconds.  The default grace covers the last write a request causes: its
+pool's ``waiting`` list, rewritten at most every
+``WaitingPublisher.INTERVAL`` seconds, may be due a few seconds after the
+request was served.
 
 Usage: tools/bench_soak.py [--nodes 10000] [--pending 1000] [--minutes 3]
+                           [--pending-state requested|pending]
+                           [--gap 10] [--grace 6]
 """
 
 import argparse
@@ -27,12 +37,15 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kazoo.client import KazooClient  # noqa: E402
 
 from bench_launcher import CountingClient  # noqa: E402
+from nodepool.launcher.why import WaitingPublisher  # noqa: E402
+from nodepool.zk.paths import node_path  # noqa: E402
 from nodepool.zk.client import ZooKeeperClient  # noqa: E402
 from nodepool.zk.components import PoolComponent  # noqa: E402
 from tests.fixtures import zkserver  # noqa: E402
@@ -51,8 +64,6 @@ providers:
         labels:
           - name: small
 """
-# Seconds between two requests of the measuring loop.
-GAP = 5.0
 
 
 def launcher_process(hosts, commands, answers):
@@ -78,7 +89,7 @@ def launcher_process(hosts, commands, answers):
     while True:
         command = commands.get()
         if command == "counts":
-            answers.put(("counts", dict(zk.counts)))
+            answers.put(("counts", dict(zk.by_kind, pings=zk.pings)))
         elif command == "stop":
             break
     launcher.stop()
@@ -95,8 +106,27 @@ def rss_mb(pid):
     return 0.0
 
 
-def populate(kazoo, nodes, pending):
-    """Write the records, pipelined."""
+def wait_gone(kazoo, paths, timeout=120):
+    """Wait until none of ``paths`` exists any more."""
+    deadline = time.monotonic() + timeout
+    while any(kazoo.exists(path) for path in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s still there" % paths)
+        time.sleep(0.05)
+
+
+def print_breakdown(counts, seconds):
+    """What the launcher asked while idle, by type and kind of path."""
+    total = sum(counts.values())
+    print("idle, all windows (%.0f s): %d requests, %.3f per second"
+          % (seconds, total, total / seconds if seconds else 0.0))
+    for (name, kind), count in counts.most_common():
+        print("  %-14s %-22s %6d  %.3f/s" % (name, kind, count,
+                                             count / seconds))
+
+
+def populate(kazoo, nodes, pending, state="requested"):
+    """Write the records, pipelined; return the ids of the requests."""
     now = time.time()
     results = []
     for i in range(nodes):
@@ -115,13 +145,25 @@ def populate(kazoo, nodes, pending):
                 r.get()
             results = []
     for i in range(pending):
-        request = {"state": "requested", "node_types": ["big"],
+        request = {"state": state, "node_types": ["big"],
                    "requestor": "soak", "declined_by": [],
                    "state_time": now, "created_time": now,
                    "event_id": "soak-%d" % i, "reuse": True}
         results.append(kazoo.create_async(
             "/nodepool/requests/100-", json.dumps(request).encode(),
             sequence=True))
+    return [r.get().rpartition("/")[2] for r in results
+            if r.get().startswith("/nodepool/requests/")]
+
+
+def hold_locks(kazoo, request_ids):
+    """Lock the requests in ``kazoo``'s session (one contender each, as
+    the lock recipe makes), as the launcher handling them would."""
+    results = [kazoo.create_async(
+        "/nodepool/requests-lock/%s/%s__lock__" % (request_id,
+                                                   uuid.uuid4().hex),
+        ephemeral=True, sequence=True, makepath=True)
+        for request_id in request_ids]
     for r in results:
         r.get()
 
@@ -132,15 +174,28 @@ def main():
     parser.add_argument("--nodes", type=int, default=10000)
     parser.add_argument("--pending", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--pending-state", default="requested",
+                        choices=("requested", "pending"),
+                        help="the waiting requests' state: pending ones "
+                        "are locked by the other launcher's session")
+    parser.add_argument("--gap", type=float, default=10.0,
+                        help="seconds of each idle window")
+    parser.add_argument("--grace", type=float,
+                        default=WaitingPublisher.INTERVAL + 1.0,
+                        help="seconds between a node's deletion and the "
+                        "start of the idle window")
     args = parser.parse_args()
     with zkserver.scratch_hosts("soak") as hosts:
         kazoo = KazooClient(hosts=hosts)
         kazoo.start(30)
         for path in ("/nodepool/nodes", "/nodepool/requests"):
             kazoo.ensure_path(path)
-        populate(kazoo, args.nodes, args.pending)
+        request_ids = populate(kazoo, args.nodes, args.pending,
+                               args.pending_state)
         other = ZooKeeperClient(hosts, timeout=30)
         other.connect()
+        if args.pending_state == "pending":
+            hold_locks(other.kazoo, request_ids)
         pool = PoolComponent(other, hostname="other-launcher")
         pool.update(id="other-launcher-elsewhere-main", name="main",
                     provider_name="elsewhere", supported_labels=["big"],
@@ -159,22 +214,29 @@ def main():
         zuul_zk.connect()
         zuul = ZuulClient(zuul_zk)
         latencies, rss, idle_rates = [], [], []
+        idle_total, idle_seconds, pings = collections.Counter(), 0.0, 0
         deadline = time.monotonic() + args.minutes * 60
         while time.monotonic() < deadline:
             submitted = time.monotonic()
             request = zuul.submit(["small"])
             done = zuul.wait_for_request(request, timeout=120)
             latencies.append(time.monotonic() - submitted)
-            zuul.return_nodes(zuul.accept_nodes(done))
-            time.sleep(1.0)  # the node's deletion settles
+            nodes = zuul.accept_nodes(done)
+            zuul.return_nodes(nodes)
+            wait_gone(zuul_zk.kazoo, [node_path(n.id) for n in nodes])
+            time.sleep(args.grace)  # the cache events of the delete settle
             commands.put("counts")
             before = collections.Counter(answers.get(timeout=60)[1])
             window = time.monotonic()
-            time.sleep(GAP)
+            time.sleep(args.gap)
             commands.put("counts")
             after = collections.Counter(answers.get(timeout=60)[1])
-            idle_rates.append(sum((after - before).values())
-                              / (time.monotonic() - window))
+            seconds = time.monotonic() - window
+            idle = after - before
+            pings += idle.pop("pings", 0)
+            idle_total.update(idle)
+            idle_seconds += seconds
+            idle_rates.append(sum(idle.values()) / seconds)
             rss.append(rss_mb(proc.pid))
         commands.put("stop")
         proc.join(120)
@@ -190,6 +252,9 @@ def main():
           % (rss[0], rss[-1], max(rss)))
     print("idle ZooKeeper requests/s between requests: median %.2f, "
           "max %.2f" % (statistics.median(idle_rates), max(idle_rates)))
+    print_breakdown(idle_total, idle_seconds)
+    print("  (and %d session pings, %.3f per second, not counted above)"
+          % (pings, pings / idle_seconds))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
   holds any more: used, failed, aborted, orphaned building/in-use nodes;
   and frees ready nodes allocated to requests that are gone.
 * :class:`CleanupWorker` (every minute) runs independent tasks, each
-  isolated from the others' failures: orphan request locks, lost
+  isolated from the others' failures: orphan request locks (see
+  :mod:`~nodepool.launcher.request_locks`), lost
   requests, leaked cloud resources, max-ready-age, max-hold-age and empty
   node records.
 """
@@ -19,14 +20,15 @@ from typing import Iterable, Optional
 from kazoo.exceptions import KazooException
 
 from nodepool import exceptions
+from nodepool.launcher.request_locks import OrphanRequestLocks
 from nodepool.service import ServiceThread
 from nodepool.zk.client import CONNECTION_ERRORS
+from nodepool.zk.held_locks import HeldRequestLocks
 from nodepool.zk.models import NodeState, RequestState
 
 DELETABLE_STATES = frozenset((
     NodeState.USED, NodeState.IN_USE, NodeState.BUILDING, NodeState.FAILED,
     NodeState.DELETING, NodeState.DELETED, NodeState.ABORTED))
-REQUEST_LOCK_MAX_AGE = 8 * 3600
 # A node is stored in "init" unlocked and locked right after (the lock
 # wait is bounded by 30 s); one still unlocked long after was left behind
 # by a handler interrupted by a ZooKeeper fault.
@@ -214,6 +216,13 @@ class CleanupWorker(_PeriodicWorker):
 
     name = "CleanupWorker"
 
+    def __init__(self, view, services, interval: float):
+        super().__init__(view, services, interval)
+        self.request_locks = OrphanRequestLocks(services.requests,
+                                                services.request_cache)
+        # Who holds the locks of pending requests, read once per change.
+        self.held_locks = HeldRequestLocks(services.zk_client)
+
     def run_pass(self) -> None:
         for task in (self.cleanup_request_locks, self.cleanup_lost_requests,
                      self.cleanup_leaked_resources, self.cleanup_max_ready_age,
@@ -229,17 +238,7 @@ class CleanupWorker(_PeriodicWorker):
                 self.log.exception("Cleanup task %s failed", task.__name__)
 
     def cleanup_request_locks(self) -> None:
-        requests = self.services.requests
-        existing = set(requests.get_request_ids())
-        now = time.time()
-        for request_id in requests.get_request_lock_ids():
-            if request_id in existing:
-                continue
-            mtime = requests.request_lock_mtime(request_id)
-            if mtime is not None and now - mtime > REQUEST_LOCK_MAX_AGE:
-                if requests.delete_request_lock(request_id):
-                    self.log.info("Deleted orphan request lock %s",
-                                  request_id)
+        self.request_locks.run()
 
     def cleanup_lost_requests(self) -> None:
         """Put pending requests nobody works on back to requested."""
@@ -247,10 +246,13 @@ class CleanupWorker(_PeriodicWorker):
         # A handler of ours whose lock went with a lost session takes its
         # request back itself (keeping the launches it began).
         ours = self.view.handled_request_ids()
-        for request in self.services.request_cache.values():
-            if request.state != RequestState.PENDING or request.is_locked:
+        pending = [r for r in self.services.request_cache.values()
+                   if r.state == RequestState.PENDING]
+        self.held_locks.retain(r.id for r in pending)
+        for request in pending:
+            if request.is_locked or request.id in ours:
                 continue
-            if request.id in ours or requests.is_request_locked(request.id):
+            if self.held_locks.is_held(request.id):
                 continue
             try:
                 requests.lock_request(request, blocking=False)

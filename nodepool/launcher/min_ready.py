@@ -59,7 +59,11 @@ class MinReadyManager:
     def _complete_requests(self) -> None:
         requests = self.services.requests
         for request_id in list(self.submitted):
-            request = requests.get_request(request_id, cached=False)
+            # The cache's copy while it has one (a request waiting for
+            # capacity costs no read per pass; a state change reaches us
+            # with the cache's delay); ZooKeeper before the cache saw our
+            # new request, and after it saw it go.
+            request = requests.get_request(request_id)
             if request is None:
                 del self.submitted[request_id]
                 continue

@@ -172,6 +172,29 @@ def test_lost_pending_request_is_requeued(launcher_factory, zuul, zk_factory):
     assert done.state == RequestState.FULFILLED
 
 
+def test_pending_request_released_by_its_holder_is_requeued(
+        launcher_factory, zuul, zk_factory):
+    """A pending request's lock held by a live launcher is read once, not
+    on every cleanup pass; when that launcher lets go of it without
+    leaving (no component departs), the request is still handed back."""
+    store = RequestStore(zk_factory())
+    request = zuul.submit(["small"])
+    raw = store.get_request(request.id, cached=False)
+    store.lock_request(raw)
+    raw.state = RequestState.PENDING
+    store.store_request(raw)
+    launcher = launcher_factory()
+    cleanup = launcher.cleanup_worker
+    wait_for(lambda: cleanup.held_locks.reads >= 1)
+    passes = cleanup.passes
+    wait_for(lambda: cleanup.passes >= passes + 3)
+    assert cleanup.held_locks.reads == 1
+    assert zuul.get_request(request).state == RequestState.PENDING
+    store.unlock_request(raw)
+    done = zuul.wait_for_request(request, timeout=30)
+    assert done.state == RequestState.FULFILLED
+
+
 def test_max_ready_age_and_max_hold_age(launcher_factory, zuul):
     launcher_factory(AGES)
     cloud = FakeCloud.get("fake")
