@@ -274,6 +274,13 @@ class PoolWorker(ServiceThread):
                 continue
             handler.counted = True
             self.handlers.append(handler)
+            if not self.provider.launches_nodes:
+                # Existing hosts go to the requests in priority order, as
+                # this loop takes them: started one after the other, a
+                # lower one never takes the host a higher one was about
+                # to find free.
+                self._start(handler)
+                continue
             # Accepting and creating the node records takes several
             # ZooKeeper round trips: do it off this thread so a burst of
             # requests is taken in parallel.
