@@ -44,6 +44,7 @@ from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from nodepool.exceptions import InvalidRecordError
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.invalid import InvalidRecordLog
+from nodepool.zk.multiread import BatchReader
 from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
 
 # Event type of the events the cache makes up while re-synchronising.
@@ -104,6 +105,10 @@ class TreeCache:
         # records and existence checks, and child listings of the walk.
         self.fetch_count = 0
         self.list_count = 0
+        # Reads and listings go out in batches (one request each); the
+        # event thread sends what it collected before it waits for more
+        # events, so a read is never held back while the thread idles.
+        self.reader = BatchReader(self.kazoo)
         self._objects: dict = {}
         self._objects_lock = threading.Lock()
         self._cached_paths: set[str] = set()
@@ -267,7 +272,10 @@ class TreeCache:
 
     def _next_event(self):
         """The next queue item; a retry that fell due is queued behind
-        what is already waiting."""
+        what is already waiting.  Sends the collected reads first when
+        nothing is waiting."""
+        if self._event_queue.empty():
+            self.reader.flush()
         if self._retry_at is not None:
             remaining = self._retry_at - self._clock()
             if remaining > 0:
@@ -284,6 +292,7 @@ class TreeCache:
             item = self._next_event()
             self._check_queue("event", self._event_queue)
             if item is None:
+                self.reader.flush()  # playback waits for all it has
                 self._playback_queue.put(None)
                 return
             try:
@@ -304,7 +313,7 @@ class TreeCache:
         future = None
         if event.type != EventType.DELETED:
             if key is not None:
-                future = self.kazoo.get_async(path)
+                future = self.reader.get(path)
                 self.fetch_count += 1
             elif event.type == SYNTHETIC:
                 # A replayed hook path: only its existence matters (lock
@@ -331,6 +340,7 @@ class TreeCache:
             self._handle_event(WatchedEvent(SYNTHETIC, None, path))
         for path in self._cached_paths_snapshot() - set(found):
             self._handle_event(WatchedEvent(SYNTHETIC, None, path))
+        self.reader.flush()
         self._playback_queue.put(_SyncDone(self._generation))
 
     def _retry_resync(self) -> None:
@@ -344,7 +354,8 @@ class TreeCache:
         found: list[str] = []
         level = [self.root]
         while level:
-            pending = [(p, self.kazoo.get_children_async(p)) for p in level]
+            pending = [(p, self.reader.get_children(p)) for p in level]
+            self.reader.flush()
             self.list_count += len(pending)
             level = []
             for parent, result in pending:
