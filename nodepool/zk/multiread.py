@@ -24,7 +24,7 @@ from collections import namedtuple
 from typing import List, Optional
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import EXCEPTIONS
+from kazoo.exceptions import EXCEPTIONS, ZookeeperError
 from kazoo.protocol.serialization import (
     GetChildren,
     GetData,
@@ -94,10 +94,17 @@ class MultiRead(namedtuple("MultiRead", "ops")):
             elif op_type == ERROR:
                 code = int_struct.unpack_from(buffer, offset)[0]
                 offset += int_struct.size
-                results.append(EXCEPTIONS[code]())
+                results.append(_error(code))
             else:
                 raise ValueError("unexpected multiRead result type %d"
                                  % op_type)
+
+
+def _error(code: int) -> Exception:
+    try:
+        return EXCEPTIONS[code]()
+    except RuntimeError:  # kazoo's answer to a code it does not know
+        return ZookeeperError("ZooKeeper error code %d" % code)
 
 
 class ReadResult:

@@ -467,7 +467,7 @@ class TreeCache:
             # (lock_node sets ``lock`` under the same lock).
             with _record_lock(old):
                 if not getattr(old, "is_locked", False):
-                    old.update_from(new)
+                    old.update_from(new, take=True)  # new is dropped
             return old
         with self._objects_lock:
             self._objects[key] = new

@@ -240,11 +240,13 @@ class Record:
         obj.stat = stat
         return obj
 
-    def update_from(self, other: "Record") -> None:
+    def update_from(self, other: "Record", take: bool = False) -> None:
         """Copy the serialized fields and ``stat`` of ``other`` into self.
 
         Identifiers, ``lock`` and (for nodes) ``lock_contenders`` are kept.
-        Containers are copied, so ``other`` may be used independently.
+        Containers are copied, so ``other`` may be used independently;
+        with ``take`` they are taken over instead (cheaper, for a caller
+        that drops ``other`` afterwards, like a cache applying a read).
         """
         if type(other) is not type(self):
             raise TypeError("cannot update %s from %s"
@@ -253,7 +255,8 @@ class Record:
             self._state = other._state
             self.state_time = other.state_time
             for name in self._FIELDS:
-                setattr(self, name, copy.deepcopy(getattr(other, name)))
+                value = getattr(other, name)
+                setattr(self, name, value if take else copy.deepcopy(value))
             self.stat = other.stat
 
     def __getstate__(self) -> dict:
