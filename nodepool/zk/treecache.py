@@ -188,7 +188,7 @@ class TreeCache:
             self._ready.clear()
 
     def _on_watch(self, event: WatchedEvent) -> None:
-        # Kazoo's callback thread: only queue.
+        # Kazoo's connection thread (a direct watch): only queue.
         self._event_queue.put(event)
 
     # Subclass hooks -----------------------------------------------------
@@ -329,7 +329,8 @@ class TreeCache:
             return  # a later CONNECTED transition queues another resync
         self._generation += 1
         try:
-            add_persistent_watch(self.kazoo, self.root, self._on_watch)
+            add_persistent_watch(self.kazoo, self.root, self._on_watch,
+                                 direct=True)
             found = self._walk()
         except KazooException:
             self.log.exception("Re-synchronisation failed; will retry")
