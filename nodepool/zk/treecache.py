@@ -8,18 +8,24 @@ watch on its root and two threads:
 
 * the *event* thread takes watch events in arrival order, decides from the
   path alone whether the event concerns a record (and so needs its data),
-  and if so fires an asynchronous read at once;
+  and if so queues an asynchronous read;
 * the *playback* thread takes ``(event, read)`` pairs in the same order,
   waits for each read and applies the result to the cache.
 
 Reads are thus pipelined, while the cache still changes in event order.
+They go out in batches (:mod:`nodepool.zk.multiread`: one request for up
+to 128 reads), sent whenever the event thread has no more events waiting,
+so a burst of events costs a few requests and a lone event is read at once.
+The watch hands events to the event thread straight from kazoo's
+connection thread (a *direct* persistent watch).
 Everything hinges on path parsing: a lock contender that parsed as a record
 would cost one read per lock operation without anybody noticing, which is
 why the parsers live in :mod:`nodepool.zk.paths` with their own tests and
 why :attr:`TreeCache.fetch_count` exists.
 
-On start and after every reconnection the cache re-synchronises: it walks
-the subtree (listing children concurrently, level by level) and replays a
+On start and after every reconnection the cache re-synchronises (once per
+client connection): it walks the subtree (listing children in batches,
+level by level) and replays a
 synthetic event for every path found, then for every path it had cached
 but did not find (those reads fail with NoNode and the entries go).
 Readers may wait for that with :meth:`TreeCache.ensure_ready`.
@@ -118,6 +124,11 @@ class TreeCache:
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._generation = 0
+        # The client connection (ZooKeeperClient.connection_count) the last
+        # complete walk ran on: a CONNECTED transition that reaches us late
+        # (the client's first, when the cache starts right after connecting)
+        # needs no second walk.
+        self._walked_connection: Optional[int] = None
         # When a failed walk is tried again (monotonic time); the event
         # thread's own business, so no other thread is needed.
         self._retry_at: Optional[float] = None
@@ -327,6 +338,9 @@ class TreeCache:
         self._retry_at = None
         if self._stopped.is_set() or not self.client.connected:
             return  # a later CONNECTED transition queues another resync
+        connection = self.client.connection_count
+        if connection == self._walked_connection:
+            return  # walked on this very connection already
         self._generation += 1
         try:
             add_persistent_watch(self.kazoo, self.root, self._on_watch,
@@ -336,6 +350,7 @@ class TreeCache:
             self.log.exception("Re-synchronisation failed; will retry")
             self._retry_resync()
             return
+        self._walked_connection = connection
         # Replay parents before children (a lock contender needs its node).
         for path in found:
             self._handle_event(WatchedEvent(SYNTHETIC, None, path))
