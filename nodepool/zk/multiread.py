@@ -21,10 +21,10 @@ for their persistent watches (:mod:`nodepool.zk.watches`).
 
 import threading
 from collections import namedtuple
-from typing import List, Optional
+from typing import Callable, Iterable, List, Optional
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import EXCEPTIONS, ZookeeperError
+from kazoo.exceptions import EXCEPTIONS, NoNodeError, ZookeeperError
 from kazoo.protocol.serialization import (
     GetChildren,
     GetData,
@@ -156,6 +156,36 @@ class BatchReader:
     def get_children(self, path: str) -> ReadResult:
         """List ``path``'s children."""
         return self._add(GET_CHILDREN, path)
+
+    def walk(self, root: str,
+             listing_paths: Callable[[str], Iterable[str]]) -> tuple:
+        """List the tree below ``root``, one level (a few requests) at a
+        time; return ``(paths, listings)``: every path found, parents
+        before children, and how many listings that took.
+
+        ``listing_paths(path)`` says where to look for what lies below a
+        path found (see :meth:`TreeCache.listing_paths`).  Paths that
+        vanish meanwhile are skipped; other errors are raised.
+        """
+        found: List[str] = []
+        listings = 0
+        level = [root]
+        while level:
+            pending = [(path, self.get_children(path)) for path in level]
+            self.flush()
+            listings += len(pending)
+            level = []
+            for parent, result in pending:
+                try:
+                    children = result.get()
+                except NoNodeError:
+                    continue
+                prefix = parent.rstrip("/") + "/"
+                for child in children:
+                    path = prefix + child
+                    found.append(path)
+                    level.extend(listing_paths(path))
+        return found, listings
 
     def _add(self, op_type: int, path: str) -> ReadResult:
         with self._lock:

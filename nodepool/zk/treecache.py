@@ -363,27 +363,9 @@ class TreeCache:
         self._retry_at = self._clock() + RESYNC_RETRY
 
     def _walk(self) -> list:
-        """List every path below the root, one pipelined level at a time.
-
-        Returns the paths in breadth-first order.
-        """
-        found: list[str] = []
-        level = [self.root]
-        while level:
-            pending = [(p, self.reader.get_children(p)) for p in level]
-            self.reader.flush()
-            self.list_count += len(pending)
-            level = []
-            for parent, result in pending:
-                try:
-                    children = result.get()
-                except NoNodeError:
-                    continue
-                prefix = parent.rstrip("/") + "/"
-                for child in children:
-                    path = prefix + child
-                    found.append(path)
-                    level.extend(self.listing_paths(path))
+        """Every path below the root, breadth-first."""
+        found, listings = self.reader.walk(self.root, self.listing_paths)
+        self.list_count += listings
         return found
 
     def _cached_paths_snapshot(self) -> set:

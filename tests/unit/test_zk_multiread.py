@@ -93,3 +93,22 @@ def test_initial_sync_reads_in_batches(zk_client, zk_factory):
         assert cache.reader.requests == 7
     finally:
         cache.stop()
+
+
+def test_walk_lists_level_by_level(zk_client, tree):
+    """Parents come before children; ``listing_paths`` decides where to
+    look below a path (nowhere below /a, a leaf here), and a path that is
+    not there is skipped."""
+    reader = BatchReader(zk_client.kazoo, limit=2)
+
+    special = {"/a": (), "/dir": ("/dir", "/dir/missing")}
+
+    def listing_paths(path):
+        return special.get(path, (path,))
+
+    found, listings = reader.walk("/", listing_paths)
+    assert found[:2] == ["/a", "/dir"]
+    assert sorted(found[2:]) == ["/dir/x", "/dir/y"]
+    # /, then /dir and /dir/missing, then /dir/x and /dir/y.
+    assert listings == 5
+    assert reader.requests == 3
