@@ -25,9 +25,9 @@ why :attr:`TreeCache.fetch_count` exists.
 
 On start and after every reconnection the cache re-synchronises (once per
 client connection): it walks the subtree (listing children in batches,
-level by level) and replays a
-synthetic event for every path found, then for every path it had cached
-but did not find (those reads fail with NoNode and the entries go).
+level by level) and replays a synthetic event for every path found, then
+for every path it had cached but did not find (those reads fail with
+NoNode and the entries go).
 Readers may wait for that with :meth:`TreeCache.ensure_ready`.
 
 A record whose payload cannot be read is not cached, but its key is kept
