@@ -119,6 +119,7 @@ class ZooKeeperClient:
         self._close_on_outage = False
         self._stop_lock = threading.Lock()
         self._generation = 0
+        self._connections = 0
         self.kazoo.add_listener(self._on_kazoo_state)
 
     @classmethod
@@ -264,6 +265,17 @@ class ZooKeeperClient:
         """
         return self._generation
 
+    @property
+    def connection_count(self) -> int:
+        """How many times the client got connected so far (the number of
+        the current connection while connected).
+
+        It moves on before state listeners hear of the new connection, so
+        a listener can tell a connection it has dealt with already (e.g.
+        one it learns of late) from a new one.
+        """
+        return self._connections
+
     def guard(self) -> "SessionGuard":
         """A :class:`SessionGuard` for work starting now."""
         return SessionGuard(self)
@@ -310,6 +322,8 @@ class ZooKeeperClient:
         # can see the new session before the count moved on.
         if state == KazooState.LOST:
             self._generation += 1
+        elif state == KazooState.CONNECTED:
+            self._connections += 1
         self._events.put(state)
 
     def _dispatch(self) -> None:

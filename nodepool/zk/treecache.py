@@ -8,29 +8,36 @@ watch on its root and two threads:
 
 * the *event* thread takes watch events in arrival order, decides from the
   path alone whether the event concerns a record (and so needs its data),
-  and if so fires an asynchronous read at once;
+  and if so queues an asynchronous read;
 * the *playback* thread takes ``(event, read)`` pairs in the same order,
   waits for each read and applies the result to the cache.
 
 Reads are thus pipelined, while the cache still changes in event order.
+They go out in batches (:mod:`nodepool.zk.multiread`: one request for up
+to 128 reads), sent whenever the event thread has no more events waiting,
+so a burst of events costs a few requests and a lone event is read at once.
+The watch hands events to the event thread straight from kazoo's
+connection thread (a *direct* persistent watch).
 Everything hinges on path parsing: a lock contender that parsed as a record
 would cost one read per lock operation without anybody noticing, which is
 why the parsers live in :mod:`nodepool.zk.paths` with their own tests and
 why :attr:`TreeCache.fetch_count` exists.
 
 A write of this process that also puts its result into the cache
-(:meth:`TreeCache.own_change`, then :meth:`TreeCache.written_record`) needs no
-read for the change event it causes: the event thread counts such writes
-per path and lets the next CHANGED event of the path pass unread (its
-listeners still hear of it, in order, once the writer reported).  That halves the reads of a
-record this process keeps writing.  If the counted event was in truth
-somebody else's earlier write, ours came later and wrote over it; a write
-that fails or does not apply un-counts itself and has the path read.
+(:meth:`TreeCache.own_change`, then :meth:`TreeCache.written_record`)
+needs no read for the change event it causes: the event thread counts
+such writes per path and lets the next CHANGED event of the path pass
+unread (its listeners still hear of it, in order, once the writer
+reported).  That halves the reads of a record this process keeps writing.
+If the counted event was in truth somebody else's earlier write, ours came
+later and wrote over it; a write that fails or does not apply un-counts
+itself and has the path read.
 
-On start and after every reconnection the cache re-synchronises: it walks
-the subtree (listing children concurrently, level by level) and replays a
-synthetic event for every path found, then for every path it had cached
-but did not find (those reads fail with NoNode and the entries go).
+On start and after every reconnection the cache re-synchronises (once per
+client connection): it walks the subtree (listing children in batches,
+level by level) and replays a synthetic event for every path found, then
+for every path it had cached but did not find (those reads fail with
+NoNode and the entries go).
 Readers may wait for that with :meth:`TreeCache.ensure_ready`.
 
 A record whose payload cannot be read is not cached, but its key is kept
@@ -54,6 +61,7 @@ from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from nodepool.exceptions import InvalidRecordError
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.invalid import InvalidRecordLog
+from nodepool.zk.multiread import BatchReader
 from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
 
 # Event type of the events the cache makes up while re-synchronising.
@@ -186,7 +194,7 @@ class _RecordStore:
             # (lock_node sets ``lock`` under the same lock).
             with _record_lock(old):
                 if not getattr(old, "is_locked", False):
-                    old.update_from(new)
+                    old.update_from(new, take=True)  # new is dropped
             return old
         with self._objects_lock:
             self._objects[key] = new
@@ -226,6 +234,10 @@ class TreeCache(_RecordStore):
         # records and existence checks, and child listings of the walk.
         self.fetch_count = 0
         self.list_count = 0
+        # Reads and listings go out in batches (one request each); the
+        # event thread sends what it collected before it waits for more
+        # events, so a read is never held back while the thread idles.
+        self.reader = BatchReader(self.kazoo)
         self._objects: dict = {}
         self._objects_lock = threading.Lock()
         self._cached_paths: set[str] = set()
@@ -235,6 +247,11 @@ class TreeCache(_RecordStore):
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._generation = 0
+        # The client connection (ZooKeeperClient.connection_count) the last
+        # complete walk ran on: a CONNECTED transition that reaches us late
+        # (the client's first, when the cache starts right after connecting)
+        # needs no second walk.
+        self._walked_connection: Optional[int] = None
         # When a failed walk is tried again (monotonic time); the event
         # thread's own business, so no other thread is needed.
         self._retry_at: Optional[float] = None
@@ -306,7 +323,7 @@ class TreeCache(_RecordStore):
             self._ready.clear()
 
     def _on_watch(self, event: WatchedEvent) -> None:
-        # Kazoo's callback thread: only queue.
+        # Kazoo's connection thread (a direct watch): only queue.
         self._event_queue.put(event)
 
     # Subclass hooks -----------------------------------------------------
@@ -390,7 +407,10 @@ class TreeCache(_RecordStore):
 
     def _next_event(self):
         """The next queue item; a retry that fell due is queued behind
-        what is already waiting."""
+        what is already waiting.  Sends the collected reads first when
+        nothing is waiting."""
+        if self._event_queue.empty():
+            self.reader.flush()
         if self._retry_at is not None:
             remaining = self._retry_at - self._clock()
             if remaining > 0:
@@ -407,6 +427,7 @@ class TreeCache(_RecordStore):
             item = self._next_event()
             self._check_queue("event", self._event_queue)
             if item is None:
+                self.reader.flush()  # playback waits for all it has
                 self._playback_queue.put(None)
                 return
             try:
@@ -432,7 +453,7 @@ class TreeCache(_RecordStore):
             future = own
         elif event.type != EventType.DELETED:
             if key is not None:
-                future = self.kazoo.get_async(path)
+                future = self.reader.get(path)
                 self.fetch_count += 1
             elif event.type == SYNTHETIC:
                 # A replayed hook path: only its existence matters (lock
@@ -446,48 +467,37 @@ class TreeCache(_RecordStore):
         self._retry_at = None
         if self._stopped.is_set() or not self.client.connected:
             return  # a later CONNECTED transition queues another resync
+        connection = self.client.connection_count
+        if connection == self._walked_connection:
+            return  # walked on this very connection already
         self._generation += 1
         # The walk reads every record: nothing counted is owed any more.
         with self._own_lock:
             self._own_changes.clear()
         try:
-            add_persistent_watch(self.kazoo, self.root, self._on_watch)
+            add_persistent_watch(self.kazoo, self.root, self._on_watch,
+                                 direct=True)
             found = self._walk()
         except KazooException:
             self.log.exception("Re-synchronisation failed; will retry")
             self._retry_resync()
             return
+        self._walked_connection = connection
         # Replay parents before children (a lock contender needs its node).
         for path in found:
             self._handle_event(WatchedEvent(SYNTHETIC, None, path))
         for path in self._cached_paths_snapshot() - set(found):
             self._handle_event(WatchedEvent(SYNTHETIC, None, path))
+        self.reader.flush()
         self._playback_queue.put(_SyncDone(self._generation))
 
     def _retry_resync(self) -> None:
         self._retry_at = self._clock() + RESYNC_RETRY
 
     def _walk(self) -> list:
-        """List every path below the root, one pipelined level at a time.
-
-        Returns the paths in breadth-first order.
-        """
-        found: list[str] = []
-        level = [self.root]
-        while level:
-            pending = [(p, self.kazoo.get_children_async(p)) for p in level]
-            self.list_count += len(pending)
-            level = []
-            for parent, result in pending:
-                try:
-                    children = result.get()
-                except NoNodeError:
-                    continue
-                prefix = parent.rstrip("/") + "/"
-                for child in children:
-                    path = prefix + child
-                    found.append(path)
-                    level.extend(self.listing_paths(path))
+        """Every path below the root, breadth-first."""
+        found, listings = self.reader.walk(self.root, self.listing_paths)
+        self.list_count += listings
         return found
 
     def _cached_paths_snapshot(self) -> set:

@@ -9,7 +9,6 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from kazoo.protocol.states import KazooState
 from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import InvalidRecordError, LockError
@@ -20,6 +19,7 @@ from nodepool.zk.registry import check_component_record
 from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.models import Node, NodeRequest, RequestState
 from nodepool.zk.requests import RequestStore
+from tests.fixtures import zkserver
 from tests.fixtures.waits import wait_for
 
 REQUEST = {"state": "requested", "state_time": 1.0, "node_types": ["a"],
@@ -231,9 +231,10 @@ def test_request_cache_sets_invalid_requests_aside(request_cache, writer,
     assert request_cache.get(good) is not None
     assert set(request_cache.invalid()) == {(bad,), (empty,)}
     assert "not list" in request_cache.invalid()[(bad,)].reason
-    # A resync reads everything again without logging it again.
+    # A resync (here after the cache's session expired) reads everything
+    # again without logging it again.
     before = request_cache.fetch_count
-    request_cache._on_state(KazooState.CONNECTED)
+    zkserver.expire_session(request_cache.client.kazoo)
     wait_for(lambda: request_cache.fetch_count >= before + 3)
     # Events are applied in order: once a later record shows, the replay
     # is done.

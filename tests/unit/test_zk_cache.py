@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from kazoo.protocol.states import EventType, WatchedEvent
+from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.recipe.lock import Lock
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
@@ -260,6 +260,27 @@ def test_resync_after_session_loss(zk_client, writer):
         # The watch works on the new session.
         later = make_node(writer)
         wait_for(lambda: cache.get(later))
+    finally:
+        cache.stop()
+
+
+def test_late_connected_transition_walks_no_second_time(zk_client, writer):
+    """The client's CONNECTED transition may reach a cache started right
+    after connecting only once the cache walked the tree: no second walk
+    for the same connection."""
+    make_node(writer)
+    cache = NodeCache(zk_client).start()
+    try:
+        assert cache.ensure_ready(30)
+        walked = cache.list_count
+        assert walked == 2  # the root, one lock directory
+        cache._on_state(KazooState.CONNECTED)  # as delivered late
+        # Events are handled in order: once this node is cached, the
+        # transition was dealt with.
+        node_id = make_node(writer)
+        wait_for(lambda: cache.get(node_id))
+        assert cache.list_count == walked
+        assert zk_client.connection_count == 1
     finally:
         cache.stop()
 

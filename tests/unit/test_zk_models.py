@@ -394,6 +394,22 @@ def test_node_update_from():
         cached.update_from(NodeRequest.from_dict(ZUUL_REQUEST))
 
 
+def test_node_update_from_taking_containers():
+    """A cache applying a read drops the fresh record afterwards: its
+    containers are taken over, not copied."""
+    cached = Node.from_dict(GOLDEN_NODE, id="0000000001")
+    cached.lock_contenders = {"abc__lock__0000000001"}
+    fresh = Node.from_bytes(encode(GOLDEN_HELD_NODE), stat=make_stat(9),
+                            id="other")
+    cached.update_from(fresh, take=True)
+    assert cached.id == "0000000001"
+    assert cached.lock_contenders == {"abc__lock__0000000001"}
+    assert cached.mzxid == 9 and cached.state is NodeState.HOLD
+    assert cached.to_dict() == GOLDEN_HELD_NODE
+    assert cached.type is fresh.type
+    assert cached.resources is fresh.resources
+
+
 def test_node_equality_and_repr():
     a = Node.from_dict(GOLDEN_NODE, id="0000000001")
     b = Node.from_dict(GOLDEN_NODE, id="0000000001")

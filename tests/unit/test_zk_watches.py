@@ -213,6 +213,42 @@ def test_two_callbacks_and_two_paths(zk_client):
     assert first.events == [(CREATED, "/x"), (CREATED, "/x/z")]
 
 
+def test_direct_callback_runs_on_the_connection_thread(zk_client):
+    """A direct callback is called by kazoo's connection thread itself;
+    the others still go through kazoo's callback thread.  Both see the
+    same events in order."""
+    kazoo = zk_client.kazoo
+    direct, queued = Recorder(), Recorder()
+    threads = {"direct": set(), "queued": set()}
+
+    def on_direct(event):
+        threads["direct"].add(threading.current_thread())
+        direct(event)
+
+    def on_queued(event):
+        threads["queued"].add(threading.current_thread())
+        queued(event)
+
+    add_persistent_watch(kazoo, "/d", on_direct, direct=True)
+    add_persistent_watch(kazoo, "/d", on_queued)
+    kazoo.create("/d/e", makepath=True)
+    kazoo.set("/d/e", b"1")
+    expected = [(CREATED, "/d"), (CREATED, "/d/e"), (CHANGED, "/d/e")]
+    direct.wait_for(expected)
+    queued.wait_for(expected)
+    connection_thread = kazoo._connection._connection_routine
+    assert threads["direct"] == {connection_thread}
+    assert connection_thread not in threads["queued"]
+    # Removing it removes its direct mark too: added again as a queued
+    # callback, it no longer runs on the connection thread.
+    remove_persistent_watch(kazoo, "/d", on_direct)
+    threads["direct"].clear()
+    add_persistent_watch(kazoo, "/d", on_direct)
+    kazoo.delete("/d/e")
+    direct.wait_for(expected + [(DELETED, "/d/e")])
+    assert connection_thread not in threads["direct"]
+
+
 def test_nested_recursive_watches_deliver_once_per_callback(zk_client):
     kazoo = zk_client.kazoo
     events, inner = Recorder(), Recorder()

@@ -243,11 +243,13 @@ class Record:
         obj.stat = stat
         return obj
 
-    def update_from(self, other: "Record") -> None:
+    def update_from(self, other: "Record", take: bool = False) -> None:
         """Copy the serialized fields and ``stat`` of ``other`` into self.
 
         Identifiers, ``lock`` and (for nodes) ``lock_contenders`` are kept.
-        Containers are copied, so ``other`` may be used independently.
+        Containers are copied, so ``other`` may be used independently;
+        with ``take`` they are taken over instead (cheaper, for a caller
+        that drops ``other`` afterwards, like a cache applying a read).
         """
         if type(other) is not type(self):
             raise TypeError("cannot update %s from %s"
@@ -257,7 +259,7 @@ class Record:
             self.state_time = other.state_time
             for name in self._FIELDS:
                 value = getattr(other, name)
-                if type(value) not in _IMMUTABLE:
+                if not take and type(value) not in _IMMUTABLE:
                     value = copy.deepcopy(value)
                 setattr(self, name, value)
             self.stat = other.stat

@@ -150,8 +150,9 @@ class Image:
         image.stat = stat
         return image
 
-    def update_from(self, other: "Image") -> None:
-        """Take ``stat`` from ``other``; ``name`` and ``paused`` are kept."""
+    def update_from(self, other: "Image", take: bool = False) -> None:
+        """Take ``stat`` from ``other``; ``name`` and ``paused`` are kept
+        (``take`` changes nothing: there are no containers)."""
         if type(other) is not type(self):
             raise TypeError("cannot update Image from %s"
                             % type(other).__name__)
