@@ -161,9 +161,9 @@ def serve_requests(zuul, count, timeout=600):
     return elapsed, time.monotonic() - start, sorted(latencies), handed
 
 
-def zuul_side(hosts, count, results):
+def zuul_side(hosts, count, results, tls_args=None):
     """Play Zuul in its own process: submit, accept, return, time it."""
-    zuul_zk = ZooKeeperClient(hosts, timeout=30)
+    zuul_zk = ZooKeeperClient(hosts, timeout=30, **(tls_args or {}))
     zuul_zk.connect()
     zuul = ZuulClient(zuul_zk)
     elapsed, lifecycle, latencies, _ = serve_requests(zuul, count)
@@ -213,14 +213,14 @@ class Profiler:
                 entry.name, where))
 
 
-def run(hosts, count, intervals, profiler):
+def run(hosts, count, intervals, profiler, tls_args=None):
     test_driver.register()
     FakeCloud.reset_all()
     FakeCloud.get("fake").create_steps = 1
     with tempfile.NamedTemporaryFile("w", suffix=".yaml",
                                      delete=False) as f:
         f.write(CONFIG)
-    zk = CountingClient(hosts, timeout=30)
+    zk = CountingClient(hosts, timeout=30, **(tls_args or {}))
     zk.connect()
     launcher = NodePoolLauncher(f.name, zk_client=zk, intervals=intervals,
                                 scanner=FakeScanner())
@@ -232,7 +232,7 @@ def run(hosts, count, intervals, profiler):
     kinds_baseline = collections.Counter(zk.by_kind)
     results = multiprocessing.Queue()
     zuul = multiprocessing.Process(target=zuul_side,
-                                   args=(hosts, count, results))
+                                   args=(hosts, count, results, tls_args))
     zuul.start()
     elapsed, lifecycle, latencies = results.get()
     cpu = [end - start for start, end in zip(cpu_start, cpu_seconds())]
@@ -256,15 +256,19 @@ def main():
                         default=0, metavar="N",
                         help="profile with yappi and print the top N "
                         "functions by own CPU time (default 25)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect over ZooKeeper's TLS port")
     args = parser.parse_args()
     intervals = Intervals() if args.intervals == "default" else Intervals(
         main=0.1, pool=0.05, runner=0.02, deleted_nodes=0.1)
     profiler = Profiler(args.profile)
-    with zkserver.scratch_hosts("bench") as hosts:
+    with zkserver.scratch_chroot("bench", tls=args.tls) as scratch:
         elapsed, lifecycle, lat, ops, kinds, cpu = run(
-            hosts, args.requests, intervals, profiler)
+            scratch.hosts, args.requests, intervals, profiler,
+            scratch.tls_args)
     n = args.requests
-    print("requests: %d, intervals: %s" % (n, args.intervals))
+    print("requests: %d, intervals: %s, ZooKeeper over %s" % (
+        n, args.intervals, "TLS" if args.tls else "TCP"))
     print("requests/s (submit -> all fulfilled): %.1f" % (n / elapsed))
     print("request -> fulfilled p50 %.3f s, p95 %.3f s" % (
         statistics.median(lat), lat[int(len(lat) * 0.95) - 1]))
