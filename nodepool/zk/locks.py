@@ -168,6 +168,36 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
     return results
 
 
+def lock_record_at_once(lock: Lock, record, path: str, *,
+                        new_dir: bool = False,
+                        ephemeral: bool = True) -> bool:
+    """Take ``lock`` for ``record`` (a node or request whose znode is
+    ``path``) in one transaction, provided the record is still at
+    ``record.stat.version``: then ``record`` needs no re-reading and gets
+    ``lock``.  False when the caller must take the ordinary way (with the
+    same ``lock``): the version was unknown, the record changed while
+    nobody holds the lock, or ZooKeeper failed meanwhile.
+
+    :raises LockError: somebody else holds the lock.
+    """
+    try:
+        taken = lock_at_once(lock, new_dir=new_dir,
+                             check=(path, record.stat.version),
+                             ephemeral=ephemeral)
+    except StaleRecord:
+        # Most often somebody else took it meanwhile: see that before
+        # making a contender only to remove it again.
+        refuse_if_held(lock.client, lock.path)
+        return False
+    except KazooException:
+        return False  # unknown: the ordinary way finds out
+    if taken is None:
+        return False
+    with record.thread_lock:  # the cache checks the lock under it
+        record.lock = lock
+    return True
+
+
 def refuse_if_held(kazoo: KazooClient, path: str) -> None:
     """Raise LockError if somebody holds the lock at ``path``; else (or if
     ZooKeeper cannot tell) return None: take it the ordinary way.  For a

@@ -56,24 +56,9 @@ class NodeLocking:
         if lock is None:
             lock = locks.new_lock(self.kazoo, node_lock_path(node.id),
                                   identifier, inside_record=True)
-        if at_once:
-            # One transaction: our contender, provided the record is still
-            # the version we have (then it needs no re-reading).
-            try:
-                taken = locks.lock_at_once(
-                    lock, check=(node_path(node.id), node.stat.version),
-                    ephemeral=ephemeral)
-            except locks.StaleRecord:
-                # Most often somebody else took it meanwhile: see that
-                # before making a contender only to remove it again.
-                locks.refuse_if_held(self.kazoo, lock.path)
-                taken = None
-            except KazooException:
-                taken = None  # unknown: the ordinary way finds out
-            if taken is not None:
-                with node.thread_lock:
-                    node.lock = lock
-                return
+        if at_once and locks.lock_record_at_once(
+                lock, node, node_path(node.id), ephemeral=ephemeral):
+            return
         try:
             lock = locks.acquire_lock(
                 self.kazoo, node_lock_path(node.id), blocking=blocking,

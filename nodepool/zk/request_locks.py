@@ -38,25 +38,11 @@ class RequestLocking:
         """
         lock = locks.new_lock(self.kazoo, request_lock_path(request.id),
                               identifier)
-        if not blocking and request.stat is not None:
-            # One transaction: the lock directory (a new request has
-            # none) and our contender, provided the request is still the
-            # version we have: then it needs no re-reading.
-            try:
-                taken = locks.lock_at_once(
-                    lock, new_dir=True,
-                    check=(request_path(request.id), request.stat.version))
-            except locks.StaleRecord:
-                # Most often another launcher took it meanwhile: see that
-                # before making a contender only to remove it again.
-                locks.refuse_if_held(self.kazoo, lock.path)
-                taken = None
-            except KazooException:
-                taken = None  # unknown: the ordinary way finds out
-            if taken is not None:
-                with request.thread_lock:
-                    request.lock = lock
-                return
+        # A new request has no lock directory yet: make it with ours.
+        if (not blocking and request.stat is not None
+                and locks.lock_record_at_once(
+                    lock, request, request_path(request.id), new_dir=True)):
+            return
         lock = locks.acquire_lock(self.kazoo, request_lock_path(request.id),
                                   blocking=blocking, timeout=timeout,
                                   identifier=identifier, lock=lock)
@@ -182,13 +168,7 @@ class RequestLocking:
         if any(lock is None or not lock.is_acquired or not lock.node
                for lock in held):
             return False
-        node_ids = [n.id for n in nodes]
-        if len(node_ids) != len(request.node_types):
-            raise ValueError(
-                "request %s wants %d nodes, got %d"
-                % (request.id, len(request.node_types), len(node_ids)))
-        request.nodes = node_ids
-        request.state = RequestState.FULFILLED
+        self._mark_fulfilled(request, [n.id for n in nodes])
         data = request.serialize()
         txn = self.kazoo.transaction()
         txn.set_data(request_path(request.id), data)
@@ -218,6 +198,15 @@ class RequestLocking:
             node.lock = None
         request.lock = None
         return True
+
+    @staticmethod
+    def _mark_fulfilled(request: NodeRequest, node_ids: list) -> None:
+        if len(node_ids) != len(request.node_types):
+            raise ValueError(
+                "request %s wants %d nodes, got %d"
+                % (request.id, len(request.node_types), len(node_ids)))
+        request.nodes = node_ids
+        request.state = RequestState.FULFILLED
 
     def holds_lock(self, request: NodeRequest) -> bool:
         """Whether our contender of the request's lock still exists, asked

@@ -230,13 +230,7 @@ class RequestStore(RequestLocking):
 
         :raises ValueError: the number of nodes does not match.
         """
-        node_ids = list(node_ids)
-        if len(node_ids) != len(request.node_types):
-            raise ValueError(
-                "request %s wants %d nodes, got %d"
-                % (request.id, len(request.node_types), len(node_ids)))
-        request.nodes = node_ids
-        request.state = RequestState.FULFILLED
+        self._mark_fulfilled(request, list(node_ids))
         self.store_request(request)
 
     def requeue_request(self, request: NodeRequest) -> None:
