@@ -163,11 +163,6 @@ def test_good_component_records():
 # -- against ZooKeeper --------------------------------------------------------
 
 @pytest.fixture
-def writer(zk_factory):
-    return zk_factory(tls=False).kazoo
-
-
-@pytest.fixture
 def request_cache(zk_client):
     cache = RequestCache(zk_client).start()
     assert cache.ensure_ready(30)

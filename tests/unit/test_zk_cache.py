@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 
-import pytest
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.recipe.lock import Lock
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
@@ -33,20 +32,6 @@ def make_node(kazoo, state="ready", **extra):
     path = kazoo.create("/nodepool/nodes/", node_json(state, **extra),
                         sequence=True, makepath=True)
     return path.rsplit("/", 1)[1]
-
-
-@pytest.fixture
-def writer(zk_factory):
-    """A second client playing the other party (Zuul, another launcher)."""
-    return zk_factory(tls=False).kazoo
-
-
-@pytest.fixture
-def node_cache(zk_client):
-    cache = NodeCache(zk_client).start()
-    assert cache.ensure_ready(30)
-    yield cache
-    cache.stop()
 
 
 def test_nodes_created_changed_deleted(node_cache, writer):

@@ -15,7 +15,6 @@ from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
 from nodepool.zk import locks, paths
-from nodepool.zk.cache import NodeCache
 from nodepool.zk.models import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
@@ -292,14 +291,6 @@ def test_fulfil_without_a_held_lock_is_left_to_the_caller(zk_client, other):
 
 
 # The cache and our own writes ----------------------------------------------
-
-@pytest.fixture
-def node_cache(zk_client):
-    cache = NodeCache(zk_client).start()
-    assert cache.ensure_ready(30)
-    yield cache
-    cache.stop()
-
 
 def test_own_write_is_not_read_back_but_heard(zk_client, node_cache):
     store = NodeStore(zk_client, cache=node_cache)

@@ -11,7 +11,6 @@ import threading
 import time
 from types import SimpleNamespace
 
-import pytest
 
 from nodepool.zk.cache import NodeCache
 from nodepool.zk.models import Node, NodeState
@@ -129,19 +128,6 @@ def make_node(kazoo, **kwargs):
     path = kazoo.create("/nodepool/nodes/", node_json(**kwargs),
                         sequence=True, makepath=True)
     return path.rsplit("/", 1)[1]
-
-
-@pytest.fixture
-def writer(zk_factory):
-    return zk_factory(tls=False).kazoo
-
-
-@pytest.fixture
-def node_cache(zk_client):
-    cache = NodeCache(zk_client).start()
-    assert cache.ensure_ready(30)
-    yield cache
-    cache.stop()
 
 
 def test_index_follows_other_clients_writes(node_cache, writer):
