@@ -154,10 +154,12 @@ class RequestLocking:
         the request's lock, all in one transaction.
 
         Zuul sees the request fulfilled and its nodes free at the same
-        moment, and it costs one write instead of one per lock.  Returns
-        False, with nothing written, if it cannot be one step (a lock not
-        held the way this expects, e.g. a contender gone): the caller then
-        uses :meth:`fulfill_request` and unlocks one by one.
+        moment, and it costs one write instead of one per lock.  The
+        request's lock directory goes too (nobody locks a fulfilled
+        request).  Returns False, with nothing written, if it cannot be one
+        step (a lock not held the way this expects, e.g. a contender gone,
+        or somebody queued on the request's lock): the caller then uses
+        :meth:`fulfill_request` and unlocks one by one.
 
         :raises kazoo.exceptions.NoNodeError: the request is gone
             (nothing was written).
@@ -174,6 +176,9 @@ class RequestLocking:
         txn.set_data(request_path(request.id), data)
         for lock in held:
             txn.delete(lock.path + "/" + lock.node)
+        # The request's lock directory too: nobody locks a fulfilled
+        # request, so it would only wait for the orphan cleanup.
+        txn.delete(request.lock.path)
         with self._own_change(request.id) as change:
             try:
                 results = txn.commit()

@@ -259,9 +259,25 @@ def test_fulfil_and_unlock_in_one_request(zk_client, other):
     assert stored.state == RequestState.FULFILLED
     assert stored.nodes == [node.id]
     assert node.lock is None and request.lock is None
-    for path in (paths.node_lock_path(node.id),
-                 paths.request_lock_path(request.id)):
-        assert locks.lock_contenders(other.kazoo, path) == []
+    assert locks.lock_contenders(other.kazoo,
+                                 paths.node_lock_path(node.id)) == []
+    # Nobody locks a fulfilled request: its lock directory went too.
+    assert other.kazoo.exists(paths.request_lock_path(request.id)) is None
+
+
+def test_fulfil_with_somebody_queued_on_the_request_is_left_to_the_caller(
+        zk_client, other):
+    requests, nodes = RequestStore(zk_client), NodeStore(zk_client)
+    request = submit(RequestStore(other))
+    requests.lock_request(request, blocking=False)
+    node = new_node(nodes)
+    nodes.lock_new_node(node, NodeState.READY)
+    other.kazoo.create(paths.request_lock_path(request.id) + "/%s__lock__"
+                       % uuid.uuid4().hex, ephemeral=True, sequence=True)
+    assert not requests.fulfill_and_unlock(request, [node])
+    stored = RequestStore(other).get_request(request.id, cached=False)
+    assert stored.state == RequestState.REQUESTED
+    assert locks.is_lock_holder(node.lock) and requests.holds_lock(request)
 
 
 def test_fulfil_of_a_vanished_request_changes_nothing(zk_client, other):
