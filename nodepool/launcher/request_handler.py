@@ -22,6 +22,7 @@ from nodepool import exceptions
 from nodepool.launcher import why
 from nodepool.launcher.ready_nodes import free_idle_node, reuse_ready_node
 from nodepool.launcher.request_recovery import RequestRecovery
+from nodepool.zk import locks
 from nodepool.zk.client import CONNECTION_ERRORS, is_connection_error
 from nodepool.zk.models import Node, NodeState, RequestState
 
@@ -125,8 +126,10 @@ class RequestHandler(RequestRecovery):
         self.declining = None  # the reason, once a decline has begun
         self.counted = False  # counted for the provider's max-concurrency
         self.orphans: list = []  # "init" nodes stored but never locked
-        # A fulfilling transaction was sent and its outcome is unknown.
+        # A fulfilling transaction was sent and its outcome is unknown;
+        # the (record, lock) pairs it was to release.
         self.fulfil_sent = False
+        self.fulfil_locks: list = []
         # The request lock lives and dies with the session of this guard
         # (taken by the pool worker before it locked the request).
         self.guard = guard or self.services.zk_client.guard()
@@ -340,6 +343,8 @@ class RequestHandler(RequestRecovery):
             # no exists() first: the write itself says whether the request
             # is still there.
             self.fulfil_sent = True
+            self.fulfil_locks = [(record, record.lock)
+                                 for record in self.slots + [request]]
             at_once = requests.fulfill_and_unlock(request, self.slots)
             self.fulfil_sent = False
             if not at_once:
@@ -358,10 +363,10 @@ class RequestHandler(RequestRecovery):
         self.log.info("Fulfilled with nodes %s", request.nodes)
         self.trace.reason(why.FULFILLED, "nodes %s" % ", ".join(request.nodes))
         if at_once:
-            # Every lock went with the transaction.
-            for node in self.slots:
-                node.lock = None
-            request.lock = None
+            # Every lock went with the transaction (the references to them
+            # too, unless the answer was lost).
+            for record, lock in self.fulfil_locks:
+                locks.forget_lock(record, lock)
             self.done = True
             return
         for node in self.slots:

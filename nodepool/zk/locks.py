@@ -198,6 +198,17 @@ def lock_record_at_once(lock: Lock, record, path: str, *,
     return True
 
 
+def forget_lock(record, lock: Optional[Lock]) -> None:
+    """Drop ``record.lock`` if it is still ``lock``.
+
+    Records of a cache are shared by the threads of a process: once a lock
+    is let go in ZooKeeper, another thread may lock the very same object,
+    and its lock must not be wiped by ours."""
+    with record.thread_lock:
+        if record.lock is lock:
+            record.lock = None
+
+
 def refuse_if_held(kazoo: KazooClient, path: str) -> None:
     """Raise LockError if somebody holds the lock at ``path``; else (or if
     ZooKeeper cannot tell) return None: take it the ordinary way.  For a

@@ -188,10 +188,13 @@ class NodeLocking:
 
         :raises LockError: ``node`` is not locked by this process.
         """
-        if node.lock is None:
+        lock = node.lock
+        if lock is None:
             raise LockError("node %s is not locked" % node.id)
-        locks.release_lock(node.lock)
-        node.lock = None
+        # Forgotten first: once released, another thread of ours may lock
+        # this very object (the cache's) and set its own lock.
+        locks.forget_lock(node, lock)
+        locks.release_lock(lock)
 
     def node_lock_contenders(self, node_id: str) -> list[str]:
         """Current contender znode names of the node's lock, holder first."""

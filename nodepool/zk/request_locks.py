@@ -96,10 +96,13 @@ class RequestLocking:
 
         :raises LockError: ``request`` is not locked by this process.
         """
-        if request.lock is None:
+        lock = request.lock
+        if lock is None:
             raise LockError("request %s is not locked" % request.id)
-        locks.release_lock(request.lock)
-        request.lock = None
+        # Forgotten first: once released, another pool worker of ours may
+        # lock this very object (the cache's) and set its own lock.
+        locks.forget_lock(request, lock)
+        locks.release_lock(lock)
 
     def is_request_locked(self, request_id: str) -> bool:
         """Whether anybody (this process included) holds the request lock.
@@ -196,12 +199,10 @@ class RequestLocking:
             if isinstance(results[0], NoNodeError):
                 raise NoNodeError(request_path(request.id))
             return False
-        for lock in held:
+        for record, lock in zip(list(nodes) + [request], held):
             lock.is_acquired = False
             lock.node = None
-        for node in nodes:
-            node.lock = None
-        request.lock = None
+            locks.forget_lock(record, lock)
         return True
 
     @staticmethod
