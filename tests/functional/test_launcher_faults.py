@@ -129,7 +129,12 @@ def test_session_loss_mid_launch_leaks_nothing(launcher_factory, zuul):
 
 
 def test_provider_hint_and_priority(launcher_factory, zuul):
-    launcher_factory(TWO_PROVIDERS, first_priority=100)
+    launcher = launcher_factory(TWO_PROVIDERS, first_priority=100)
+    # A pool yields only to pools it sees registered: until the second
+    # one's record shows up, the first serves whatever comes.
+    wait_for(lambda: {p.provider_name for p in
+                      launcher.services.registry.pools()}
+             == {"first", "second"})
 
     def served_by(**kwargs):
         done = zuul.wait_for_request(zuul.submit(["small"], **kwargs))
