@@ -313,8 +313,8 @@ def test_min_retention_keeps_an_idle_backing_node(start, zuul):
     gone_at = []
 
     def gone():
-        if node(zuul, bn1) is None or node(
-                zuul, bn1).state != NodeState.IN_USE:
+        backing = node(zuul, bn1)  # read once: it may go between reads
+        if backing is None or backing.state != NodeState.IN_USE:
             gone_at.append(time.time())
             return True
         return False
