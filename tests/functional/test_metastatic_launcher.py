@@ -76,7 +76,15 @@ DEFAULTS = dict(grace=1, retention=0, max_age="null", boot_timeout=2,
 @pytest.fixture
 def start(launcher_factory):
     def start(**params):
-        return launcher_factory(CONFIG, **dict(DEFAULTS, **params))
+        launcher = launcher_factory(CONFIG, **dict(DEFAULTS, **params))
+        # Pool "second" yields to "main" (priority 1) only once it sees
+        # main registered: before, it may serve a request itself, without
+        # main's node-attributes.
+        wanted = {("meta", "main"), ("meta", "second"), ("fake", "main")}
+        wait_for(lambda: wanted <= {
+            (record["provider_name"], record["name"]) for record in (
+                p.to_dict() for p in launcher.services.registry.pools())})
+        return launcher
     return start
 
 
