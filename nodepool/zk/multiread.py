@@ -149,6 +149,11 @@ class BatchReader:
         self._ops: List[tuple] = []
         self._batch = None
 
+    @property
+    def pending(self) -> int:
+        """How many reads wait to be sent."""
+        return len(self._ops)
+
     def get(self, path: str) -> ReadResult:
         """Read ``path``'s data and stat."""
         return self._add(GET_DATA, path)

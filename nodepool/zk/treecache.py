@@ -15,7 +15,14 @@ watch on its root and two threads:
 Reads are thus pipelined, while the cache still changes in event order.
 They go out in batches (:mod:`nodepool.zk.multiread`: one request for up
 to 128 reads), sent whenever the event thread has no more events waiting,
-so a burst of events costs a few requests and a lone event is read at once.
+but changes not sooner than ``read_interval`` after the previous batch:
+under a steady stream of changes (other launchers' nodes going through
+their states, say) the reads of each interval share one request, so those
+cost ZooKeeper a bounded number of requests per second however many
+records change, at the price of reaching the cache up to one interval
+later.  A new record is read at once, and takes the changes collected so
+far along: new requests are to be served without delay, and new nodes
+count against quotas that several launchers may share.
 The watch hands events to the event thread straight from kazoo's
 connection thread (a *direct* persistent watch).
 Everything hinges on path parsing: a lock contender that parsed as a record
@@ -47,79 +54,34 @@ instance of an unreadable node record as leaked.  Each version of a bad
 record is logged once (:mod:`nodepool.zk.invalid`).
 """
 
-import collections
-import contextlib
 import logging
 import queue
 import threading
 import time
-from typing import Callable, Dict, Hashable, Iterable, NamedTuple, Optional
+from typing import Callable, Dict, Hashable, Iterable, Optional
 
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 
-from nodepool.exceptions import InvalidRecordError
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.multiread import BatchReader
+from nodepool.zk.recordstore import (  # noqa: F401  (re-exported)
+    SYNTHETIC, InvalidEntry, OwnChange, RecordStore)
 from nodepool.zk.watches import add_persistent_watch, remove_persistent_watch
 
-# Event type of the events the cache makes up while re-synchronising.
-SYNTHETIC = "SYNTHETIC"
 QUEUE_WARNING_SIZE = 1024
 QUEUE_WARNING_INTERVAL = 60.0
 # Seconds before a walk that failed (a ZooKeeper error) is tried again.
 RESYNC_RETRY = 1.0
+# The shortest time, in seconds, between two batches of reads of a cache.
+READ_INTERVAL = 0.02
 
 Listener = Callable[[Hashable, Optional[object], str], None]
 
 
-class InvalidEntry(NamedTuple):
-    """Why the record at a key could not be read, and which version."""
-
-    mzxid: Optional[int]
-    reason: str
-
-
 class _Resync:
     """Queue marker: walk the tree and replay it."""
-
-
-class OwnChange:
-    """Context of one write of ours to a record (see
-    :meth:`TreeCache.own_change`); the writer reports the result to the
-    cache inside it.  Set ``applied = False`` when the write returned
-    without applying (a transaction that failed a check)."""
-
-    #: Longest the playback thread waits for the writer to report.
-    REPORT_TIMEOUT = 10.0
-
-    def __init__(self, cache: "TreeCache", path: str):
-        self.cache = cache
-        self.path = path
-        self.applied = True
-        self.done = threading.Event()
-
-    def __enter__(self) -> "OwnChange":
-        with self.cache._own_lock:
-            self.cache._own_changes.setdefault(
-                self.path, collections.deque()).append(self)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.done.set()
-        if exc_type is None and self.applied:
-            return
-        cache = self.cache
-        with cache._own_lock:
-            waiting = cache._own_changes.get(self.path)
-            if waiting is not None and self in waiting:
-                waiting.remove(self)
-                if not waiting:
-                    del cache._own_changes[self.path]
-        # Someone else's change may have passed unread in our place:
-        # read the record now (queued behind that event).
-        cache._event_queue.put(WatchedEvent(SYNTHETIC, None, self.path))
 
 
 class _SyncDone:
@@ -129,82 +91,7 @@ class _SyncDone:
         self.generation = generation
 
 
-class _RecordStore:
-    """How records get into a :class:`TreeCache`: from its reads, and
-    from its writers (write-through, see the module's documentation).
-    Uses the cache's ``_objects``, ``_invalid``, ``_objects_lock``,
-    ``_cached_paths``, ``invalid_log``, ``log``, ``make_object()`` and
-    ``_event_queue``."""
-
-    def _init_write_through(self) -> None:
-        # Path -> writes of ours whose CHANGED event needs no read.
-        self._own_changes: Dict[str, collections.deque] = {}
-        self._own_lock = threading.Lock()
-
-    def own_change(self, path: str) -> OwnChange:
-        """Wrap a write of ours that changes the record at ``path``;
-        the caller then reports the result with :meth:`written_record`.  The
-        write's CHANGED event is not read again (see the module's
-        documentation)."""
-        return OwnChange(self, path)
-
-    def written_record(self, key: Hashable, data: bytes, stat) -> None:
-        """A record of ours was stored with ``data`` at ``stat``: put it
-        into the cache now (never over newer data)."""
-        with self._objects_lock:
-            self._cached_paths.add(self.object_path(key))
-        self._store(key, data, stat)
-
-    def _take_own_change(self, path: str) -> Optional[OwnChange]:
-        with self._own_lock:
-            waiting = self._own_changes.get(path)
-            if not waiting:
-                return None
-            change = waiting.popleft()
-            if not waiting:
-                del self._own_changes[path]
-            return change
-
-    def _store(self, key, data, stat):
-        with self._objects_lock:
-            old = self._objects.get(key)
-        if old is not None:
-            with _record_lock(old):
-                if getattr(old, "is_locked", False):
-                    return old  # the holder owns this object's contents
-                if stat is not None and old.stat is not None \
-                        and stat.mzxid <= old.stat.mzxid:
-                    return old  # never go back to older data
-        try:
-            new = self.make_object(key, data, stat)
-        except InvalidRecordError as e:
-            self.invalid_log.report(self.log, self.object_path(key), stat, e)
-            with self._objects_lock:
-                self._objects.pop(key, None)
-                self._invalid[key] = InvalidEntry(
-                    stat.mzxid if stat is not None else None, str(e))
-            return None
-        with self._objects_lock:
-            was_invalid = self._invalid.pop(key, None)
-        if was_invalid is not None:
-            self.invalid_log.forget(self.object_path(key))
-        if old is not None:
-            # Checked again under the record's lock: a thread of ours that
-            # locked the record meanwhile owns its contents from then on
-            # (lock_node sets ``lock`` under the same lock).
-            with _record_lock(old):
-                if not getattr(old, "is_locked", False):
-                    old.update_from(new, take=True)  # new is dropped
-            return old
-        with self._objects_lock:
-            self._objects[key] = new
-        return new
-
-    def object_path(self, key) -> str:
-        return "%s/%s" % (self.root, "/".join(key))
-
-
-class TreeCache(_RecordStore):
+class TreeCache(RecordStore):
     """Ordered, pipelined mirror of one ZooKeeper subtree.
 
     Subclasses say which paths hold records (:meth:`parse_path`), how to
@@ -221,7 +108,8 @@ class TreeCache(_RecordStore):
 
     def __init__(self, client: ZooKeeperClient, root: str, *,
                  clock: Callable[[], float] = time.monotonic,
-                 queue_warning_size: int = QUEUE_WARNING_SIZE):
+                 queue_warning_size: int = QUEUE_WARNING_SIZE,
+                 read_interval: float = READ_INTERVAL):
         self.client = client
         self.kazoo = client.kazoo
         self.root = root
@@ -235,9 +123,12 @@ class TreeCache(_RecordStore):
         self.fetch_count = 0
         self.list_count = 0
         # Reads and listings go out in batches (one request each); the
-        # event thread sends what it collected before it waits for more
-        # events, so a read is never held back while the thread idles.
+        # event thread sends what it collected once no event is waiting
+        # and ``read_interval`` has passed since the previous batch.
         self.reader = BatchReader(self.kazoo)
+        self.read_interval = read_interval
+        self._last_send = float("-inf")
+        self._read_new_record = False
         self._objects: dict = {}
         self._objects_lock = threading.Lock()
         self._cached_paths: set[str] = set()
@@ -406,21 +297,39 @@ class TreeCache(_RecordStore):
             self.log.warning("%s queue has %d entries", name, size)
 
     def _next_event(self):
-        """The next queue item; a retry that fell due is queued behind
-        what is already waiting.  Sends the collected reads first when
-        nothing is waiting."""
-        if self._event_queue.empty():
-            self.reader.flush()
-        if self._retry_at is not None:
-            remaining = self._retry_at - self._clock()
-            if remaining > 0:
-                try:
-                    return self._event_queue.get(timeout=remaining)
-                except queue.Empty:
-                    pass
-            self._retry_at = None
-            self._event_queue.put(_Resync())
-        return self._event_queue.get()
+        """The next queue item.  A retry that fell due is queued behind
+        what is already waiting; while nothing is waiting, the collected
+        reads are sent if one is of a new record or once the read
+        interval allows it."""
+        while True:
+            now = self._clock()
+            if self._retry_at is not None and self._retry_at <= now:
+                self._retry_at = None
+                self._event_queue.put(_Resync())
+            try:
+                return self._event_queue.get_nowait()
+            except queue.Empty:
+                pass
+            send_at = self._send_reads(now)
+            due = [t for t in (send_at, self._retry_at) if t is not None]
+            try:
+                return self._event_queue.get(
+                    timeout=max(0.0, min(due) - now) if due else None)
+            except queue.Empty:
+                continue
+
+    def _send_reads(self, now: float) -> Optional[float]:
+        """Send the collected reads if the read interval has passed since
+        the last batch; else return when it will have."""
+        if not self.reader.pending:
+            return None
+        send_at = self._last_send + self.read_interval
+        if now < send_at and not self._read_new_record:
+            return send_at
+        self.reader.flush()
+        self._last_send = now
+        self._read_new_record = False
+        return None
 
     def _run_events(self) -> None:
         while True:
@@ -455,6 +364,8 @@ class TreeCache(_RecordStore):
             if key is not None:
                 future = self.reader.get(path)
                 self.fetch_count += 1
+                if event.type == EventType.CREATED:
+                    self._read_new_record = True
             elif event.type == SYNTHETIC:
                 # A replayed hook path: only its existence matters (lock
                 # contender, flag), and it may have gone since the walk
@@ -578,9 +489,3 @@ class TreeCache(_RecordStore):
                 listener(key, obj, event_type)
             except Exception:
                 self.log.exception("Cache listener failed")
-
-
-def _record_lock(obj):
-    """The record's own thread lock (records that have none need none)."""
-    lock = getattr(obj, "thread_lock", None)
-    return lock if lock is not None else contextlib.nullcontext()

@@ -350,6 +350,50 @@ def test_many_nodes_from_concurrent_writers(zk_client, zk_factory):
         cache.stop()
 
 
+def test_changes_within_the_read_interval_share_one_request(zk_client,
+                                                            writer):
+    """A change after a quiet spell is read at once; changes that arrive
+    within the read interval of the last batch wait for it and then go
+    out together, in one request.  A new record is read at once, and
+    takes the changes waiting along."""
+    class Clock:
+        now = 100.0
+
+        @classmethod
+        def monotonic(cls):
+            return cls.now
+
+    def comments(ids):
+        return [getattr(cache.get(i), "comment", None) for i in ids]
+    cache = NodeCache(zk_client, clock=Clock.monotonic,
+                      read_interval=1.0).start()
+    try:
+        assert cache.ensure_ready(30)
+        ids = [make_node(writer, comment="new") for _ in range(5)]
+        wait_for(lambda: comments(ids) == ["new"] * 5)  # clock never moved
+        before = cache.reader.requests
+        for node_id in ids:
+            writer.set("/nodepool/nodes/" + node_id, node_json(comment="a"))
+        wait_for(lambda: cache.reader.pending == 5)
+        assert comments(ids) == ["new"] * 5
+        Clock.now += 1.0
+        wait_for(lambda: comments(ids) == ["a"] * 5)
+        assert cache.reader.requests == before + 1
+
+        Clock.now += 60.0  # quiet: the next change is read at once
+        writer.set("/nodepool/nodes/" + ids[0], node_json(comment="b"))
+        wait_for(lambda: comments(ids)[0] == "b")
+        assert cache.reader.requests == before + 2
+
+        writer.set("/nodepool/nodes/" + ids[1], node_json(comment="b"))
+        wait_for(lambda: cache.reader.pending == 1)
+        last = make_node(writer, comment="new")
+        wait_for(lambda: comments(ids[:2] + [last]) == ["b", "b", "new"])
+        assert cache.reader.requests == before + 3
+    finally:
+        cache.stop()
+
+
 def test_request_cache_walk_lists_the_root_only(zk_client, writer):
     """Requests are leaves: the initial sync lists the request root, not
     each request (1,000 pending requests were 1,000 listings)."""
