@@ -248,7 +248,8 @@ class PoolWorker(ServiceThread):
                 continue
             guard = self.services.zk_client.guard()
             try:
-                self.services.requests.lock_request(request, blocking=False)
+                self.services.requests.lock_request(
+                    request, blocking=False, contended=True)
             except exceptions.LockError:
                 continue
             if (request.state != RequestState.REQUESTED

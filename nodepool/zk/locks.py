@@ -64,6 +64,12 @@ class StaleRecord(LockError):
     since the caller read it (nothing was created)."""
 
 
+class LockedBefore(LockError):
+    """:func:`lock_at_once` guessed the lock directory new, and it is not:
+    somebody locked the record before, and may hold it now (nothing was
+    created)."""
+
+
 def new_lock(kazoo: KazooClient, path: str,
              identifier: Optional[str] = None,
              inside_record: bool = False) -> Lock:
@@ -76,6 +82,7 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
                  check: Optional[tuple] = None,
                  then_set: Optional[tuple] = None,
                  ephemeral: bool = True,
+                 contended: bool = False,
                  retried: bool = False) -> Optional[list]:
     """Try to take ``lock`` in one ZooKeeper transaction, without waiting.
 
@@ -103,6 +110,10 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
         nothing was created.
     :raises LockError: someone else holds the lock (our contender was
         removed again).
+    :raises LockedBefore: with ``contended`` (others are likely to try the
+        same lock at this moment), the directory guessed new exists: the
+        caller gives up without a listing to see whether it is held, and
+        guesses otherwise next time.
     :raises kazoo.exceptions.KazooException: ZooKeeper failed, and whether
         the transaction applied is unknown.  ``lock`` is marked so that
         :func:`acquire_lock` with it first looks for the contender this
@@ -135,6 +146,9 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
         # rolled back), but the lock directory was not as we guessed.
         first = check is not None
         if new_dir and isinstance(results[first], NodeExistsError):
+            if contended:
+                raise LockedBefore("%s exists: locked before, perhaps held"
+                                   % lock.path)
             # Somebody locked it before, and most often still holds it
             # (several launchers saw the same new request): look before
             # contending in the directory there is.
@@ -170,7 +184,8 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
 
 def lock_record_at_once(lock: Lock, record, path: str, *,
                         new_dir: bool = False,
-                        ephemeral: bool = True) -> bool:
+                        ephemeral: bool = True,
+                        contended: bool = False) -> bool:
     """Take ``lock`` for ``record`` (a node or request whose znode is
     ``path``) in one transaction, provided the record is still at
     ``record.stat.version``: then ``record`` needs no re-reading and gets
@@ -178,13 +193,24 @@ def lock_record_at_once(lock: Lock, record, path: str, *,
     same ``lock``): the version was unknown, the record changed while
     nobody holds the lock, or ZooKeeper failed meanwhile.
 
-    :raises LockError: somebody else holds the lock.
+    ``contended`` is for records that other clients are likely to lock at
+    the same moment (a new request all launchers see), and whose changes
+    the caller hears of through a cache: a changed record (most often
+    changed by whoever took it) or an existing lock directory
+    (:class:`LockedBefore`) is given up on at once, without the listing
+    that would tell whether the lock is held.  The caller tries again
+    with its newer copy, if that still calls for it.
+
+    :raises LockError: somebody else holds the lock (or, ``contended``, may
+        hold it).
     """
     try:
         taken = lock_at_once(lock, new_dir=new_dir,
                              check=(path, record.stat.version),
-                             ephemeral=ephemeral)
+                             ephemeral=ephemeral, contended=contended)
     except StaleRecord:
+        if contended:
+            raise
         # Most often somebody else took it meanwhile: see that before
         # making a contender only to remove it again.
         refuse_if_held(lock.client, lock.path)

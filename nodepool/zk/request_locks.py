@@ -5,7 +5,9 @@
 :mod:`nodepool.zk.locks`), split from :mod:`nodepool.zk.requests`."""
 
 import copy
-from typing import Optional
+import threading
+import time
+from typing import Callable, Optional
 
 from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
 
@@ -16,6 +18,50 @@ from nodepool.zk.paths import (
     REQUEST_LOCK_ROOT, request_lock_path, request_path)
 
 
+# Seconds a request that a contended attempt gave up on is left alone
+# while its record stays as it was (see RequestLocking.lock_request).
+GIVE_UP_TIME = 2.0
+
+
+class GivenUp:
+    """Requests that a ``contended`` attempt gave up on, by id: the
+    version the record had then, until when to leave that version alone,
+    and whether the request's lock directory is known to exist.
+
+    Bounded (forgetting an entry costs one needless attempt or a wrong
+    guess, nothing else) and thread-safe.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 limit: int = 10000):
+        self._clock = clock
+        self.limit = limit
+        self._entries: dict = {}
+        self._lock = threading.Lock()
+
+    def note(self, request: NodeRequest, locked_before: bool) -> None:
+        with self._lock:
+            if len(self._entries) >= self.limit:
+                self._entries.clear()
+            old = self._entries.get(request.id)
+            self._entries[request.id] = (
+                request.stat.version, self._clock() + GIVE_UP_TIME,
+                locked_before or (old is not None and old[2]))
+
+    def waiting(self, request: NodeRequest) -> bool:
+        """Whether ``request`` is as it was when given up on, and recently
+        so: whoever changed or locked it is to be heard of first."""
+        with self._lock:
+            entry = self._entries.get(request.id)
+        return (entry is not None and entry[0] == request.stat.version
+                and self._clock() < entry[1])
+
+    def locked_before(self, request_id: str) -> bool:
+        with self._lock:
+            entry = self._entries.get(request_id)
+        return entry is not None and entry[2]
+
+
 class RequestLocking:
     """The locking half of :class:`~nodepool.zk.requests.RequestStore`.
 
@@ -23,26 +69,57 @@ class RequestLocking:
     and ``_written()``.
     """
 
+    #: Requests that ``contended`` attempts of this store gave up on.
+    _given_up: GivenUp
+
     def lock_request(self, request: NodeRequest, blocking: bool = True,
                      timeout: Optional[float] = None,
-                     identifier: Optional[str] = None) -> None:
+                     identifier: Optional[str] = None,
+                     contended: bool = False) -> None:
         """Lock ``request`` and refresh it from ZooKeeper.
 
         The refresh matters because the object (usually from the cache)
         may be older than the last change made under the lock, e.g. a
         decline by another launcher.  Sets ``request.lock`` on success.
 
-        :raises LockError: held elsewhere (non-blocking), ZooKeeper failed,
-            or the request was deleted (the lock is released again).
+        ``contended`` (non-blocking, ``request`` from the cache): other
+        launchers are likely to try the same request now, so a sign that
+        one was first (the record changed, or its lock directory exists)
+        ends the attempt with one request spent, not three or four (see
+        :func:`~nodepool.zk.locks.lock_record_at_once`).  Until the
+        record changes (the cache brings that change, most often
+        ``pending`` by whoever took it), or for :data:`GIVE_UP_TIME`
+        seconds, further contended attempts on it give up at once,
+        without asking ZooKeeper.
+
+        :raises LockError: held elsewhere (non-blocking; perhaps held, with
+            ``contended``), ZooKeeper failed, or the request was deleted
+            (the lock is released again).
         :raises TimeoutException: ``timeout`` expired.
         """
         lock = locks.new_lock(self.kazoo, request_lock_path(request.id),
                               identifier)
-        # A new request has no lock directory yet: make it with ours.
-        if (not blocking and request.stat is not None
-                and locks.lock_record_at_once(
-                    lock, request, request_path(request.id), new_dir=True)):
-            return
+        # A request never locked has no lock directory yet: make it with
+        # ours.  One that was (taken, or turned down) keeps it.
+        if not blocking and request.stat is not None:
+            if contended and self._given_up.waiting(request):
+                raise LockError("request %s: waiting to hear from whoever "
+                                "changed or locked it" % request.id)
+            new_dir = (request.state == RequestState.REQUESTED
+                       and not request.declined_by
+                       and not self._given_up.locked_before(request.id))
+            try:
+                if locks.lock_record_at_once(
+                        lock, request, request_path(request.id),
+                        new_dir=new_dir, contended=contended):
+                    return
+            except locks.LockedBefore:
+                self._given_up.note(request, locked_before=True)
+                raise
+            except locks.StaleRecord:
+                if contended:
+                    self._given_up.note(request, locked_before=False)
+                raise
         lock = locks.acquire_lock(self.kazoo, request_lock_path(request.id),
                                   blocking=blocking, timeout=timeout,
                                   identifier=identifier, lock=lock)

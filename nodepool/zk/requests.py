@@ -38,7 +38,7 @@ from nodepool.zk.paths import (
     request_path,
     request_prefix,
 )
-from nodepool.zk.request_locks import RequestLocking
+from nodepool.zk.request_locks import GivenUp, RequestLocking
 
 log = logging.getLogger("nodepool.zk.requests")
 
@@ -56,6 +56,7 @@ class RequestStore(RequestLocking):
         self.cache = cache
         # Each bad record is logged once per version by this store.
         self.invalid_log = InvalidRecordLog()
+        self._given_up = GivenUp()
 
     @property
     def kazoo(self) -> KazooClient:

@@ -14,7 +14,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.lock import Lock
 
 from nodepool.exceptions import LockError, TimeoutException
-from nodepool.zk import locks, paths
+from nodepool.zk import locks, paths, request_locks
 from nodepool.zk.models import Node, NodeRequest, NodeState, RequestState
 from nodepool.zk.nodes import NodeStore
 from nodepool.zk.requests import RequestStore
@@ -244,6 +244,67 @@ def test_request_lock_in_one_request(zk_client, other):
             RequestStore(other).get_request(request.id, cached=False),
             blocking=False)
     requests.unlock_request(request)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_contended_request_lock_lost_costs_one_request(zk_client, other):
+    """Launchers that see a new request at the same moment: the ones that
+    find it locked before give up after the one failed transaction, and
+    ask ZooKeeper nothing more until the record changes or some time has
+    passed.  Then the lock directory is known to exist."""
+    winner = RequestStore(other)
+    request = submit(winner)
+    other.kazoo.ensure_path("/nodepool/requests-lock")
+    winner.lock_request(request, blocking=False, contended=True)
+    loser = RequestStore(zk_client)
+    loser._given_up = request_locks.GivenUp(clock=Clock())
+    mine = loser.get_request(request.id, cached=False)
+    counts = count_requests(zk_client)
+    for _ in range(3):
+        with pytest.raises(LockError):
+            loser.lock_request(mine, blocking=False, contended=True)
+    assert counts == {"Transaction": 1}
+    # The winner lets go without a change (paused, say): the loser tries
+    # again only after a while, then in the directory there is.
+    winner.unlock_request(request)
+    loser._given_up._clock.now += request_locks.GIVE_UP_TIME
+    counts.clear()
+    loser.lock_request(mine, blocking=False, contended=True)
+    assert counts == {"Transaction": 1, "GetChildren": 1}
+    assert loser.holds_lock(mine)
+    loser.unlock_request(mine)
+
+
+def test_contended_request_lock_on_a_stale_copy(zk_client, other):
+    """A copy older than the record (the cache has not brought the change
+    yet) costs the failed check only; the newer copy is tried at once."""
+    requests = RequestStore(zk_client)
+    request = submit(RequestStore(other))
+    other.kazoo.ensure_path("/nodepool/requests-lock")
+    stale = requests.get_request(request.id, cached=False)
+    request.declined_by.append("launcher-1")
+    RequestStore(other).store_request(request)
+    counts = count_requests(zk_client)
+    with pytest.raises(locks.StaleRecord):
+        requests.lock_request(stale, blocking=False, contended=True)
+    with pytest.raises(LockError):  # given up on: nothing asked
+        requests.lock_request(stale, blocking=False, contended=True)
+    assert counts == {"Transaction": 1}
+    fresh = requests.get_request(request.id, cached=False)
+    counts.clear()
+    requests.lock_request(fresh, blocking=False, contended=True)
+    # Turned down once, so the directory was guessed to exist; it did not
+    # (a test's decline, without a lock), and the second guess made it.
+    assert counts == {"Transaction": 2}
+    assert requests.holds_lock(fresh)
+    requests.unlock_request(fresh)
 
 
 def test_fulfil_and_unlock_in_one_request(zk_client, other):
