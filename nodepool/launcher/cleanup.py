@@ -33,6 +33,10 @@ DELETABLE_STATES = frozenset((
 # wait is bounded by 30 s); one still unlocked long after was left behind
 # by a handler interrupted by a ZooKeeper fault.
 INIT_MAX_AGE = 60.0
+# Seconds a deletable node of a provider that several launchers serve is
+# left to the launcher that launched it (while that one is registered),
+# so that the others do not all race for its lock.
+LAUNCHER_DELETE_GRACE = 30.0
 
 
 class _PeriodicWorker(ServiceThread):
@@ -137,10 +141,13 @@ class DeletedNodeWorker(_PeriodicWorker):
         # The ids each provider is deleting, listed once per pass (not
         # once per node: that made a pass quadratic in busy periods).
         deleting: dict = {}
+        launchers = _LaunchersOf(self.services.registry)
         for node in nodes:
             provider = providers.get(node.provider)
             if provider is None:
                 continue  # another launcher's provider
+            if self._left_to_its_launcher(node, launchers):
+                continue
             if node.state == NodeState.READY and node.allocated_to:
                 self._check_allocation(node)
                 continue
@@ -184,6 +191,23 @@ class DeletedNodeWorker(_PeriodicWorker):
         finally:
             nodes.unlock_node(node)
 
+    def _left_to_its_launcher(self, node, launchers) -> bool:
+        """Whether another launcher, the one that launched ``node``, is
+        to delete it: a provider may be served by several launchers, and
+        each would otherwise try to lock each node the moment it is done
+        with (one wins, the others pay three ZooKeeper requests each).
+        Only while that launcher's pool is registered for the node's
+        provider, and for :data:`LAUNCHER_DELETE_GRACE` seconds since the
+        node's last state change; then anybody deletes it."""
+        owner = node.launcher
+        if not owner or owner == self.view.pool_launcher_id(node.provider,
+                                                            node.pool):
+            return False
+        if node.state_time is None or \
+                time.time() - node.state_time > LAUNCHER_DELETE_GRACE:
+            return False
+        return owner in launchers.serving(node.provider)
+
     @staticmethod
     def _stale_init(node) -> bool:
         return (node.state == NodeState.INIT and node.state_time is not None
@@ -209,6 +233,24 @@ class DeletedNodeWorker(_PeriodicWorker):
                 self.services.nodes.store_node(node)
         finally:
             self.services.nodes.unlock_node(node)
+
+
+class _LaunchersOf:
+    """The registered pools' launcher ids per provider, read from the
+    registry once per pass and only if asked."""
+
+    def __init__(self, registry):
+        self._registry = registry
+        self._by_provider: Optional[dict] = None
+
+    def serving(self, provider_name: str) -> set:
+        if self._by_provider is None:
+            self._by_provider = {}
+            pools = self._registry.pools() if self._registry else ()
+            for info in pools:
+                self._by_provider.setdefault(info.provider_name,
+                                             set()).add(info.id)
+        return self._by_provider.get(provider_name, set())
 
 
 class CleanupWorker(_PeriodicWorker):

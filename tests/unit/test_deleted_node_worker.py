@@ -63,7 +63,7 @@ class Provider:
 def make_worker():
     cache, provider, clock = Cache(), Provider(), Clock()
     services = SimpleNamespace(
-        node_cache=cache, nodes=Store(),
+        node_cache=cache, nodes=Store(), registry=None,
         zk_client=SimpleNamespace(connected=True))
     view = SimpleNamespace(providers={"p1": provider})
     worker = DeletedNodeWorker(view, services, 5.0, clock=clock)
@@ -144,3 +144,32 @@ def test_no_pass_while_disconnected():
     worker.services.zk_client.connected = True
     worker.run_once()
     assert provider.cleaned == ["1"]
+
+
+def test_node_of_a_shared_provider_left_to_its_launcher_for_a_while():
+    """Several launchers serve provider p1: a used node is deleted by the
+    one that launched it; the others step in once it is gone from the
+    registry or the node has waited LAUNCHER_DELETE_GRACE seconds."""
+    import time
+
+    from nodepool.launcher import cleanup
+    worker, cache, provider, clock = make_worker()
+    registered = [SimpleNamespace(id="other-main", provider_name="p1"),
+                  SimpleNamespace(id="ours-main", provider_name="p1"),
+                  SimpleNamespace(id="third-main", provider_name="p2")]
+    worker.services.registry = SimpleNamespace(pools=lambda: registered)
+    worker.view.pool_launcher_id = lambda provider, pool: "ours-main"
+    nodes = {}
+    for node_id, launcher in (("theirs", "other-main"), ("ours", "ours-main"),
+                              ("gone", "departed-main"),
+                              ("odd", "third-main"), ("old", None)):
+        nodes[node_id] = add_node(cache, node_id, NodeState.USED)
+        nodes[node_id].launcher = launcher
+        nodes[node_id].state_time = time.time()
+    worker.run_once()
+    assert sorted(provider.cleaned) == ["gone", "odd", "old", "ours"]
+    nodes["theirs"].state_time -= cleanup.LAUNCHER_DELETE_GRACE + 1
+    worker.node_changed(nodes["theirs"])
+    clock.now += 1
+    worker.run_once()
+    assert provider.cleaned[-1] == "theirs"
