@@ -152,7 +152,7 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
             # Somebody locked it before, and most often still holds it
             # (several launchers saw the same new request): look before
             # contending in the directory there is.
-            if _sorted_contenders(kazoo.get_children(lock.path)):
+            if lock_is_held(kazoo, lock.path):
                 raise LockError("Did not get lock on %s" % lock.path)
             return lock_at_once(lock, check=check, ephemeral=ephemeral,
                                 retried=True)
@@ -164,7 +164,7 @@ def lock_at_once(lock: Lock, *, new_dir: bool = False,
     offset = (check is not None) + new_dir
     node = results[offset].rsplit("/", 1)[1]
     if not new_dir:
-        holder = _sorted_contenders(kazoo.get_children(lock.path))
+        holder = lock_contenders(kazoo, lock.path)
         if not holder or holder[0] != node:
             try:
                 kazoo.delete(lock.path + "/" + node)
@@ -222,6 +222,37 @@ def lock_record_at_once(lock: Lock, record, path: str, *,
     with record.thread_lock:  # the cache checks the lock under it
         record.lock = lock
     return True
+
+
+def held_contender(lock: Optional[Lock]) -> Optional[str]:
+    """The path of our contender of ``lock`` while this process believes
+    it holds the lock (ZooKeeper is not asked); else None."""
+    if lock is None or not lock.is_acquired or not lock.node:
+        return None
+    return lock.path + "/" + lock.node
+
+
+def mark_released(lock: Lock) -> None:
+    """Tell ``lock`` that its contender is gone (deleted by a transaction
+    of ours, or with the session), so that it is not released again."""
+    lock.is_acquired = False
+    lock.node = None
+
+
+def unlock_record(record, what: str) -> None:
+    """Release ``record.lock`` (a node's or a request's); never fails on a
+    lost session.
+
+    :raises LockError: ``record`` is not locked by this process (``what``
+        names it in the message).
+    """
+    lock = record.lock
+    if lock is None:
+        raise LockError("%s is not locked" % what)
+    # Forgotten first: once released, another thread of ours may lock
+    # this very object (the cache's) and set its own lock.
+    forget_lock(record, lock)
+    release_lock(lock)
 
 
 def forget_lock(record, lock: Optional[Lock]) -> None:
@@ -316,8 +347,7 @@ def release_lock(lock: Optional[Lock]) -> None:
         # session (and with it the lock) is already lost or the client was
         # stopped.  The caller can do nothing more about it.
         log.warning("Could not release lock %s cleanly: %r", lock.path, e)
-        lock.is_acquired = False
-        lock.node = None
+        mark_released(lock)
 
 
 @contextlib.contextmanager
@@ -372,9 +402,10 @@ def is_lock_holder(lock: Optional[Lock]) -> bool:
     ``Lock.is_acquired`` stays true after the session expired; this checks
     ZooKeeper, so it detects a lock that was silently lost.
     """
-    if lock is None or not lock.is_acquired or not lock.node:
+    contender = held_contender(lock)
+    if contender is None:
         return False
     try:
-        return lock.client.exists(lock.path + "/" + lock.node) is not None
+        return lock.client.exists(contender) is not None
     except KazooException:
         return False

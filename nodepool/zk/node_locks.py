@@ -188,13 +188,7 @@ class NodeLocking:
 
         :raises LockError: ``node`` is not locked by this process.
         """
-        lock = node.lock
-        if lock is None:
-            raise LockError("node %s is not locked" % node.id)
-        # Forgotten first: once released, another thread of ours may lock
-        # this very object (the cache's) and set its own lock.
-        locks.forget_lock(node, lock)
-        locks.release_lock(lock)
+        locks.unlock_record(node, "node %s" % node.id)
 
     def node_lock_contenders(self, node_id: str) -> list[str]:
         """Current contender znode names of the node's lock, holder first."""

@@ -16,7 +16,6 @@ however, is not synchronised: lock, modify, store and unlock it from one
 thread at a time.  No method may be called from a kazoo callback.
 """
 
-import contextlib
 import logging
 from typing import Iterable, Iterator, Optional
 
@@ -24,11 +23,13 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError, NotEmptyError
 
 from nodepool.exceptions import InvalidRecordError
+from nodepool.zk import locks
 from nodepool.zk.client import ZooKeeperClient
 from nodepool.zk.invalid import InvalidRecordLog
 from nodepool.zk.node_locks import NodeLocking
 from nodepool.zk.models import Node, NodeState
 from nodepool.zk.paths import NODE_ROOT, node_path
+from nodepool.zk.recordstore import own_change
 
 log = logging.getLogger("nodepool.zk.nodes")
 
@@ -187,9 +188,7 @@ class NodeStore(NodeLocking):
     def _own_change(self, node_id: str):
         """Context of a write of ours to the node's record, which we then
         put into the cache ourselves (so the cache need not read it)."""
-        if self.cache is None:
-            return contextlib.nullcontext(None)
-        return self.cache.own_change(node_path(node_id))
+        return own_change(self.cache, node_path(node_id))
 
     def delete_node(self, node: Node) -> None:
         """Remove ``node``'s znode and lock directory.
@@ -218,18 +217,18 @@ class NodeStore(NodeLocking):
         """Delete the locked node's contender, lock directory and record in
         one transaction; False if it did not apply (nothing changed)."""
         lock = node.lock
-        if lock is None or not lock.is_acquired or not lock.node:
+        contender = locks.held_contender(lock)
+        if contender is None:
             return False
         txn = self.kazoo.transaction()
-        txn.delete(lock.path + "/" + lock.node)
+        txn.delete(contender)
         txn.delete(lock.path)
         txn.delete(node_path(node.id))
         results = txn.commit()
         if any(isinstance(r, Exception) for r in results):
             return False
         # The lock went with the record: nothing left to release.
-        lock.is_acquired = False
-        lock.node = None
+        locks.mark_released(lock)
         node.state = NodeState.DELETED
         if self.cache is not None:
             self.cache.removed(node.id)

@@ -64,6 +64,15 @@ class OwnChange:
         cache._event_queue.put(WatchedEvent(SYNTHETIC, None, self.path))
 
 
+def own_change(cache: Optional["RecordStore"], path: str):
+    """``cache.own_change(path)`` for a store that writes through
+    ``cache``, or a context that does nothing (yielding None) for one
+    without a cache."""
+    if cache is None:
+        return contextlib.nullcontext(None)
+    return cache.own_change(path)
+
+
 class RecordStore:
     """How records get into a :class:`~nodepool.zk.treecache.TreeCache`:
     from its reads, and from its writers (write-through, see the

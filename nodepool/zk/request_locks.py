@@ -173,13 +173,7 @@ class RequestLocking:
 
         :raises LockError: ``request`` is not locked by this process.
         """
-        lock = request.lock
-        if lock is None:
-            raise LockError("request %s is not locked" % request.id)
-        # Forgotten first: once released, another pool worker of ours may
-        # lock this very object (the cache's) and set its own lock.
-        locks.forget_lock(request, lock)
-        locks.release_lock(lock)
+        locks.unlock_record(request, "request %s" % request.id)
 
     def is_request_locked(self, request_id: str) -> bool:
         """Whether anybody (this process included) holds the request lock.
@@ -247,15 +241,15 @@ class RequestLocking:
             the transaction applied is unknown (:meth:`holds_lock` tells).
         """
         held = [n.lock for n in nodes] + [request.lock]
-        if any(lock is None or not lock.is_acquired or not lock.node
-               for lock in held):
+        contenders = [locks.held_contender(lock) for lock in held]
+        if None in contenders:
             return False
         self._mark_fulfilled(request, [n.id for n in nodes])
         data = request.serialize()
         txn = self.kazoo.transaction()
         txn.set_data(request_path(request.id), data)
-        for lock in held:
-            txn.delete(lock.path + "/" + lock.node)
+        for contender in contenders:
+            txn.delete(contender)
         # The request's lock directory too: nobody locks a fulfilled
         # request, so it would only wait for the orphan cleanup.
         txn.delete(request.lock.path)
@@ -277,8 +271,7 @@ class RequestLocking:
                 raise NoNodeError(request_path(request.id))
             return False
         for record, lock in zip(list(nodes) + [request], held):
-            lock.is_acquired = False
-            lock.node = None
+            locks.mark_released(lock)
             locks.forget_lock(record, lock)
         return True
 

@@ -18,7 +18,6 @@ shared by threads; a :class:`~nodepool.zk.models.NodeRequest` object must
 be used by one thread at a time.  Nothing here may run in a kazoo callback.
 """
 
-import contextlib
 import logging
 import uuid
 from typing import Iterable, Iterator, Optional, Union
@@ -38,6 +37,7 @@ from nodepool.zk.paths import (
     request_path,
     request_prefix,
 )
+from nodepool.zk.recordstore import own_change
 from nodepool.zk.request_locks import GivenUp, RequestLocking
 
 log = logging.getLogger("nodepool.zk.requests")
@@ -173,9 +173,7 @@ class RequestStore(RequestLocking):
     def _own_change(self, request_id: str):
         """Context of a write of ours to the request, which we then put
         into the cache ourselves (so the cache need not read it)."""
-        if self.cache is None:
-            return contextlib.nullcontext(None)
-        return self.cache.own_change(request_path(request_id))
+        return own_change(self.cache, request_path(request_id))
 
     def _written(self, request: NodeRequest, data: bytes) -> None:
         if self.cache is not None:

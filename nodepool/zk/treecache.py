@@ -322,6 +322,8 @@ class TreeCache(RecordStore):
         """Send the collected reads if the read interval has passed since
         the last batch; else return when it will have."""
         if not self.reader.pending:
+            # (A full batch went out by itself: nothing is owed a read.)
+            self._read_new_record = False
             return None
         send_at = self._last_send + self.read_interval
         if now < send_at and not self._read_new_record:

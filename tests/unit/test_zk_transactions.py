@@ -307,12 +307,20 @@ def test_contended_request_lock_on_a_stale_copy(zk_client, other):
     requests.unlock_request(fresh)
 
 
-def test_fulfil_and_unlock_in_one_request(zk_client, other):
+def locked_request_and_node(zk_client, other):
+    """Stores on ``zk_client``, and a request (submitted by ``other``) and
+    a ``ready`` node, both locked through them."""
     requests, nodes = RequestStore(zk_client), NodeStore(zk_client)
     request = submit(RequestStore(other))
     requests.lock_request(request, blocking=False)
     node = new_node(nodes)
     nodes.lock_new_node(node, NodeState.READY)
+    return requests, nodes, request, node
+
+
+def test_fulfil_and_unlock_in_one_request(zk_client, other):
+    requests, nodes, request, node = locked_request_and_node(zk_client,
+                                                             other)
     counts = count_requests(zk_client)
     assert requests.fulfill_and_unlock(request, [node])
     assert counts == {"Transaction": 1}
@@ -328,11 +336,8 @@ def test_fulfil_and_unlock_in_one_request(zk_client, other):
 
 def test_fulfil_with_somebody_queued_on_the_request_is_left_to_the_caller(
         zk_client, other):
-    requests, nodes = RequestStore(zk_client), NodeStore(zk_client)
-    request = submit(RequestStore(other))
-    requests.lock_request(request, blocking=False)
-    node = new_node(nodes)
-    nodes.lock_new_node(node, NodeState.READY)
+    requests, nodes, request, node = locked_request_and_node(zk_client,
+                                                             other)
     other.kazoo.create(paths.request_lock_path(request.id) + "/%s__lock__"
                        % uuid.uuid4().hex, ephemeral=True, sequence=True)
     assert not requests.fulfill_and_unlock(request, [node])
@@ -342,11 +347,8 @@ def test_fulfil_with_somebody_queued_on_the_request_is_left_to_the_caller(
 
 
 def test_fulfil_of_a_vanished_request_changes_nothing(zk_client, other):
-    requests, nodes = RequestStore(zk_client), NodeStore(zk_client)
-    request = submit(RequestStore(other))
-    requests.lock_request(request, blocking=False)
-    node = new_node(nodes)
-    nodes.lock_new_node(node, NodeState.READY)
+    requests, nodes, request, node = locked_request_and_node(zk_client,
+                                                             other)
     other.kazoo.delete(paths.request_path(request.id))
     with pytest.raises(NoNodeError):
         requests.fulfill_and_unlock(request, [node])
