@@ -18,9 +18,10 @@ shared by threads that acquire it concurrently.
 """
 
 import contextlib
+import copy
 import logging
 import re
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -253,6 +254,20 @@ def unlock_record(record, what: str) -> None:
     # this very object (the cache's) and set its own lock.
     forget_lock(record, lock)
     release_lock(lock)
+
+
+def lock_a_fresh_copy(record, lock_copy: Callable[[Any], None]):
+    """Take a node's or request's lock anew after the session that held
+    it was lost: ``lock_copy`` (a non-blocking lock) is called with a copy
+    of ``record`` whose version is unknown, so that it is read again (the
+    object may be ahead of the record).  ``record`` gets the lock; the
+    copy, as stored now, is returned."""
+    record.lock = None  # it went with the lost session
+    probe = copy.copy(record)
+    probe.stat = None
+    lock_copy(probe)
+    record.lock = probe.lock
+    return probe
 
 
 def forget_lock(record, lock: Optional[Lock]) -> None:

@@ -4,7 +4,6 @@
 """Taking and giving up node locks (kazoo's recipe, see
 :mod:`nodepool.zk.locks`), split from :mod:`nodepool.zk.nodes`."""
 
-import copy
 from typing import Optional
 
 from kazoo.exceptions import (
@@ -161,12 +160,8 @@ class NodeLocking:
                 self.unlock_node(node)
                 raise LockError("node %s was deleted" % node.id)
             return fresh
-        node.lock = None  # it went with the lost session
-        probe = copy.copy(node)
-        probe.stat = None  # it may be ahead of the record: read it
-        self.lock_node(probe, blocking=False)
-        node.lock = probe.lock
-        return probe
+        return locks.lock_a_fresh_copy(
+            node, lambda probe: self.lock_node(probe, blocking=False))
 
     def _remove_lock_skeleton(self, node_id: str, stat) -> None:
         # Our own locks never recreate a deleted node (inside_record), but

@@ -4,7 +4,6 @@
 """Taking and giving up request locks (kazoo's recipe, see
 :mod:`nodepool.zk.locks`), split from :mod:`nodepool.zk.requests`."""
 
-import copy
 import threading
 import time
 from typing import Callable, Optional
@@ -161,12 +160,8 @@ class RequestLocking:
                                 % request.id)
             fresh.stat = stat
             return fresh
-        request.lock = None  # it went with the lost session
-        probe = copy.copy(request)
-        probe.stat = None  # it may be ahead of the record: read it
-        self.lock_request(probe, blocking=False)
-        request.lock = probe.lock
-        return probe
+        return locks.lock_a_fresh_copy(
+            request, lambda probe: self.lock_request(probe, blocking=False))
 
     def unlock_request(self, request: NodeRequest) -> None:
         """Release the lock taken by :meth:`lock_request`.
